@@ -1,0 +1,236 @@
+"""OCI image references: parse, normalise and police them before anything reaches a registry.
+
+`ctr` accepts references carrying shell metacharacters and forwards them to the registry, so
+every ref is checked here against the distribution/reference grammar (the one Docker and
+containerd implement) before a builder is launched. Pure Python: cheap to import and test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+PLATFORMS = {"x86_64": "linux/amd64", "arm64": "linux/arm64"}
+
+DOCKER_HUB = "docker.io"
+_DOCKER_HUB_ALIASES = ("index.docker.io",)
+_OFFICIAL_REPO_PREFIX = "library/"
+_DEFAULT_TAG = "latest"
+NAME_TOTAL_LENGTH_MAX = 255
+_MESSAGE_VALUE_MAX = 120
+
+# distribution/reference grammar, ASCII only (Python's \w would otherwise accept Unicode).
+_ALNUM = r"[a-z0-9]+"
+_SEPARATOR = r"(?:[._]|__|[-]+)"
+_PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN_NAME = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*"
+_IPV6 = r"\[[a-fA-F0-9:]+\]"
+_HOST = rf"(?:{_DOMAIN_NAME}|{_IPV6})"
+_DOMAIN = rf"{_HOST}(?::[0-9]+)?"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+
+_DOMAIN_RE = re.compile(_DOMAIN, re.ASCII)
+_PATH_RE = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*", re.ASCII)
+_TAG_RE = re.compile(_TAG, re.ASCII)
+_DIGEST_RE = re.compile(_DIGEST, re.ASCII)
+_SHA256_RE = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+_BARE_IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}", re.ASCII)
+# Only these digest algorithms have a fixed, checkable encoding (OCI image-spec).
+_KNOWN_DIGEST_RE = {
+    "sha256": re.compile(r"[0-9a-f]{64}", re.ASCII),
+    "sha512": re.compile(r"[0-9a-f]{128}", re.ASCII),
+}
+
+
+class InvalidInputs(ValueError):
+    """A run's inputs are unusable; raised before any AWS call."""
+
+
+class InvalidImageReference(InvalidInputs):
+    """An image reference breaks the OCI distribution reference grammar."""
+
+
+def show(value: object) -> str:
+    """repr() a value for an error message, shortened so a 10 kB attack string stays readable."""
+    text = repr(value)
+    if len(text) > _MESSAGE_VALUE_MAX:
+        return f"{text[:_MESSAGE_VALUE_MAX]}... ({len(text)} chars)"
+    return text
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A parsed, normalised image reference; str() gives the canonical full form."""
+
+    registry: str
+    repository: str
+    tag: str | None
+    digest: str | None
+
+    @property
+    def pinned(self) -> bool:
+        """True when the content is fixed by digest, whatever the tag says."""
+        return self.digest is not None
+
+    @property
+    def name(self) -> str:
+        """registry/repository, without tag or digest."""
+        return f"{self.registry}/{self.repository}"
+
+    def __str__(self) -> str:
+        text = self.name
+        if self.tag is not None:
+            text += f":{self.tag}"
+        if self.digest is not None:
+            text += f"@{self.digest}"
+        return text
+
+
+def _invalid(ref: str, why: str) -> InvalidImageReference:
+    return InvalidImageReference(f"invalid image reference {show(ref)}: {why}")
+
+
+def _split_domain(name: str) -> tuple[str, str]:
+    """Docker's rule: the first component is a registry when it has '.' or ':', is 'localhost',
+    or is not all lowercase; otherwise the name lives on Docker Hub."""
+    first, slash, rest = name.partition("/")
+    is_domain = slash and ("." in first or ":" in first or first == "localhost" or first.lower() != first)
+    if not is_domain:
+        return DOCKER_HUB, name
+    return first, rest
+
+
+def _validate_digest(ref: str, digest: str) -> None:
+    if not _DIGEST_RE.fullmatch(digest):
+        raise _invalid(ref, f"digest {show(digest)} is not algorithm:hex")
+    algorithm, _, encoded = digest.partition(":")
+    pattern = _KNOWN_DIGEST_RE.get(algorithm)
+    if pattern is not None and not pattern.fullmatch(encoded):
+        raise _invalid(ref, f"{algorithm} digest must be {pattern.pattern} (lowercase hex)")
+
+
+def parse_reference(ref: str) -> ImageRef:
+    """Parse `[registry/]repository[:tag][@digest]`, normalising Docker Hub names."""
+    if not isinstance(ref, str):
+        raise InvalidImageReference(f"image reference must be a string, got {show(ref)}")
+    if not ref:
+        raise InvalidImageReference("image reference is empty")
+    if not ref.isascii() or not ref.isprintable() or any(c.isspace() for c in ref):
+        raise _invalid(ref, "contains whitespace, control or non-ASCII characters")
+    if _BARE_IDENTIFIER_RE.fullmatch(ref):
+        raise _invalid(ref, "a bare 64-hex identifier is not a repository name")
+
+    remainder, at, digest = ref.partition("@")
+    digest_value: str | None = None
+    if at:
+        _validate_digest(ref, digest)
+        digest_value = digest
+
+    tag_value: str | None = None
+    last_slash = remainder.rfind("/")
+    colon = remainder.rfind(":")
+    if colon > last_slash:
+        remainder, tag_value = remainder[:colon], remainder[colon + 1 :]
+        if not _TAG_RE.fullmatch(tag_value):
+            raise _invalid(ref, f"tag {show(tag_value)} must match [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")
+
+    registry, repository = _split_domain(remainder)
+    if not _DOMAIN_RE.fullmatch(registry):
+        raise _invalid(ref, f"registry {show(registry)} is not host[:port]")
+    if repository.lower() != repository:
+        raise _invalid(ref, "repository name must be lowercase")
+    if not _PATH_RE.fullmatch(repository):
+        raise _invalid(ref, f"repository {show(repository)} breaks the path-component grammar")
+
+    if registry in _DOCKER_HUB_ALIASES:
+        registry = DOCKER_HUB
+    if registry == DOCKER_HUB and "/" not in repository:
+        repository = _OFFICIAL_REPO_PREFIX + repository
+    if len(registry) + 1 + len(repository) > NAME_TOTAL_LENGTH_MAX:
+        raise _invalid(ref, f"name is longer than {NAME_TOTAL_LENGTH_MAX} characters")
+    if tag_value is None and digest_value is None:
+        tag_value = _DEFAULT_TAG
+    return ImageRef(registry=registry, repository=repository, tag=tag_value, digest=digest_value)
+
+
+def _host_pattern_regex(pattern: str) -> re.Pattern[str]:
+    """Each `*` stands for exactly one DNS label: `*.example.com` never matches
+    `a.b.example.com`, `evil.com/x` or a name with a port the pattern did not allow."""
+    label = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+    parts = [label if piece == "*" else re.escape(piece) for piece in re.split(r"(\*)", pattern.lower())]
+    return re.compile("".join(parts), re.ASCII)
+
+
+def registry_allowed(registry: str, allowed: list[str]) -> bool:
+    """Whether a registry host[:port] matches an allow-list entry (exact, or `*` per DNS label).
+
+    Matching is case-insensitive (DNS names are) and covers the whole host[:port]: an entry
+    without a port does not allow the same host on another port.
+    """
+    if not isinstance(registry, str) or not _DOMAIN_RE.fullmatch(registry):
+        return False
+    host = registry.lower()
+    for entry in allowed:
+        if not isinstance(entry, str) or not entry:
+            continue
+        if "*" in entry:
+            if _host_pattern_regex(entry).fullmatch(host):
+                return True
+        elif entry.lower() == host:
+            return True
+    return False
+
+
+def validate_images(
+    refs: list[str], allowed_registries: list[str], *, require_digest: bool = False
+) -> list[ImageRef]:
+    """Parse and police a run's image list; the error names the first offending value."""
+    if not isinstance(refs, list | tuple):
+        raise InvalidInputs(f"images must be a list of image references, got {show(refs)}")
+    if not refs:
+        raise InvalidInputs("images is empty: give at least one image reference")
+    if not isinstance(allowed_registries, list | tuple) or not allowed_registries:
+        raise InvalidInputs(f"allowed_registries must be a non-empty list, got {show(allowed_registries)}")
+
+    parsed: list[ImageRef] = []
+    seen: dict[str, str] = {}
+    for ref in refs:
+        image = parse_reference(ref)
+        if not registry_allowed(image.registry, list(allowed_registries)):
+            raise InvalidInputs(
+                f"image {show(ref)}: registry {show(image.registry)} is not in allowed_registries "
+                f"{list(allowed_registries)}"
+            )
+        if require_digest and not image.pinned:
+            raise InvalidInputs(f"image {show(ref)} is not pinned by digest (policy requires @sha256:...)")
+        keys = [str(image)]
+        if image.digest is not None:
+            keys.append(f"{image.name}@{image.digest}")  # same content under two tags
+        for key in keys:
+            if key in seen:
+                raise InvalidInputs(
+                    f"duplicate image {show(ref)}: same as {show(seen[key])} (both are {key})"
+                )
+        for key in keys:
+            seen[key] = ref
+        parsed.append(image)
+    return parsed
+
+
+def is_sha256_digest(value: object) -> bool:
+    """True for `sha256:` + 64 lowercase hex, the only digest form the pipeline records."""
+    return isinstance(value, str) and _SHA256_RE.fullmatch(value) is not None
+
+
+def image_set_digest(digests: list[str]) -> str:
+    """Identify a set of images independent of order: sha256 over the sorted digests."""
+    if not digests:
+        raise InvalidInputs("image set is empty: no digests to identify it")
+    for digest in digests:
+        if not is_sha256_digest(digest):
+            raise InvalidInputs(f"digest {show(digest)} is not sha256:<64 lowercase hex>")
+    joined = "\n".join(sorted(digests))
+    return "sha256:" + hashlib.sha256(joined.encode("ascii")).hexdigest()
