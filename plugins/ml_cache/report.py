@@ -33,9 +33,10 @@ def _last_json_line(stdout: str) -> dict[str, Any]:
     try:
         report = json.loads(line)
     except json.JSONDecodeError as error:
-        if line.startswith("{") and not line.endswith("}"):
+        if line.startswith("{") and error.msg != "Extra data":  # an object that never closes
             raise BuildReportError(
-                f"report truncated: the JSON line is cut off ({len(line)} characters): {show(line)}"
+                f"report truncated: the JSON line is cut off or malformed ({error.msg} at character "
+                f"{error.pos} of {len(line)}): {show(line)}"
             ) from error
         raise BuildReportError(f"report is not JSON ({error.msg}): last stdout line {show(line)}") from error
     if not isinstance(report, dict):
@@ -122,7 +123,8 @@ def _check_images(report: dict[str, Any], expected_refs: list[str]) -> list[dict
 
 
 def _check_totals(report: dict[str, Any], images: list[dict[str, Any]]) -> dict[str, Any]:
-    totals = report.get("totals") or {}
+    totals = report.get("totals")
+    totals = {} if totals is None else totals
     if not isinstance(totals, dict):
         raise BuildReportError(f"report totals is not an object: {show(totals)}")
     count = totals.get("images", len(images))
@@ -136,7 +138,8 @@ def _check_totals(report: dict[str, Any], images: list[dict[str, Any]]) -> dict[
 
 
 def _check_timings(report: dict[str, Any]) -> dict[str, float]:
-    timings = report.get("timings") or {}
+    timings = report.get("timings")
+    timings = {} if timings is None else timings
     if not isinstance(timings, dict):
         raise BuildReportError(f"report timings is not an object: {show(timings)}")
     for name, seconds in timings.items():
