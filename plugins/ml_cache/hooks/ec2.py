@@ -1,0 +1,88 @@
+"""EC2 calls of the cache pipeline: the builder instance, its volume, snapshots and FSR."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+from ml_cache.hooks._waiters import CustomWaitersMixin
+
+LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped"]
+
+
+def tag_filters(tags: dict[str, str]) -> list[dict[str, Any]]:
+    """EC2 `Filters` that match every one of `tags`."""
+    return [{"Name": f"tag:{key}", "Values": [value]} for key, value in sorted(tags.items())]
+
+
+def tag_specifications(resource_types: list[str], tags: dict[str, str]) -> list[dict[str, Any]]:
+    """EC2 `TagSpecifications` that tag each resource type at creation (no untagged window)."""
+    tag_list = [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
+    return [{"ResourceType": resource_type, "Tags": tag_list} for resource_type in resource_types]
+
+
+class CacheEc2Hook(CustomWaitersMixin, AwsBaseHook):
+    """EC2 client hook with the `fast_snapshot_restores_enabled` waiter (botocore has none)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["client_type"] = "ec2"
+        super().__init__(*args, **kwargs)
+
+    # -- instances -------------------------------------------------------------------------
+    def run_instance(self, **request: Any) -> dict[str, Any]:
+        """RunInstances for exactly one instance; returns its description."""
+        response = self.conn.run_instances(MinCount=1, MaxCount=1, **request)
+        return response["Instances"][0]
+
+    def describe_instance(self, instance_id: str) -> dict[str, Any]:
+        response = self.conn.describe_instances(InstanceIds=[instance_id])
+        return response["Reservations"][0]["Instances"][0]
+
+    def find_instances(self, tags: dict[str, str], states: list[str] | None = None) -> list[dict[str, Any]]:
+        """Instances carrying all `tags` (in `states`, default: not terminated)."""
+        filters = [*tag_filters(tags), {"Name": "instance-state-name", "Values": states or LIVE_INSTANCE_STATES}]
+        paginator = self.conn.get_paginator("describe_instances")
+        return [
+            instance
+            for page in paginator.paginate(Filters=filters)
+            for reservation in page["Reservations"]
+            for instance in reservation["Instances"]
+        ]
+
+    def terminate_instances(self, instance_ids: list[str]) -> list[dict[str, Any]]:
+        response = self.conn.terminate_instances(InstanceIds=instance_ids)
+        return response["TerminatingInstances"]
+
+    # -- snapshots -------------------------------------------------------------------------
+    def create_snapshot(self, volume_id: str, description: str, tags: dict[str, str]) -> dict[str, Any]:
+        return self.conn.create_snapshot(
+            VolumeId=volume_id,
+            Description=description,
+            TagSpecifications=tag_specifications(["snapshot"], tags),
+        )
+
+    def describe_snapshot(self, snapshot_id: str) -> dict[str, Any]:
+        return self.conn.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]
+
+    def find_snapshots(self, tags: dict[str, str]) -> list[dict[str, Any]]:
+        """Our own snapshots carrying all `tags` (CreateSnapshot takes no ClientToken)."""
+        response = self.conn.describe_snapshots(OwnerIds=["self"], Filters=tag_filters(tags))
+        return response["Snapshots"]
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        self.conn.delete_snapshot(SnapshotId=snapshot_id)
+
+    # -- fast snapshot restore -------------------------------------------------------------
+    def enable_fast_snapshot_restores(self, snapshot_id: str, zones: list[str]) -> dict[str, Any]:
+        """Returns Successful and Unsuccessful lists: a partial failure is not an exception."""
+        return self.conn.enable_fast_snapshot_restores(AvailabilityZones=zones, SourceSnapshotIds=[snapshot_id])
+
+    def disable_fast_snapshot_restores(self, snapshot_id: str, zones: list[str]) -> dict[str, Any]:
+        return self.conn.disable_fast_snapshot_restores(AvailabilityZones=zones, SourceSnapshotIds=[snapshot_id])
+
+    def describe_fast_snapshot_restores(self, snapshot_id: str) -> list[dict[str, Any]]:
+        response = self.conn.describe_fast_snapshot_restores(
+            Filters=[{"Name": "snapshot-id", "Values": [snapshot_id]}]
+        )
+        return response["FastSnapshotRestores"]

@@ -1,0 +1,146 @@
+"""The cache snapshot: create (or find again) by tag, wait; then Fast Snapshot Restore in every AZ."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
+from airflow.providers.amazon.aws.utils import validate_execute_complete_event
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+
+from ml_cache.hooks.ec2 import CacheEc2Hook
+from ml_cache.operators.builder import waiter_attempts
+from ml_cache.tags import run_tags
+from ml_cache.triggers.ec2 import FastSnapshotRestoreEnabledTrigger, SnapshotCompletedTrigger
+
+
+class SnapshotFailed(RuntimeError):
+    """The snapshot went `error` or missed its deadline; it has been deleted."""
+
+
+class FastSnapshotRestoreFailed(RuntimeError):
+    """FSR could not be enabled in every requested AZ."""
+
+
+class CreateCacheSnapshotOperator(AwsBaseOperator[CacheEc2Hook]):
+    """Snapshot the builder's data volume (chosen by device name upstream), tagged with the run.
+
+    CreateSnapshot takes no ClientToken: a retry first looks for this run's snapshot by tag and
+    reuses it. Waits deferrably until `completed`; `error` or the deadline deletes it and fails.
+    """
+
+    aws_hook_class = CacheEc2Hook
+    template_fields: Sequence[str] = aws_template_fields("settings", "builder")
+
+    def __init__(self, *, settings: Any, builder: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.builder = builder
+
+    def execute(self, context: Any) -> str:
+        settings = self.settings
+        tags = run_tags(settings["pipeline"], context["ti"].run_id, role="cache")
+        reusable = [s for s in self.hook.find_snapshots(tags) if s["State"] != "error"]
+        if reusable:
+            snapshot = max(reusable, key=lambda s: s["StartTime"])
+            self.log.info("Reusing snapshot %s of this run (%s)", snapshot["SnapshotId"], snapshot["State"])
+        else:
+            snapshot = self.hook.create_snapshot(
+                self.builder["data_volume_id"],
+                settings["snapshot_description"],
+                {**tags, "Name": settings["snapshot_name"]},
+            )
+            self.log.info("Created snapshot %s of %s", snapshot["SnapshotId"], self.builder["data_volume_id"])
+        snapshot_id = snapshot["SnapshotId"]
+        if snapshot["State"] == "completed":
+            return snapshot_id
+        delay = settings["poll_seconds"]
+        self.defer(
+            trigger=SnapshotCompletedTrigger(
+                snapshot_id=snapshot_id, waiter_delay=delay,
+                waiter_max_attempts=waiter_attempts(settings["snapshot_seconds"], delay),
+                aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
+                botocore_config=self.botocore_config,
+            ),
+            method_name="execute_complete",
+        )
+        return snapshot_id  # not reached: defer raises
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> str:
+        event = validate_execute_complete_event(event)
+        snapshot_id = event["snapshot_id"]
+        if event["status"] == "success":
+            return snapshot_id
+        state = self.hook.describe_snapshot(snapshot_id)
+        self.hook.delete_snapshot(snapshot_id)
+        raise SnapshotFailed(
+            f"Snapshot {snapshot_id} ended {state.get('State')} ({state.get('StateMessage', 'no message')}, "
+            f"progress {state.get('Progress')}): {event.get('message')}. It was deleted."
+        )
+
+
+class EnableFastSnapshotRestoreOperator(AwsBaseOperator[CacheEc2Hook]):
+    """Enable FSR in the chosen AZs and defer until `enabled` in all of them.
+
+    EnableFastSnapshotRestores answers 200 with an `Unsuccessful` list: any entry there fails the
+    run (after disabling what did succeed, so a failed run costs nothing).
+    """
+
+    aws_hook_class = CacheEc2Hook
+    template_fields: Sequence[str] = aws_template_fields("settings", "snapshot_id")
+
+    def __init__(self, *, settings: Any, snapshot_id: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.snapshot_id = snapshot_id
+
+    def execute(self, context: Any) -> dict[str, str]:
+        settings = self.settings
+        if not settings["enable_fast_snapshot_restore"]:
+            self.log.info("Fast Snapshot Restore disabled for this run")
+            return {}
+        zones = list(settings["fsr_availability_zones"])
+        response = self.hook.enable_fast_snapshot_restores(self.snapshot_id, zones)
+        unsuccessful = response.get("Unsuccessful", [])
+        if unsuccessful:
+            succeeded = sorted({entry["AvailabilityZone"] for entry in response.get("Successful", [])})
+            if succeeded:
+                self.hook.disable_fast_snapshot_restores(self.snapshot_id, succeeded)
+            raise FastSnapshotRestoreFailed(
+                f"Fast Snapshot Restore for {self.snapshot_id} unsuccessful: {describe_unsuccessful(unsuccessful)}"
+            )
+        delay = settings["poll_seconds"]
+        self.defer(
+            trigger=FastSnapshotRestoreEnabledTrigger(
+                snapshot_id=self.snapshot_id, waiter_delay=delay,
+                waiter_max_attempts=waiter_attempts(settings["fsr_seconds"], delay),
+                aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
+                botocore_config=self.botocore_config,
+            ),
+            method_name="execute_complete",
+        )
+        return {}  # not reached: defer raises
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, str]:
+        event = validate_execute_complete_event(event)
+        states = {entry["AvailabilityZone"]: entry["State"]
+                  for entry in self.hook.describe_fast_snapshot_restores(self.snapshot_id)}
+        missing = [zone for zone in self.settings["fsr_availability_zones"] if states.get(zone) != "enabled"]
+        if event["status"] != "success" or missing:
+            raise FastSnapshotRestoreFailed(
+                f"Fast Snapshot Restore for {self.snapshot_id} not enabled in {missing or 'every AZ'}: "
+                f"states {states}; {event.get('message', '')}".strip()
+            )
+        self.log.info("Fast Snapshot Restore enabled for %s in %s", self.snapshot_id, sorted(states))
+        return states
+
+
+def describe_unsuccessful(entries: list[dict[str, Any]]) -> str:
+    """`us-west-2c: Client.InvalidParameterValue (message)` for each failed AZ."""
+    parts = []
+    for entry in entries:
+        for item in entry.get("FastSnapshotRestoreStateErrors", []):
+            error = item.get("Error", {})
+            parts.append(f"{item.get('AvailabilityZone')}: {error.get('Code')} ({error.get('Message')})")
+    return "; ".join(parts) or str(entries)

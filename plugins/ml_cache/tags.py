@@ -1,0 +1,28 @@
+"""Tags and idempotency tokens: how retries, teardown and the janitor find what a run created."""
+
+from __future__ import annotations
+
+import hashlib
+
+PIPELINE_TAG = "ml-cache:pipeline"
+RUN_ID_TAG = "ml-cache:run-id"
+ROLE_TAG = "ml-cache:role"
+CLIENT_TOKEN_MAX = 64  # RunInstances ClientToken: at most 64 ASCII characters
+
+
+def run_tags(pipeline: str, run_id: str, **extra: str) -> dict[str, str]:
+    """The tags every resource of one pipeline run carries (plus `extra`, e.g. role=builder)."""
+    tags = {PIPELINE_TAG: pipeline, RUN_ID_TAG: run_id}
+    tags.update({f"ml-cache:{key}": value for key, value in extra.items()})
+    return tags
+
+
+def client_token(dag_id: str, run_id: str, task_id: str, map_index: int, *attempt: str) -> str:
+    """Idempotency token from the identity of the work, never from the try number.
+
+    A retried task (worker died after RunInstances) sends the same token and gets the same instance;
+    `attempt` distinguishes the fallbacks within one try (instance type, subnet), each its own request.
+    """
+    identity = "\x1f".join([dag_id, run_id, task_id, str(map_index), *attempt])
+    token = "mlc-" + hashlib.sha256(identity.encode()).hexdigest()
+    return token[:CLIENT_TOKEN_MAX]

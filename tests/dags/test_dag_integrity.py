@@ -1,0 +1,77 @@
+"""Every DAG file imports cleanly, and the build DAG has the shape the pipeline relies on."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+
+import pytest
+
+from tests.conftest import REPO
+
+DAGS = REPO / "dags"
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_every_dag_file_imports_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert {path.stem for path in DAGS.glob("*.py")} <= set(dagbag.dags)
+
+
+def test_dag_ids_are_file_stems_and_docs_are_module_docstrings(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.fileloc.endswith(f"/{dag_id}.py")
+        assert dag.doc_md and dag.doc_md.strip().startswith(f"# {dag_id}")
+
+
+def test_build_dag_schedule_and_limits(dagbag):
+    dag = dagbag.dags["ml_container_cache_build"]
+    assert dag.max_active_runs == 1
+    assert dag.catchup is False
+    assert dag.dagrun_timeout == timedelta(hours=8)
+    assert str(dag.timetable.summary) == "0 3 * * 1"
+
+
+def test_build_dag_tasks_read_like_the_pipeline(dagbag):
+    dag = dagbag.dags["ml_container_cache_build"]
+    chain = ["validate_inputs", "resolve_ami", "launch_builder", "wait_for_builder",
+             "run_build_script", "verify_build_report", "quiesce_builder", "verify_quiesced", "create_snapshot",
+             "enable_fast_snapshot_restore", "publish_snapshot"]
+    for upstream, downstream in itertools.pairwise(chain):
+        assert upstream in dag.get_task(downstream).get_flat_relative_ids(upstream=True), (upstream, downstream)
+    # the document is registered before any instance exists (a failure there costs nothing)
+    assert "register_build_script" in dag.get_task("launch_builder").upstream_task_ids
+    assert "validate_inputs" in dag.get_task("register_build_script").upstream_task_ids
+
+
+def test_terminate_is_the_teardown_of_the_launch(dagbag):
+    dag = dagbag.dags["ml_container_cache_build"]
+    terminate = dag.get_task("terminate_builder")
+    assert terminate.is_teardown
+    assert dag.get_task("launch_builder").is_setup
+    assert "launch_builder" in terminate.upstream_task_ids
+    assert "create_snapshot" in terminate.upstream_task_ids
+    # publish never waits on the teardown and the teardown never gates publishing
+    assert "terminate_builder" not in dag.get_task("publish_snapshot").get_flat_relative_ids(upstream=True)
+
+
+def test_build_params_form(dagbag):
+    params = dagbag.dags["ml_container_cache_build"].params
+    expected = {"images", "architecture", "kubernetes_version", "instance_types", "fsr_availability_zones",
+                "enable_fast_snapshot_restore", "volume_size_gib", "volume_iops", "volume_throughput_mibps",
+                "snapshot_name", "snapshot_description"}
+    assert expected <= set(params)
+    for name in expected:  # empty means "config default", so a plain trigger validates
+        assert params.get_param(name).value is None
+    params.validate()
+
+
+def test_publish_emits_the_cache_asset(dagbag):
+    outlets = dagbag.dags["ml_container_cache_build"].get_task("publish_snapshot").outlets
+    assert [asset.name for asset in outlets] == ["ml_container_cache"]
