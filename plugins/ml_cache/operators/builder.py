@@ -58,6 +58,7 @@ def builder_request(settings: dict[str, Any], image_id: str, instance_type: str,
     if settings.get("kms_key_id"):
         data_ebs["KmsKeyId"] = settings["kms_key_id"]
     tag_list = [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
+    name_tag = {"Key": "Name", "Value": f"{settings['pipeline']}-builder"}
     request: dict[str, Any] = {
         "ImageId": image_id,
         "InstanceType": instance_type,
@@ -71,7 +72,7 @@ def builder_request(settings: dict[str, Any], image_id: str, instance_type: str,
             {"DeviceName": DATA_DEVICE, "Ebs": data_ebs},
         ],
         "TagSpecifications": [
-            {"ResourceType": "instance", "Tags": [*tag_list, {"Key": "Name", "Value": f"{settings['pipeline']}-builder"}]},
+            {"ResourceType": "instance", "Tags": [*tag_list, name_tag]},
             {"ResourceType": "volume", "Tags": tag_list},
         ],
     }
