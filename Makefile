@@ -1,0 +1,51 @@
+# ML container image cache: Airflow 3 DAGs + a local cloud. See README.md.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help venv system-deps lint test test-fast run up down clean
+
+help:
+	@echo "make run    - local cloud + Airflow, trigger ml_container_cache_build, print the outcome"
+	@echo "make up     - local cloud + Airflow UI on http://localhost:8080, kept running"
+	@echo "make down   - stop everything make up/run started, unmount, detach loop devices"
+	@echo "make test   - lint + the whole test suite (root runs the real data-plane tests too)"
+	@echo "make lint   - ruff + shellcheck"
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (found %d.%d)" % sys.version_info[:2])'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+system-deps:
+	@bash tools/system-deps.sh
+
+SHELL_SCRIPTS = $(shell git ls-files '*.sh' 2>/dev/null) .ci/run
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	@if command -v shellcheck >/dev/null; then shellcheck $(SHELL_SCRIPTS); \
+	else echo "shellcheck not installed (apt-get install shellcheck): skipped"; fi
+
+test: venv system-deps lint
+	$(VENV)/bin/pytest
+
+test-fast: venv
+	$(VENV)/bin/pytest -m "not slow"
+
+run: venv system-deps
+	$(PY) -m devstack.demo run
+
+up: venv system-deps
+	$(PY) -m devstack.demo up
+
+down: venv
+	$(PY) -m devstack.demo down
+
+clean: down
+	rm -rf .devstack .airflow
