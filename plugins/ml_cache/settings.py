@@ -283,6 +283,7 @@ def resolve_build_settings(config: dict, params: dict, *, region: str) -> dict:
         raise InvalidInputs(f"config must be a mapping, got {show(config)}")
     region = _matching("region", region, _REGION_RE, "an AWS region like us-west-2")
     pipeline = _matching("pipeline", config.get("pipeline"), _PIPELINE_RE, "a lowercase name ([a-z0-9-], up to 63)")
+    aws = _aws_section(config, region)  # first: a region mismatch explains any AZ error that follows
     build = _merged_build(config, params or {})
 
     allowed = build["allowed_registries"]
@@ -327,6 +328,6 @@ def resolve_build_settings(config: dict, params: dict, *, region: str) -> dict:
         "snapshot_description": _text("snapshot_description", build["snapshot_description"], _SNAPSHOT_DESCRIPTION_MAX),
         **_fast_snapshot_restore(build, region),
         "pull_parallelism": _int_in("pull_parallelism", build["pull_parallelism"], *PULL_PARALLELISM),
-        **_aws_section(config, region),
+        **aws,
         **_timeouts(config),
     }
