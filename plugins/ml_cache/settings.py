@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from ml_cache.images import PLATFORMS, InvalidInputs, show, validate_images
+from ml_cache.images import PLATFORMS, InvalidInputs, registry_allowed, show, validate_images
 
 CONFIG_ENV = "ML_CACHE_CONFIG"
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "ml_container_cache.yaml"
@@ -36,6 +36,7 @@ BUILD_PARAM_KEYS = (
     "pull_parallelism",
 )
 TIMEOUT_KEYS = ("agent_online_seconds", "build_seconds", "snapshot_seconds", "fsr_seconds")
+TIMEOUT_DEFAULTS = {"poll_seconds": 15}  # optional keys: an older config file still resolves
 
 # gp3 limits as given in the brief (AWS docs before the 2025 raise).
 GP3_SIZE_GIB = (1, 16384)
@@ -65,6 +66,9 @@ _KMS_KEY_RE = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}|alias/[\w/-]{1,250}"
     r"|arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(?:key/[\w-]+|alias/[\w/-]+)",
     re.ASCII,
+)
+_SECRET_REFERENCE_RE = re.compile(
+    r"(?:/[a-zA-Z0-9_.-]+)+|arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[\w/+=.@-]+", re.ASCII
 )
 _SNAPSHOT_DESCRIPTION_MAX = 255
 
@@ -230,6 +234,25 @@ def _fast_snapshot_restore(build: dict, region: str) -> dict:
     return {"enable_fast_snapshot_restore": enabled, "fsr_availability_zones": zones}
 
 
+def _registry_credentials(value: object, allowed: list[str]) -> dict[str, str]:
+    """registry host -> where its secret lives (SSM SecureString path or Secrets Manager ARN).
+    Only references travel to the builder, never the secrets themselves."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInputs(f"aws.registry_credentials must be a mapping of registry to secret, got {show(value)}")
+    for registry, reference in value.items():
+        if not isinstance(registry, str) or not registry_allowed(registry, allowed):
+            raise InvalidInputs(f"aws.registry_credentials names registry {show(registry)}, not an allowed registry")
+        _matching(
+            f"aws.registry_credentials[{registry!r}]",
+            reference,
+            _SECRET_REFERENCE_RE,
+            "an SSM parameter path or a Secrets Manager secret ARN",
+        )
+    return dict(value)
+
+
 def _aws_section(config: dict, region: str) -> dict:
     aws = config.get("aws")
     if not isinstance(aws, dict):
@@ -268,6 +291,7 @@ def _timeouts(config: dict) -> dict:
     missing = [key for key in TIMEOUT_KEYS if key not in timeouts]
     if missing:
         raise InvalidInputs(f"config timeouts lack {', '.join(missing)}")
+    timeouts = {**TIMEOUT_DEFAULTS, **timeouts}
     odd = [key for key in timeouts if not (isinstance(key, str) and key.endswith("_seconds"))]
     if odd:
         raise InvalidInputs(f"config timeouts keys must end in _seconds, got {show(odd)}")
@@ -329,5 +353,6 @@ def resolve_build_settings(config: dict, params: dict, *, region: str) -> dict:
         **_fast_snapshot_restore(build, region),
         "pull_parallelism": _int_in("pull_parallelism", build["pull_parallelism"], *PULL_PARALLELISM),
         **aws,
+        "registry_credentials": _registry_credentials(config["aws"].get("registry_credentials"), allowed),
         **_timeouts(config),
     }

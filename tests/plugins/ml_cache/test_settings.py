@@ -92,7 +92,8 @@ def test_config_error_is_an_invalid_input():
 def test_repo_defaults_resolve_to_a_flat_json_dict(config):
     resolved = resolve(config)
     assert json.loads(json.dumps(resolved)) == resolved
-    assert all(not isinstance(value, dict) for value in resolved.values())
+    nested = [key for key, value in resolved.items() if isinstance(value, dict)]
+    assert nested == ["registry_credentials"]  # the only mapping: registry -> secret reference
     assert resolved["images"] == ["public.ecr.aws/docker/library/busybox:1.37"]
     assert resolved["platform"] == "linux/amd64"
     assert resolved["fsr_availability_zones"] == ["us-west-2a", "us-west-2b", "us-west-2c"]
@@ -327,3 +328,34 @@ def test_estimate_volume_gib(compressed, unpacked, gib):
 def test_estimate_volume_gib_rejects_bad_sizes(compressed, unpacked):
     with pytest.raises(InvalidInputs):
         estimate_volume_gib(compressed, unpacked)
+
+
+# ---- optional keys ----
+
+
+def test_poll_seconds_has_a_default(config):
+    config["timeouts"].pop("poll_seconds", None)
+    assert resolve(config)["poll_seconds"] == 15
+    config["timeouts"]["poll_seconds"] = 5
+    assert resolve(config)["poll_seconds"] == 5
+
+
+def test_registry_credentials_are_references(config):
+    assert resolve(config)["registry_credentials"] == {}
+    arn = "arn:aws:secretsmanager:us-west-2:123456789012:secret:ngc-key-AbCdEf"
+    config = with_config(config, "aws", registry_credentials={"nvcr.io": arn, "docker.io": "/ml-cache/hub"})
+    assert resolve(config)["registry_credentials"] == {"nvcr.io": arn, "docker.io": "/ml-cache/hub"}
+
+
+@pytest.mark.parametrize(
+    ("credentials", "message"),
+    [
+        ({"quay.io": "/ml-cache/quay"}, r"'quay\.io', not an allowed registry"),
+        ({"nvcr.io": "hunter2"}, r"registry_credentials\['nvcr\.io'\]"),
+        ({"nvcr.io": None}, "registry_credentials"),
+        (["nvcr.io"], "must be a mapping"),
+    ],
+)
+def test_bad_registry_credentials(config, credentials, message):
+    with pytest.raises(InvalidInputs, match=message):
+        resolve(with_config(config, "aws", registry_credentials=credentials))
