@@ -1,0 +1,109 @@
+"""Process-wide fault settings of the local cloud.
+
+Tests and the fault catalog switch failures on over HTTP (`POST /_devstack/faults`) instead of
+patching code, so the DAG sees the same errors it would get from AWS.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+SSM_TERMINAL_FAULT_STATUSES = ("Failed", "TimedOut", "Cancelled", "Undeliverable", "AccessDenied")
+
+
+@dataclass
+class Faults:
+    """Current fault settings. `None` delays mean: use the env var or the default."""
+
+    insufficient_capacity_instance_types: list[str] = field(default_factory=list)
+    agent_offline: bool = False
+    snapshot_error: bool = False
+    fsr_unsuccessful_azs: list[str] = field(default_factory=list)
+    fsr_enabling_seconds: float | None = None
+    fsr_optimizing_seconds: float | None = None
+    fsr_disabling_seconds: float | None = None
+    agent_online_seconds: float | None = None
+    invocation_absent_seconds: float | None = None
+    ssm_command_status: str | None = None
+    nodegroup_update_seconds: float | None = None
+    nodegroup_update_failed: str | None = None
+
+
+_lock = threading.Lock()
+_current = Faults()
+
+_ENV_DEFAULTS = {
+    "fsr_enabling_seconds": ("DEVSTACK_FSR_ENABLING_SECONDS", 1.0),
+    "fsr_optimizing_seconds": ("DEVSTACK_FSR_OPTIMIZING_SECONDS", 1.0),
+    "fsr_disabling_seconds": ("DEVSTACK_FSR_DISABLING_SECONDS", 1.0),
+    "agent_online_seconds": ("DEVSTACK_AGENT_ONLINE_SECONDS", 1.0),
+    "invocation_absent_seconds": ("DEVSTACK_INVOCATION_ABSENT_SECONDS", 0.3),
+    "nodegroup_update_seconds": ("DEVSTACK_NODEGROUP_UPDATE_SECONDS", 2.0),
+}
+
+
+def current() -> Faults:
+    """A copy of the settings, safe to read without the lock."""
+    with _lock:
+        return Faults(**asdict(_current))
+
+
+def as_dict() -> dict[str, Any]:
+    return asdict(current())
+
+
+def update(changes: dict[str, Any]) -> dict[str, Any]:
+    """Apply a partial update; unknown keys or wrong types raise ValueError (HTTP 400)."""
+    known = {f.name for f in fields(Faults)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise ValueError(f"unknown fault settings: {', '.join(unknown)}")
+    validated = {key: _validate(key, value) for key, value in changes.items()}
+    with _lock:
+        for key, value in validated.items():
+            setattr(_current, key, value)
+    return as_dict()
+
+
+def reset() -> dict[str, Any]:
+    global _current
+    with _lock:
+        _current = Faults()
+    return as_dict()
+
+
+def delay(name: str) -> float:
+    """A delay in seconds: the fault setting, else its env var, else the short default."""
+    env_name, default = _ENV_DEFAULTS[name]
+    value = getattr(current(), name)
+    if value is not None:
+        return float(value)
+    raw = os.environ.get(env_name)
+    return float(raw) if raw else default
+
+
+def _validate(key: str, value: Any) -> Any:
+    if key in ("insufficient_capacity_instance_types", "fsr_unsuccessful_azs"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{key} must be a list of strings")
+        return list(value)
+    if key in ("agent_offline", "snapshot_error"):
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false")
+        return value
+    if key == "ssm_command_status":
+        if value is not None and value not in SSM_TERMINAL_FAULT_STATUSES:
+            raise ValueError(f"ssm_command_status must be one of {SSM_TERMINAL_FAULT_STATUSES} or null")
+        return value
+    if key == "nodegroup_update_failed":
+        if value is not None and not isinstance(value, str):
+            raise ValueError("nodegroup_update_failed must be an error code such as NodeCreationFailure")
+        return value
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{key} must be a non-negative number of seconds")
+    return float(value)

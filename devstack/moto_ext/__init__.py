@@ -1,0 +1,54 @@
+"""A small extension of moto for the local cloud, pinned to one moto version.
+
+It hooks into moto where moto itself dispatches: response handlers are looked up by action name
+on the response classes (EC2Response, SimpleSystemManagerResponse, EKSResponse), EKS routes come
+from moto.eks.urls.url_paths, and moto.moto_api's state manager holds staged transitions. Those
+are private details, so the extension refuses any moto version it was not written against.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import moto
+
+PINNED_MOTO_VERSION = "5.2.5"
+
+
+def check_moto_version(found: str, pinned: str = PINNED_MOTO_VERSION) -> None:
+    """Raise RuntimeError unless `found` is exactly the pinned moto version."""
+    if found != pinned:
+        raise RuntimeError(
+            f"devstack.moto_ext is written against moto=={pinned} but moto=={found} is installed; "
+            f"install moto[server]=={pinned} (see constraints.txt) or port the extension"
+        )
+
+
+check_moto_version(moto.__version__)
+
+_install_lock = threading.Lock()
+_installed = False
+
+
+def install() -> None:
+    """Patch moto's response classes and models (idempotent; process-wide)."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        from devstack.moto_ext import eks, fsr, instances, snapshots, ssm
+
+        fsr.install()
+        snapshots.install()
+        instances.install()
+        ssm.install()
+        eks.install()
+        _installed = True
+
+
+def reset_state() -> None:
+    """Forget extension state that moto's own reset does not know about."""
+    from devstack.moto_ext import eks, fsr
+
+    fsr.reset()
+    eks.reset()

@@ -1,0 +1,254 @@
+"""Instance sandboxes: what an EC2 "instance" of the local cloud is on this machine.
+
+Each instance gets a directory under $DEVSTACK_HOME/instances/<id>/ laid out like the paths the
+builder script uses on AWS (dev/disk/by-id, var/lib/containerd, run/containerd, etc/containerd),
+and each non-root EBS volume gets a sparse backing file under $DEVSTACK_HOME/volumes/. Commands
+from the SSM agent run with the environment below, so the same script runs here and on AWS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from devstack import volumes
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EBS_BY_ID_PREFIX = "nvme-Amazon_Elastic_Block_Store_"
+
+_lock = threading.RLock()
+_home: Path | None = None
+_plain_http_registries: tuple[str, ...] = ()
+_sandboxes: dict[str, Sandbox] = {}
+
+
+def configure(home: Path | None = None, plain_http_registries: tuple[str, ...] | list[str] = ()) -> Path:
+    """Set the state directory and the loopback registries builders may use over plain HTTP."""
+    global _home, _plain_http_registries
+    with _lock:
+        _home = Path(home).resolve() if home else default_home()
+        _plain_http_registries = tuple(plain_http_registries)
+        for sub in ("instances", "volumes", "snapshots", "logs", "pids"):
+            (_home / sub).mkdir(parents=True, exist_ok=True)
+        return _home
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("DEVSTACK_HOME") or REPO_ROOT / ".devstack").resolve()
+
+
+def home() -> Path:
+    return _home if _home is not None else configure()
+
+
+def plain_http_registries() -> tuple[str, ...]:
+    env = os.environ.get("DEVSTACK_PLAIN_HTTP_REGISTRIES", "").split()
+    return tuple(dict.fromkeys([*_plain_http_registries, *env]))
+
+
+def volume_file(volume_id: str) -> Path:
+    return home() / "volumes" / f"{volume_id}.img"
+
+
+def snapshot_file(snapshot_id: str) -> Path:
+    return home() / "snapshots" / f"{snapshot_id}.img"
+
+
+@dataclass
+class SandboxVolume:
+    """An EBS volume attached to a sandbox, with its backing file and (as root) loop device."""
+
+    volume_id: str
+    device_name: str
+    size_gib: int
+    delete_on_termination: bool
+    path: Path
+    loop_device: str | None = None
+
+
+@dataclass
+class Sandbox:
+    instance_id: str
+    root: Path
+    volumes: list[SandboxVolume] = field(default_factory=list)
+    created_monotonic: float = field(default_factory=time.monotonic)
+    terminated: bool = False
+    agent_registered: bool = False
+    last_ping: datetime | None = None
+
+    @property
+    def device_dir(self) -> Path:
+        return self.root / "dev" / "disk" / "by-id"
+
+    def environment(self) -> dict[str, str]:
+        """The builder script's variables; on AWS their defaults are the real system paths."""
+        return {
+            "ML_CACHE_DEVICE_DIR": str(self.device_dir),
+            "ML_CACHE_CONTAINERD_ROOT": str(self.root / "var" / "lib" / "containerd"),
+            "ML_CACHE_CONTAINERD_STATE": str(self.root / "run" / "containerd"),
+            "ML_CACHE_CONTAINERD_SOCKET": str(self.root / "run" / "containerd" / "containerd.sock"),
+            "ML_CACHE_CONTAINERD_CONFIG": str(self.root / "etc" / "containerd" / "config.toml"),
+            "ML_CACHE_CONTAINERD_SERVICE": "process",
+            "ML_CACHE_PLAIN_HTTP_REGISTRIES": " ".join(plain_http_registries()),
+            "DEVSTACK_INSTANCE_ID": self.instance_id,
+        }
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "instance_id": self.instance_id,
+            "root": str(self.root),
+            "terminated": self.terminated,
+            "volumes": [
+                {
+                    "volume_id": v.volume_id,
+                    "device_name": v.device_name,
+                    "size_gib": v.size_gib,
+                    "path": str(v.path),
+                    "loop_device": v.loop_device,
+                }
+                for v in self.volumes
+            ],
+        }
+
+
+def create(instance_id: str, data_volumes: list[dict[str, object]]) -> Sandbox:
+    """Make the sandbox directory and a backing file per data volume.
+
+    `data_volumes` items: volume_id, device_name, size_gib, delete_on_termination and optionally
+    snapshot_id (the file then starts as a copy of that snapshot's file, when one exists).
+    """
+    root = home() / "instances" / instance_id
+    sandbox = Sandbox(instance_id=instance_id, root=root)
+    for sub in ("dev/disk/by-id", "var/lib/containerd", "run/containerd", "etc/containerd", "ssm"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    _write_containerd_config(sandbox)
+    attach = volumes.data_plane_missing() is None
+    for spec in data_volumes:
+        volume = SandboxVolume(
+            volume_id=str(spec["volume_id"]),
+            device_name=str(spec["device_name"]),
+            size_gib=int(spec["size_gib"]),  # type: ignore[call-overload]
+            delete_on_termination=bool(spec["delete_on_termination"]),
+            path=volume_file(str(spec["volume_id"])),
+        )
+        _create_backing_file(volume, spec.get("snapshot_id"))
+        if attach:
+            try:
+                volume.loop_device = volumes.attach_loop(volume.path)
+                link = sandbox.device_dir / (EBS_BY_ID_PREFIX + volume.volume_id.replace("-", ""))
+                link.symlink_to(volume.loop_device)
+            except (RuntimeError, OSError) as error:
+                log.warning("could not attach %s: %s", volume.volume_id, error)
+        sandbox.volumes.append(volume)
+    with _lock:
+        _sandboxes[instance_id] = sandbox
+    return sandbox
+
+
+def get(instance_id: str) -> Sandbox | None:
+    with _lock:
+        return _sandboxes.get(instance_id)
+
+
+def all_sandboxes() -> list[Sandbox]:
+    with _lock:
+        return list(_sandboxes.values())
+
+
+def teardown(instance_id: str) -> None:
+    """Unmount, detach loops, stop leftover processes, delete DeleteOnTermination volume files.
+
+    The agent stops the instance's commands first; this handles what they left behind (a
+    containerd started by the build script, mounts of the data volume).
+    """
+    sandbox = get(instance_id)
+    if sandbox is None or sandbox.terminated:
+        return
+    sandbox.terminated = True
+    _kill_processes_using(sandbox.root)
+    if volumes.data_plane_missing() is None:
+        loops = {v.loop_device for v in sandbox.volumes if v.loop_device}
+        for entry in sorted(volumes._mounts(), key=lambda e: e["target"].count("/"), reverse=True):
+            if entry["source"] in loops or _is_below(entry["target"], sandbox.root):
+                try:
+                    volumes.unmount(Path(entry["target"]))
+                except RuntimeError as error:
+                    log.warning("unmount %s failed: %s", entry["target"], error)
+        for volume in sandbox.volumes:
+            if volume.loop_device:
+                volumes.detach_loop(volume.loop_device)
+                volume.loop_device = None
+    for volume in sandbox.volumes:
+        if volume.delete_on_termination:
+            volume.path.unlink(missing_ok=True)
+    shutil.rmtree(sandbox.root / "dev", ignore_errors=True)
+
+
+def teardown_all() -> None:
+    for sandbox in all_sandboxes():
+        teardown(sandbox.instance_id)
+
+
+def forget_all() -> None:
+    """Drop the registry (after teardown_all), e.g. when a server stops."""
+    with _lock:
+        _sandboxes.clear()
+
+
+def _create_backing_file(volume: SandboxVolume, snapshot_id: object) -> None:
+    source = snapshot_file(str(snapshot_id)) if snapshot_id else None
+    if source is not None and source.exists():
+        volumes.copy_volume_file(source, volume.path)
+        wanted = volume.size_gib * volumes.GIB
+        if volume.path.stat().st_size < wanted:
+            os.truncate(volume.path, wanted)
+    else:
+        volumes.create_volume_file(volume.path, volume.size_gib)
+
+
+def _write_containerd_config(sandbox: Sandbox) -> None:
+    from devstack import containerd
+
+    env = sandbox.environment()
+    try:
+        containerd.write_config(
+            Path(env["ML_CACHE_CONTAINERD_ROOT"]),
+            Path(env["ML_CACHE_CONTAINERD_STATE"]),
+            Path(env["ML_CACHE_CONTAINERD_SOCKET"]),
+            Path(env["ML_CACHE_CONTAINERD_CONFIG"]),
+        )
+    except ValueError as error:  # socket path too long for this home: the script reports it
+        log.warning("no containerd config for %s: %s", sandbox.instance_id, error)
+
+
+def _is_below(path: str | Path, root: Path) -> bool:
+    path, base = str(path), str(root).rstrip("/")
+    return path == base or path.startswith(base + "/")
+
+
+def _kill_processes_using(root: Path) -> None:
+    """SIGKILL processes whose command line names this sandbox (e.g. its containerd).
+
+    Scoped to the sandbox path, so only processes started for this instance are touched.
+    """
+    me = os.getpid()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == me:
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(root) + "/" in cmdline or cmdline.rstrip().endswith(str(root)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)

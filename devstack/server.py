@@ -1,0 +1,138 @@
+"""The local cloud's HTTP endpoint: moto's server + the pinned extension + the local agent.
+
+One werkzeug server on 127.0.0.1 answers the AWS APIs (what boto3/aiobotocore talk to with
+endpoint_url=http://127.0.0.1:PORT) and the devstack routes (/_devstack/faults, /_devstack/state).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
+
+from devstack import agent, faults, sandbox
+from devstack import moto_ext as _moto_ext
+
+log = logging.getLogger(__name__)
+HOST = "127.0.0.1"
+
+
+class DevstackApp:
+    """WSGI app: devstack routes first, everything else to moto."""
+
+    def __init__(self, moto_app: Any) -> None:
+        self.moto_app = moto_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if not path.startswith("/_devstack/"):
+            return self.moto_app(environ, start_response)
+        status, body = self.devstack_route(environ["REQUEST_METHOD"], path, environ)
+        payload = json.dumps(body, indent=2, default=str).encode()
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+        return [payload]
+
+    def devstack_route(self, method: str, path: str, environ: dict[str, Any]) -> tuple[str, Any]:
+        if path == "/_devstack/faults":
+            if method == "GET":
+                return "200 OK", faults.as_dict()
+            if method == "DELETE":
+                return "200 OK", faults.reset()
+            if method in ("POST", "PUT", "PATCH"):
+                try:
+                    length = int(environ.get("CONTENT_LENGTH") or 0)
+                    changes = json.loads(environ["wsgi.input"].read(length) or b"{}")
+                    if not isinstance(changes, dict):
+                        raise ValueError("expected a JSON object")
+                    return "200 OK", faults.update(changes)
+                except ValueError as error:
+                    return "400 Bad Request", {"error": str(error)}
+            return "405 Method Not Allowed", {"error": f"{method} not allowed"}
+        if path == "/_devstack/state" and method == "GET":
+            return "200 OK", state()
+        return "404 Not Found", {"error": f"no devstack route {path}"}
+
+
+def state() -> dict[str, Any]:
+    """Instances with sandboxes, and the commands the agent is running."""
+    return {
+        "home": str(sandbox.home()),
+        "sandboxes": [box.describe() for box in sandbox.all_sandboxes()],
+        "running_commands": [agent.describe(inv) for inv in agent.running()],
+        "faults": faults.as_dict(),
+    }
+
+
+class DevstackServer(ThreadedMotoServer):
+    """ThreadedMotoServer whose WSGI app is wrapped by DevstackApp."""
+
+    def _server_entry(self) -> None:
+        app = DevstackApp(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
+@dataclass
+class Handle:
+    """A running local cloud. `.stop()` terminates every sandbox first."""
+
+    endpoint: str
+    port: int
+    home: Path
+    server: DevstackServer
+
+    def stop(self) -> None:
+        shutdown_sandboxes()
+        self.server.stop()
+
+    def __enter__(self) -> Handle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def shutdown_sandboxes() -> None:
+    agent.stop_all()
+    sandbox.teardown_all()
+    sandbox.forget_all()
+    agent.forget_all()
+
+
+def start(port: int = 0, home: Path | None = None, plain_http_registries: tuple[str, ...] | list[str] = ()
+          ) -> Handle:
+    """Start the local cloud in this process on 127.0.0.1 (port 0 = ephemeral)."""
+    _moto_ext.install()
+    home_path = sandbox.configure(home, plain_http_registries)
+    server = DevstackServer(ip_address=HOST, port=port, verbose=False)
+    server.start()
+    _, bound_port = server.get_host_and_port()
+    return Handle(endpoint=f"http://{HOST}:{bound_port}", port=bound_port, home=home_path, server=server)
+
+
+def serve(port: int = 4566, home: Path | None = None, plain_http_registries: tuple[str, ...] | list[str] = ()
+          ) -> None:
+    """Run in the foreground until SIGINT/SIGTERM, then tear every sandbox down."""
+    handle = start(port, home, plain_http_registries)
+    (handle.home / "logs").mkdir(parents=True, exist_ok=True)
+    stopped = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"devstack listening on {handle.endpoint} (home {handle.home})", flush=True)
+    try:
+        stopped.wait()
+    finally:
+        handle.stop()
