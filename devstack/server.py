@@ -108,10 +108,11 @@ def shutdown_sandboxes() -> None:
     agent.forget_all()
 
 
-def start(port: int = 0, home: Path | None = None, plain_http_registries: tuple[str, ...] | list[str] = ()
-          ) -> Handle:
+def start(port: int = 0, home: Path | None = None, plain_http_registries: tuple[str, ...] | list[str] = (),
+          *, log_requests: bool = False) -> Handle:
     """Start the local cloud in this process on 127.0.0.1 (port 0 = ephemeral)."""
     _moto_ext.install()
+    logging.getLogger("werkzeug").setLevel(logging.INFO if log_requests else logging.WARNING)
     home_path = sandbox.configure(home, plain_http_registries)
     server = DevstackServer(ip_address=HOST, port=port, verbose=False)
     server.start()
@@ -122,7 +123,8 @@ def start(port: int = 0, home: Path | None = None, plain_http_registries: tuple[
 def serve(port: int = 4566, home: Path | None = None, plain_http_registries: tuple[str, ...] | list[str] = ()
           ) -> None:
     """Run in the foreground until SIGINT/SIGTERM, then tear every sandbox down."""
-    handle = start(port, home, plain_http_registries)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    handle = start(port, home, plain_http_registries, log_requests=True)
     (handle.home / "logs").mkdir(parents=True, exist_ok=True)
     stopped = threading.Event()
 
