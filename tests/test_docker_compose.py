@@ -169,7 +169,10 @@ def test_every_dollar_is_compose_interpolation_or_escaped(compose):
 def docker_compose_available() -> bool:
     if shutil.which("docker") is None:
         return False
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=30)
+    try:
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
     return probe.returncode == 0
 
 

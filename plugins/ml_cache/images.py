@@ -80,6 +80,14 @@ class ImageRef:
         """registry/repository, without tag or digest."""
         return f"{self.registry}/{self.repository}"
 
+    def with_digest(self, digest: str) -> ImageRef:
+        """The same image pinned to a resolved digest (the tag is kept for readers)."""
+        if not is_sha256_digest(digest):
+            raise InvalidImageReference(f"cannot pin {self} to {show(digest)}: not sha256:<64 lowercase hex>")
+        if self.digest is not None and self.digest != digest:
+            raise InvalidImageReference(f"{self} is already pinned to another digest than {digest}")
+        return ImageRef(self.registry, self.repository, self.tag, digest)
+
     def __str__(self) -> str:
         text = self.name
         if self.tag is not None:
@@ -184,9 +192,7 @@ def registry_allowed(registry: str, allowed: list[str]) -> bool:
     return False
 
 
-def validate_images(
-    refs: list[str], allowed_registries: list[str], *, require_digest: bool = False
-) -> list[ImageRef]:
+def validate_images(refs: list[str], allowed_registries: list[str], *, require_digest: bool = False) -> list[ImageRef]:
     """Parse and police a run's image list; the error names the first offending value."""
     if not isinstance(refs, list | tuple):
         raise InvalidInputs(f"images must be a list of image references, got {show(refs)}")
@@ -211,9 +217,7 @@ def validate_images(
             keys.append(f"{image.name}@{image.digest}")  # same content under two tags
         for key in keys:
             if key in seen:
-                raise InvalidInputs(
-                    f"duplicate image {show(ref)}: same as {show(seen[key])} (both are {key})"
-                )
+                raise InvalidInputs(f"duplicate image {show(ref)}: same as {show(seen[key])} (both are {key})")
         for key in keys:
             seen[key] = ref
         parsed.append(image)
