@@ -9,16 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.amazon.aws.operators.ssm import SsmRunCommandOperator
+from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils import validate_execute_complete_event
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.operators.builder import waiter_attempts
+from ml_cache.triggers.ssm import SsmCommandExecutedTrigger
 
 SCRIPT_PATH = Path(__file__).resolve().parent.parent / "scripts" / "build_cache.sh"
 SSM_DOCUMENT_LIMIT = 64 * 1024
-SSM_STDERR_LIMIT = 8000
 DELIVERY_TIMEOUT_SECONDS = 600
 # The script is written to a file and run by bash: SSM runs runCommand with `sh`, and the
 # heredoc keeps our (static) script text byte for byte. The spec never appears in this text:
@@ -105,8 +105,8 @@ def build_spec(action: str, settings: dict[str, Any], builder: dict[str, Any]) -
     }
 
 
-class RunBuilderScriptOperator(SsmRunCommandOperator):
-    """SsmRunCommandOperator for our document: spec as data, timeout sized to the work, deferrable.
+class RunBuilderScriptOperator(AwsBaseOperator[CacheSsmHook]):
+    """Run our document on the builder: spec as data, timeout sized to the work, deferrable wait.
 
     On failure the error carries the tail of the script's stderr, so the run names the cause
     (the image that failed to pull) rather than only "exit code 1".
@@ -116,8 +116,7 @@ class RunBuilderScriptOperator(SsmRunCommandOperator):
     template_fields: Sequence[str] = aws_template_fields("settings", "builder", "document")
 
     def __init__(self, *, action: str, settings: Any, builder: Any, document: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("deferrable", True)
-        super().__init__(document_name="(set at run time)", **kwargs)
+        super().__init__(**kwargs)
         self.action = action
         self.settings = settings
         self.builder = builder
@@ -125,37 +124,42 @@ class RunBuilderScriptOperator(SsmRunCommandOperator):
 
     def execute(self, context: Any) -> str:
         timeout = self.settings["build_seconds"]
-        self.document_name = self.document["name"]
-        self.waiter_delay = self.settings["poll_seconds"]
-        # The deadline of the wait is the command's own timeout plus delivery slack.
-        self.waiter_max_attempts = waiter_attempts(timeout + DELIVERY_TIMEOUT_SECONDS, self.waiter_delay)
-        self.run_command_kwargs = {
-            "InstanceIds": [self.builder["instance_id"]],
-            "DocumentVersion": self.document["version"],
-            "Parameters": {
+        instance_id = self.builder["instance_id"]
+        response = self.hook.conn.send_command(
+            InstanceIds=[instance_id],
+            DocumentName=self.document["name"],
+            DocumentVersion=self.document["version"],
+            Parameters={
                 "spec": [encode_spec(build_spec(self.action, self.settings, self.builder))],
                 "executionTimeout": [str(timeout)],
             },
-            "TimeoutSeconds": DELIVERY_TIMEOUT_SECONDS,
-            "Comment": f"ml-container-cache {self.action} {context['ti'].run_id}"[:100],
-        }
-        return super().execute(context)
+            TimeoutSeconds=DELIVERY_TIMEOUT_SECONDS,
+            Comment=f"ml-container-cache {self.action} {context['ti'].run_id}"[:100],
+        )
+        command_id = response["Command"]["CommandId"]
+        self.log.info("Sent %s (%s) to %s; deadline %s s", command_id, self.action, instance_id, timeout)
+        delay = self.settings["poll_seconds"]
+        self.defer(
+            trigger=SsmCommandExecutedTrigger(
+                command_id=command_id, instance_id=instance_id, waiter_delay=delay,
+                # the command's own timeout plus delivery slack
+                waiter_max_attempts=waiter_attempts(timeout + DELIVERY_TIMEOUT_SECONDS, delay),
+                aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
+                botocore_config=self.botocore_config,
+            ),
+            method_name="execute_complete",
+        )
+        return command_id  # not reached: defer raises
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> str:
         event = validate_execute_complete_event(event)
-        if event["status"] != "success":
-            raise RuntimeError(self._failure_message(event))
-        return super().execute_complete(context, event)
-
-    def _failure_message(self, event: dict[str, Any]) -> str:
-        command_id = event.get("command_id")
-        instance_id = self.builder["instance_id"]
-        try:
-            invocation = self.hook.get_command_invocation(command_id, instance_id)
-        except Exception as error:  # the cause is still worth reporting without the stderr
-            return f"Builder script ({self.action}) failed on {instance_id}: {event} ({error})"
-        stderr_tail = (invocation.get("StandardErrorContent") or "").strip()[-1500:]
-        return (
-            f"Builder script ({self.action}) on {instance_id} ended {invocation.get('Status')} "
-            f"(exit code {invocation.get('ResponseCode')}, command {command_id}). stderr tail:\n{stderr_tail}"
-        )
+        command_id = event["command_id"]
+        invocation = self.hook.get_command_invocation(command_id, self.builder["instance_id"])
+        if event["status"] != "success" or invocation.get("Status") != "Success":
+            stderr_tail = (invocation.get("StandardErrorContent") or "").strip()[-1500:]
+            raise RuntimeError(
+                f"Builder script ({self.action}) on {self.builder['instance_id']} ended "
+                f"{invocation.get('Status')} (exit code {invocation.get('ResponseCode')}, command {command_id})."
+                f" stderr tail:\n{stderr_tail}"
+            )
+        return command_id

@@ -215,15 +215,15 @@ class TerminateBuilderOperator(AwsBaseOperator[CacheEc2Hook]):
     """Teardown: terminate the builder by id and every instance carrying this run's tags."""
 
     aws_hook_class = CacheEc2Hook
-    template_fields: Sequence[str] = aws_template_fields("pipeline", "builder")
+    template_fields: Sequence[str] = aws_template_fields("settings", "builder")
 
-    def __init__(self, *, pipeline: str, builder: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *, settings: Any, builder: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.pipeline = pipeline
+        self.settings = settings
         self.builder = builder
 
     def execute(self, context: Any) -> list[str]:
-        tagged = self.hook.find_instances(run_tags(self.pipeline, context["ti"].run_id, role="builder"))
+        tagged = self.hook.find_instances(run_tags(self.settings["pipeline"], context["ti"].run_id, role="builder"))
         ids = {instance["InstanceId"] for instance in tagged}
         if isinstance(self.builder, dict) and self.builder.get("instance_id"):
             ids.add(self.builder["instance_id"])

@@ -1,0 +1,337 @@
+"""`make run` / `make up` / `make down`: the local cloud, Airflow, and one build shown end to end.
+
+    python -m devstack.demo run    # up, trigger ml_container_cache_build, watch it, print the outcome, down
+    python -m devstack.demo up     # local cloud + Airflow UI on http://localhost:8080, left running
+    python -m devstack.demo down   # stop what up/run started (by PID), unmount, detach loop devices
+
+Every service listens on 127.0.0.1 and is started detached with a PID file under the devstack
+home, so `down` (or the next `run`, after an interrupted one) stops exactly those processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DAG_ID = "ml_container_cache_build"
+REGION = "us-west-2"
+SERVICES = ("airflow", "cloud", "registry")  # stop order
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where things live and listen; ports overridable for a second stack (tests)."""
+
+    home: Path
+    cloud_port: int
+    registry_port: int
+    airflow_port: int
+
+    @classmethod
+    def from_env(cls) -> Layout:
+        home = Path(os.environ.get("DEVSTACK_HOME", REPO / ".devstack")).resolve()
+        return cls(
+            home=home,
+            cloud_port=int(os.environ.get("DEVSTACK_PORT", "4566")),
+            registry_port=int(os.environ.get("DEVSTACK_REGISTRY_PORT", "5000")),
+            airflow_port=int(os.environ.get("AIRFLOW_PORT", "8080")),
+        )
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.cloud_port}"
+
+    @property
+    def registry(self) -> str:
+        return f"127.0.0.1:{self.registry_port}"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.airflow_port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "ml_container_cache.yaml"
+
+    def pid_file(self, name: str) -> Path:
+        return self.home / "pids" / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.home / "logs" / f"{name}.log"
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+def spawn(layout: Layout, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+    """Start a detached service, remember its PID."""
+    layout.pid_file(name).parent.mkdir(parents=True, exist_ok=True)
+    layout.log_file(name).parent.mkdir(parents=True, exist_ok=True)
+    with layout.log_file(name).open("ab") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env={**os.environ, **(env or {})}, cwd=REPO, start_new_session=True)
+    layout.pid_file(name).write_text(str(process.pid))
+    return process.pid
+
+
+def stop(layout: Layout, name: str, timeout: float = 30) -> None:
+    """SIGTERM the process group we started (its PID is the group id), SIGKILL if it lingers."""
+    pid_file = layout.pid_file(name)
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text().strip())
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid_file.unlink()
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    pid_file.unlink(missing_ok=True)
+
+
+def wait_for(url: str, what: str, timeout: float, ok=(200,)) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code in ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{what} did not answer at {url} within {timeout:.0f} s")
+
+
+# -- up / down ----------------------------------------------------------------------------------
+
+def preflight() -> None:
+    from devstack.volumes import data_plane_missing
+
+    reason = data_plane_missing()
+    if reason:
+        raise SystemExit(f"The local cloud cannot run here: {reason}. Run as root after `make system-deps`.")
+
+
+def start_registry(layout: Layout) -> dict[str, str]:
+    from devstack.demo_images import seed_registry
+    from devstack.registry import Registry
+
+    registry = Registry(layout.home / "registry" / "storage", layout.registry_port,
+                        work_dir=layout.home / "registry")
+    registry.start()
+    layout.pid_file("registry").parent.mkdir(parents=True, exist_ok=True)
+    layout.pid_file("registry").write_text(str(registry.pid))
+    timings: dict[str, float] = {}
+    refs = seed_registry(layout.registry, layout.home / "cache", timings=timings)
+    say(f"registry {layout.registry} seeded: {json.dumps(timings)}")
+    return refs
+
+
+def start_cloud(layout: Layout) -> None:
+    spawn(layout, "cloud", [sys.executable, "-m", "devstack", "serve", "--port", str(layout.cloud_port),
+                            "--home", str(layout.home), "--plain-http-registry", layout.registry])
+    wait_for(f"{layout.endpoint}/_devstack/faults", "the local cloud", 60)
+
+
+def aws(layout: Layout, service: str) -> Any:
+    return boto3.client(service, region_name=REGION, endpoint_url=layout.endpoint,
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def provision(layout: Layout) -> dict[str, Any]:
+    """What Terraform provisions in AWS, created in the local cloud: profile, subnets, parameter."""
+    iam, ec2, ssm = aws(layout, "iam"), aws(layout, "ec2"), aws(layout, "ssm")
+    try:
+        iam.create_instance_profile(InstanceProfileName="ml-container-cache-builder")
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+    subnets = sorted(ec2.describe_subnets()["Subnets"], key=lambda s: s["AvailabilityZone"])
+    try:
+        ssm.get_parameter(Name="/ml-container-cache/snapshot-id")
+    except ssm.exceptions.ParameterNotFound:
+        ssm.put_parameter(Name="/ml-container-cache/snapshot-id", Value="none", Type="String")
+    return {
+        "aws": {"region": REGION, "subnet_ids": [s["SubnetId"] for s in subnets[:1]]},
+        "build": {"fsr_availability_zones": sorted({s["AvailabilityZone"] for s in subnets})[:3]},
+    }
+
+
+def write_config(layout: Layout, provisioned: dict[str, Any], refs: dict[str, str]) -> None:
+    config = yaml.safe_load((REPO / "config" / "ml_container_cache.yaml").read_text())
+    config["aws"].update(provisioned["aws"])
+    config["build"].update(provisioned["build"])
+    config["build"].update({
+        "images": [refs["small"], refs["large"]],
+        "allowed_registries": [layout.registry],
+        "volume_size_gib": 8,
+    })
+    config["timeouts"]["poll_seconds"] = 2
+    layout.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def airflow_env(layout: Layout) -> dict[str, str]:
+    connection = {"conn_type": "aws", "login": "testing", "password": "testing",
+                  "extra": {"region_name": REGION, "endpoint_url": layout.endpoint}}
+    return {
+        "AIRFLOW_HOME": str(layout.home / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(layout.airflow_port),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
+        "ML_CACHE_CONFIG": str(layout.config_path),
+        "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
+    }
+
+
+def start_airflow(layout: Layout) -> None:
+    airflow = str(Path(sys.executable).parent / "airflow")
+    spawn(layout, "airflow", [airflow, "standalone"], airflow_env(layout))
+    wait_for(f"{layout.airflow_url}/api/v2/version", "Airflow", 240)
+    wait_for(f"{layout.airflow_url}/api/v2/dags/{DAG_ID}", f"DAG {DAG_ID}", 180)
+
+
+def down(layout: Layout) -> None:
+    from devstack.volumes import cleanup_under
+
+    for name in SERVICES:
+        stop(layout, name)
+    if layout.home.exists():
+        cleanup_under(layout.home)
+
+
+def up(layout: Layout) -> dict[str, str]:
+    preflight()
+    down(layout)  # a previous, maybe interrupted, run
+    layout.home.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    refs = start_registry(layout)
+    start_cloud(layout)
+    write_config(layout, provision(layout), refs)
+    say(f"local cloud at {layout.endpoint} ({time.monotonic() - started:.1f} s); starting Airflow")
+    start_airflow(layout)
+    say(f"Airflow UI: {layout.airflow_url} (config {layout.config_path})")
+    return refs
+
+
+# -- run ----------------------------------------------------------------------------------------
+
+def api(layout: Layout, method: str, path: str, **kwargs: Any) -> Any:
+    response = requests.request(method, f"{layout.airflow_url}/api/v2{path}", timeout=30, **kwargs)
+    response.raise_for_status()
+    return response.json()
+
+
+def trigger_and_watch(layout: Layout, timeout: float = 1800) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    api(layout, "PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+    run = api(layout, "POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})
+    run_id = run["dag_run_id"]
+    say(f"triggered {DAG_ID} run {run_id}")
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = api(layout, "GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")
+        tis = api(layout, "GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        for ti in sorted(tis, key=lambda t: t.get("start_date") or "9"):
+            state = ti.get("state") or "none"
+            if seen.get(ti["task_id"]) != state:
+                seen[ti["task_id"]] = state
+                say(f"  {ti['task_id']:<30} {state}")
+        if run["state"] in ("success", "failed"):
+            return run, tis
+        time.sleep(2)
+    raise SystemExit(f"run {run_id} did not finish within {timeout:.0f} s")
+
+
+def seconds(ti: dict[str, Any]) -> float | None:
+    return ti.get("duration")
+
+
+def print_outcome(layout: Layout, run: dict[str, Any], tis: list[dict[str, Any]]) -> None:
+    print()
+    print(f"Run {run['dag_run_id']}: {run['state'].upper()}")
+    print("Phases (task: seconds):")
+    for ti in sorted(tis, key=lambda t: t.get("start_date") or "9"):
+        duration = seconds(ti)
+        shown = f"{duration:8.1f}" if duration is not None else "       -"
+        print(f"  {ti['task_id']:<30} {shown}  {ti.get('state')}")
+    if run["state"] != "success":
+        failed = [ti["task_id"] for ti in tis if ti.get("state") == "failed"]
+        print(f"Failed tasks: {failed}; logs under {layout.home / 'airflow' / 'logs'}")
+        return
+    ssm, ec2 = aws(layout, "ssm"), aws(layout, "ec2")
+    parameter = ssm.get_parameter(Name="/ml-container-cache/snapshot-id")["Parameter"]
+    metadata = json.loads(ssm.get_parameter(Name="/ml-container-cache/snapshot-metadata")["Parameter"]["Value"])
+    snapshot_id = parameter["Value"]
+    print(f"Snapshot: {snapshot_id}  (SSM {parameter['Name']} version {parameter['Version']})")
+    print(f"Image set: {metadata['image_set']}")
+    for image in metadata["images"]:
+        print(f"  {image['ref'].split('@')[0]:<55} {image['digest']}  {image.get('bytes') or 0:>12,} bytes")
+    restores = ec2.describe_fast_snapshot_restores(Filters=[{"Name": "snapshot-id", "Values": [snapshot_id]}])
+    for entry in sorted(restores["FastSnapshotRestores"], key=lambda e: e["AvailabilityZone"]):
+        print(f"  FSR {entry['AvailabilityZone']}: {entry['State']}")
+
+
+def run(layout: Layout, keep: bool) -> int:
+    started = time.monotonic()
+    try:
+        up(layout)
+        dag_run, tis = trigger_and_watch(layout)
+        print_outcome(layout, dag_run, tis)
+        print(f"Total: {time.monotonic() - started:.1f} s")
+        return 0 if dag_run["state"] == "success" else 1
+    finally:
+        if keep:
+            say(f"left running (KEEP=1): Airflow {layout.airflow_url}; `make down` stops it")
+        else:
+            down(layout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["run", "up", "down"])
+    args = parser.parse_args(argv)
+    layout = Layout.from_env()
+    if args.command == "down":
+        down(layout)
+        say("local cloud stopped")
+        return 0
+    if args.command == "up":
+        up(layout)
+        return 0
+    return run(layout, keep=os.environ.get("KEEP") == "1")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""`dag.test()` against the local cloud: a moto server with our extension, over HTTP like AWS.
+
+`mock_aws` would not intercept aiobotocore (the deferrable triggers), so the DAG talks to a real
+server on 127.0.0.1 through the `aws_default` connection, exactly as it talks to AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+import yaml
+
+from tests.conftest import REPO
+
+REGION = "us-west-2"
+PREVIOUS_SNAPSHOT = "snap-0previous00000000"
+PARAMETER = "/ml-container-cache/snapshot-id"
+METADATA_PARAMETER = "/ml-container-cache/snapshot-metadata"
+INSTANCE_PROFILE = "ml-container-cache-builder"
+
+
+class LocalCloud:
+    """Handles on the running local cloud for one test: clients, faults, the DAG's config file."""
+
+    def __init__(self, endpoint: str, config_path: Path, registry: str | None, images: dict[str, str]):
+        self.endpoint = endpoint
+        self.config_path = config_path
+        self.registry = registry
+        self.images = images
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def set_faults(self, **faults: Any) -> None:
+        requests.post(f"{self.endpoint}/_devstack/faults", json=faults, timeout=10).raise_for_status()
+
+    def reset_faults(self) -> None:
+        requests.delete(f"{self.endpoint}/_devstack/faults", timeout=10).raise_for_status()
+
+    def live_instances(self) -> list[dict[str, Any]]:
+        pages = self.client("ec2").get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+        )
+        return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+    def parameter(self, name: str = PARAMETER) -> str:
+        return self.client("ssm").get_parameter(Name=name)["Parameter"]["Value"]
+
+    def write_config(self, **build: Any) -> None:
+        config = yaml.safe_load((REPO / "config" / "ml_container_cache.yaml").read_text())
+        subnets = self.client("ec2").describe_subnets()["Subnets"]
+        config["aws"].update({"region": REGION, "subnet_ids": [subnets[0]["SubnetId"]]})
+        config["build"].update({
+            "images": [self.images.get("small", "public.ecr.aws/docker/library/busybox:1.37")],
+            "allowed_registries": [*config["build"]["allowed_registries"], *([self.registry] if self.registry else [])],
+            "instance_types": ["c6i.2xlarge", "m6i.2xlarge"],
+            "volume_size_gib": 2,
+            "fsr_availability_zones": [f"{REGION}a", f"{REGION}b"],
+        })
+        config["build"].update(build)
+        config["timeouts"].update({"poll_seconds": 1, "agent_online_seconds": 20, "build_seconds": 600,
+                                   "snapshot_seconds": 120, "fsr_seconds": 60})
+        self.config_path.write_text(yaml.safe_dump(config))
+
+
+def _data_plane_reason() -> str | None:
+    from devstack.volumes import data_plane_missing
+
+    return data_plane_missing()
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """A fresh metadata DB once per session (SQLite in the session's AIRFLOW_HOME)."""
+    from airflow.utils.db import resetdb
+
+    resetdb()
+
+
+@pytest.fixture(scope="session")
+def demo_registry(tmp_path_factory) -> Iterator[tuple[str | None, dict[str, str]]]:
+    """The loopback registry seeded with the small demo image, where the data plane exists."""
+    if _data_plane_reason():
+        yield None, {}
+        return
+    from devstack.demo_images import seed_registry
+    from devstack.registry import Registry
+
+    root = tmp_path_factory.mktemp("registry")
+    with Registry(root / "storage") as registry:
+        images = seed_registry(registry.address, REPO / ".devstack" / "cache", include_large=False)
+        yield registry.address, images
+
+
+@pytest.fixture(scope="session")
+def cloud_server(tmp_path_factory, demo_registry) -> Iterator[str]:
+    from devstack import server
+
+    registry, _ = demo_registry
+    handle = server.start(port=0, home=tmp_path_factory.mktemp("devstack"),
+                          plain_http_registries=[registry] if registry else [])
+    try:
+        yield handle.endpoint
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def cloud(cloud_server, demo_registry, airflow_db, tmp_path, monkeypatch) -> Iterator[LocalCloud]:
+    """Per test: connection + config pointing at the local cloud, faults reset, a previous snapshot published."""
+    registry, images = demo_registry
+    local = LocalCloud(cloud_server, tmp_path / "ml_container_cache.yaml", registry, images)
+    connection = {"conn_type": "aws", "login": "testing", "password": "testing",
+                  "extra": {"region_name": REGION, "endpoint_url": cloud_server}}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+    monkeypatch.setenv("ML_CACHE_CONFIG", str(local.config_path))
+    local.reset_faults()
+    local.set_faults(agent_online_seconds=0.5, fsr_enabling_seconds=0.5, fsr_optimizing_seconds=0.5)
+    iam = local.client("iam")
+    try:
+        iam.create_instance_profile(InstanceProfileName=INSTANCE_PROFILE)
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+    ssm = local.client("ssm")
+    ssm.put_parameter(Name=PARAMETER, Value=PREVIOUS_SNAPSHOT, Type="String", Overwrite=True)
+    ssm.put_parameter(Name=METADATA_PARAMETER, Value="{}", Type="String", Overwrite=True)
+    local.write_config()
+    yield local
+    local.reset_faults()
+    for instance in local.live_instances():  # never leak into the next test
+        local.client("ec2").terminate_instances(InstanceIds=[instance["InstanceId"]])
+
+
+@pytest.fixture
+def build_dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["ml_container_cache_build"]
+    for task in dag.tasks:
+        task.retries = 0  # dag.test honours retry_delay
+    return dag
+
+
+def run_dag(dag, **conf: Any):
+    """dag.test() and a {task_id: state} map of the run."""
+    run = dag.test(run_conf=conf or None)
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    return run, states
+
+
+needs_data_plane = pytest.mark.skipif(
+    os.environ.get("ML_CACHE_SKIP_DATA_PLANE") == "1" or bool(_data_plane_reason()),
+    reason=f"the build step runs the real script: {_data_plane_reason() or 'ML_CACHE_SKIP_DATA_PLANE=1'}",
+)

@@ -1,0 +1,114 @@
+"""The build DAG end to end on the local cloud: the happy path and the fault catalog's clean failures.
+
+A clean failure: the run is FAILED naming the cause, no builder is left running, the SSM
+parameter keeps its previous value.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.dags.conftest import METADATA_PARAMETER, PREVIOUS_SNAPSHOT, needs_data_plane, run_dag
+
+
+def assert_clean_failure(cloud, run, states, failed_task):
+    assert str(run.state) == "failed"
+    assert states[failed_task] == "failed", states
+    assert states["publish_snapshot"] != "success"
+    assert cloud.live_instances() == []
+    assert cloud.parameter() == PREVIOUS_SNAPSHOT
+
+
+def test_invalid_image_fails_before_any_aws_call(cloud, build_dag):
+    run, states = run_dag(build_dag, images=["busybox;rm -rf /"])
+    assert_clean_failure(cloud, run, states, "validate_inputs")
+    assert states["launch_builder"] == "upstream_failed"
+    assert cloud.client("ec2").describe_instances()["Reservations"] == []
+
+
+def test_unknown_availability_zone_fails_before_any_aws_call(cloud, build_dag):
+    run, states = run_dag(build_dag, fsr_availability_zones=["us-east-1a"])
+    assert_clean_failure(cloud, run, states, "validate_inputs")
+    assert cloud.client("ec2").describe_instances()["Reservations"] == []
+
+
+def test_no_capacity_for_any_instance_type(cloud, build_dag):
+    cloud.set_faults(insufficient_capacity_instance_types=["c6i.2xlarge", "m6i.2xlarge"])
+    run, states = run_dag(build_dag)
+    assert_clean_failure(cloud, run, states, "launch_builder")
+
+
+def test_agent_never_online_terminates_the_builder(cloud, build_dag):
+    cloud.write_config()
+    config = cloud.config_path.read_text().replace("agent_online_seconds: 20", "agent_online_seconds: 3")
+    cloud.config_path.write_text(config)
+    cloud.set_faults(agent_offline=True)
+    run, states = run_dag(build_dag)
+    assert_clean_failure(cloud, run, states, "wait_for_builder")
+    assert states["terminate_builder"] == "success"
+    builders = cloud.client("ec2").describe_instances()["Reservations"]
+    assert [i["State"]["Name"] for r in builders for i in r["Instances"]] == ["terminated"]
+
+
+def test_build_command_failed(cloud, build_dag):
+    cloud.set_faults(ssm_command_status="Failed")
+    run, states = run_dag(build_dag)
+    assert_clean_failure(cloud, run, states, "run_build_script")
+    assert states["terminate_builder"] == "success"
+
+
+@needs_data_plane
+def test_happy_path_publishes_after_fsr(cloud, build_dag):
+    cloud.set_faults(insufficient_capacity_instance_types=["c6i.2xlarge"])  # falls back to the next type
+    run, states = run_dag(build_dag)
+    assert str(run.state) == "success", states
+    ec2 = cloud.client("ec2")
+    snapshot_id = cloud.parameter()
+    assert snapshot_id.startswith("snap-") and snapshot_id != PREVIOUS_SNAPSHOT
+    snapshot = ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]
+    tags = {t["Key"]: t["Value"] for t in snapshot["Tags"]}
+    assert snapshot["State"] == "completed"
+    assert tags["ml-cache:pipeline"] == "ml-container-cache" and tags["ml-cache:run-id"] == run.run_id
+    fsr = ec2.describe_fast_snapshot_restores(Filters=[{"Name": "snapshot-id", "Values": [snapshot_id]}])
+    assert {e["AvailabilityZone"]: e["State"] for e in fsr["FastSnapshotRestores"]} == {
+        "us-west-2a": "enabled", "us-west-2b": "enabled"}
+    metadata = json.loads(cloud.parameter(METADATA_PARAMETER))
+    assert metadata["snapshot_id"] == snapshot_id
+    assert [image["ref"] for image in metadata["images"]] == [cloud.images["small"]]
+    assert metadata["images"][0]["digest"] == cloud.images["small"].split("@")[1]
+    assert cloud.live_instances() == []
+    instance = ec2.describe_instances()["Reservations"][-1]["Instances"][0]
+    assert instance["InstanceType"] == "m6i.2xlarge"
+    assert instance["MetadataOptions"]["HttpTokens"] == "required"
+
+
+@needs_data_plane
+def test_missing_image_fails_with_its_name(cloud, build_dag):
+    missing = f"{cloud.registry}/ml-cache-demo/does-not-exist:1.0"
+    run, states = run_dag(build_dag, images=[missing])
+    assert_clean_failure(cloud, run, states, "run_build_script")
+
+
+@needs_data_plane
+def test_snapshot_error_is_deleted(cloud, build_dag):
+    cloud.set_faults(snapshot_error=True)
+    run, states = run_dag(build_dag)
+    assert_clean_failure(cloud, run, states, "create_snapshot")
+    snapshots = cloud.client("ec2").describe_snapshots(
+        OwnerIds=["self"], Filters=[{"Name": "tag:ml-cache:run-id", "Values": [run.run_id]}])["Snapshots"]
+    assert snapshots == []
+
+
+@needs_data_plane
+def test_fsr_unsuccessful_fails_the_run(cloud, build_dag):
+    cloud.set_faults(fsr_unsuccessful_azs=["us-west-2b"])
+    run, states = run_dag(build_dag)
+    assert_clean_failure(cloud, run, states, "enable_fast_snapshot_restore")
+
+
+@pytest.mark.parametrize("zones", [[""], []])
+def test_empty_fsr_zone_list_rejected(cloud, build_dag, zones):
+    run, states = run_dag(build_dag, fsr_availability_zones=zones)
+    assert_clean_failure(cloud, run, states, "validate_inputs")
