@@ -28,6 +28,7 @@ class Faults:
     agent_online_seconds: float | None = None
     invocation_absent_seconds: float | None = None
     ssm_command_status: str | None = None
+    snapshot_seconds: float | None = None
     nodegroup_update_seconds: float | None = None
     nodegroup_update_failed: str | None = None
 
@@ -41,6 +42,7 @@ _ENV_DEFAULTS = {
     "fsr_disabling_seconds": ("DEVSTACK_FSR_DISABLING_SECONDS", 1.0),
     "agent_online_seconds": ("DEVSTACK_AGENT_ONLINE_SECONDS", 1.0),
     "invocation_absent_seconds": ("DEVSTACK_INVOCATION_ABSENT_SECONDS", 0.3),
+    "snapshot_seconds": ("DEVSTACK_SNAPSHOT_SECONDS", 0.5),
     "nodegroup_update_seconds": ("DEVSTACK_NODEGROUP_UPDATE_SECONDS", 2.0),
 }
 

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,11 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EBS_BY_ID_PREFIX = "nvme-Amazon_Elastic_Block_Store_"
+MAX_SOCKET_PATH = 100  # sun_path is 108 bytes; containerd adds ".ttrpc"
+
+
+def short_socket_dir(instance_id: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"devstack-{os.getuid()}" / instance_id
 
 _lock = threading.RLock()
 _home: Path | None = None
@@ -90,13 +96,21 @@ class Sandbox:
     def device_dir(self) -> Path:
         return self.root / "dev" / "disk" / "by-id"
 
+    @property
+    def containerd_socket(self) -> Path:
+        """<sandbox>/run/containerd/containerd.sock, or a short path when that is too long for a socket."""
+        socket = self.root / "run" / "containerd" / "containerd.sock"
+        if len(str(socket)) <= MAX_SOCKET_PATH:
+            return socket
+        return short_socket_dir(self.instance_id) / "containerd.sock"
+
     def environment(self) -> dict[str, str]:
         """The builder script's variables; on AWS their defaults are the real system paths."""
         return {
             "ML_CACHE_DEVICE_DIR": str(self.device_dir),
             "ML_CACHE_CONTAINERD_ROOT": str(self.root / "var" / "lib" / "containerd"),
             "ML_CACHE_CONTAINERD_STATE": str(self.root / "run" / "containerd"),
-            "ML_CACHE_CONTAINERD_SOCKET": str(self.root / "run" / "containerd" / "containerd.sock"),
+            "ML_CACHE_CONTAINERD_SOCKET": str(self.containerd_socket),
             "ML_CACHE_CONTAINERD_CONFIG": str(self.root / "etc" / "containerd" / "config.toml"),
             "ML_CACHE_CONTAINERD_SERVICE": "process",
             "ML_CACHE_PLAIN_HTTP_REGISTRIES": " ".join(plain_http_registries()),
@@ -192,6 +206,7 @@ def teardown(instance_id: str) -> None:
         if volume.delete_on_termination:
             volume.path.unlink(missing_ok=True)
     shutil.rmtree(sandbox.root / "dev", ignore_errors=True)
+    shutil.rmtree(short_socket_dir(instance_id), ignore_errors=True)
 
 
 def teardown_all() -> None:
@@ -227,7 +242,7 @@ def _write_containerd_config(sandbox: Sandbox) -> None:
             Path(env["ML_CACHE_CONTAINERD_SOCKET"]),
             Path(env["ML_CACHE_CONTAINERD_CONFIG"]),
         )
-    except ValueError as error:  # socket path too long for this home: the script reports it
+    except ValueError as error:  # should not happen: containerd_socket stays short
         log.warning("no containerd config for %s: %s", sandbox.instance_id, error)
 
 

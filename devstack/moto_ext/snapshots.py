@@ -5,11 +5,13 @@ Snapshots of volumes without a backing file keep moto's behaviour (instantly `co
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
 from typing import Any
 
+from moto.core.responses import ActionResult
 from moto.ec2.models.elastic_block_store import EBSBackend, Snapshot
 from moto.ec2.responses import EC2Response
 
@@ -17,7 +19,6 @@ from devstack import faults, sandbox, volumes
 from devstack.moto_ext import _patch, fsr
 
 log = logging.getLogger(__name__)
-ERROR_DELAY_SECONDS = 0.5
 
 
 def _progress(self: Snapshot) -> str:
@@ -29,24 +30,29 @@ def create_snapshot(original: Any) -> Any:
         result = original(self)
         snapshot = result.result
         source = sandbox.volume_file(snapshot.volume.id)
-        if source.exists():
-            snapshot.status = "pending"
-            snapshot.devstack_progress = "0%"
-            fail = faults.current().snapshot_error
-            threading.Thread(target=_copy, args=(snapshot, source, fail), daemon=True,
-                             name=f"snapshot-{snapshot.id}").start()
-        return result
+        if not source.exists():
+            return result
+        snapshot.status = "pending"
+        snapshot.devstack_progress = "0%"
+        answer = copy.copy(snapshot)  # serialized after we return: must not see the copy finish
+        fail = faults.current().snapshot_error
+        threading.Thread(target=_copy, args=(snapshot, source, fail), daemon=True,
+                         name=f"snapshot-{snapshot.id}").start()
+        return ActionResult(answer)
 
     return handler
 
 
 def _copy(snapshot: Snapshot, source: Any, fail: bool) -> None:
+    """Copy the volume file; stay `pending` at least DEVSTACK_SNAPSHOT_SECONDS (AWS is never instant)."""
     target = sandbox.snapshot_file(snapshot.id)
+    done_at = time.monotonic() + faults.delay("snapshot_seconds")
     try:
         if fail:
-            time.sleep(ERROR_DELAY_SECONDS)
+            time.sleep(max(0.0, done_at - time.monotonic()))
             raise RuntimeError("devstack fault: snapshot_error")
         volumes.copy_volume_file(source, target)
+        time.sleep(max(0.0, done_at - time.monotonic()))
     except (RuntimeError, OSError) as error:
         log.warning("snapshot %s failed: %s", snapshot.id, error)
         target.unlink(missing_ok=True)
