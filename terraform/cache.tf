@@ -1,0 +1,104 @@
+################################################################################
+# Snapshot parameters: Terraform creates them, the build DAG owns their values
+################################################################################
+
+resource "aws_ssm_parameter" "snapshot_id" {
+  name        = local.snapshot_id_parameter_name
+  description = "Bare snap- id of the published ML container image cache; '${var.snapshot_id_placeholder}' until the first build. Written by the ml_container_cache_build DAG"
+  type        = "String"
+  value       = var.snapshot_id_placeholder
+
+  tags = local.tags
+
+  lifecycle {
+    ignore_changes = [value, insecure_value, description]
+  }
+}
+
+resource "aws_ssm_parameter" "snapshot_metadata" {
+  name        = local.snapshot_metadata_parameter_name
+  description = "JSON metadata (images, digests, run id, arch) of the published cache. Written by the ml_container_cache_build DAG"
+  type        = "String"
+  value       = jsonencode({})
+
+  tags = local.tags
+
+  lifecycle {
+    ignore_changes = [value, insecure_value, description]
+  }
+}
+
+locals {
+  # The resource's value is refreshed from AWS on every plan (ignore_changes only stops Terraform
+  # from writing it), so this follows what the DAG published. A placeholder means "no cache yet".
+  snapshot_id_parameter_value = nonsensitive(aws_ssm_parameter.snapshot_id.value)
+  cache_snapshot_id           = can(regex("^snap-[0-9a-f]{8,17}$", local.snapshot_id_parameter_value)) ? local.snapshot_id_parameter_value : null
+}
+
+################################################################################
+# Builder: instance role and profile, security group without ingress
+################################################################################
+
+data "aws_iam_policy_document" "builder_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.${local.dns_suffix}"]
+    }
+  }
+}
+
+resource "aws_iam_role" "builder" {
+  name               = local.builder_name
+  description        = "Cache builder instances: SSM Run Command and ECR pulls"
+  assume_role_policy = data.aws_iam_policy_document.builder_assume.json
+
+  tags = local.tags
+}
+
+resource "aws_iam_role_policy_attachment" "builder" {
+  for_each = toset(["AmazonSSMManagedInstanceCore", "AmazonEC2ContainerRegistryReadOnly"])
+
+  role       = aws_iam_role.builder.name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/${each.value}"
+}
+
+resource "aws_iam_instance_profile" "builder" {
+  name = local.builder_name
+  role = aws_iam_role.builder.name
+
+  tags = local.tags
+}
+
+resource "aws_security_group" "builder" {
+  name_prefix = "${local.builder_name}-"
+  description = "Cache builder: no ingress (managed through SSM), egress to registries and AWS APIs"
+  vpc_id      = aws_vpc.this.id
+
+  tags = merge(local.tags, { Name = local.builder_name })
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_vpc_security_group_egress_rule" "builder_https" {
+  security_group_id = aws_security_group.builder.id
+  description       = "HTTPS to registries, SSM and EC2 APIs"
+  cidr_ipv4         = "0.0.0.0/0"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+}
+
+resource "aws_vpc_security_group_egress_rule" "builder_dns" {
+  for_each = toset(["udp", "tcp"])
+
+  security_group_id = aws_security_group.builder.id
+  description       = "DNS to the VPC resolver"
+  cidr_ipv4         = "${cidrhost(var.vpc_cidr, 2)}/32"
+  ip_protocol       = each.value
+  from_port         = 53
+  to_port           = 53
+}

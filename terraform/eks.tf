@@ -1,0 +1,181 @@
+################################################################################
+# EKS cluster
+################################################################################
+
+data "aws_iam_policy_document" "cluster_assume" {
+  statement {
+    actions = ["sts:AssumeRole", "sts:TagSession"]
+    principals {
+      type        = "Service"
+      identifiers = ["eks.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "cluster" {
+  name_prefix        = "${local.name}-cluster-"
+  assume_role_policy = data.aws_iam_policy_document.cluster_assume.json
+
+  tags = local.tags
+}
+
+resource "aws_iam_role_policy_attachment" "cluster" {
+  for_each = toset(["AmazonEKSClusterPolicy", "AmazonEKSVPCResourceController"])
+
+  role       = aws_iam_role.cluster.name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/${each.value}"
+}
+
+resource "aws_cloudwatch_log_group" "cluster" {
+  # The name EKS writes to: creating it first sets retention and encryption.
+  name              = "/aws/eks/${local.name}/cluster"
+  retention_in_days = var.cluster_log_retention_days
+  kms_key_id        = var.kms_key_arn
+
+  tags = local.tags
+}
+
+resource "aws_kms_key" "cluster" {
+  description             = "Envelope encryption of Kubernetes secrets in ${local.name}"
+  deletion_window_in_days = 7
+  enable_key_rotation     = true
+
+  tags = local.tags
+}
+
+resource "aws_eks_cluster" "this" {
+  name     = local.name
+  version  = var.cluster_version
+  role_arn = aws_iam_role.cluster.arn
+
+  enabled_cluster_log_types = var.cluster_log_types
+
+  access_config {
+    authentication_mode                         = "API"
+    bootstrap_cluster_creator_admin_permissions = false
+  }
+
+  vpc_config {
+    subnet_ids              = aws_subnet.private[*].id
+    endpoint_private_access = true
+    endpoint_public_access  = var.cluster_endpoint_public_access
+    public_access_cidrs     = var.cluster_endpoint_public_access_cidrs
+  }
+
+  encryption_config {
+    resources = ["secrets"]
+    provider {
+      key_arn = aws_kms_key.cluster.arn
+    }
+  }
+
+  tags = local.tags
+
+  lifecycle {
+    # Only read at creation; EKS (and emulators) may not echo it back.
+    ignore_changes = [access_config[0].bootstrap_cluster_creator_admin_permissions]
+  }
+
+  depends_on = [
+    aws_iam_role_policy_attachment.cluster,
+    aws_cloudwatch_log_group.cluster,
+  ]
+}
+
+################################################################################
+# Access entries: the identity running Terraform, optionally Airflow
+################################################################################
+
+data "aws_iam_session_context" "current" {
+  # The role behind an assumed-role session, which is what EKS access entries take.
+  arn = data.aws_caller_identity.current.arn
+}
+
+resource "aws_eks_access_entry" "creator" {
+  count = var.enable_cluster_creator_admin_permissions ? 1 : 0
+
+  cluster_name  = aws_eks_cluster.this.name
+  principal_arn = data.aws_iam_session_context.current.issuer_arn
+  type          = "STANDARD"
+
+  tags = local.tags
+}
+
+resource "aws_eks_access_policy_association" "creator" {
+  count = var.enable_cluster_creator_admin_permissions ? 1 : 0
+
+  cluster_name  = aws_eks_cluster.this.name
+  principal_arn = aws_eks_access_entry.creator[0].principal_arn
+  policy_arn    = "arn:${local.partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+
+  access_scope {
+    type = "cluster"
+  }
+}
+
+resource "aws_eks_access_entry" "airflow" {
+  count = var.airflow_kubernetes_principal_arn != null ? 1 : 0
+
+  cluster_name  = aws_eks_cluster.this.name
+  principal_arn = var.airflow_kubernetes_principal_arn
+  type          = "STANDARD"
+
+  tags = local.tags
+}
+
+resource "aws_eks_access_policy_association" "airflow" {
+  count = var.airflow_kubernetes_principal_arn != null ? 1 : 0
+
+  cluster_name  = aws_eks_cluster.this.name
+  principal_arn = aws_eks_access_entry.airflow[0].principal_arn
+  policy_arn    = "arn:${local.partition}:eks::aws:cluster-access-policy/AmazonEKSEditPolicy"
+
+  access_scope {
+    type       = "namespace"
+    namespaces = var.airflow_kubernetes_namespaces
+  }
+}
+
+################################################################################
+# Core add-ons
+################################################################################
+
+locals {
+  # coredns needs nodes to become healthy: it is created after the system node group.
+  cluster_addons_before_nodes = var.enable_cluster_addons ? toset(["vpc-cni", "kube-proxy", "eks-pod-identity-agent"]) : toset([])
+  cluster_addons_after_nodes  = var.enable_cluster_addons ? toset(["coredns"]) : toset([])
+}
+
+data "aws_eks_addon_version" "this" {
+  for_each = setunion(local.cluster_addons_before_nodes, local.cluster_addons_after_nodes)
+
+  addon_name         = each.value
+  kubernetes_version = aws_eks_cluster.this.version
+  most_recent        = true
+}
+
+resource "aws_eks_addon" "before_nodes" {
+  for_each = local.cluster_addons_before_nodes
+
+  cluster_name                = aws_eks_cluster.this.name
+  addon_name                  = each.value
+  addon_version               = data.aws_eks_addon_version.this[each.value].version
+  resolve_conflicts_on_create = "OVERWRITE"
+  resolve_conflicts_on_update = "OVERWRITE"
+
+  tags = local.tags
+}
+
+resource "aws_eks_addon" "after_nodes" {
+  for_each = local.cluster_addons_after_nodes
+
+  cluster_name                = aws_eks_cluster.this.name
+  addon_name                  = each.value
+  addon_version               = data.aws_eks_addon_version.this[each.value].version
+  resolve_conflicts_on_create = "OVERWRITE"
+  resolve_conflicts_on_update = "OVERWRITE"
+
+  tags = local.tags
+
+  depends_on = [aws_eks_node_group.system]
+}

@@ -1,0 +1,26 @@
+################################################################################
+# ML container image cache in AWS: VPC, EKS with a cached GPU node group,
+# builder and Airflow IAM. See terraform/README.md for the order and costs.
+################################################################################
+
+provider "aws" {
+  region = var.region
+
+  default_tags {
+    tags = var.tags
+  }
+}
+
+module "ml_container_cache" {
+  source = "../.."
+
+  name                             = var.name
+  cluster_version                  = var.cluster_version
+  gpu_instance_types               = var.gpu_instance_types
+  gpu_desired_size                 = var.gpu_desired_size
+  single_nat_gateway               = var.single_nat_gateway
+  enable_vpc_endpoints             = var.enable_vpc_endpoints
+  cache_volume_size_gib            = var.cache_volume_size_gib
+  airflow_kubernetes_principal_arn = var.airflow_kubernetes_principal_arn
+  ml_cache_build_config            = var.ml_cache_build_config
+}

@@ -1,0 +1,34 @@
+output "cluster_name" {
+  description = "Name of the EKS cluster"
+  value       = module.ml_container_cache.cluster_name
+}
+
+output "gpu_node_group_name" {
+  description = "Name of the GPU node group"
+  value       = module.ml_container_cache.gpu_node_group_name
+}
+
+output "gpu_launch_template_id" {
+  description = "ID of the GPU launch template"
+  value       = module.ml_container_cache.gpu_launch_template_id
+}
+
+output "snapshot_id_parameter_name" {
+  description = "SSM parameter holding the published snapshot id"
+  value       = module.ml_container_cache.snapshot_id_parameter_name
+}
+
+output "airflow_policy_arn" {
+  description = "Attach this policy to the Airflow workers' role"
+  value       = module.ml_container_cache.airflow_policy_arn
+}
+
+output "ml_cache_config" {
+  description = "YAML configuration of the DAGs"
+  value       = module.ml_container_cache.ml_cache_config
+}
+
+output "airflow_connection_env" {
+  description = "Environment line for the aws_default Airflow connection"
+  value       = module.ml_container_cache.airflow_connection_env
+}

@@ -1,0 +1,65 @@
+variable "region" {
+  description = "AWS region to deploy into"
+  type        = string
+  default     = "us-west-2"
+}
+
+variable "name" {
+  description = "Pipeline name (resource prefix and `ml-cache:pipeline` tag value)"
+  type        = string
+  default     = "ml-container-cache"
+}
+
+variable "tags" {
+  description = "Default tags of every resource"
+  type        = map(string)
+  default     = { Project = "ml-container-cache" }
+}
+
+variable "cluster_version" {
+  description = "Kubernetes version of the EKS cluster"
+  type        = string
+  default     = "1.33"
+}
+
+variable "gpu_instance_types" {
+  description = "Instance types of the GPU node group"
+  type        = list(string)
+  default     = ["g6e.xlarge"]
+}
+
+variable "gpu_desired_size" {
+  description = "Initial number of GPU nodes"
+  type        = number
+  default     = 1
+}
+
+variable "single_nat_gateway" {
+  description = "One NAT gateway for all AZs (cheaper) instead of one per AZ"
+  type        = bool
+  default     = true
+}
+
+variable "enable_vpc_endpoints" {
+  description = "Interface/gateway endpoints for SSM, ECR, EC2, STS and S3"
+  type        = bool
+  default     = false
+}
+
+variable "cache_volume_size_gib" {
+  description = "Size of the GPU nodes' cache volume (at least the build's volume_size_gib)"
+  type        = number
+  default     = 100
+}
+
+variable "airflow_kubernetes_principal_arn" {
+  description = "IAM role of the Airflow workers, given a namespace-scoped EKS access entry for validation pods; null = none"
+  type        = string
+  default     = null
+}
+
+variable "ml_cache_build_config" {
+  description = "Extra keys of the DAGs' `build` configuration (images, instance_types, ...)"
+  type        = any
+  default     = {}
+}

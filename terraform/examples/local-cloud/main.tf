@@ -1,0 +1,38 @@
+################################################################################
+# The same module applied into the local cloud (a moto server, devstack/):
+# every AWS service endpoint points at one URL, credentials are dummies.
+################################################################################
+
+provider "aws" {
+  region     = var.region
+  access_key = "testing"
+  secret_key = "testing"
+
+  skip_credentials_validation = true
+  skip_metadata_api_check     = true
+  skip_region_validation      = true
+  skip_requesting_account_id  = false
+
+  endpoints {
+    ec2  = var.endpoint_url
+    eks  = var.endpoint_url
+    iam  = var.endpoint_url
+    kms  = var.endpoint_url
+    logs = var.endpoint_url
+    ssm  = var.endpoint_url
+    sts  = var.endpoint_url
+  }
+}
+
+module "ml_container_cache" {
+  source = "../.."
+
+  name = var.name
+
+  # The emulator has no EKS add-on or access-entry API; everything else is the AWS shape.
+  enable_cluster_addons                    = false
+  enable_cluster_creator_admin_permissions = false
+
+  gpu_instance_types = ["g6e.xlarge"]
+  gpu_desired_size   = 1
+}

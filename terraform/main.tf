@@ -1,0 +1,40 @@
+################################################################################
+# Shared data and names
+################################################################################
+
+data "aws_partition" "current" {}
+data "aws_region" "current" {}
+data "aws_caller_identity" "current" {}
+
+data "aws_availability_zones" "available" {
+  state = "available"
+
+  filter {
+    name   = "opt-in-status"
+    values = ["opt-in-not-required"]
+  }
+}
+
+locals {
+  name       = var.name
+  partition  = data.aws_partition.current.partition
+  region     = data.aws_region.current.name
+  account_id = data.aws_caller_identity.current.account_id
+  dns_suffix = data.aws_partition.current.dns_suffix
+
+  azs = slice(data.aws_availability_zones.available.names, 0, var.availability_zone_count)
+
+  # Tag keys the DAGs put on everything they create; the Airflow policy is scoped by them.
+  pipeline_tag_key = "ml-cache:pipeline"
+  run_id_tag_key   = "ml-cache:run-id"
+
+  tags = merge(var.tags, {
+    (local.pipeline_tag_key) = local.name
+  })
+
+  # Names shared with the DAGs (config/ml_container_cache.yaml).
+  snapshot_id_parameter_name       = "/${local.name}/snapshot-id"
+  snapshot_metadata_parameter_name = "/${local.name}/snapshot-metadata"
+  ssm_document_name                = "${local.name}-build"
+  builder_name                     = "${local.name}-builder"
+}

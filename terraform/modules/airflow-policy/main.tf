@@ -1,0 +1,249 @@
+################################################################################
+# Airflow worker policy: exactly the calls the ml_container_cache DAGs make
+#
+# Rendered with jsonencode (no provider needed), so tests can evaluate the very document
+# Terraform attaches. Scoping: creation calls require our tags in the request, calls on
+# existing resources require our pipeline tag on the resource, named resources are ARNs.
+################################################################################
+
+locals {
+  arn_prefix  = "arn:${var.partition}"
+  ec2_account = "${local.arn_prefix}:ec2:${var.region}:${var.account_id}"
+  ec2_public  = "${local.arn_prefix}:ec2:${var.region}:"
+  ssm_account = "${local.arn_prefix}:ssm:${var.region}:${var.account_id}"
+  eks_account = "${local.arn_prefix}:eks:${var.region}:${var.account_id}"
+
+  instance_arns    = "${local.ec2_account}:instance/*"
+  volume_arns      = "${local.ec2_account}:volume/*"
+  snapshot_arns    = "${local.ec2_public}:snapshot/*"
+  parameter_arns   = [for name in var.parameter_names : "${local.ssm_account}:parameter${name}"]
+  document_arn     = "${local.ssm_account}:document/${var.ssm_document_name}"
+  cluster_arn      = "${local.eks_account}:cluster/${var.cluster_name}"
+  node_group_arns  = "${local.eks_account}:nodegroup/${var.cluster_name}/${var.node_group_name}/*"
+  launch_template  = "${local.ec2_account}:launch-template/${var.launch_template_id}"
+  request_pipeline = "aws:RequestTag/${var.pipeline_tag_key}"
+  request_run_id   = "aws:RequestTag/${var.run_id_tag_key}"
+  tagged_pipeline  = "aws:ResourceTag/${var.pipeline_tag_key}"
+
+  statements = concat([
+    {
+      Sid    = "DescribeWithoutResourceScope"
+      Effect = "Allow"
+      Action = [
+        "ec2:DescribeAvailabilityZones",
+        "ec2:DescribeFastSnapshotRestores",
+        "ec2:DescribeInstanceStatus",
+        "ec2:DescribeInstances",
+        "ec2:DescribeLaunchTemplateVersions",
+        "ec2:DescribeLaunchTemplates",
+        "ec2:DescribeSnapshots",
+        "ec2:DescribeVolumes",
+        "ssm:CancelCommand",
+        "ssm:DescribeInstanceInformation",
+        "ssm:GetCommandInvocation",
+        "ssm:ListCommandInvocations",
+      ]
+      Resource = "*"
+    },
+    {
+      Sid    = "ReadSnapshotAndAmiParameters"
+      Effect = "Allow"
+      Action = ["ssm:GetParameter"]
+      Resource = concat(local.parameter_arns, [
+        "${local.arn_prefix}:ssm:${var.region}::parameter/aws/service/eks/optimized-ami/*",
+      ])
+    },
+    {
+      Sid      = "PublishSnapshotParameters"
+      Effect   = "Allow"
+      Action   = ["ssm:PutParameter"]
+      Resource = local.parameter_arns
+    },
+    {
+      Sid    = "RegisterBuildDocument"
+      Effect = "Allow"
+      Action = [
+        "ssm:CreateDocument",
+        "ssm:DescribeDocument",
+        "ssm:GetDocument",
+        "ssm:UpdateDocument",
+        "ssm:UpdateDocumentDefaultVersion",
+      ]
+      Resource = local.document_arn
+    },
+    {
+      Sid      = "SendBuildDocument"
+      Effect   = "Allow"
+      Action   = ["ssm:SendCommand"]
+      Resource = local.document_arn
+    },
+    {
+      Sid      = "SendCommandToPipelineInstances"
+      Effect   = "Allow"
+      Action   = ["ssm:SendCommand"]
+      Resource = local.instance_arns
+      Condition = {
+        StringEquals = { "ssm:resourceTag/${var.pipeline_tag_key}" = var.pipeline }
+      }
+    },
+    {
+      Sid      = "RunBuilderInstanceTaggedWithImdsv2"
+      Effect   = "Allow"
+      Action   = ["ec2:RunInstances"]
+      Resource = local.instance_arns
+      Condition = {
+        StringEquals = {
+          (local.request_pipeline) = var.pipeline
+          "ec2:MetadataHttpTokens" = "required"
+        }
+        ArnEquals = { "ec2:InstanceProfile" = var.builder_instance_profile_arn }
+        Null      = { (local.request_run_id) = "false" }
+      }
+    },
+    {
+      Sid      = "RunBuilderVolumeTagged"
+      Effect   = "Allow"
+      Action   = ["ec2:RunInstances"]
+      Resource = local.volume_arns
+      Condition = {
+        StringEquals = { (local.request_pipeline) = var.pipeline }
+        Null         = { (local.request_run_id) = "false" }
+      }
+    },
+    {
+      Sid    = "RunBuilderInOurVpc"
+      Effect = "Allow"
+      Action = ["ec2:RunInstances"]
+      Resource = [
+        "${local.ec2_account}:network-interface/*",
+        "${local.ec2_account}:security-group/*",
+        "${local.ec2_account}:subnet/*",
+      ]
+      Condition = {
+        ArnEquals = { "ec2:Vpc" = var.vpc_arn }
+      }
+    },
+    {
+      Sid    = "RunBuilderFromPublicImages"
+      Effect = "Allow"
+      Action = ["ec2:RunInstances"]
+      Resource = [
+        "${local.ec2_public}:image/*",
+        "${local.ec2_public}:snapshot/*",
+      ]
+    },
+    {
+      Sid    = "TagOnlyWhileCreating"
+      Effect = "Allow"
+      Action = ["ec2:CreateTags"]
+      Resource = [
+        local.instance_arns,
+        local.volume_arns,
+        "${local.ec2_account}:network-interface/*",
+        local.snapshot_arns,
+      ]
+      Condition = {
+        StringEquals = {
+          "ec2:CreateAction"       = ["RunInstances", "CreateSnapshot"]
+          (local.request_pipeline) = var.pipeline
+        }
+      }
+    },
+    {
+      Sid      = "PassOnlyTheBuilderRole"
+      Effect   = "Allow"
+      Action   = ["iam:PassRole"]
+      Resource = var.builder_role_arn
+      Condition = {
+        StringEquals = { "iam:PassedToService" = "ec2.amazonaws.com" }
+      }
+    },
+    {
+      Sid      = "TerminatePipelineInstances"
+      Effect   = "Allow"
+      Action   = ["ec2:TerminateInstances"]
+      Resource = local.instance_arns
+      Condition = {
+        StringEquals = { (local.tagged_pipeline) = var.pipeline }
+      }
+    },
+    {
+      Sid      = "SnapshotPipelineVolumes"
+      Effect   = "Allow"
+      Action   = ["ec2:CreateSnapshot"]
+      Resource = local.volume_arns
+      Condition = {
+        StringEquals = { (local.tagged_pipeline) = var.pipeline }
+      }
+    },
+    {
+      Sid      = "CreateTaggedSnapshots"
+      Effect   = "Allow"
+      Action   = ["ec2:CreateSnapshot"]
+      Resource = local.snapshot_arns
+      Condition = {
+        StringEquals = { (local.request_pipeline) = var.pipeline }
+        Null         = { (local.request_run_id) = "false" }
+      }
+    },
+    {
+      Sid    = "ManagePipelineSnapshots"
+      Effect = "Allow"
+      Action = [
+        "ec2:DeleteSnapshot",
+        "ec2:DisableFastSnapshotRestores",
+        "ec2:EnableFastSnapshotRestores",
+      ]
+      Resource = local.snapshot_arns
+      Condition = {
+        StringEquals = { (local.tagged_pipeline) = var.pipeline }
+      }
+    },
+    {
+      Sid      = "AddGpuLaunchTemplateVersions"
+      Effect   = "Allow"
+      Action   = ["ec2:CreateLaunchTemplateVersion"]
+      Resource = local.launch_template
+    },
+    {
+      Sid      = "ReadCluster"
+      Effect   = "Allow"
+      Action   = ["eks:DescribeCluster", "eks:ListNodegroups"]
+      Resource = local.cluster_arn
+    },
+    {
+      Sid      = "UpdateGpuNodeGroup"
+      Effect   = "Allow"
+      Action   = ["eks:DescribeNodegroup", "eks:DescribeUpdate", "eks:UpdateNodegroupVersion"]
+      Resource = local.node_group_arns
+    },
+    {
+      Sid      = "DescribeClusterUpdates"
+      Effect   = "Allow"
+      Action   = ["eks:DescribeUpdate"]
+      Resource = local.cluster_arn
+    },
+    ], var.kms_key_arn == null ? [] : [
+    {
+      Sid    = "UseCacheKmsKeyThroughEbs"
+      Effect = "Allow"
+      Action = [
+        "kms:CreateGrant",
+        "kms:Decrypt",
+        "kms:DescribeKey",
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
+      ]
+      Resource = var.kms_key_arn
+      Condition = {
+        StringEquals = { "kms:ViaService" = "ec2.${var.region}.amazonaws.com" }
+      }
+    },
+  ])
+
+  policy = {
+    Version   = "2012-10-17"
+    Statement = local.statements
+  }
+}

@@ -1,0 +1,77 @@
+variable "partition" {
+  description = "AWS partition of the ARNs (aws, aws-cn, aws-us-gov)"
+  type        = string
+}
+
+variable "region" {
+  description = "Region the pipeline runs in"
+  type        = string
+}
+
+variable "account_id" {
+  description = "Account that owns the pipeline's resources"
+  type        = string
+}
+
+variable "pipeline" {
+  description = "Pipeline name: the value of the pipeline tag every resource the DAGs create carries"
+  type        = string
+}
+
+variable "pipeline_tag_key" {
+  description = "Tag key holding the pipeline name"
+  type        = string
+  default     = "ml-cache:pipeline"
+}
+
+variable "run_id_tag_key" {
+  description = "Tag key holding the Airflow run id"
+  type        = string
+  default     = "ml-cache:run-id"
+}
+
+variable "parameter_names" {
+  description = "SSM parameters the build DAG reads and writes (snapshot id, metadata), with their leading slash"
+  type        = list(string)
+}
+
+variable "ssm_document_name" {
+  description = "SSM document the build DAG registers and runs on builders"
+  type        = string
+}
+
+variable "builder_role_arn" {
+  description = "IAM role of the builder's instance profile (the only role Airflow may pass)"
+  type        = string
+}
+
+variable "builder_instance_profile_arn" {
+  description = "Instance profile builders must be launched with"
+  type        = string
+}
+
+variable "vpc_arn" {
+  description = "VPC whose subnets and security groups builders may use"
+  type        = string
+}
+
+variable "cluster_name" {
+  description = "EKS cluster the rollout DAG updates"
+  type        = string
+}
+
+variable "node_group_name" {
+  description = "GPU node group the rollout DAG updates"
+  type        = string
+}
+
+variable "launch_template_id" {
+  description = "Launch template of the GPU node group (the rollout DAG adds versions to it)"
+  type        = string
+}
+
+variable "kms_key_arn" {
+  description = "Customer managed KMS key of the builder's volumes and snapshots; null = the default EBS key (no KMS statement)"
+  type        = string
+  default     = null
+}

@@ -1,0 +1,172 @@
+################################################################################
+# VPC
+################################################################################
+
+output "vpc_id" {
+  description = "ID of the VPC"
+  value       = aws_vpc.this.id
+}
+
+output "private_subnet_ids" {
+  description = "Private subnets (nodes, builder), one per availability zone"
+  value       = aws_subnet.private[*].id
+}
+
+output "public_subnet_ids" {
+  description = "Public subnets (load balancers, NAT gateways), one per availability zone"
+  value       = aws_subnet.public[*].id
+}
+
+output "availability_zones" {
+  description = "Availability zones of the subnets and the GPU node group (where Fast Snapshot Restore must be enabled)"
+  value       = local.azs
+}
+
+################################################################################
+# EKS
+################################################################################
+
+output "cluster_name" {
+  description = "Name of the EKS cluster"
+  value       = aws_eks_cluster.this.name
+}
+
+output "cluster_arn" {
+  description = "ARN of the EKS cluster"
+  value       = aws_eks_cluster.this.arn
+}
+
+output "cluster_endpoint" {
+  description = "Endpoint of the Kubernetes API"
+  value       = aws_eks_cluster.this.endpoint
+}
+
+output "cluster_version" {
+  description = "Kubernetes version of the cluster"
+  value       = aws_eks_cluster.this.version
+}
+
+output "gpu_node_group_name" {
+  description = "Name of the GPU node group the rollout DAG updates"
+  value       = aws_eks_node_group.gpu.node_group_name
+}
+
+output "gpu_node_group_arn" {
+  description = "ARN of the GPU node group"
+  value       = aws_eks_node_group.gpu.arn
+}
+
+output "system_node_group_name" {
+  description = "Name of the CPU node group for system pods"
+  value       = aws_eks_node_group.system.node_group_name
+}
+
+output "gpu_launch_template_id" {
+  description = "ID of the GPU node group's launch template (the rollout DAG adds versions to it)"
+  value       = aws_launch_template.gpu.id
+}
+
+output "gpu_launch_template_name" {
+  description = "Name of the GPU node group's launch template"
+  value       = aws_launch_template.gpu.name
+}
+
+output "gpu_launch_template_default_version" {
+  description = "Default version of the GPU launch template: Terraform's latest content"
+  value       = aws_launch_template.gpu.default_version
+}
+
+output "cache_snapshot_id" {
+  description = "Snapshot the GPU launch template restores the cache volume from; null while the parameter holds the placeholder"
+  value       = local.cache_snapshot_id
+}
+
+################################################################################
+# Image cache pipeline
+################################################################################
+
+output "snapshot_id_parameter_name" {
+  description = "SSM parameter holding the published snapshot id (written by the build DAG)"
+  value       = aws_ssm_parameter.snapshot_id.name
+}
+
+output "snapshot_metadata_parameter_name" {
+  description = "SSM parameter holding the published snapshot's metadata (written by the build DAG)"
+  value       = aws_ssm_parameter.snapshot_metadata.name
+}
+
+output "ssm_document_name" {
+  description = "SSM document the build DAG registers and runs on builders"
+  value       = local.ssm_document_name
+}
+
+output "builder_instance_profile_name" {
+  description = "Instance profile of the builder"
+  value       = aws_iam_instance_profile.builder.name
+}
+
+output "builder_instance_profile_arn" {
+  description = "ARN of the builder's instance profile"
+  value       = aws_iam_instance_profile.builder.arn
+}
+
+output "builder_role_arn" {
+  description = "IAM role of the builder (the only role the Airflow policy may pass)"
+  value       = aws_iam_role.builder.arn
+}
+
+output "builder_security_group_id" {
+  description = "Security group of the builder (no ingress)"
+  value       = aws_security_group.builder.id
+}
+
+output "builder_subnet_ids" {
+  description = "Subnets the builder may be launched in, tried in order"
+  value       = aws_subnet.private[*].id
+}
+
+output "airflow_policy_arn" {
+  description = "IAM policy with exactly what the DAGs call: attach it to the Airflow workers' role"
+  value       = aws_iam_policy.airflow.arn
+}
+
+output "airflow_policy_json" {
+  description = "The Airflow policy document, as attached"
+  value       = module.airflow_policy.json
+}
+
+output "ml_cache_config" {
+  description = "YAML configuration of the DAGs (config/ml_container_cache.yaml shape): `terraform output -raw ml_cache_config > ml_cache.yaml` and set ML_CACHE_CONFIG to its path"
+  value = yamlencode({
+    pipeline = local.name
+    aws = {
+      region                 = local.region
+      subnet_ids             = aws_subnet.private[*].id
+      security_group_ids     = [aws_security_group.builder.id]
+      instance_profile       = aws_iam_instance_profile.builder.name
+      ssm_parameter          = aws_ssm_parameter.snapshot_id.name
+      ssm_metadata_parameter = aws_ssm_parameter.snapshot_metadata.name
+      ssm_document           = local.ssm_document_name
+      kms_key_id             = var.kms_key_arn
+    }
+    build = merge({
+      architecture            = "x86_64"
+      kubernetes_version      = aws_eks_cluster.this.version
+      volume_size_gib         = var.cache_volume_size_gib
+      volume_iops             = var.cache_volume_iops
+      volume_throughput_mibps = var.cache_volume_throughput_mibps
+      fsr_availability_zones  = local.azs
+    }, var.ml_cache_build_config)
+    rollout = {
+      cluster_name       = aws_eks_cluster.this.name
+      node_group_name    = aws_eks_node_group.gpu.node_group_name
+      launch_template_id = aws_launch_template.gpu.id
+      cache_device_name  = local.cache_device_name
+    }
+  })
+}
+
+output "airflow_connection_env" {
+  description = "Environment line that points the DAGs' aws_default connection at this region (credentials come from the workers' role)"
+  value       = "AIRFLOW_CONN_AWS_DEFAULT='${jsonencode({ conn_type = "aws", extra = { region_name = local.region } })}'"
+}

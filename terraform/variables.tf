@@ -1,0 +1,231 @@
+################################################################################
+# General
+################################################################################
+
+variable "name" {
+  description = "Pipeline name: prefix of every resource name and the value of the `ml-cache:pipeline` tag the DAGs set and the Airflow policy requires"
+  type        = string
+  default     = "ml-container-cache"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,30}[a-z0-9]$", var.name))
+    error_message = "name must be 3-32 lowercase letters, digits or dashes, starting with a letter."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource this configuration creates"
+  type        = map(string)
+  default     = {}
+}
+
+################################################################################
+# VPC
+################################################################################
+
+variable "vpc_cidr" {
+  description = "CIDR block of the VPC; split into one public and one private subnet per availability zone"
+  type        = string
+  default     = "10.0.0.0/16"
+}
+
+variable "availability_zone_count" {
+  description = "Number of availability zones to spread subnets (and the GPU node group, hence Fast Snapshot Restore) over"
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.availability_zone_count >= 2 && var.availability_zone_count <= 6
+    error_message = "EKS needs subnets in at least 2 availability zones; at most 6 are supported here."
+  }
+}
+
+variable "single_nat_gateway" {
+  description = "One NAT gateway for all private subnets (cheaper) instead of one per availability zone (survives an AZ outage)"
+  type        = bool
+  default     = true
+}
+
+variable "enable_vpc_endpoints" {
+  description = "Create interface endpoints (SSM, SSM messages, EC2 messages, ECR API, ECR DKR, EC2) and an S3 gateway endpoint, so a builder in a subnet without egress can still be managed and pull from ECR"
+  type        = bool
+  default     = false
+}
+
+################################################################################
+# EKS cluster
+################################################################################
+
+variable "cluster_version" {
+  description = "Kubernetes version of the EKS cluster (also the version of the EKS-optimized AMI the builder uses)"
+  type        = string
+  default     = "1.33"
+}
+
+variable "cluster_endpoint_public_access" {
+  description = "Expose the Kubernetes API endpoint publicly (restricted to cluster_endpoint_public_access_cidrs) in addition to the private endpoint"
+  type        = bool
+  default     = true
+}
+
+variable "cluster_endpoint_public_access_cidrs" {
+  description = "CIDR blocks allowed to reach the public Kubernetes API endpoint"
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+}
+
+variable "cluster_log_types" {
+  description = "EKS control plane log types sent to CloudWatch Logs"
+  type        = list(string)
+  default     = ["api", "audit", "authenticator"]
+}
+
+variable "cluster_log_retention_days" {
+  description = "Retention of the control plane log group, in days"
+  type        = number
+  default     = 365
+}
+
+variable "enable_cluster_creator_admin_permissions" {
+  description = "Create an EKS access entry with cluster-admin for the identity running Terraform"
+  type        = bool
+  default     = true
+}
+
+variable "enable_cluster_addons" {
+  description = "Manage the core add-ons (vpc-cni, coredns, kube-proxy, eks-pod-identity-agent) with Terraform. Turned off for emulators without the add-on API"
+  type        = bool
+  default     = true
+}
+
+variable "airflow_kubernetes_principal_arn" {
+  description = "Optional IAM principal (role ARN) the Airflow workers use; given an EKS access entry with namespace-scoped edit rights in airflow_kubernetes_namespaces so the rollout DAG can run validation pods. null = none"
+  type        = string
+  default     = null
+}
+
+variable "airflow_kubernetes_namespaces" {
+  description = "Namespaces the Airflow principal may edit (validation pods)"
+  type        = list(string)
+  default     = ["ml-cache-validation"]
+}
+
+################################################################################
+# Node groups
+################################################################################
+
+variable "gpu_instance_types" {
+  description = "Instance types of the GPU node group"
+  type        = list(string)
+  default     = ["g6e.xlarge"]
+}
+
+variable "gpu_capacity_type" {
+  description = "ON_DEMAND or SPOT for the GPU node group"
+  type        = string
+  default     = "ON_DEMAND"
+
+  validation {
+    condition     = contains(["ON_DEMAND", "SPOT"], var.gpu_capacity_type)
+    error_message = "gpu_capacity_type must be ON_DEMAND or SPOT."
+  }
+}
+
+variable "gpu_min_size" {
+  description = "Minimum number of GPU nodes"
+  type        = number
+  default     = 0
+}
+
+variable "gpu_max_size" {
+  description = "Maximum number of GPU nodes"
+  type        = number
+  default     = 2
+}
+
+variable "gpu_desired_size" {
+  description = "Initial number of GPU nodes (later changes by autoscalers are ignored)"
+  type        = number
+  default     = 1
+}
+
+variable "gpu_node_labels" {
+  description = "Kubernetes labels of the GPU nodes, added to the cache labels this configuration sets"
+  type        = map(string)
+  default     = {}
+}
+
+variable "gpu_root_volume_size_gib" {
+  description = "Size of the GPU nodes' root volume, in GiB"
+  type        = number
+  default     = 50
+}
+
+variable "cache_volume_size_gib" {
+  description = "Size of the cache volume mounted at /var/lib/containerd, in GiB; must be at least the snapshot's size (the build's volume_size_gib)"
+  type        = number
+  default     = 100
+}
+
+variable "cache_volume_iops" {
+  description = "Provisioned IOPS of the gp3 cache volume"
+  type        = number
+  default     = 3000
+}
+
+variable "cache_volume_throughput_mibps" {
+  description = "Provisioned throughput of the gp3 cache volume, in MiB/s"
+  type        = number
+  default     = 250
+}
+
+variable "kms_key_arn" {
+  description = "KMS key for EBS volumes (nodes, cache) and the builder; null = the account's default EBS key. Snapshots stay incremental only with the same key"
+  type        = string
+  default     = null
+}
+
+variable "system_instance_types" {
+  description = "Instance types of the small CPU node group for system pods (coredns, controllers)"
+  type        = list(string)
+  default     = ["m6i.large"]
+}
+
+variable "system_min_size" {
+  description = "Minimum number of system nodes"
+  type        = number
+  default     = 1
+}
+
+variable "system_max_size" {
+  description = "Maximum number of system nodes"
+  type        = number
+  default     = 3
+}
+
+variable "system_desired_size" {
+  description = "Initial number of system nodes (later changes by autoscalers are ignored)"
+  type        = number
+  default     = 2
+}
+
+################################################################################
+# Image cache pipeline
+################################################################################
+
+variable "snapshot_id_placeholder" {
+  description = "Value of the snapshot-id parameter before the first build. Anything that is not a `snap-` id means \"no cache yet\": nodes then get a blank cache volume"
+  type        = string
+  default     = "none"
+
+  validation {
+    condition     = !can(regex("^snap-", var.snapshot_id_placeholder))
+    error_message = "The placeholder must not look like a snapshot id."
+  }
+}
+
+variable "ml_cache_build_config" {
+  description = "Extra keys merged into the `build` section of the ml_cache_config output (images, instance_types, ...); Terraform fills in kubernetes_version, architecture, volume sizing and fsr_availability_zones"
+  type        = any
+  default     = {}
+}
