@@ -11,6 +11,7 @@ home, so `down` (or the next `run`, after an interrupted one) stops exactly thos
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -109,10 +110,8 @@ def stop(layout: Layout, name: str, timeout: float = 30) -> None:
             break
         time.sleep(0.2)
     else:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     pid_file.unlink(missing_ok=True)
 
 
@@ -161,16 +160,14 @@ def start_cloud(layout: Layout) -> None:
 
 def aws(layout: Layout, service: str) -> Any:
     return boto3.client(service, region_name=REGION, endpoint_url=layout.endpoint,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+                        aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106 (local cloud)
 
 
 def provision(layout: Layout) -> dict[str, Any]:
     """What Terraform provisions in AWS, created in the local cloud: profile, subnets, parameter."""
     iam, ec2, ssm = aws(layout, "iam"), aws(layout, "ec2"), aws(layout, "ssm")
-    try:
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
         iam.create_instance_profile(InstanceProfileName="ml-container-cache-builder")
-    except iam.exceptions.EntityAlreadyExistsException:
-        pass
     subnets = sorted(ec2.describe_subnets()["Subnets"], key=lambda s: s["AvailabilityZone"])
     try:
         ssm.get_parameter(Name="/ml-container-cache/snapshot-id")

@@ -1,0 +1,45 @@
+"""The path `make run` takes, end to end: local cloud, Airflow standalone, one build, the outcome."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _missing() -> str | None:
+    from devstack.volumes import data_plane_missing
+
+    return data_plane_missing()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(_missing()), reason=f"make run needs the data plane: {_missing()}")
+def test_make_run_builds_and_publishes(tmp_path):
+    env = {
+        **os.environ,
+        "DEVSTACK_HOME": str(tmp_path / "devstack"),
+        "DEVSTACK_PORT": "4577",
+        "DEVSTACK_REGISTRY_PORT": "5077",
+        "AIRFLOW_PORT": "8097",
+    }
+    for key in [k for k in env if k.startswith(("AIRFLOW__", "AIRFLOW_CONN", "ML_CACHE"))] + ["AIRFLOW_HOME"]:
+        env.pop(key, None)  # the pytest session's Airflow settings are not make run's
+    result = subprocess.run([sys.executable, "-m", "devstack.demo", "run"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=1500)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    assert re.search(r"Snapshot: snap-[0-9a-f]+ +\(SSM /ml-container-cache/snapshot-id version \d+\)", output)
+    zones = re.findall(r"FSR (us-west-2[a-z]): (\w+)", output)
+    assert zones and all(state == "enabled" for _, state in zones), output[-3000:]
+    assert len(re.findall(r"sha256:[0-9a-f]{64}", output)) >= 2
+    assert "publish_snapshot" in output
+    # make run stops what it started: nothing of ours stays mounted
+    mounts = Path("/proc/self/mounts").read_text()
+    assert str(tmp_path) not in mounts
