@@ -305,3 +305,75 @@ def test_schema_22_command_document_lifecycle(ssm) -> None:
     assert [p["Name"] for p in described["Parameters"]] == ["images"]
     fetched = ssm.get_document(Name="devstack-doc-lifecycle")
     assert fetched["DocumentVersion"] == "2" and "echo v2" in fetched["Content"]
+
+
+# --- EKS node group updates -----------------------------------------------------------------
+
+@pytest.fixture
+def nodegroup(aws):
+    """A cluster and a node group created from a launch template (version 1)."""
+    ec2, eks, iam = aws("ec2"), aws("eks"), aws("iam")
+    name = f"devstack-{time.monotonic_ns()}"
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.1.0/24", AvailabilityZone="us-west-2a")["Subnet"]
+    template = ec2.create_launch_template(LaunchTemplateName=name, LaunchTemplateData={"InstanceType": "g5.xlarge"})
+    template_id = template["LaunchTemplate"]["LaunchTemplateId"]
+    ec2.create_launch_template_version(LaunchTemplateId=template_id, LaunchTemplateData={"InstanceType": "g5.2xlarge"})
+    eks.create_cluster(name=name, roleArn=role, resourcesVpcConfig={"subnetIds": [subnet["SubnetId"]]})
+    eks.create_nodegroup(clusterName=name, nodegroupName="gpu", nodeRole=role, subnets=[subnet["SubnetId"]],
+                         launchTemplate={"id": template_id, "version": "1"})
+    return eks, name, template_id
+
+
+def _wait_update(eks, cluster: str, update_id: str) -> dict:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        update = eks.describe_update(name=cluster, updateId=update_id, nodegroupName="gpu")["update"]
+        if update["status"] != "InProgress":
+            return update
+        time.sleep(0.1)
+    raise AssertionError("update never finished")
+
+
+def test_nodegroup_update_goes_in_progress_then_successful(nodegroup, set_faults) -> None:
+    eks, cluster, template_id = nodegroup
+    set_faults(nodegroup_update_seconds=0.5)
+    update = eks.update_nodegroup_version(clusterName=cluster, nodegroupName="gpu", clientRequestToken="t-1",
+                                          launchTemplate={"id": template_id, "version": "2"})["update"]
+    assert (update["status"], update["type"]) == ("InProgress", "VersionUpdate")
+    assert {"type": "LaunchTemplateVersion", "value": "2"} in update["params"]
+    assert eks.describe_nodegroup(clusterName=cluster, nodegroupName="gpu")["nodegroup"]["status"] == "UPDATING"
+    again = eks.update_nodegroup_version(clusterName=cluster, nodegroupName="gpu", clientRequestToken="t-1",
+                                         launchTemplate={"id": template_id, "version": "2"})["update"]
+    assert again["id"] == update["id"]  # same clientRequestToken: the same update
+    with pytest.raises(eks.exceptions.ResourceInUseException):
+        eks.update_nodegroup_version(clusterName=cluster, nodegroupName="gpu", clientRequestToken="t-2",
+                                     launchTemplate={"id": template_id, "version": "2"})
+    assert _wait_update(eks, cluster, update["id"])["status"] == "Successful"
+    group = eks.describe_nodegroup(clusterName=cluster, nodegroupName="gpu")["nodegroup"]
+    assert group["status"] == "ACTIVE" and group["launchTemplate"]["version"] == "2"
+    assert eks.list_updates(name=cluster, nodegroupName="gpu")["updateIds"] == [update["id"]]
+
+
+def test_nodegroup_update_failure_fault(nodegroup, set_faults) -> None:
+    eks, cluster, template_id = nodegroup
+    set_faults(nodegroup_update_seconds=0.2, nodegroup_update_failed="NodeCreationFailure")
+    update = eks.update_nodegroup_version(clusterName=cluster, nodegroupName="gpu",
+                                          launchTemplate={"id": template_id, "version": "2"})["update"]
+    finished = _wait_update(eks, cluster, update["id"])
+    assert finished["status"] == "Failed"
+    assert finished["errors"][0]["errorCode"] == "NodeCreationFailure"
+    group = eks.describe_nodegroup(clusterName=cluster, nodegroupName="gpu")["nodegroup"]
+    assert group["status"] == "ACTIVE" and group["launchTemplate"]["version"] == "1"
+
+
+def test_nodegroup_update_rejects_another_launch_template(nodegroup, aws) -> None:
+    eks, cluster, _ = nodegroup
+    other = aws("ec2").create_launch_template(LaunchTemplateName=f"other-{time.monotonic_ns()}",
+                                              LaunchTemplateData={})["LaunchTemplate"]["LaunchTemplateId"]
+    with pytest.raises(eks.exceptions.InvalidParameterException):
+        eks.update_nodegroup_version(clusterName=cluster, nodegroupName="gpu",
+                                     launchTemplate={"id": other, "version": "1"})
+    with pytest.raises(eks.exceptions.ResourceNotFoundException):
+        eks.describe_update(name=cluster, updateId="00000000-0000-0000-0000-000000000000")
