@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EBS_BY_ID_PREFIX = "nvme-Amazon_Elastic_Block_Store_"
-MAX_SOCKET_PATH = 100  # sun_path is 108 bytes; containerd adds ".ttrpc"
+MAX_SOCKET_PATH = 98  # containerd refuses > 104 bytes and adds ".ttrpc" to the ttrpc socket
 
 
 def short_socket_dir(instance_id: str) -> Path:
@@ -36,6 +36,8 @@ _lock = threading.RLock()
 _home: Path | None = None
 _plain_http_registries: tuple[str, ...] = ()
 _sandboxes: dict[str, Sandbox] = {}
+_volume_paths: dict[str, Path] = {}
+_snapshot_paths: dict[str, Path] = {}
 
 
 def configure(home: Path | None = None, plain_http_registries: tuple[str, ...] | list[str] = ()) -> Path:
@@ -63,11 +65,22 @@ def plain_http_registries() -> tuple[str, ...]:
 
 
 def volume_file(volume_id: str) -> Path:
-    return home() / "volumes" / f"{volume_id}.img"
+    """Backing file of a volume: where it was created, else where it would be under the current home."""
+    with _lock:
+        return _volume_paths.get(volume_id) or home() / "volumes" / f"{volume_id}.img"
 
 
 def snapshot_file(snapshot_id: str) -> Path:
-    return home() / "snapshots" / f"{snapshot_id}.img"
+    with _lock:
+        return _snapshot_paths.get(snapshot_id) or home() / "snapshots" / f"{snapshot_id}.img"
+
+
+def new_snapshot_file(snapshot_id: str) -> Path:
+    """Choose (and remember) where a new snapshot's copy goes: a later home change does not move it."""
+    path = home() / "snapshots" / f"{snapshot_id}.img"
+    with _lock:
+        _snapshot_paths[snapshot_id] = path
+    return path
 
 
 @dataclass
@@ -153,8 +166,10 @@ def create(instance_id: str, data_volumes: list[dict[str, object]]) -> Sandbox:
             device_name=str(spec["device_name"]),
             size_gib=int(spec["size_gib"]),  # type: ignore[call-overload]
             delete_on_termination=bool(spec["delete_on_termination"]),
-            path=volume_file(str(spec["volume_id"])),
+            path=root.parent.parent / "volumes" / f"{spec['volume_id']}.img",
         )
+        with _lock:
+            _volume_paths[volume.volume_id] = volume.path
         _create_backing_file(volume, spec.get("snapshot_id"))
         if attach:
             try:
@@ -209,15 +224,19 @@ def teardown(instance_id: str) -> None:
     shutil.rmtree(short_socket_dir(instance_id), ignore_errors=True)
 
 
-def teardown_all() -> None:
+def teardown_all(under: Path | None = None) -> None:
+    """Tear down every sandbox (or those whose directory is below `under`)."""
     for sandbox in all_sandboxes():
-        teardown(sandbox.instance_id)
+        if under is None or _is_below(sandbox.root, Path(under).resolve()):
+            teardown(sandbox.instance_id)
 
 
-def forget_all() -> None:
-    """Drop the registry (after teardown_all), e.g. when a server stops."""
+def forget_all(under: Path | None = None) -> None:
+    """Drop torn-down sandboxes from the registry (all, or those below `under`)."""
     with _lock:
-        _sandboxes.clear()
+        for instance_id, sandbox in list(_sandboxes.items()):
+            if under is None or _is_below(sandbox.root, Path(under).resolve()):
+                del _sandboxes[instance_id]
 
 
 def _create_backing_file(volume: SandboxVolume, snapshot_id: object) -> None:

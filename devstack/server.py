@@ -91,7 +91,7 @@ class Handle:
     server: DevstackServer
 
     def stop(self) -> None:
-        shutdown_sandboxes()
+        shutdown_sandboxes(self.home)
         self.server.stop()
 
     def __enter__(self) -> Handle:
@@ -101,11 +101,13 @@ class Handle:
         self.stop()
 
 
-def shutdown_sandboxes() -> None:
-    agent.stop_all()
-    sandbox.teardown_all()
-    sandbox.forget_all()
-    agent.forget_all()
+def shutdown_sandboxes(home: Path | None = None) -> None:
+    """Stop commands and tear down sandboxes (those under `home`, when given)."""
+    for box in sandbox.all_sandboxes():
+        if home is None or str(box.root).startswith(str(Path(home).resolve()) + "/"):
+            agent.terminate_instance(box.instance_id)
+    sandbox.teardown_all(home)
+    sandbox.forget_all(home)
 
 
 def start(port: int = 0, home: Path | None = None, plain_http_registries: tuple[str, ...] | list[str] = (),

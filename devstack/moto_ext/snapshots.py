@@ -9,6 +9,7 @@ import copy
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from moto.core.responses import ActionResult
@@ -36,16 +37,16 @@ def create_snapshot(original: Any) -> Any:
         snapshot.devstack_progress = "0%"
         answer = copy.copy(snapshot)  # serialized after we return: must not see the copy finish
         fail = faults.current().snapshot_error
-        threading.Thread(target=_copy, args=(snapshot, source, fail), daemon=True,
+        target = sandbox.new_snapshot_file(snapshot.id)
+        threading.Thread(target=_copy, args=(snapshot, source, target, fail), daemon=True,
                          name=f"snapshot-{snapshot.id}").start()
         return ActionResult(answer)
 
     return handler
 
 
-def _copy(snapshot: Snapshot, source: Any, fail: bool) -> None:
+def _copy(snapshot: Snapshot, source: Path, target: Path, fail: bool) -> None:
     """Copy the volume file; stay `pending` at least DEVSTACK_SNAPSHOT_SECONDS (AWS is never instant)."""
-    target = sandbox.snapshot_file(snapshot.id)
     done_at = time.monotonic() + faults.delay("snapshot_seconds")
     try:
         if fail:
