@@ -35,6 +35,7 @@ def short_socket_dir(instance_id: str) -> Path:
 _lock = threading.RLock()
 _home: Path | None = None
 _plain_http_registries: tuple[str, ...] = ()
+_endpoint: str | None = None
 _sandboxes: dict[str, Sandbox] = {}
 _volume_paths: dict[str, Path] = {}
 _snapshot_paths: dict[str, Path] = {}
@@ -57,6 +58,12 @@ def default_home() -> Path:
 
 def home() -> Path:
     return _home if _home is not None else configure()
+
+
+def set_endpoint(endpoint: str | None) -> None:
+    """The local cloud's AWS endpoint, given to commands as AWS_ENDPOINT_URL (the instance's "AWS")."""
+    global _endpoint
+    _endpoint = endpoint
 
 
 def plain_http_registries() -> tuple[str, ...]:
@@ -99,6 +106,7 @@ class SandboxVolume:
 class Sandbox:
     instance_id: str
     root: Path
+    region: str = "us-west-2"
     volumes: list[SandboxVolume] = field(default_factory=list)
     created_monotonic: float = field(default_factory=time.monotonic)
     terminated: bool = False
@@ -118,14 +126,25 @@ class Sandbox:
         return short_socket_dir(self.instance_id) / "containerd.sock"
 
     def environment(self) -> dict[str, str]:
-        """The builder script's variables; on AWS their defaults are the real system paths."""
+        """The builder script's variables (on AWS their defaults are the real system paths), and
+        AWS_* settings so the AWS CLI/SDK inside a command reaches the local cloud like an
+        instance profile would reach AWS."""
+        aws = {
+            "AWS_ENDPOINT_URL": _endpoint,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",  # moto accepts any credentials
+        } if _endpoint else {}
         return {
+            **aws,
             "ML_CACHE_DEVICE_DIR": str(self.device_dir),
             "ML_CACHE_CONTAINERD_ROOT": str(self.root / "var" / "lib" / "containerd"),
             "ML_CACHE_CONTAINERD_STATE": str(self.root / "run" / "containerd"),
             "ML_CACHE_CONTAINERD_SOCKET": str(self.containerd_socket),
             "ML_CACHE_CONTAINERD_CONFIG": str(self.root / "etc" / "containerd" / "config.toml"),
             "ML_CACHE_CONTAINERD_SERVICE": "process",
+            "ML_CACHE_CONTAINERD_PIDFILE": str(self.root / "run" / "ml-cache-containerd.pid"),
             "ML_CACHE_PLAIN_HTTP_REGISTRIES": " ".join(plain_http_registries()),
             "DEVSTACK_INSTANCE_ID": self.instance_id,
         }
@@ -148,14 +167,14 @@ class Sandbox:
         }
 
 
-def create(instance_id: str, data_volumes: list[dict[str, object]]) -> Sandbox:
+def create(instance_id: str, data_volumes: list[dict[str, object]], region: str = "us-west-2") -> Sandbox:
     """Make the sandbox directory and a backing file per data volume.
 
     `data_volumes` items: volume_id, device_name, size_gib, delete_on_termination and optionally
     snapshot_id (the file then starts as a copy of that snapshot's file, when one exists).
     """
     root = home() / "instances" / instance_id
-    sandbox = Sandbox(instance_id=instance_id, root=root)
+    sandbox = Sandbox(instance_id=instance_id, root=root, region=region)
     for sub in ("dev/disk/by-id", "var/lib/containerd", "run/containerd", "etc/containerd", "ssm"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     _write_containerd_config(sandbox)

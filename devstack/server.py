@@ -119,7 +119,9 @@ def start(port: int = 0, home: Path | None = None, plain_http_registries: tuple[
     server = DevstackServer(ip_address=HOST, port=port, verbose=False)
     server.start()
     _, bound_port = server.get_host_and_port()
-    return Handle(endpoint=f"http://{HOST}:{bound_port}", port=bound_port, home=home_path, server=server)
+    endpoint = f"http://{HOST}:{bound_port}"
+    sandbox.set_endpoint(endpoint)
+    return Handle(endpoint=endpoint, port=bound_port, home=home_path, server=server)
 
 
 def serve(port: int = 4566, home: Path | None = None, plain_http_registries: tuple[str, ...] | list[str] = ()

@@ -56,7 +56,7 @@ def run_instances_model(original: Any) -> Any:
         reservation = original(self, *args, **kwargs)
         for instance in reservation.instances:
             try:
-                sandbox.create(instance.id, data_volumes(self, instance))
+                sandbox.create(instance.id, data_volumes(self, instance), region=self.region_name)
             except Exception:
                 log.exception("sandbox for %s failed", instance.id)
                 raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -93,7 +94,18 @@ def test_sandbox_environment_for_the_builder(ssm, online, helpers) -> None:
     assert env["ML_CACHE_CONTAINERD_STATE"].endswith(f"{online}/run/containerd")
     assert env["ML_CACHE_CONTAINERD_SOCKET"].endswith("containerd.sock")
     assert len(env["ML_CACHE_CONTAINERD_SOCKET"]) <= 100
+    assert env["ML_CACHE_CONTAINERD_PIDFILE"].endswith(f"{online}/run/ml-cache-containerd.pid")
     assert Path(env["ML_CACHE_CONTAINERD_CONFIG"]).read_text().count(env["ML_CACHE_CONTAINERD_SOCKET"]) >= 1
+
+
+def test_aws_sdk_inside_a_command_reaches_the_local_cloud(ssm, online, helpers, cloud) -> None:
+    ssm.put_parameter(Name="/devstack-test/secret", Value="user:pass", Type="SecureString", Overwrite=True)
+    script = ("import boto3; print(boto3.client('ssm').get_parameter("
+              "Name='/devstack-test/secret', WithDecryption=True)['Parameter']['Value'])")
+    command_id = _run(ssm, online, [f'"{sys.executable}" -c "{script}"', 'echo "$AWS_ENDPOINT_URL"'])
+    result = helpers.wait_invocation(ssm, command_id, online)
+    assert result["Status"] == "Success", result["StandardErrorContent"]
+    assert result["StandardOutputContent"].splitlines() == ["user:pass", cloud.endpoint]
 
 
 def test_exit_code_fails_the_command(ssm, online, helpers) -> None:
