@@ -1,0 +1,253 @@
+"""The Airflow worker policy, as Terraform renders it, allows each DAG call under its conditions only.
+
+The document is rendered by the real module (modules/airflow-policy) through `terraform apply`
+of a tiny configuration, then evaluated with tf_iam_eval: no AWS and no provider needed.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tf_iam_eval import Request, allowed_actions, is_allowed
+from tf_runner import Terraform, copy_tree, skip_reason
+
+pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+
+ACCOUNT = "111122223333"
+REGION = "us-west-2"
+PIPELINE = "ml-container-cache"
+CLUSTER = "ml-container-cache"
+NODE_GROUP = "ml-container-cache-gpu"
+LAUNCH_TEMPLATE = "lt-0123456789abcdef0"
+VPC_ARN = f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/vpc-0abc"
+BUILDER_ROLE = f"arn:aws:iam::{ACCOUNT}:role/ml-container-cache-builder"
+BUILDER_PROFILE = f"arn:aws:iam::{ACCOUNT}:instance-profile/ml-container-cache-builder"
+KMS_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+EC2 = f"arn:aws:ec2:{REGION}:{ACCOUNT}"
+SSM = f"arn:aws:ssm:{REGION}:{ACCOUNT}"
+EKS = f"arn:aws:eks:{REGION}:{ACCOUNT}"
+SNAPSHOT = f"arn:aws:ec2:{REGION}::snapshot/snap-0abc"
+INSTANCE = f"{EC2}:instance/i-0abc"
+VOLUME = f"{EC2}:volume/vol-0abc"
+PARAMETER = f"{SSM}:parameter/ml-container-cache/snapshot-id"
+METADATA_PARAMETER = f"{SSM}:parameter/ml-container-cache/snapshot-metadata"
+DOCUMENT = f"{SSM}:document/ml-container-cache-build"
+CLUSTER_ARN = f"{EKS}:cluster/{CLUSTER}"
+NODE_GROUP_ARN = f"{EKS}:nodegroup/{CLUSTER}/{NODE_GROUP}/6ec5a4f2-0000-0000-0000-000000000000"
+AMI_PARAMETER = (
+    f"arn:aws:ssm:{REGION}::parameter/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/"
+    "standard/recommended/image_id"
+)
+
+OUR_REQUEST_TAGS = {
+    "aws:RequestTag/ml-cache:pipeline": PIPELINE,
+    "aws:RequestTag/ml-cache:run-id": "manual__2026-11-29T00:00:00",
+    "aws:RequestTag/Name": f"{PIPELINE}-builder",
+}
+OUR_RESOURCE = {"aws:ResourceTag/ml-cache:pipeline": PIPELINE}
+OUR_INSTANCE_FOR_SSM = {"ssm:resourceTag/ml-cache:pipeline": PIPELINE}
+BUILDER_INSTANCE = {
+    **OUR_REQUEST_TAGS,
+    "ec2:MetadataHttpTokens": "required",
+    "ec2:InstanceProfile": BUILDER_PROFILE,
+}
+IN_OUR_VPC = {"ec2:Vpc": VPC_ARN}
+
+# The calls the DAGs make (build and rollout), with the context a correct call carries.
+DAG_CALLS = [
+    Request("ssm:GetParameter", AMI_PARAMETER),
+    Request("ssm:GetParameter", PARAMETER),
+    Request("ssm:GetParameter", METADATA_PARAMETER),
+    Request("ec2:RunInstances", f"{EC2}:instance/*", BUILDER_INSTANCE),
+    Request("ec2:RunInstances", f"{EC2}:volume/*", OUR_REQUEST_TAGS),
+    Request("ec2:RunInstances", f"{EC2}:network-interface/*", IN_OUR_VPC),
+    Request("ec2:RunInstances", f"{EC2}:subnet/subnet-0abc", IN_OUR_VPC),
+    Request("ec2:RunInstances", f"{EC2}:security-group/sg-0abc", IN_OUR_VPC),
+    Request("ec2:RunInstances", f"arn:aws:ec2:{REGION}::image/ami-0abc"),
+    Request("ec2:CreateTags", f"{EC2}:instance/*", {**OUR_REQUEST_TAGS, "ec2:CreateAction": "RunInstances"}),
+    Request("ec2:CreateTags", f"{EC2}:volume/*", {**OUR_REQUEST_TAGS, "ec2:CreateAction": "RunInstances"}),
+    Request("iam:PassRole", BUILDER_ROLE, {"iam:PassedToService": "ec2.amazonaws.com"}),
+    Request("ec2:DescribeInstances", "*"),
+    Request("ec2:DescribeInstanceStatus", "*"),
+    Request("ssm:DescribeInstanceInformation", "*"),
+    Request("ssm:CreateDocument", DOCUMENT),
+    Request("ssm:UpdateDocument", DOCUMENT),
+    Request("ssm:UpdateDocumentDefaultVersion", DOCUMENT),
+    Request("ssm:DescribeDocument", DOCUMENT),
+    Request("ssm:GetDocument", DOCUMENT),
+    Request("ssm:SendCommand", DOCUMENT),
+    Request("ssm:SendCommand", INSTANCE, OUR_INSTANCE_FOR_SSM),
+    Request("ssm:GetCommandInvocation", "*"),
+    Request("ssm:ListCommandInvocations", "*"),
+    Request("ssm:CancelCommand", "*"),
+    Request("ec2:DescribeVolumes", "*"),
+    Request("ec2:CreateSnapshot", VOLUME, OUR_RESOURCE),
+    Request("ec2:CreateSnapshot", f"arn:aws:ec2:{REGION}::snapshot/*", OUR_REQUEST_TAGS),
+    Request("ec2:CreateTags", f"arn:aws:ec2:{REGION}::snapshot/*",
+            {**OUR_REQUEST_TAGS, "ec2:CreateAction": "CreateSnapshot"}),
+    Request("ec2:DescribeSnapshots", "*"),
+    Request("ec2:DeleteSnapshot", SNAPSHOT, OUR_RESOURCE),
+    Request("ec2:EnableFastSnapshotRestores", SNAPSHOT, OUR_RESOURCE),
+    Request("ec2:DisableFastSnapshotRestores", SNAPSHOT, OUR_RESOURCE),
+    Request("ec2:DescribeFastSnapshotRestores", "*"),
+    Request("ec2:DescribeAvailabilityZones", "*"),
+    Request("ssm:PutParameter", PARAMETER),
+    Request("ssm:PutParameter", METADATA_PARAMETER),
+    Request("ec2:TerminateInstances", INSTANCE, OUR_RESOURCE),
+    # Rollout
+    Request("ec2:DescribeLaunchTemplates", "*"),
+    Request("ec2:DescribeLaunchTemplateVersions", "*"),
+    Request("ec2:CreateLaunchTemplateVersion", f"{EC2}:launch-template/{LAUNCH_TEMPLATE}"),
+    Request("eks:DescribeCluster", CLUSTER_ARN),
+    Request("eks:ListNodegroups", CLUSTER_ARN),
+    Request("eks:DescribeNodegroup", NODE_GROUP_ARN),
+    Request("eks:UpdateNodegroupVersion", NODE_GROUP_ARN),
+    Request("eks:DescribeUpdate", NODE_GROUP_ARN),
+    Request("eks:DescribeUpdate", CLUSTER_ARN),
+]
+
+CONTRACT_ACTIONS = {
+    "ssm:GetParameter", "ec2:RunInstances", "ec2:CreateTags", "ec2:DescribeInstances",
+    "ec2:DescribeInstanceStatus", "ec2:TerminateInstances", "iam:PassRole", "ssm:DescribeInstanceInformation",
+    "ssm:SendCommand", "ssm:GetCommandInvocation", "ssm:ListCommandInvocations", "ssm:CancelCommand",
+    "ssm:CreateDocument", "ssm:UpdateDocument", "ssm:UpdateDocumentDefaultVersion", "ssm:DescribeDocument",
+    "ssm:GetDocument", "ec2:DescribeVolumes", "ec2:CreateSnapshot", "ec2:DescribeSnapshots",
+    "ec2:DeleteSnapshot", "ec2:EnableFastSnapshotRestores", "ec2:DisableFastSnapshotRestores",
+    "ec2:DescribeFastSnapshotRestores", "ec2:DescribeAvailabilityZones", "ssm:PutParameter",
+    "ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions", "ec2:CreateLaunchTemplateVersion",
+    "eks:DescribeCluster", "eks:DescribeNodegroup", "eks:UpdateNodegroupVersion", "eks:DescribeUpdate",
+    "eks:ListNodegroups",
+}
+
+
+def _without(context: dict[str, str], key: str) -> dict[str, str]:
+    return {name: value for name, value in context.items() if name != key}
+
+
+# Calls outside the scope: wrong tag, missing tag, other resources, IMDSv1, other role...
+REFUSED_CALLS = {
+    "run without the pipeline tag": Request(
+        "ec2:RunInstances", f"{EC2}:instance/*", _without(BUILDER_INSTANCE, "aws:RequestTag/ml-cache:pipeline")),
+    "run with another pipeline's tag": Request(
+        "ec2:RunInstances", f"{EC2}:instance/*",
+        {**BUILDER_INSTANCE, "aws:RequestTag/ml-cache:pipeline": "someone-else"}),
+    "run without the run-id tag": Request(
+        "ec2:RunInstances", f"{EC2}:instance/*", _without(BUILDER_INSTANCE, "aws:RequestTag/ml-cache:run-id")),
+    "run with IMDSv1 allowed": Request(
+        "ec2:RunInstances", f"{EC2}:instance/*", {**BUILDER_INSTANCE, "ec2:MetadataHttpTokens": "optional"}),
+    "run with another instance profile": Request(
+        "ec2:RunInstances", f"{EC2}:instance/*",
+        {**BUILDER_INSTANCE, "ec2:InstanceProfile": f"arn:aws:iam::{ACCOUNT}:instance-profile/admin"}),
+    "run an untagged volume": Request("ec2:RunInstances", f"{EC2}:volume/*", {}),
+    "run in another VPC": Request(
+        "ec2:RunInstances", f"{EC2}:subnet/subnet-0def", {"ec2:Vpc": f"{EC2}:vpc/vpc-other"}),
+    "pass another role": Request(
+        "iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/admin", {"iam:PassedToService": "ec2.amazonaws.com"}),
+    "pass the builder role to another service": Request(
+        "iam:PassRole", BUILDER_ROLE, {"iam:PassedToService": "lambda.amazonaws.com"}),
+    "terminate an untagged instance": Request("ec2:TerminateInstances", INSTANCE, {}),
+    "terminate another pipeline's instance": Request(
+        "ec2:TerminateInstances", INSTANCE, {"aws:ResourceTag/ml-cache:pipeline": "other"}),
+    "tag an existing instance": Request("ec2:CreateTags", INSTANCE, OUR_REQUEST_TAGS),
+    "send a command to an untagged instance": Request("ssm:SendCommand", INSTANCE, {}),
+    "send another document": Request("ssm:SendCommand", f"arn:aws:ssm:{REGION}::document/AWS-RunShellScript"),
+    "snapshot an untagged volume": Request("ec2:CreateSnapshot", VOLUME, {}),
+    "create an untagged snapshot": Request("ec2:CreateSnapshot", f"arn:aws:ec2:{REGION}::snapshot/*", {}),
+    "delete an untagged snapshot": Request("ec2:DeleteSnapshot", SNAPSHOT, {}),
+    "enable FSR on an untagged snapshot": Request("ec2:EnableFastSnapshotRestores", SNAPSHOT, {}),
+    "disable FSR on another pipeline's snapshot": Request(
+        "ec2:DisableFastSnapshotRestores", SNAPSHOT, {"aws:ResourceTag/ml-cache:pipeline": "other"}),
+    "write another parameter": Request("ssm:PutParameter", f"{SSM}:parameter/other/snapshot-id"),
+    "read another parameter": Request("ssm:GetParameter", f"{SSM}:parameter/prod/db-password"),
+    "register another document": Request("ssm:CreateDocument", f"{SSM}:document/other"),
+    "version another launch template": Request(
+        "ec2:CreateLaunchTemplateVersion", f"{EC2}:launch-template/lt-0other"),
+    "update another node group": Request(
+        "eks:UpdateNodegroupVersion", f"{EKS}:nodegroup/{CLUSTER}/other-gpu/6ec5a4f2"),
+    "update a node group of another cluster": Request(
+        "eks:UpdateNodegroupVersion", f"{EKS}:nodegroup/other/{NODE_GROUP}/6ec5a4f2"),
+    "describe another cluster": Request("eks:DescribeCluster", f"{EKS}:cluster/other"),
+    "stop an instance": Request("ec2:StopInstances", INSTANCE, OUR_RESOURCE),
+    "delete a parameter": Request("ssm:DeleteParameter", PARAMETER),
+    "delete the node group": Request("eks:DeleteNodegroup", NODE_GROUP_ARN),
+}
+
+
+def render_policy(tmp_path: Path, kms_key_arn: str | None = None) -> dict[str, Any]:
+    """Apply a configuration that only calls the module, and read its JSON output."""
+    tree = copy_tree(tmp_path)
+    root = tmp_path / "render"
+    root.mkdir()
+    kms = f'"{kms_key_arn}"' if kms_key_arn else "null"
+    (root / "main.tf").write_text(textwrap.dedent(f"""
+        module "policy" {{
+          source                       = "{tree / 'modules' / 'airflow-policy'}"
+          partition                    = "aws"
+          region                       = "{REGION}"
+          account_id                   = "{ACCOUNT}"
+          pipeline                     = "{PIPELINE}"
+          parameter_names              = ["/{PIPELINE}/snapshot-id", "/{PIPELINE}/snapshot-metadata"]
+          ssm_document_name            = "{PIPELINE}-build"
+          builder_role_arn             = "{BUILDER_ROLE}"
+          builder_instance_profile_arn = "{BUILDER_PROFILE}"
+          vpc_arn                      = "{VPC_ARN}"
+          cluster_name                 = "{CLUSTER}"
+          node_group_name              = "{NODE_GROUP}"
+          launch_template_id           = "{LAUNCH_TEMPLATE}"
+          kms_key_arn                  = {kms}
+        }}
+
+        output "json" {{
+          value = module.policy.json
+        }}
+        """))
+    terraform = Terraform(root)
+    terraform.init()
+    terraform.apply()
+    return json.loads(str(terraform.outputs()["json"]))
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return render_policy(tmp_path_factory.mktemp("policy"))
+
+
+@pytest.mark.parametrize("request_", DAG_CALLS, ids=lambda r: f"{r.action} {r.resource.rsplit(':', 1)[-1]}")
+def test_each_dag_call_is_allowed(policy: dict[str, Any], request_: Request) -> None:
+    assert is_allowed(policy, request_)
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_CALLS))
+def test_calls_out_of_scope_are_refused(policy: dict[str, Any], name: str) -> None:
+    assert not is_allowed(policy, REFUSED_CALLS[name])
+
+
+def test_allows_exactly_the_contract_actions(policy: dict[str, Any]) -> None:
+    assert allowed_actions(policy) == CONTRACT_ACTIONS
+    assert not any("*" in action for action in allowed_actions(policy))
+
+
+def test_every_dag_call_is_in_the_contract() -> None:
+    assert {call.action for call in DAG_CALLS} == CONTRACT_ACTIONS
+
+
+def test_is_valid_iam_json_under_the_size_limit(policy: dict[str, Any]) -> None:
+    assert policy["Version"] == "2012-10-17"
+    sids = [statement["Sid"] for statement in policy["Statement"]]
+    assert len(sids) == len(set(sids)), "Sids must be unique"
+    # Managed policies are limited to 6,144 characters, whitespace excluded.
+    assert len(json.dumps(policy, separators=(",", ":"))) <= 6144
+
+
+def test_customer_managed_key_adds_kms_through_ec2_only(tmp_path: Path) -> None:
+    policy = render_policy(tmp_path, kms_key_arn=KMS_KEY)
+    via_ec2 = {"kms:ViaService": f"ec2.{REGION}.amazonaws.com"}
+    assert is_allowed(policy, Request("kms:CreateGrant", KMS_KEY, via_ec2))
+    assert is_allowed(policy, Request("kms:GenerateDataKeyWithoutPlaintext", KMS_KEY, via_ec2))
+    assert not is_allowed(policy, Request("kms:Decrypt", KMS_KEY, {}))
+    assert not is_allowed(policy, Request("kms:CreateGrant", f"{KMS_KEY}-other", via_ec2))
