@@ -1,0 +1,120 @@
+"""A loopback OCI registry (Debian's `docker-registry`, distribution 2.8) tracked by PID."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+CONFIG_TEMPLATE = """\
+# Written by devstack/registry.py: a loopback registry for the local cloud.
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {storage}
+  delete:
+    enabled: true
+http:
+  addr: {address}
+{auth}"""
+
+AUTH_TEMPLATE = """\
+auth:
+  htpasswd:
+    realm: ml-cache-demo
+    path: {htpasswd}
+"""
+
+
+def free_port() -> int:
+    """A port the kernel just considered free on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Registry:
+    """`docker-registry serve` on 127.0.0.1:<port>, storage under `storage_dir`.
+
+    `htpasswd` (a bcrypt htpasswd file) turns on basic auth for credential tests.
+    """
+
+    def __init__(self, storage_dir: Path, port: int = 0, *, htpasswd: Path | None = None,
+                 work_dir: Path | None = None) -> None:
+        self.storage_dir = Path(storage_dir)
+        self.port = port or free_port()
+        self.htpasswd = Path(htpasswd) if htpasswd else None
+        self.work_dir = Path(work_dir) if work_dir else self.storage_dir.parent
+        self.config_path = self.work_dir / f"registry-{self.port}.yml"
+        self.log_path = self.work_dir / f"registry-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def write_config(self) -> Path:
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        auth = AUTH_TEMPLATE.format(htpasswd=self.htpasswd.resolve()) if self.htpasswd else ""
+        self.config_path.write_text(
+            CONFIG_TEMPLATE.format(storage=self.storage_dir.resolve(), address=self.address, auth=auth)
+        )
+        return self.config_path
+
+    def start(self, timeout: float = 30) -> Registry:
+        """Start the registry and wait until `GET /v2/` answers (200, or 401 with auth)."""
+        self.write_config()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                ["docker-registry", "serve", str(self.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"docker-registry exited ({self.process.returncode}); see {self.log_path}")
+            if self.answers():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"registry on {self.address} did not answer within {timeout}s")
+
+    def answers(self) -> bool:
+        """True when the registry's API root responds."""
+        try:
+            with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2) as response:
+                return response.status == 200
+        except urllib.error.HTTPError as error:
+            return error.code == 401
+        except OSError:
+            return False
+
+    def stop(self, timeout: float = 10) -> None:
+        """SIGTERM our registry only; SIGKILL if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=timeout)
+
+    def __enter__(self) -> Registry:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

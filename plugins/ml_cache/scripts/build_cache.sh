@@ -1,0 +1,608 @@
+#!/usr/bin/env bash
+# build_cache.sh - pre-pull container images into containerd on the data volume, then quiesce it.
+#
+# Runs on the builder instance through SSM Run Command (EKS-optimized AL2023 AMI) and in the
+# local cloud. The spec is DATA, never shell text:
+#   - SSM: env var SSM_spec = base64 of the JSON spec (document parameter, interpolationType ENV_VAR)
+#   - local testing: path of a JSON spec file as $1
+# Spec: {"action": "build"|"quiesce", "images": [refs], "platform": "linux/amd64",
+#        "volume_id": "vol-…", "parallel": 3,
+#        "registry_credentials": {"<host>": {"ssm_secure_parameter": "/name"}}}
+# stdout: exactly one JSON line (the report). Logs: stderr, terse (SSM keeps 8,000 chars).
+# Exit status: 0 only when every image is pulled, verified and the volume is unmounted.
+#
+# Environment (defaults are the AWS ones):
+#   ML_CACHE_DEVICE_DIR=/dev/disk/by-id        data device: nvme-Amazon_Elastic_Block_Store_<volid>
+#   ML_CACHE_DEVICE_WAIT_SECONDS=60
+#   ML_CACHE_CONTAINERD_ROOT=/var/lib/containerd   (the data volume is mounted here)
+#   ML_CACHE_CONTAINERD_STATE=/run/containerd
+#   ML_CACHE_CONTAINERD_SOCKET=/run/containerd/containerd.sock
+#   ML_CACHE_CONTAINERD_CONFIG=/etc/containerd/config.toml
+#   ML_CACHE_CONTAINERD_SERVICE=systemd | process   (process: our own child, stopped by PID)
+#   ML_CACHE_CONTAINERD_PIDFILE=/run/ml-cache-containerd.pid   (process mode; read by quiesce)
+#   ML_CACHE_PLAIN_HTTP_REGISTRIES=""          space-separated host:port list pulled with --plain-http
+#   ML_CACHE_WORK_DIR                          temp files (default: mktemp -d, removed at exit)
+#   ML_CACHE_PULL_ATTEMPTS=4  ML_CACHE_PULL_BACKOFF_SECONDS=2   bounded retries, exponential backoff
+#   ML_CACHE_QUIESCE_FSCK=1                    quiesce runs `xfs_repair -n` on the device
+#
+# Credentials: a registry_credentials entry names an SSM SecureString holding "user:password".
+# It is fetched at run time (aws ssm get-parameter --with-decryption) into a 0600 file in the work
+# dir and typed into ctr's password prompt through a pseudo-terminal (ctr 1.6 only takes a
+# password from argv or from a terminal; hosts.toml headers cannot answer bearer-token challenges).
+# The secret never appears on a command line or in the environment of ctr.
+# ctr does not honour Retry-After on 429; the retries below use exponential backoff instead.
+set -euo pipefail
+umask 077
+export LC_ALL=C
+
+# Everything but the final report goes to stderr: keep the original stdout on fd 3.
+exec 3>&1 1>&2
+
+readonly SCHEMA=1
+readonly NAMESPACE=k8s.io
+DEVICE_DIR=${ML_CACHE_DEVICE_DIR:-/dev/disk/by-id}
+DEVICE_WAIT=${ML_CACHE_DEVICE_WAIT_SECONDS:-60}
+CD_ROOT=${ML_CACHE_CONTAINERD_ROOT:-/var/lib/containerd}
+CD_STATE=${ML_CACHE_CONTAINERD_STATE:-/run/containerd}
+CD_SOCKET=${ML_CACHE_CONTAINERD_SOCKET:-/run/containerd/containerd.sock}
+CD_CONFIG=${ML_CACHE_CONTAINERD_CONFIG:-/etc/containerd/config.toml}
+CD_SERVICE=${ML_CACHE_CONTAINERD_SERVICE:-systemd}
+CD_PIDFILE=${ML_CACHE_CONTAINERD_PIDFILE:-/run/ml-cache-containerd.pid}
+PLAIN_HTTP=${ML_CACHE_PLAIN_HTTP_REGISTRIES:-}
+PULL_ATTEMPTS=${ML_CACHE_PULL_ATTEMPTS:-4}
+PULL_BACKOFF=${ML_CACHE_PULL_BACKOFF_SECONDS:-2}
+QUIESCE_FSCK=${ML_CACHE_QUIESCE_FSCK:-1}
+
+CD_PID=""            # containerd child we started (process mode)
+CD_STARTED_BY_US=0   # we started containerd (either mode) and must stop it
+MOUNTED_BY_US=0      # we mounted the data device and must unmount it
+WORK_DIR_OWNED=0
+DEVICE=""
+
+log() { printf '%s build_cache: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+now() { printf '%s' "${EPOCHREALTIME}"; }
+elapsed() { python3 -c 'import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 2))' "$1" "$2"; }
+
+case "$CD_SERVICE" in systemd | process) ;; *) die "ML_CACHE_CONTAINERD_SERVICE must be systemd or process" ;; esac
+[[ "$PULL_ATTEMPTS" =~ ^[1-9][0-9]?$ ]] || die "ML_CACHE_PULL_ATTEMPTS must be 1..99"
+[[ "$PULL_BACKOFF" =~ ^[0-9]{1,3}$ ]] || die "ML_CACHE_PULL_BACKOFF_SECONDS must be 0..999"
+
+if [[ -n "${ML_CACHE_WORK_DIR:-}" ]]; then
+  WORK=$ML_CACHE_WORK_DIR
+  mkdir -p "$WORK"
+else
+  WORK=$(mktemp -d /tmp/ml-cache-build.XXXXXX)
+  WORK_DIR_OWNED=1
+fi
+
+# --- embedded helpers (Python: JSON in and out; no shell ever sees a ref as code) --------------
+
+# Validates the spec and prints one safe key=value per line.
+read -r -d '' PY_PARSE_SPEC <<'PYEOF' || true
+import json, re, sys
+
+def fail(message):
+    print(f"invalid spec: {message}", file=sys.stderr)
+    sys.exit(2)
+
+COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+DOMAIN = rf"{LABEL}(?:\.{LABEL})*(?::[0-9]{{1,5}})?"
+TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+DIGEST = r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}"
+REF = re.compile(rf"(?P<domain>{DOMAIN})/(?P<path>{COMPONENT}(?:/{COMPONENT})*)"
+                 rf"(?::(?P<tag>{TAG}))?(?:@(?P<digest>{DIGEST}))?", re.ASCII)
+HOST = re.compile(DOMAIN, re.ASCII)
+
+try:
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        spec = json.load(handle)
+except (OSError, ValueError) as error:
+    fail(f"cannot read JSON: {error}")
+if not isinstance(spec, dict):
+    fail("top level must be an object")
+action = spec.get("action")
+if action not in ("build", "quiesce"):
+    fail(f"action must be build or quiesce, got {action!r}")
+volume_id = spec.get("volume_id")
+if not isinstance(volume_id, str) or not re.fullmatch(r"vol-[0-9a-f]{8,17}", volume_id):
+    fail(f"volume_id must look like vol-0123456789abcdef0, got {volume_id!r}")
+print(f"action={action}")
+print(f"volume_id={volume_id}")
+if action == "build":
+    platform = spec.get("platform")
+    if not isinstance(platform, str) or not re.fullmatch(r"linux/(amd64|arm64)(/v[0-9])?", platform):
+        fail(f"platform must be linux/amd64 or linux/arm64, got {platform!r}")
+    parallel = spec.get("parallel", 3)
+    if type(parallel) is not int or not 1 <= parallel <= 32:
+        fail(f"parallel must be an integer 1..32, got {parallel!r}")
+    images = spec.get("images")
+    if not isinstance(images, list) or not images:
+        fail("images must be a non-empty list")
+    seen = []
+    for ref in images:
+        match = REF.fullmatch(ref) if isinstance(ref, str) else None
+        if match is None or len(ref) > 512:
+            fail(f"image reference rejected (OCI reference grammar, fully qualified): {ref!r}")
+        domain = match["domain"]
+        if "." not in domain and ":" not in domain and domain != "localhost":
+            fail(f"image reference needs a registry host: {ref!r}")
+        if not match["tag"] and not match["digest"]:
+            fail(f"image reference needs a tag or a digest: {ref!r}")
+        if ref not in seen:
+            seen.append(ref)
+    print(f"platform={platform}")
+    print(f"parallel={parallel}")
+    for ref in seen:
+        print(f"image={ref}")
+    credentials = spec.get("registry_credentials") or {}
+    if not isinstance(credentials, dict):
+        fail("registry_credentials must be an object")
+    for host, reference in credentials.items():
+        if not isinstance(host, str) or not HOST.fullmatch(host):
+            fail(f"registry_credentials host rejected: {host!r}")
+        name = reference.get("ssm_secure_parameter") if isinstance(reference, dict) else None
+        if not isinstance(name, str) or not re.fullmatch(r"/?[A-Za-z0-9_.\-/]{1,1011}", name):
+            fail(f"registry_credentials[{host!r}] needs ssm_secure_parameter (a parameter name)")
+        print(f"credential={host} {name}")
+PYEOF
+
+# Verifies pulled images: resolved digest, platform, content size, `ctr images check`.
+# argv: socket namespace platform refs-file; prints per image (TSV):
+# ref, digest, unpacked, bytes (config + layers for the platform), repo@digest alias.
+read -r -d '' PY_VERIFY <<'PYEOF' || true
+import json, subprocess, sys
+
+socket, namespace, platform, refs_file = sys.argv[1:5]
+want = platform.split("/")
+INDEXES = {"application/vnd.oci.image.index.v1+json",
+           "application/vnd.docker.distribution.manifest.list.v2+json"}
+
+def ctr(*args):
+    proc = subprocess.run(["ctr", "-a", socket, "-n", namespace, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"ctr {args[0]} {args[1]} failed: {proc.stderr.strip()[-300:]}")
+    return proc.stdout
+
+def table(*args):
+    rows = {}
+    for line in ctr(*args).splitlines()[1:]:
+        fields = line.split()
+        if fields:
+            rows[fields[0]] = fields
+    return rows
+
+def matches(found):
+    if found.get("os") != want[0] or found.get("architecture") != want[1]:
+        return False
+    return len(want) < 3 or not found.get("variant") or found.get("variant") == want[2]
+
+listed, checked = table("images", "ls"), table("images", "check")
+errors = []
+for ref in open(refs_file, encoding="utf-8").read().split():
+    if ref not in listed or ref not in checked:
+        errors.append(f"{ref}: not in the image store after pull")
+        continue
+    media_type, digest = listed[ref][1], listed[ref][2]
+    if "@" in ref and ref.rsplit("@", 1)[1] != digest:
+        errors.append(f"{ref}: resolved to {digest}, not the pinned digest")
+        continue
+    manifest_digest = digest
+    document = json.loads(ctr("content", "get", digest))
+    size = 0
+    if media_type in INDEXES or "manifests" in document:
+        chosen = [m for m in document.get("manifests", []) if matches(m.get("platform") or {})]
+        if not chosen:
+            errors.append(f"{ref}: no manifest for platform {platform}")
+            continue
+        manifest_digest = chosen[0]["digest"]
+        document = json.loads(ctr("content", "get", manifest_digest))
+    config_desc = document["config"]
+    config = json.loads(ctr("content", "get", config_desc["digest"]))
+    if not matches(config):
+        found = f"{config.get('os')}/{config.get('architecture')}"
+        errors.append(f"{ref}: image is for {found}, not for platform {platform}")
+        continue
+    size = config_desc["size"] + sum(layer["size"] for layer in document.get("layers", []))
+    status, unpacked = checked[ref][3], checked[ref][-1]
+    if status != "complete" or unpacked != "true":
+        errors.append(f"{ref}: ctr images check says status={status} unpacked={unpacked} for {platform}")
+        continue
+    repository, _, _ = ref.partition("@")
+    head, _, last = repository.rpartition("/")
+    alias = f"{head}/{last.split(':')[0]}@{digest}"
+    print(f"{ref}\t{digest}\ttrue\t{size}\t{alias}")
+for error in errors:
+    print(f"verify failed: {error}", file=sys.stderr)
+sys.exit(1 if errors else 0)
+PYEOF
+
+# Builds the one-line JSON report. argv: kind, then key=value pairs; image rows on stdin (TSV).
+read -r -d '' PY_REPORT <<'PYEOF' || true
+import json, sys
+
+kind = sys.argv[1]
+fields = dict(arg.split("=", 1) for arg in sys.argv[2:])
+if kind == "build":
+    images = []
+    for line in sys.stdin.read().splitlines():
+        ref, digest, unpacked, size = line.split("\t")[:4]
+        images.append({"ref": ref, "digest": digest, "unpacked": unpacked == "true", "bytes": int(size)})
+    report = {
+        "schema": int(fields["schema"]), "action": "build", "status": "ok",
+        "platform": fields["platform"], "volume_id": fields["volume_id"], "images": images,
+        "totals": {"images": len(images), "bytes": sum(i["bytes"] for i in images),
+                   "filesystem_used_bytes": int(fields["fs_used"])},
+        "timings": {key: float(fields[key]) for key in
+                    ("prepare_seconds", "pull_seconds", "verify_seconds", "quiesce_seconds")},
+        "quiesced": True,
+    }
+else:
+    report = {
+        "schema": int(fields["schema"]), "action": "quiesce", "status": "ok",
+        "volume_id": fields["volume_id"], "device": fields["device"], "mounted": False,
+        "containerd_running": False, "filesystem": fields["filesystem"],
+        "xfs_repair": fields["xfs_repair"], "unmounted": fields["unmounted"].split(),
+    }
+print(json.dumps(report, separators=(",", ":")))
+PYEOF
+
+# Types the registry password into ctr's prompt through a pseudo-terminal.
+# argv: secret-file log-file ctr-args... ref; the secret file holds "user:password".
+read -r -d '' PY_PTY_PULL <<'PYEOF' || true
+import os, pty, sys, termios, time
+
+secret_file, log_file, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+with open(secret_file, encoding="utf-8") as handle:
+    user, _, password = handle.read().strip().partition(":")
+pid, master = pty.fork()
+if pid == 0:
+    os.execvp(argv[0], [*argv[:-1], "--user", user, argv[-1]])
+buffer, answered = b"", False
+with open(log_file, "ab") as log:
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        log.write(chunk)
+        buffer = (buffer + chunk)[-64:]
+        if not answered and b"Password:" in buffer:
+            deadline = time.monotonic() + 5
+            while termios.tcgetattr(master)[3] & termios.ECHO and time.monotonic() < deadline:
+                time.sleep(0.02)
+            os.write(master, password.encode() + b"\n")
+            answered = True
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+PYEOF
+
+# --- containerd and volume handling ---------------------------------------------------------
+
+containerd_answers() { ctr -a "$CD_SOCKET" version >/dev/null 2>&1; }
+
+start_containerd() {
+  if [[ "$CD_SERVICE" == systemd ]]; then
+    systemctl start containerd
+  else
+    mkdir -p "$CD_STATE" "$(dirname "$CD_SOCKET")"
+    containerd --config "$CD_CONFIG" >>"$WORK/containerd.log" 2>&1 &
+    CD_PID=$!
+    printf '%s\n' "$CD_PID" >"$CD_PIDFILE"
+  fi
+  CD_STARTED_BY_US=1
+  local waited=0
+  until containerd_answers; do
+    if [[ -n "$CD_PID" ]] && ! kill -0 "$CD_PID" 2>/dev/null; then
+      tail -n 5 "$WORK/containerd.log" >&2 || true
+      die "containerd exited at start (config $CD_CONFIG)"
+    fi
+    ((waited++ < 300)) || die "containerd did not answer on $CD_SOCKET within 30 s"
+    sleep 0.1
+  done
+}
+
+stop_pid() { # stop_pid PID: SIGTERM, wait up to 20 s, then SIGKILL (that PID only)
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 200; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "containerd $pid ignored SIGTERM; sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+stop_containerd() {
+  if [[ "$CD_SERVICE" == systemd ]]; then
+    systemctl stop containerd
+  elif [[ -n "$CD_PID" ]]; then
+    stop_pid "$CD_PID"
+    CD_PID=""
+    rm -f "$CD_PIDFILE"
+  fi
+  CD_STARTED_BY_US=0
+}
+
+# Stops a containerd left by an earlier run of this script (process mode), found by its pidfile.
+stop_leftover_containerd() {
+  [[ "$CD_SERVICE" == process && -s "$CD_PIDFILE" ]] || return 0
+  local pid
+  pid=$(<"$CD_PIDFILE")
+  if [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "containerd --config $CD_CONFIG"; then
+    log "stopping containerd $pid left by an earlier run"
+    stop_pid "$pid"
+  fi
+  rm -f "$CD_PIDFILE"
+}
+
+wait_for_device() {
+  local link="$DEVICE_DIR/nvme-Amazon_Elastic_Block_Store_${VOLUME_ID//-/}" waited=0
+  until [[ -e "$link" ]]; do
+    ((waited++ < DEVICE_WAIT)) || die "data volume $VOLUME_ID not attached: $link missing after ${DEVICE_WAIT} s"
+    sleep 1
+  done
+  DEVICE=$(readlink -f "$link")
+  [[ -b "$DEVICE" ]] || die "$link -> $DEVICE is not a block device"
+}
+
+device_fs_type() { # prints TYPE (empty when no filesystem); fails on a partition table
+  local probe
+  probe=$(blkid -p -o export "$DEVICE" 2>/dev/null) || true
+  if grep -q '^PTTYPE=' <<<"$probe"; then
+    die "refusing to use $DEVICE for $VOLUME_ID: it holds a partition table"
+  fi
+  sed -n 's/^TYPE=//p' <<<"$probe"
+}
+
+unmount_tree() { # unmount_tree MOUNTPOINT: nested mounts first
+  local target
+  while IFS= read -r target; do
+    [[ -n "$target" ]] && umount "$target"
+  done < <(findmnt -R -n -l -o TARGET --mountpoint "$1" 2>/dev/null | sort -r)
+}
+
+prepare_volume() {
+  local fstype
+  fstype=$(device_fs_type)
+  if [[ -z "$fstype" ]]; then
+    log "formatting $DEVICE ($VOLUME_ID) with XFS"
+    mkfs.xfs -q -L ml-cache "$DEVICE"
+  elif [[ "$fstype" != xfs ]]; then
+    die "refusing to format $DEVICE for $VOLUME_ID: it already holds a $fstype filesystem"
+  fi
+  if findmnt -n --source "$DEVICE" >/dev/null 2>&1; then
+    die "$DEVICE ($VOLUME_ID) is already mounted: $(findmnt -n -l -o TARGET --source "$DEVICE" | tr '\n' ' ')"
+  fi
+  if mountpoint -q "$CD_ROOT"; then
+    die "$CD_ROOT is already a mount point of another device"
+  fi
+  mkdir -p "$CD_ROOT"
+  mount -t xfs -o noatime "$DEVICE" "$CD_ROOT"
+  MOUNTED_BY_US=1
+}
+
+release_volume() {
+  sync
+  unmount_tree "$CD_ROOT"
+  if findmnt -n --source "$DEVICE" >/dev/null 2>&1; then
+    die "$DEVICE still mounted after unmount"
+  fi
+  MOUNTED_BY_US=0
+}
+
+on_exit() {
+  local rc=$?
+  set +e
+  if ((rc != 0)); then
+    log "FAILED (exit $rc); cleaning up"
+    local job
+    for job in $(jobs -p); do
+      [[ "$job" == "$CD_PID" ]] || kill "$job" 2>/dev/null
+    done
+  fi
+  ((CD_STARTED_BY_US)) && stop_containerd
+  if ((MOUNTED_BY_US)); then
+    sync
+    unmount_tree "$CD_ROOT" || log "could not unmount $CD_ROOT"
+  fi
+  rm -f "$WORK"/secret.* 2>/dev/null
+  ((WORK_DIR_OWNED)) && rm -rf "$WORK"
+  exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- pulls ---------------------------------------------------------------------------------
+
+fetch_credentials() { # one 0600 file per registry host, from SSM SecureString parameters
+  local entry host name
+  for entry in "${CREDENTIALS[@]}"; do
+    host=${entry%% *}
+    name=${entry#* }
+    log "fetching credentials for $host from SSM parameter $name"
+    aws ssm get-parameter --with-decryption --name "$name" --query Parameter.Value --output text \
+      >"$WORK/secret.$host" || die "cannot read SSM parameter $name (credentials for $host)"
+    grep -q ':' "$WORK/secret.$host" || die "SSM parameter $name must hold user:password (credentials for $host)"
+  done
+}
+
+pull_one() { # pull_one INDEX REF: bounded retries; writes pull.INDEX.rc
+  local index=$1 ref=$2 host attempt delay=$PULL_BACKOFF rc=1 last_lines
+  local -a args=(ctr -a "$CD_SOCKET" -n "$NAMESPACE" images pull --platform "$PLATFORM")
+  local logfile="$WORK/pull.$index.log"
+  host=${ref%%/*}
+  if [[ " $PLAIN_HTTP " == *" $host "* ]]; then
+    args+=(--plain-http)
+  fi
+  for ((attempt = 1; attempt <= PULL_ATTEMPTS; attempt++)); do
+    printf '=== attempt %s\n' "$attempt" >>"$logfile"
+    if [[ -f "$WORK/secret.$host" ]]; then
+      python3 -c "$PY_PTY_PULL" "$WORK/secret.$host" "$logfile" "${args[@]}" "$ref" && rc=0 || rc=$?
+    else
+      "${args[@]}" "$ref" >>"$logfile" 2>&1 && rc=0 || rc=$?
+    fi
+    ((rc == 0)) && break
+    last_lines=$(tail -n 3 "$logfile")
+    if grep -qiE 'not found|no match for platform|unauthorized|denied|invalid reference' <<<"$last_lines"; then
+      break
+    fi
+    if ((attempt < PULL_ATTEMPTS)); then
+      sleep "$delay"
+      delay=$((delay * 2))
+    fi
+  done
+  printf '%s %s\n' "$rc" "$attempt" >"$WORK/pull.$index.rc"
+}
+
+pull_all() { # at most PARALLEL pulls at once; waits on the pull jobs only (containerd is a job too)
+  local index pid
+  local -a running=()
+  for index in "${!IMAGES[@]}"; do
+    while ((${#running[@]} >= PARALLEL)); do
+      wait -n "${running[@]}" || true
+      local -a still=()
+      for pid in "${running[@]}"; do
+        kill -0 "$pid" 2>/dev/null && still+=("$pid")
+      done
+      running=("${still[@]}")
+    done
+    pull_one "$index" "${IMAGES[$index]}" &
+    running+=("$!")
+  done
+  for pid in "${running[@]}"; do
+    wait "$pid" || true
+  done
+  local failed=0 rc attempts reason
+  for index in "${!IMAGES[@]}"; do
+    read -r rc attempts <"$WORK/pull.$index.rc" || rc=1
+    if ((rc != 0)); then
+      reason=$({ grep -E '^ctr: ' "$WORK/pull.$index.log" || true; } | tail -n 1 | cut -c1-300)
+      log "pull failed: ${IMAGES[$index]} (platform $PLATFORM, ${attempts:-?} attempt(s)): ${reason:-see ctr output}"
+      failed=$((failed + 1))
+    fi
+  done
+  ((failed == 0)) || die "$failed of ${#IMAGES[@]} image(s) failed to pull for $PLATFORM"
+}
+
+label_all() { # pin against kubelet GC; add the repo@digest name CRI looks images up by
+  local ref alias name
+  while IFS=$'\t' read -r ref _ _ _ alias; do
+    local -a names=("$ref")
+    if [[ "$alias" != "$ref" ]]; then
+      ctr -a "$CD_SOCKET" -n "$NAMESPACE" images tag --force "$ref" "$alias" >/dev/null
+      names+=("$alias")
+    fi
+    for name in "${names[@]}"; do
+      ctr -a "$CD_SOCKET" -n "$NAMESPACE" images label "$name" \
+        io.cri-containerd.image=managed io.cri-containerd.pinned=pinned >/dev/null
+    done
+  done <"$WORK/verified.tsv"
+}
+
+# --- actions -------------------------------------------------------------------------------
+
+action_build() {
+  local t0 t1 t2 t3 t4 fs_used
+  t0=$(now)
+  ((${#CREDENTIALS[@]} == 0)) || fetch_credentials
+  wait_for_device
+  log "build: ${#IMAGES[@]} image(s) for $PLATFORM onto $VOLUME_ID ($DEVICE), parallel $PARALLEL"
+  if [[ "$CD_SERVICE" == systemd ]]; then
+    systemctl stop containerd
+  else
+    stop_leftover_containerd
+  fi
+  prepare_volume
+  start_containerd
+  t1=$(now)
+  pull_all
+  t2=$(now)
+  printf '%s\n' "${IMAGES[@]}" >"$WORK/refs.txt"
+  python3 -c "$PY_VERIFY" "$CD_SOCKET" "$NAMESPACE" "$PLATFORM" "$WORK/refs.txt" >"$WORK/verified.tsv" \
+    || die "verification failed for $PLATFORM (see above)"
+  label_all
+  t3=$(now)
+  stop_containerd
+  sync
+  fs_used=$(df -B1 --output=used "$CD_ROOT" | tail -n 1 | tr -d ' ')
+  release_volume
+  t4=$(now)
+  log "build: ok, $(wc -l <"$WORK/verified.tsv") image(s), volume quiesced"
+  python3 -c "$PY_REPORT" build "schema=$SCHEMA" "platform=$PLATFORM" "volume_id=$VOLUME_ID" \
+    "fs_used=$fs_used" "prepare_seconds=$(elapsed "$t0" "$t1")" "pull_seconds=$(elapsed "$t1" "$t2")" \
+    "verify_seconds=$(elapsed "$t2" "$t3")" "quiesce_seconds=$(elapsed "$t3" "$t4")" \
+    <"$WORK/verified.tsv" >&3
+}
+
+action_quiesce() {
+  local fstype xfs_repair_result=skipped target unmounted=""
+  local -a targets
+  wait_for_device
+  if [[ "$CD_SERVICE" == systemd ]]; then
+    systemctl stop containerd
+  else
+    stop_leftover_containerd
+  fi
+  if containerd_answers; then
+    die "a containerd still answers on $CD_SOCKET; not safe to snapshot $VOLUME_ID"
+  fi
+  sync
+  mapfile -t targets < <(findmnt -n -l -o TARGET --source "$DEVICE" 2>/dev/null || true)
+  for target in "${targets[@]}"; do
+    [[ -n "$target" ]] || continue
+    unmount_tree "$target"
+    unmounted+="$target "
+  done
+  if findmnt -n --source "$DEVICE" >/dev/null 2>&1; then
+    die "$DEVICE ($VOLUME_ID) is still mounted"
+  fi
+  fstype=$(device_fs_type)
+  if [[ "$fstype" == xfs && "$QUIESCE_FSCK" == 1 ]]; then
+    xfs_repair -n "$DEVICE" >"$WORK/xfs_repair.log" 2>&1 \
+      || { tail -n 5 "$WORK/xfs_repair.log" >&2; die "xfs_repair -n found problems on $DEVICE ($VOLUME_ID)"; }
+    xfs_repair_result=ok
+  fi
+  log "quiesce: $VOLUME_ID ($DEVICE) unmounted${unmounted:+ from $unmounted}, containerd stopped"
+  python3 -c "$PY_REPORT" quiesce "schema=$SCHEMA" "volume_id=$VOLUME_ID" "device=$DEVICE" \
+    "filesystem=${fstype:-none}" "xfs_repair=$xfs_repair_result" "unmounted=$unmounted" >&3
+}
+
+# --- main ----------------------------------------------------------------------------------
+
+if (($# >= 1)); then
+  SPEC_FILE=$1
+  [[ -r "$SPEC_FILE" ]] || die "spec file not readable: $SPEC_FILE"
+elif [[ -n "${SSM_spec:-}" ]]; then
+  SPEC_FILE="$WORK/spec.json"
+  printf '%s' "$SSM_spec" | base64 -d >"$SPEC_FILE" 2>/dev/null || die "SSM_spec is not valid base64"
+else
+  die "no spec: set SSM_spec (base64 JSON) or pass a spec file path"
+fi
+
+ACTION="" VOLUME_ID="" PLATFORM="" PARALLEL=3
+IMAGES=() CREDENTIALS=()
+python3 -c "$PY_PARSE_SPEC" "$SPEC_FILE" >"$WORK/spec.lines" || die "spec rejected"
+while IFS='=' read -r key value; do
+  case "$key" in
+    action) ACTION=$value ;;
+    volume_id) VOLUME_ID=$value ;;
+    platform) PLATFORM=$value ;;
+    parallel) PARALLEL=$value ;;
+    image) IMAGES+=("$value") ;;
+    credential) CREDENTIALS+=("$value") ;;
+    *) die "internal: unexpected spec line $key" ;;
+  esac
+done <"$WORK/spec.lines"
+
+case "$ACTION" in
+  build) action_build ;;
+  quiesce) action_quiesce ;;
+esac
