@@ -35,10 +35,42 @@ resource "aws_cloudwatch_log_group" "cluster" {
   tags = local.tags
 }
 
+data "aws_iam_policy_document" "cluster_kms" {
+  # checkov:skip=CKV_AWS_109:A key policy's Resource "*" is this key only; the root statement is AWS's default key policy (delegation to IAM)
+  # checkov:skip=CKV_AWS_111:A key policy's Resource "*" is this key only; the root statement is AWS's default key policy (delegation to IAM)
+  # checkov:skip=CKV_AWS_356:A key policy's Resource "*" is this key only: no narrower resource exists
+  # The account's default key policy, stated: IAM policies of the account decide who uses the key.
+  statement {
+    sid       = "AccountAdministersTheKeyThroughIam"
+    actions   = ["kms:*"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${local.partition}:iam::${local.account_id}:root"]
+    }
+  }
+
+  statement {
+    sid = "ClusterRoleUsesTheKey"
+    actions = [
+      "kms:Encrypt",
+      "kms:Decrypt",
+      "kms:ListGrants",
+      "kms:DescribeKey",
+    ]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = [aws_iam_role.cluster.arn]
+    }
+  }
+}
+
 resource "aws_kms_key" "cluster" {
   description             = "Envelope encryption of Kubernetes secrets in ${local.name}"
   deletion_window_in_days = 7
   enable_key_rotation     = true
+  policy                  = data.aws_iam_policy_document.cluster_kms.json
 
   tags = local.tags
 }
@@ -59,7 +91,7 @@ resource "aws_eks_cluster" "this" {
     subnet_ids              = aws_subnet.private[*].id
     endpoint_private_access = true
     endpoint_public_access  = var.cluster_endpoint_public_access
-    public_access_cidrs     = var.cluster_endpoint_public_access_cidrs
+    public_access_cidrs     = var.cluster_endpoint_public_access ? var.cluster_endpoint_public_access_cidrs : null
   }
 
   encryption_config {
@@ -74,6 +106,11 @@ resource "aws_eks_cluster" "this" {
   lifecycle {
     # Only read at creation; EKS (and emulators) may not echo it back.
     ignore_changes = [access_config[0].bootstrap_cluster_creator_admin_permissions]
+
+    precondition {
+      condition     = !var.cluster_endpoint_public_access || length(var.cluster_endpoint_public_access_cidrs) > 0
+      error_message = "A public Kubernetes API endpoint needs cluster_endpoint_public_access_cidrs (no default of 0.0.0.0/0)."
+    }
   }
 
   depends_on = [

@@ -7,6 +7,7 @@ data "aws_region" "current" {}
 data "aws_caller_identity" "current" {}
 
 data "aws_availability_zones" "available" {
+  # checkov:skip=CKV_AWS_394:Zones are pinned by var.availability_zones; without it only the first availability_zone_count names (sorted, AWS appends new zones) are used, so a new zone never enters the set
   state = "available"
 
   filter {
@@ -22,7 +23,9 @@ locals {
   account_id = data.aws_caller_identity.current.account_id
   dns_suffix = data.aws_partition.current.dns_suffix
 
-  azs = slice(data.aws_availability_zones.available.names, 0, var.availability_zone_count)
+  azs = length(var.availability_zones) > 0 ? var.availability_zones : slice(
+    sort(data.aws_availability_zones.available.names), 0, var.availability_zone_count
+  )
 
   # Tag keys the DAGs put on everything they create; the Airflow policy is scoped by them.
   pipeline_tag_key = "ml-cache:pipeline"

@@ -29,6 +29,12 @@ variable "vpc_cidr" {
   default     = "10.0.0.0/16"
 }
 
+variable "availability_zones" {
+  description = "Availability zones to use, in order (pins them); empty = the first availability_zone_count zones of the region"
+  type        = list(string)
+  default     = []
+}
+
 variable "availability_zone_count" {
   description = "Number of availability zones to spread subnets (and the GPU node group, hence Fast Snapshot Restore) over"
   type        = number
@@ -63,21 +69,21 @@ variable "cluster_version" {
 }
 
 variable "cluster_endpoint_public_access" {
-  description = "Expose the Kubernetes API endpoint publicly (restricted to cluster_endpoint_public_access_cidrs) in addition to the private endpoint"
+  description = "Also expose the Kubernetes API endpoint publicly, to cluster_endpoint_public_access_cidrs only (Terraform itself never calls the Kubernetes API; kubectl and the validation pods of the rollout DAG do)"
   type        = bool
-  default     = true
+  default     = false
 }
 
 variable "cluster_endpoint_public_access_cidrs" {
-  description = "CIDR blocks allowed to reach the public Kubernetes API endpoint"
+  description = "CIDR blocks allowed to reach the public Kubernetes API endpoint; required when cluster_endpoint_public_access is true"
   type        = list(string)
-  default     = ["0.0.0.0/0"]
+  default     = []
 }
 
 variable "cluster_log_types" {
   description = "EKS control plane log types sent to CloudWatch Logs"
   type        = list(string)
-  default     = ["api", "audit", "authenticator"]
+  default     = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 }
 
 variable "cluster_log_retention_days" {
