@@ -282,7 +282,7 @@ PYEOF
 
 # --- containerd and volume handling ---------------------------------------------------------
 
-containerd_answers() { ctr -a "$CD_SOCKET" version >/dev/null 2>&1; }
+containerd_answers() { [[ -S "$CD_SOCKET" ]] && ctr --connect-timeout 2s -a "$CD_SOCKET" version >/dev/null 2>&1; }
 
 start_containerd() {
   if [[ "$CD_SERVICE" == systemd ]]; then
@@ -435,7 +435,7 @@ fetch_credentials() { # one 0600 file per registry host, from SSM SecureString p
 }
 
 pull_one() { # pull_one INDEX REF: bounded retries; writes pull.INDEX.rc
-  local index=$1 ref=$2 host attempt delay=$PULL_BACKOFF rc=1 last_lines
+  local index=$1 ref=$2 host attempt tried=0 delay=$PULL_BACKOFF rc=1 last_lines
   local -a args=(ctr -a "$CD_SOCKET" -n "$NAMESPACE" images pull --platform "$PLATFORM")
   local logfile="$WORK/pull.$index.log"
   host=${ref%%/*}
@@ -444,6 +444,7 @@ pull_one() { # pull_one INDEX REF: bounded retries; writes pull.INDEX.rc
   fi
   for ((attempt = 1; attempt <= PULL_ATTEMPTS; attempt++)); do
     printf '=== attempt %s\n' "$attempt" >>"$logfile"
+    tried=$attempt
     if [[ -f "$WORK/secret.$host" ]]; then
       python3 -c "$PY_PTY_PULL" "$WORK/secret.$host" "$logfile" "${args[@]}" "$ref" && rc=0 || rc=$?
     else
@@ -459,7 +460,7 @@ pull_one() { # pull_one INDEX REF: bounded retries; writes pull.INDEX.rc
       delay=$((delay * 2))
     fi
   done
-  printf '%s %s\n' "$rc" "$attempt" >"$WORK/pull.$index.rc"
+  printf '%s %s\n' "$rc" "$tried" >"$WORK/pull.$index.rc"
 }
 
 pull_all() { # at most PARALLEL pulls at once; waits on the pull jobs only (containerd is a job too)
@@ -484,7 +485,7 @@ pull_all() { # at most PARALLEL pulls at once; waits on the pull jobs only (cont
   for index in "${!IMAGES[@]}"; do
     read -r rc attempts <"$WORK/pull.$index.rc" || rc=1
     if ((rc != 0)); then
-      reason=$({ grep -E '^ctr: ' "$WORK/pull.$index.log" || true; } | tail -n 1 | cut -c1-300)
+      reason=$({ grep -E '^ctr: ' "$WORK/pull.$index.log" || true; } | tail -n 1 | cut -c1-500)
       log "pull failed: ${IMAGES[$index]} (platform $PLATFORM, ${attempts:-?} attempt(s)): ${reason:-see ctr output}"
       failed=$((failed + 1))
     fi
