@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -16,7 +17,14 @@ import pytest
 from build_cache_lab import MISSING, PLATFORM, SCRIPT, VOLUME_ID, Builder, short_tmp
 
 from devstack import volumes
-from devstack.demo_images import DemoImage, default_cache_dir, machine_architecture, seed_registry
+from devstack.demo_images import (
+    DEMO_IMAGES,
+    DemoImage,
+    build_layout,
+    default_cache_dir,
+    machine_architecture,
+    seed_registry,
+)
 from devstack.registry import Registry
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(MISSING is not None, reason=str(MISSING))]
@@ -292,3 +300,100 @@ def test_large_image_snapshot_restores_and_runs_without_network(large_registry, 
         du = containerd.ctr("run", "--rm", refs["large"], "large-data", "/bin/sh", "-c",
                             "cat /data/*.bin | wc -c", timeout=120)
         assert int(du.stdout.strip()) == 4 * 256 * 1024**2
+
+
+# --- credentials: SSM SecureString reference -> ctr's password prompt, never on a command line ----
+
+FAKE_AWS = """#!/bin/sh
+# Stand-in for the AWS CLI on the builder: answers one SecureString parameter, logs its argv.
+printf '%s\\n' "$*" >> "{log}"
+case "$*" in
+  *"ssm get-parameter --with-decryption --name /ml-cache/registry/demo "*) printf '%s\\n' "{secret}" ;;
+  *) echo "An error occurred (ParameterNotFound)" >&2; exit 254 ;;
+esac
+"""
+
+
+@pytest.fixture(scope="module")
+def auth_registry():
+    """A registry with basic auth (htpasswd, bcrypt) holding the small image."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # bcrypt through libxcrypt; the module is gone in Python 3.13
+    base = short_tmp("mlc-a-")
+    password = "s3cret-pw-" + base.name[-6:]
+    (base / "htpasswd").write_text(f"demo:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")  # noqa: S324
+    try:
+        with Registry(base / "storage", htpasswd=base / "htpasswd") as running:
+            layout = build_layout(DEMO_IMAGES["small"], default_cache_dir())
+            subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds",
+                            f"demo:{password}", f"oci:{layout}:1.0",
+                            f"docker://{running.address}/ml-cache-demo/small:1.0"], check=True)
+            yield running, f"{running.address}/ml-cache-demo/small:1.0", password
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _command_lines_containing(needle: str, found: list[str], stop: threading.Event) -> None:
+    while not stop.is_set():
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if needle in text:
+                found.append(text)
+        time.sleep(0.005)
+
+
+def test_private_registry_credentials_come_from_ssm_and_never_touch_argv(auth_registry, make_builder) -> None:
+    registry, ref, password = auth_registry
+    builder = make_builder([registry.address])
+    bin_dir = builder.base / "bin"
+    bin_dir.mkdir()
+    aws_log = builder.base / "aws.log"
+    (bin_dir / "aws").write_text(FAKE_AWS.format(log=aws_log, secret=f"demo:{password}"))
+    (bin_dir / "aws").chmod(0o755)
+    spec = builder.build_spec([ref], registry_credentials={
+        registry.address: {"ssm_secure_parameter": "/ml-cache/registry/demo"}})
+
+    found: list[str] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_command_lines_containing, args=(password, found, stop), daemon=True)
+    watcher.start()
+    try:
+        proc = builder.run(spec, via="ssm", PATH=f"{bin_dir}:{os.environ['PATH']}")
+    finally:
+        stop.set()
+        watcher.join()
+    report = only_json_line(proc)
+    assert report["images"][0]["unpacked"] is True
+    assert "--with-decryption --name /ml-cache/registry/demo" in aws_log.read_text()
+    assert found == [], "the registry password appeared on a command line"
+    assert password not in proc.stderr and password not in proc.stdout
+    assert_quiet_machine(builder)
+
+
+def test_private_registry_without_credentials_fails_once_naming_the_ref(auth_registry, make_builder) -> None:
+    registry, ref, _ = auth_registry
+    builder = make_builder([registry.address])
+    proc = builder.run(builder.build_spec([ref]))
+    assert proc.returncode != 0
+    assert ref in proc.stderr and "401 Unauthorized" in proc.stderr and "1 attempt(s)" in proc.stderr
+
+
+def test_unreadable_credential_parameter_fails_before_touching_the_volume(auth_registry, make_builder) -> None:
+    registry, ref, _ = auth_registry
+    builder = make_builder([registry.address])
+    bin_dir = builder.base / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "aws").write_text(FAKE_AWS.format(log=builder.base / "aws.log", secret="unused"))
+    (bin_dir / "aws").chmod(0o755)
+    spec = builder.build_spec([ref], registry_credentials={
+        registry.address: {"ssm_secure_parameter": "/ml-cache/registry/missing"}})
+    proc = builder.run(spec, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    assert proc.returncode != 0
+    assert "/ml-cache/registry/missing" in proc.stderr and registry.address in proc.stderr
+    assert subprocess.run(["blkid", "-p", builder.device], capture_output=True, check=False).returncode == 2
