@@ -88,16 +88,32 @@ class Containerd:
         self.stop()
         raise TimeoutError(f"containerd did not answer on {self.address} within {timeout}s")
 
-    def stop(self, timeout: float = 20) -> None:
-        """SIGTERM our containerd (and only it), SIGKILL if it lingers."""
+    def stop(self, timeout: float = 20, *, kill_tasks: bool = True) -> None:
+        """SIGTERM our containerd (and only it), SIGKILL if it lingers.
+
+        With `kill_tasks`, running containers are force-deleted first: their shims outlive
+        containerd and would keep mounts under `root` busy.
+        """
         if self.process is None or self.process.poll() is not None:
             return
+        if kill_tasks:
+            self.kill_tasks()
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=timeout)
+
+    def kill_tasks(self) -> list[str]:
+        """Force-delete every running task in every namespace; return "namespace/id" of each."""
+        killed = []
+        namespaces = self.ctr("namespaces", "ls", "-q", timeout=30).stdout.split()
+        for namespace in namespaces:
+            for task in self.ctr("tasks", "ls", "-q", namespace=namespace, timeout=30).stdout.split():
+                self.ctr("tasks", "delete", "--force", task, namespace=namespace, timeout=30)
+                killed.append(f"{namespace}/{task}")
+        return killed
 
     def ctr(self, *args: str, namespace: str = "k8s.io", check: bool = False,
             timeout: float | None = None) -> subprocess.CompletedProcess[str]:

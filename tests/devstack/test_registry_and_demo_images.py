@@ -118,3 +118,26 @@ def test_large_image_is_over_a_gib_in_several_layers_and_cached(base: Path) -> N
         again = seed_registry(registry.address, cache)
         assert again == refs
         assert time.monotonic() - started < 10, "the second seeding must reuse the cached layouts"
+
+
+def test_stopping_containerd_kills_running_containers_first(base: Path) -> None:
+    with Registry(base / "storage") as registry:
+        ref = seed_registry(registry.address, default_cache_dir(), include_large=False)["small"]
+        containerd = Containerd(base / "root", base / "state", base / "c.sock").start()
+        try:
+            assert containerd.ctr("images", "pull", "--plain-http", ref, timeout=120).returncode == 0
+            started = containerd.ctr("run", "-d", ref, "sleeper", "/bin/sleep", "600", timeout=60)
+            assert started.returncode == 0, started.stderr
+            assert "sleeper" in containerd.ctr("tasks", "ls", "-q").stdout.split()
+        finally:
+            containerd.stop()
+        sleepers = [p for p in Path("/proc").glob("[0-9]*/cmdline")
+                    if _read(p) == "/bin/sleep 600" and (base / "root").as_posix() in _read(p.parent / "mountinfo")]
+        assert sleepers == []
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
