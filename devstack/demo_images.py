@@ -30,6 +30,7 @@ BUSYBOX_APPLETS = ("sh", "echo", "sleep", "cat", "ls", "true", "false", "env", "
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 RECIPE_VERSION = 1  # bump when the layout format changes, to invalidate caches
 
 
@@ -49,6 +50,9 @@ class DemoImage:
     data_layer_mib: int = 0
     seed: int = 0
     architecture: str = field(default_factory=machine_architecture)
+    # More architectures make the tag an image index (like most public images). The layers are
+    # the same for all (the busybox of this machine): only the metadata differs.
+    extra_architectures: tuple[str, ...] = ()
     cmd: tuple[str, ...] = ("/bin/sh", "-c", "echo ready")
 
     @property
@@ -60,6 +64,7 @@ class DemoImage:
         recipe = {
             "v": RECIPE_VERSION, "name": self.name, "tag": self.tag, "layers": self.data_layers,
             "mib": self.data_layer_mib, "seed": self.seed, "arch": self.architecture, "cmd": self.cmd,
+            "extra_arch": self.extra_architectures,
             "busybox": _file_sha256(busybox_path()), "gzip": compressor()[0],
         }
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
@@ -110,7 +115,7 @@ def push_layout(layout: Path, image: DemoImage, address: str) -> str:
     with tempfile.TemporaryDirectory() as scratch:
         digest_file = Path(scratch) / "digest"
         subprocess.run(
-            ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", str(digest_file),
+            ["skopeo", "copy", "--quiet", "--all", "--dest-tls-verify=false", "--digestfile", str(digest_file),
              f"oci:{layout}:{image.tag}", f"docker://{address}/{image.repository}:{image.tag}"],
             check=True, capture_output=True, text=True,
         )
@@ -149,9 +154,23 @@ def _write_layout(image: DemoImage, layout: Path) -> None:
     layers = [_write_layer(blobs, _busybox_members())]
     for index in range(image.data_layers):
         layers.append(_write_layer(blobs, _data_members(image, index)))
+    manifests = [_write_image(image, blobs, layers, architecture)
+                 for architecture in (image.architecture, *image.extra_architectures)]
+    if image.extra_architectures:
+        top = _write_json_blob(blobs, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests},
+                               OCI_INDEX)
+    else:
+        top = manifests[0]
+    top["annotations"] = {"org.opencontainers.image.ref.name": image.tag}
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [top]}))
+    (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+
+
+def _write_image(image: DemoImage, blobs: Path, layers: list[dict], architecture: str) -> dict:
+    """Write config and manifest for one architecture; return the manifest's descriptor."""
     config = {
         "created": "1970-01-01T00:00:00Z",
-        "architecture": image.architecture,
+        "architecture": architecture,
         "os": "linux",
         "config": {
             "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
@@ -172,10 +191,8 @@ def _write_layout(image: DemoImage, layout: Path) -> None:
                    for layer in layers],
     }
     manifest_desc = _write_json_blob(blobs, manifest, OCI_MANIFEST)
-    manifest_desc["annotations"] = {"org.opencontainers.image.ref.name": image.tag}
-    manifest_desc["platform"] = {"architecture": image.architecture, "os": "linux"}
-    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [manifest_desc]}))
-    (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    manifest_desc["platform"] = {"architecture": architecture, "os": "linux"}
+    return manifest_desc
 
 
 def _write_json_blob(blobs: Path, document: dict, media_type: str) -> dict:

@@ -137,6 +137,25 @@ def test_image_for_another_platform_fails_naming_ref_and_platform(registry, buil
     assert_quiet_machine(builder)
 
 
+def test_multi_arch_index_pulls_the_requested_platform(registry, builder: Builder) -> None:
+    reg, _ = registry
+    other = "arm64" if machine_architecture() == "amd64" else "amd64"
+    images = {"multi": DemoImage("multi-arch", extra_architectures=(other,)),
+              "elsewhere": DemoImage("other-arch-only", architecture=other, extra_architectures=("s390x",))}
+    refs = seed_registry(reg.address, default_cache_dir(), images=images)
+    assert registry_digest(refs["multi"]) == refs["multi"].split("@")[1]
+
+    report = only_json_line(builder.run(builder.build_spec([refs["multi"]])))
+    image = report["images"][0]
+    assert image["digest"] == refs["multi"].split("@")[1]  # the index digest: what the tag resolves to
+    assert image["unpacked"] is True and image["bytes"] > 1_000_000
+
+    proc = builder.run(builder.build_spec([refs["elsewhere"]]))
+    assert proc.returncode != 0
+    assert refs["elsewhere"] in proc.stderr and PLATFORM in proc.stderr and "1 attempt(s)" in proc.stderr
+    assert_quiet_machine(builder)
+
+
 def test_refuses_to_format_a_volume_with_another_filesystem(registry, builder: Builder) -> None:
     subprocess.run(["mkfs.ext4", "-q", "-F", builder.device], check=True, capture_output=True)
     proc = builder.run(builder.build_spec([registry[1]["small"]]))
