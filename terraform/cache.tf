@@ -35,6 +35,15 @@ locals {
   # from writing it), so this follows what the DAG published. A placeholder means "no cache yet".
   snapshot_id_parameter_value = nonsensitive(aws_ssm_parameter.snapshot_id.value)
   cache_snapshot_id           = can(regex("^snap-[0-9a-f]{8,17}$", local.snapshot_id_parameter_value)) ? local.snapshot_id_parameter_value : null
+
+  # A volume restored from a snapshot cannot be smaller than it: follow a larger build.
+  cache_volume_size_gib = max(var.cache_volume_size_gib, one(data.aws_ebs_snapshot.cache[*].volume_size) == null ? 0 : one(data.aws_ebs_snapshot.cache[*].volume_size))
+}
+
+data "aws_ebs_snapshot" "cache" {
+  count = local.cache_snapshot_id == null ? 0 : 1
+
+  snapshot_ids = [local.cache_snapshot_id]
 }
 
 ################################################################################

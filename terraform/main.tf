@@ -40,4 +40,6 @@ locals {
   snapshot_metadata_parameter_name = "/${local.name}/snapshot-metadata"
   ssm_document_name                = "${local.name}-build"
   builder_name                     = "${local.name}-builder"
+
+  ml_cache_base_config = yamldecode(var.ml_cache_base_config == "" ? "{}" : var.ml_cache_base_config)
 }

@@ -86,7 +86,7 @@ resource "aws_launch_template" "gpu" {
     ebs {
       # null until the build DAG publishes a snapshot: the node then formats a blank volume.
       snapshot_id           = local.cache_snapshot_id
-      volume_size           = var.cache_volume_size_gib
+      volume_size           = local.cache_volume_size_gib
       volume_type           = "gp3"
       iops                  = var.cache_volume_iops
       throughput            = var.cache_volume_throughput_mibps

@@ -137,9 +137,9 @@ output "airflow_policy_json" {
 
 output "ml_cache_config" {
   description = "YAML configuration of the DAGs (config/ml_container_cache.yaml shape): `terraform output -raw ml_cache_config > ml_cache.yaml` and set ML_CACHE_CONFIG to its path"
-  value = yamlencode({
+  value = yamlencode(merge(local.ml_cache_base_config, {
     pipeline = local.name
-    aws = {
+    aws = merge(lookup(local.ml_cache_base_config, "aws", {}), {
       region                 = local.region
       subnet_ids             = aws_subnet.private[*].id
       security_group_ids     = [aws_security_group.builder.id]
@@ -148,8 +148,8 @@ output "ml_cache_config" {
       ssm_metadata_parameter = aws_ssm_parameter.snapshot_metadata.name
       ssm_document           = local.ssm_document_name
       kms_key_id             = var.kms_key_arn
-    }
-    build = merge({
+    })
+    build = merge(lookup(local.ml_cache_base_config, "build", {}), {
       architecture            = "x86_64"
       kubernetes_version      = aws_eks_cluster.this.version
       volume_size_gib         = var.cache_volume_size_gib
@@ -163,7 +163,7 @@ output "ml_cache_config" {
       launch_template_id = aws_launch_template.gpu.id
       cache_device_name  = local.cache_device_name
     }
-  })
+  }))
 }
 
 output "airflow_connection_env" {

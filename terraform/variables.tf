@@ -230,6 +230,12 @@ variable "snapshot_id_placeholder" {
   }
 }
 
+variable "ml_cache_base_config" {
+  description = "YAML text of the DAGs' config file (config/ml_container_cache.yaml) that ml_cache_config completes with what Terraform knows; empty = only Terraform's keys"
+  type        = string
+  default     = ""
+}
+
 variable "ml_cache_build_config" {
   description = "Extra keys merged into the `build` section of the ml_cache_config output (images, instance_types, ...); Terraform fills in kubernetes_version, architecture, volume sizing and fsr_availability_zones"
   type        = any

@@ -164,21 +164,36 @@ def test_airflow_policy_is_the_rendered_document(deployment: Deployment) -> None
     assert document == json.loads(deployment.outputs["airflow_policy_json"])
 
 
-def test_dag_config_output_has_the_config_file_shape(deployment: Deployment) -> None:
+def test_dag_config_output_is_the_config_file_completed(deployment: Deployment) -> None:
     rendered = yaml.safe_load(deployment.outputs["ml_cache_config"])
     defaults = yaml.safe_load((REPO / "config/ml_container_cache.yaml").read_text())
     assert rendered["pipeline"] == PIPELINE
     assert set(rendered["aws"]) == set(defaults["aws"])
+    assert set(rendered["build"]) == set(defaults["build"])
+    assert rendered["timeouts"] == defaults["timeouts"]
+    assert rendered["build"]["images"] == defaults["build"]["images"]
     assert rendered["aws"]["subnet_ids"] == deployment.outputs["private_subnet_ids"]
     assert rendered["aws"]["security_group_ids"] == [deployment.outputs["builder_security_group_id"]]
+    assert rendered["aws"]["instance_profile"] == deployment.outputs["builder_instance_profile_name"]
     assert rendered["aws"]["ssm_parameter"] == f"/{PIPELINE}/snapshot-id"
     assert rendered["build"]["fsr_availability_zones"] == deployment.outputs["availability_zones"]
-    assert set(rendered["build"]) <= set(defaults["build"])
+    assert rendered["rollout"]["launch_template_id"] == deployment.outputs["gpu_launch_template_id"]
+
+
+def test_dag_settings_accept_the_config_output(deployment: Deployment, tmp_path: Path) -> None:
+    """The DAGs' own loader and validator take the file `make run` writes from this output."""
+    settings = pytest.importorskip("ml_cache.settings")
+    path = tmp_path / "ml_cache.yaml"
+    path.write_text(deployment.outputs["ml_cache_config"])
+    config = settings.load_config(str(path))
+    resolved = settings.resolve_build_settings(config, {}, region=REGION)
+    assert resolved is not None
 
 
 def test_published_snapshot_reaches_the_launch_template(deployment: Deployment) -> None:
     ec2, ssm = deployment.client("ec2"), deployment.client("ssm")
-    volume = ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=10)["VolumeId"]
+    # Larger than cache_volume_size_gib (100): the nodes' cache volume must grow to fit it.
+    volume = ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=200)["VolumeId"]
     snapshot = ec2.create_snapshot(VolumeId=volume)["SnapshotId"]
     ssm.put_parameter(Name=f"/{PIPELINE}/snapshot-id", Value=snapshot, Overwrite=True)
     # Targeted: moto 5.2.5 echoes neither the cluster's accessConfig nor the node group's
@@ -186,6 +201,7 @@ def test_published_snapshot_reaches_the_launch_template(deployment: Deployment) 
     deployment.timings["apply_snapshot"] = deployment.apply(f"-target={GPU_LAUNCH_TEMPLATE}")
     data = _default_version(ec2, deployment.outputs["gpu_launch_template_id"])
     assert _cache_mapping(data)["SnapshotId"] == snapshot
+    assert _cache_mapping(data)["VolumeSize"] == 200
     # The DAG keeps owning the value: Terraform did not write the placeholder back.
     assert ssm.get_parameter(Name=f"/{PIPELINE}/snapshot-id")["Parameter"]["Value"] == snapshot
     ec2.delete_volume(VolumeId=volume)

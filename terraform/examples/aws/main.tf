@@ -23,4 +23,7 @@ module "ml_container_cache" {
   cache_volume_size_gib            = var.cache_volume_size_gib
   airflow_kubernetes_principal_arn = var.airflow_kubernetes_principal_arn
   ml_cache_build_config            = var.ml_cache_build_config
+
+  # The DAGs' config file, completed with this deployment's ids by the ml_cache_config output.
+  ml_cache_base_config = file("${path.root}/../../../config/ml_container_cache.yaml")
 }

@@ -29,6 +29,9 @@ module "ml_container_cache" {
 
   name = var.name
 
+  # The DAGs' config file, completed with this deployment's ids by the ml_cache_config output.
+  ml_cache_base_config = file("${path.root}/../../../config/ml_container_cache.yaml")
+
   # The emulator has no EKS add-on or access-entry API; everything else is the AWS shape.
   enable_cluster_addons                    = false
   enable_cluster_creator_admin_permissions = false
