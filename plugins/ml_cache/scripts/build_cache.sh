@@ -485,9 +485,10 @@ pull_all() { # at most PARALLEL pulls at once; waits on the pull jobs only (cont
   for index in "${!IMAGES[@]}"; do
     read -r rc attempts <"$WORK/pull.$index.rc" || rc=1
     if ((rc != 0)); then
+      failed=$((failed + 1))
+      ((failed <= 10)) || continue # stderr is cut at 8,000 chars by SSM: name the first ten
       reason=$({ grep -E '^ctr: ' "$WORK/pull.$index.log" || true; } | tail -n 1 | cut -c1-500)
       log "pull failed: ${IMAGES[$index]} (platform $PLATFORM, ${attempts:-?} attempt(s)): ${reason:-see ctr output}"
-      failed=$((failed + 1))
     fi
   done
   ((failed == 0)) || die "$failed of ${#IMAGES[@]} image(s) failed to pull for $PLATFORM"
