@@ -35,7 +35,6 @@ from ml_cache.operators.builder import LaunchBuilderOperator, TerminateBuilderOp
 from ml_cache.operators.snapshot import CreateCacheSnapshotOperator, EnableFastSnapshotRestoreOperator
 
 AWS_CONN_ID = "aws_default"
-PIPELINE = os.environ.get("ML_CACHE_PIPELINE", "ml-container-cache")
 
 
 def _optional(json_type: str, description: str, **schema: Any) -> Param:
@@ -71,6 +70,7 @@ with DAG(
         "volume_iops": _optional("integer", "Data volume gp3 IOPS.", minimum=3000, maximum=16000),
         "volume_throughput_mibps": _optional("integer", "Data volume gp3 throughput (MiB/s).",
                                              minimum=125, maximum=1000),
+        "pull_parallelism": _optional("integer", "Images pulled at once on the builder.", minimum=1, maximum=16),
         "snapshot_name": _optional("string", "Name tag of the snapshot.", maxLength=128),
         "snapshot_description": _optional("string", "Snapshot description.", maxLength=255),
     },
@@ -83,16 +83,14 @@ with DAG(
         from ml_cache.settings import load_config, resolve_build_settings
 
         region = CacheEc2Hook(aws_conn_id=AWS_CONN_ID).conn_region_name
-        settings = resolve_build_settings(load_config(), dict(params or {}), region=region)
-        return {"pipeline": PIPELINE, **settings}
+        return resolve_build_settings(load_config(), dict(params or {}), region=region)
 
     @task
     def resolve_ami(settings: dict[str, Any]) -> str:
         """The EKS-optimized AL2023 AMI, from its public SSM parameter."""
         from ml_cache.hooks.ssm import CacheSsmHook
 
-        name = (f"/aws/service/eks/optimized-ami/{settings['kubernetes_version']}/amazon-linux-2023/"
-                f"{settings['architecture']}/standard/recommended/image_id")
+        name = settings["ami_ssm_parameter"]
         parameter = CacheSsmHook(aws_conn_id=AWS_CONN_ID).get_parameter(name)
         if parameter is None:
             raise RuntimeError(f"No EKS-optimized AMI parameter {name}: is Kubernetes "
@@ -156,7 +154,7 @@ with DAG(
     fsr = EnableFastSnapshotRestoreOperator(task_id="enable_fast_snapshot_restore", settings=settings,
                                             snapshot_id=snapshot.output)
     published = publish_snapshot(settings, report, snapshot.output, fsr.output)
-    terminate = TerminateBuilderOperator(task_id="terminate_builder", pipeline=PIPELINE, builder=launch.output)
+    terminate = TerminateBuilderOperator(task_id="terminate_builder", settings=settings, builder=launch.output)
 
     document >> launch
     report >> quiesce

@@ -65,7 +65,7 @@ def test_build_params_form(dagbag):
     params = dagbag.dags["ml_container_cache_build"].params
     expected = {"images", "architecture", "kubernetes_version", "instance_types", "fsr_availability_zones",
                 "enable_fast_snapshot_restore", "volume_size_gib", "volume_iops", "volume_throughput_mibps",
-                "snapshot_name", "snapshot_description"}
+                "snapshot_name", "snapshot_description", "pull_parallelism"}
     assert expected <= set(params)
     for name in expected:  # empty means "config default", so a plain trigger validates
         assert params.get_param(name).value is None
