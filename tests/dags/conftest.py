@@ -6,6 +6,7 @@ server on 127.0.0.1 through the `aws_default` connection, exactly as it talks to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -125,10 +126,8 @@ def cloud(cloud_server, demo_registry, airflow_db, tmp_path, monkeypatch) -> Ite
     local.reset_faults()
     local.set_faults(agent_online_seconds=0.5, fsr_enabling_seconds=0.5, fsr_optimizing_seconds=0.5)
     iam = local.client("iam")
-    try:
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
         iam.create_instance_profile(InstanceProfileName=INSTANCE_PROFILE)
-    except iam.exceptions.EntityAlreadyExistsException:
-        pass
     ssm = local.client("ssm")
     ssm.put_parameter(Name=PARAMETER, Value=PREVIOUS_SNAPSHOT, Type="String", Overwrite=True)
     ssm.put_parameter(Name=METADATA_PARAMETER, Value="{}", Type="String", Overwrite=True)
