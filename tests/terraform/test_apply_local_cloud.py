@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import boto3
 import pytest
 import yaml
 from botocore.exceptions import ClientError
-from tf_runner import REPO, Terraform, copy_tree, skip_reason
+from tf_runner import PLUGIN_DIR, REPO, Terraform, copy_tree, skip_reason
 
 pytestmark = [
     pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or ""),
@@ -39,6 +40,7 @@ class Deployment:
     outputs: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     destroyed: bool = False
+    config_file: Path | None = None
 
     def client(self, service: str) -> Any:
         return boto3.client(
@@ -67,11 +69,18 @@ def _report(timings: dict[str, float]) -> None:
 def deployment(local_cloud: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     tree = copy_tree(tmp_path_factory.mktemp("apply"))
     terraform = Terraform(tree / "examples" / "local-cloud")
-    terraform.init()
     deployment = Deployment(terraform=terraform, endpoint=local_cloud.endpoint, outputs={})
     print(f"\nlocal cloud: {local_cloud.kind} at {local_cloud.endpoint}")
-    deployment.timings["apply"] = deployment.apply()
+    # The first apply goes through apply.sh, the entry point `make run` uses.
+    config_file = tree.parent / "out" / "ml_cache.yaml"
+    started = time.monotonic()
+    subprocess.run(
+        ["bash", str(terraform.workdir / "apply.sh"), local_cloud.endpoint, str(config_file)],
+        env={**terraform.env(), "TF_PLUGIN_DIR": str(PLUGIN_DIR)}, check=True, capture_output=True, timeout=900,
+    )
+    deployment.timings["apply"] = time.monotonic() - started
     deployment.outputs = terraform.outputs()
+    deployment.config_file = config_file
     try:
         yield deployment
     finally:
@@ -180,12 +189,12 @@ def test_dag_config_output_is_the_config_file_completed(deployment: Deployment) 
     assert rendered["rollout"]["launch_template_id"] == deployment.outputs["gpu_launch_template_id"]
 
 
-def test_dag_settings_accept_the_config_output(deployment: Deployment, tmp_path: Path) -> None:
-    """The DAGs' own loader and validator take the file `make run` writes from this output."""
+def test_dag_settings_accept_the_config_file_apply_sh_wrote(deployment: Deployment) -> None:
+    """The DAGs' own loader and validator take the file `make run` gets from apply.sh."""
     settings = pytest.importorskip("ml_cache.settings")
-    path = tmp_path / "ml_cache.yaml"
-    path.write_text(deployment.outputs["ml_cache_config"])
-    config = settings.load_config(str(path))
+    assert deployment.config_file is not None
+    assert deployment.config_file.read_text().strip() == str(deployment.outputs["ml_cache_config"]).strip()
+    config = settings.load_config(str(deployment.config_file))
     resolved = settings.resolve_build_settings(config, {}, region=REGION)
     assert resolved is not None
 
