@@ -43,12 +43,38 @@ def install() -> None:
         instances.install()
         ssm.install()
         eks.install()
+        _hook_moto_reset()
         _installed = True
 
 
 def reset_state() -> None:
-    """Forget extension state that moto's own reset does not know about."""
-    from devstack.moto_ext import eks, fsr
+    """Forget extension state that moto's own reset does not know about.
 
+    Instances vanish with moto's backends, so their sandboxes are torn down too.
+    """
+    from devstack import agent, sandbox
+    from devstack.moto_ext import eks, fsr, ssm
+
+    for box in sandbox.all_sandboxes():
+        agent.terminate_instance(box.instance_id)
+    sandbox.teardown_all()
+    sandbox.forget_all()
     fsr.reset()
     eks.reset()
+    ssm.reset()
+
+
+def _hook_moto_reset() -> None:
+    """`POST /moto-api/reset` (and moto's in-process reset) also resets the extension."""
+    from moto.moto_api._internal.models import MotoAPIBackend
+
+    from devstack.moto_ext import _patch
+
+    def make(original):  # type: ignore[no-untyped-def]
+        def reset(self) -> None:  # type: ignore[no-untyped-def]
+            reset_state()
+            original(self)
+
+        return reset
+
+    _patch.replace(MotoAPIBackend, "reset", make)

@@ -377,3 +377,4 @@ def test_nodegroup_update_rejects_another_launch_template(nodegroup, aws) -> Non
                                      launchTemplate={"id": other, "version": "1"})
     with pytest.raises(eks.exceptions.ResourceNotFoundException):
         eks.describe_update(name=cluster, updateId="00000000-0000-0000-0000-000000000000")
+

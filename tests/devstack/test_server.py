@@ -69,6 +69,26 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120, check=False)
 
 
+def _reset_resets_the_extension(endpoint: str) -> None:
+    """POST /moto-api/reset empties moto: sandboxes go too, and the EKS AMI parameters come back.
+
+    Checked on the CLI's own server process: a reset in the test process would wipe other tests' state.
+    """
+    ssm = boto3.client("ssm", endpoint_url=endpoint, region_name="us-west-2",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    name = "/aws/service/eks/optimized-ami/1.32/amazon-linux-2023/arm64/standard/recommended/image_id"
+    image_id = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    with urllib.request.urlopen(urllib.request.Request(endpoint + "/_devstack/state"), timeout=5) as answer:  # noqa: S310
+        assert len(json.load(answer)["sandboxes"]) == 1
+    urllib.request.urlopen(urllib.request.Request(endpoint + "/moto-api/reset", method="POST"), timeout=10)  # noqa: S310
+    with urllib.request.urlopen(endpoint + "/_devstack/state", timeout=5) as answer:  # noqa: S310
+        assert json.load(answer)["sandboxes"] == []
+    assert ssm.get_parameter(Name=name)["Parameter"]["Value"] == image_id
+    ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="us-west-2",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    assert ec2.describe_images(ImageIds=[image_id])["Images"][0]["Architecture"] == "arm64"
+
+
 def test_cli_up_status_down(tmp_path) -> None:
     home = tmp_path / "h"
     port = _free_port()
@@ -86,6 +106,7 @@ def test_cli_up_status_down(tmp_path) -> None:
         ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="t3.micro",
                           BlockDeviceMappings=[{"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 1}}])
         assert len(list((home / "volumes").iterdir())) == 1
+        _reset_resets_the_extension(endpoint)
     finally:
         stopped = _cli("down", "--home", str(home))
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
