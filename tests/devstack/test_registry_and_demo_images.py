@@ -131,9 +131,15 @@ def test_stopping_containerd_kills_running_containers_first(base: Path) -> None:
             assert "sleeper" in containerd.ctr("tasks", "ls", "-q").stdout.split()
         finally:
             containerd.stop()
-        sleepers = [p for p in Path("/proc").glob("[0-9]*/cmdline")
-                    if _read(p) == "/bin/sleep 600" and (base / "root").as_posix() in _read(p.parent / "mountinfo")]
+        deadline = time.monotonic() + 10  # a SIGKILLed process may take a moment to be reaped
+        while (sleepers := _sleepers_under(base / "root")) and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert sleepers == []
+
+
+def _sleepers_under(root: Path) -> list[Path]:
+    return [p for p in Path("/proc").glob("[0-9]*/cmdline")
+            if _read(p) == "/bin/sleep 600" and root.as_posix() in _read(p.parent / "mountinfo")]
 
 
 def _read(path: Path) -> str:

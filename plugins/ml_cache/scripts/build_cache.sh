@@ -280,6 +280,17 @@ _, status = os.waitpid(pid, 0)
 sys.exit(os.waitstatus_to_exitcode(status))
 PYEOF
 
+# Region of this instance from IMDSv2 (the AWS CLI needs one; the token stays off argv).
+read -r -d '' PY_IMDS_REGION <<'PYEOF' || true
+import urllib.request
+base = "http://169.254.169.254/latest"
+token = urllib.request.urlopen(urllib.request.Request(
+    f"{base}/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}), timeout=2).read()
+print(urllib.request.urlopen(urllib.request.Request(
+    f"{base}/meta-data/placement/region", headers={"X-aws-ec2-metadata-token": token.decode()}), timeout=2
+).read().decode())
+PYEOF
+
 # --- containerd and volume handling ---------------------------------------------------------
 
 containerd_answers() { [[ -S "$CD_SOCKET" ]] && ctr --connect-timeout 2s -a "$CD_SOCKET" version >/dev/null 2>&1; }
@@ -424,6 +435,10 @@ trap 'exit 143' TERM
 
 fetch_credentials() { # one 0600 file per registry host, from SSM SecureString parameters
   local entry host name
+  if [[ -z "${AWS_REGION:-}${AWS_DEFAULT_REGION:-}" ]]; then
+    AWS_DEFAULT_REGION=$(python3 -c "$PY_IMDS_REGION" 2>/dev/null) || die "no AWS region: set AWS_REGION (IMDS did not answer)"
+    export AWS_DEFAULT_REGION
+  fi
   for entry in "${CREDENTIALS[@]}"; do
     host=${entry%% *}
     name=${entry#* }
