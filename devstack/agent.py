@@ -31,7 +31,7 @@ STDERR_LIMIT = 8_000  # GetCommandInvocation StandardErrorContent
 PLUGIN_OUTPUT_LIMIT = 2_500  # ListCommandInvocations CommandPlugins[].Output
 DEFAULT_EXECUTION_TIMEOUT = 3600
 KILL_GRACE_SECONDS = 2.0
-TERMINAL = ("Success", "Failed", "TimedOut", "Cancelled", "Undeliverable", "AccessDenied")
+TERMINAL = ("Success", "Failed", "TimedOut", "Cancelled")
 
 RUN_SHELL_SCRIPT = {
     "schemaVersion": "2.2",
@@ -265,9 +265,9 @@ def command_status(command_id: str) -> str | None:
     statuses = [inv.status for inv in invocations]
     if any(s in ("Pending", "InProgress") for s in statuses):
         return "InProgress" if any(s != "Pending" for s in statuses) else "Pending"
-    for status in ("Failed", "TimedOut", "Cancelled", "Undeliverable", "AccessDenied"):
+    for status in ("Failed", "TimedOut", "Cancelled"):
         if status in statuses:
-            return "Failed" if status in ("Undeliverable", "AccessDenied") else status
+            return status
     return "Success"
 
 
@@ -371,14 +371,12 @@ def _finish_forced(invocation: Invocation) -> None:
     plugin.started = datetime.now(UTC)
     plugin.status = "InProgress"
     time.sleep(0.2)
-    status = invocation.forced_status or "Failed"
+    fault = invocation.forced_status or "Failed"
     plugin.stdout_path.write_text("")
-    plugin.stderr_path.write_text(f"devstack fault: ssm_command_status={status}\n")
+    plugin.stderr_path.write_text(f"devstack fault: ssm_command_status={fault}\n")
     plugin.finished = datetime.now(UTC)
-    plugin.response_code = 1 if status == "Failed" else -1
-    plugin.status = plugin.status_details = status
-    if status == "TimedOut":
-        plugin.status_details = "ExecutionTimedOut"
+    plugin.response_code = 1 if fault == "Failed" else -1
+    plugin.status, plugin.status_details = faults.SSM_FAULT_STATUSES[fault]
     with invocation.lock:
         invocation.status, invocation.status_details = plugin.status, plugin.status_details
 

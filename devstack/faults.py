@@ -11,7 +11,18 @@ import threading
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-SSM_TERMINAL_FAULT_STATUSES = ("Failed", "TimedOut", "Cancelled", "Undeliverable", "AccessDenied")
+# ssm_command_status value -> (invocation Status, StatusDetails) as GetCommandInvocation reports it;
+# Status stays within CommandInvocationStatus, so botocore's command_executed waiter ends on it.
+SSM_FAULT_STATUSES = {
+    "Failed": ("Failed", "Failed"),
+    "TimedOut": ("TimedOut", "ExecutionTimedOut"),
+    "DeliveryTimedOut": ("TimedOut", "DeliveryTimedOut"),
+    "Cancelled": ("Cancelled", "Cancelled"),
+    "Undeliverable": ("Failed", "Undeliverable"),
+    "Terminated": ("Failed", "Terminated"),
+    "InvalidPlatform": ("Failed", "InvalidPlatform"),
+    "AccessDenied": ("Failed", "AccessDenied"),
+}
 
 
 @dataclass
@@ -97,8 +108,8 @@ def _validate(key: str, value: Any) -> Any:
             raise ValueError(f"{key} must be true or false")
         return value
     if key == "ssm_command_status":
-        if value is not None and value not in SSM_TERMINAL_FAULT_STATUSES:
-            raise ValueError(f"ssm_command_status must be one of {SSM_TERMINAL_FAULT_STATUSES} or null")
+        if value is not None and value not in SSM_FAULT_STATUSES:
+            raise ValueError(f"ssm_command_status must be one of {sorted(SSM_FAULT_STATUSES)} or null")
         return value
     if key == "nodegroup_update_failed":
         if value is not None and not isinstance(value, str):

@@ -229,6 +229,15 @@ def test_command_status_fault(ssm, online, set_faults, helpers, cloud) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.parametrize(("fault", "status", "details"), [
+    ("TimedOut", "TimedOut", "ExecutionTimedOut"), ("Undeliverable", "Failed", "Undeliverable"),
+    ("Cancelled", "Cancelled", "Cancelled")])
+def test_command_status_fault_uses_aws_status_pairs(ssm, online, set_faults, helpers, fault, status, details):
+    set_faults(ssm_command_status=fault)
+    result = helpers.wait_invocation(ssm, _run(ssm, online, ["true"]), online)
+    assert (result["Status"], result["StatusDetails"]) == (status, details)
+
+
 # --- document planning (pure logic) ---------------------------------------------------------
 
 def test_plan_substitutes_placeholders_and_expands_string_lists(tmp_path) -> None:
