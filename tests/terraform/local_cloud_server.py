@@ -2,7 +2,8 @@
 
 A separate process keeps moto's global backends (and MOTO_IAM_LOAD_MANAGED_POLICIES, read when
 the IAM backend is first built) away from the other tests of the session. devstack's server is
-preferred (moto plus the project's extensions); plain moto serves when devstack is unavailable.
+preferred (moto plus the project's extensions); plain moto serves when devstack is unavailable
+or when ML_CACHE_TF_CLOUD=moto.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 
 def start_server() -> tuple[str, object, str]:
     os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
+    if os.environ.get("ML_CACHE_TF_CLOUD") == "moto":
+        return start_moto()
     try:
         from devstack import server as devstack_server
 
@@ -23,6 +26,10 @@ def start_server() -> tuple[str, object, str]:
         return handle.endpoint, handle, "devstack"
     except Exception as error:  # any import or start failure: fall back to plain moto
         print(f"devstack unavailable ({type(error).__name__}: {error}); using plain moto", file=sys.stderr)
+    return start_moto()
+
+
+def start_moto() -> tuple[str, object, str]:
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
