@@ -61,10 +61,26 @@ class DevstackApp:
         return "404 Not Found", {"error": f"no devstack route {path}"}
 
 
+def instances() -> list[dict[str, Any]]:
+    """Every EC2 instance moto holds (all accounts and regions touched so far)."""
+    from moto.ec2.models import ec2_backends
+
+    found = []
+    for account in list(dict.keys(ec2_backends)):
+        account_backends = dict.__getitem__(ec2_backends, account)
+        for region in list(dict.keys(account_backends)):
+            for instance in dict.__getitem__(account_backends, region).all_instances():
+                found.append({"instance_id": instance.id, "state": instance.state, "account": account,
+                              "region": region, "instance_type": instance.instance_type,
+                              "sandbox": sandbox.get(instance.id) is not None})
+    return found
+
+
 def state() -> dict[str, Any]:
-    """Instances with sandboxes, and the commands the agent is running."""
+    """Instances, their sandboxes, and the commands the agent is running."""
     return {
         "home": str(sandbox.home()),
+        "instances": instances(),
         "sandboxes": [box.describe() for box in sandbox.all_sandboxes()],
         "running_commands": [agent.describe(inv) for inv in agent.running()],
         "faults": faults.as_dict(),

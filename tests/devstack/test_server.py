@@ -49,6 +49,8 @@ def test_state_lists_sandboxes_and_running_commands(cloud, ssm, launch, set_faul
     status, state = helpers.devstack_call(cloud, "GET", "/_devstack/state")
     assert status == 200 and state["home"] == str(cloud.home)
     assert instance_id in {box["instance_id"] for box in state["sandboxes"]}
+    listed = {i["instance_id"]: i for i in state["instances"]}
+    assert listed[instance_id]["state"] == "running" and listed[instance_id]["sandbox"] is True
     running = {(c["command_id"], c["instance_id"]) for c in state["running_commands"]}
     assert (command_id, instance_id) in running
     ssm.cancel_command(CommandId=command_id)
