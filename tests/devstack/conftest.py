@@ -47,9 +47,13 @@ def devstack_call(handle: server.Handle, method: str, path: str, body: Any = Non
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
-            return answer.status, json.load(answer)
+            return answer.status, _json_or_none(answer.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
+        return error.code, _json_or_none(error.read())
+
+
+def _json_or_none(raw: bytes) -> Any:
+    return json.loads(raw) if raw.strip() else None
 
 
 @pytest.fixture

@@ -378,3 +378,17 @@ def test_nodegroup_update_rejects_another_launch_template(nodegroup, aws) -> Non
     with pytest.raises(eks.exceptions.ResourceNotFoundException):
         eks.describe_update(name=cluster, updateId="00000000-0000-0000-0000-000000000000")
 
+
+
+def test_fsr_delays_follow_moto_state_manager_transition(cloud, ec2, helpers) -> None:
+    """`POST /moto-api/state-manager/set-transition` for ec2::fast_snapshot_restore sets both delays."""
+    transition = {"model_name": "ec2::fast_snapshot_restore",
+                  "transition": {"progression": "time", "seconds": 0}}
+    assert helpers.devstack_call(cloud, "POST", "/moto-api/state-manager/set-transition", transition)[0] == 201
+    try:
+        snapshot_id = _snapshot(ec2)
+        ec2.enable_fast_snapshot_restores(AvailabilityZones=["us-west-2a"], SourceSnapshotIds=[snapshot_id])
+        assert _states(ec2, snapshot_id)["us-west-2a"]["State"] == "enabled"
+    finally:
+        helpers.devstack_call(cloud, "POST", "/moto-api/state-manager/unset-transition",
+                              {"model_name": "ec2::fast_snapshot_restore"})
