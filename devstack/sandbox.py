@@ -178,29 +178,72 @@ def create(instance_id: str, data_volumes: list[dict[str, object]], region: str 
     for sub in ("dev/disk/by-id", "var/lib/containerd", "run/containerd", "etc/containerd", "ssm"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     _write_containerd_config(sandbox)
-    attach = volumes.data_plane_missing() is None
     for spec in data_volumes:
-        volume = SandboxVolume(
-            volume_id=str(spec["volume_id"]),
-            device_name=str(spec["device_name"]),
-            size_gib=int(spec["size_gib"]),  # type: ignore[call-overload]
-            delete_on_termination=bool(spec["delete_on_termination"]),
-            path=root.parent.parent / "volumes" / f"{spec['volume_id']}.img",
-        )
-        with _lock:
-            _volume_paths[volume.volume_id] = volume.path
-        _create_backing_file(volume, spec.get("snapshot_id"))
-        if attach:
-            try:
-                volume.loop_device = volumes.attach_loop(volume.path)
-                link = sandbox.device_dir / (EBS_BY_ID_PREFIX + volume.volume_id.replace("-", ""))
-                link.symlink_to(volume.loop_device)
-            except (RuntimeError, OSError) as error:
-                log.warning("could not attach %s: %s", volume.volume_id, error)
-        sandbox.volumes.append(volume)
+        _add_volume(sandbox, spec)
     with _lock:
         _sandboxes[instance_id] = sandbox
     return sandbox
+
+
+def attach_volume(instance_id: str, spec: dict[str, object]) -> SandboxVolume | None:
+    """AttachVolume after launch: the volume appears in the instance's device dir.
+
+    Its backing file is kept if it exists (a volume moves between instances with its data).
+    """
+    sandbox = get(instance_id)
+    if sandbox is None or sandbox.terminated:
+        return None
+    if any(v.volume_id == spec["volume_id"] for v in sandbox.volumes):
+        return None
+    return _add_volume(sandbox, spec)
+
+
+def detach_volume(instance_id: str, volume_id: str) -> None:
+    """DetachVolume: unmount what uses it, detach its loop, drop its device link; keep the file."""
+    sandbox = get(instance_id)
+    if sandbox is None or sandbox.terminated:
+        return
+    volume = next((v for v in sandbox.volumes if v.volume_id == volume_id), None)
+    if volume is None:
+        return
+    if volume.loop_device and volumes.data_plane_missing() is None:
+        _unmount_sources({volume.loop_device})
+        volumes.detach_loop(volume.loop_device)
+    (sandbox.device_dir / (EBS_BY_ID_PREFIX + volume_id.replace("-", ""))).unlink(missing_ok=True)
+    sandbox.volumes.remove(volume)
+
+
+def _add_volume(sandbox: Sandbox, spec: dict[str, object]) -> SandboxVolume:
+    volume = SandboxVolume(
+        volume_id=str(spec["volume_id"]),
+        device_name=str(spec["device_name"]),
+        size_gib=int(spec["size_gib"]),  # type: ignore[call-overload]
+        delete_on_termination=bool(spec["delete_on_termination"]),
+        path=volume_file(str(spec["volume_id"])),
+    )
+    with _lock:
+        _volume_paths[volume.volume_id] = volume.path
+    if not volume.path.exists():
+        _create_backing_file(volume, spec.get("snapshot_id"))
+    if volumes.data_plane_missing() is None:
+        try:
+            volume.loop_device = volumes.attach_loop(volume.path)
+            link = sandbox.device_dir / (EBS_BY_ID_PREFIX + volume.volume_id.replace("-", ""))
+            link.symlink_to(volume.loop_device)
+        except (RuntimeError, OSError) as error:
+            log.warning("could not attach %s: %s", volume.volume_id, error)
+    sandbox.volumes.append(volume)
+    return volume
+
+
+def _unmount_sources(sources: set[str], below: Path | None = None) -> None:
+    """Unmount (deepest first) mounts whose source is one of `sources` or whose target is below `below`."""
+    for entry in sorted(volumes._mounts(), key=lambda e: e["target"].count("/"), reverse=True):
+        if entry["source"] in sources or (below is not None and _is_below(entry["target"], below)):
+            try:
+                volumes.unmount(Path(entry["target"]))
+            except RuntimeError as error:
+                log.warning("unmount %s failed: %s", entry["target"], error)
 
 
 def get(instance_id: str) -> Sandbox | None:
@@ -225,13 +268,7 @@ def teardown(instance_id: str) -> None:
     sandbox.terminated = True
     _kill_processes_using(sandbox.root)
     if volumes.data_plane_missing() is None:
-        loops = {v.loop_device for v in sandbox.volumes if v.loop_device}
-        for entry in sorted(volumes._mounts(), key=lambda e: e["target"].count("/"), reverse=True):
-            if entry["source"] in loops or _is_below(entry["target"], sandbox.root):
-                try:
-                    volumes.unmount(Path(entry["target"]))
-                except RuntimeError as error:
-                    log.warning("unmount %s failed: %s", entry["target"], error)
+        _unmount_sources({v.loop_device for v in sandbox.volumes if v.loop_device}, below=sandbox.root)
         for volume in sandbox.volumes:
             if volume.loop_device:
                 volumes.detach_loop(volume.loop_device)

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 from xml.sax.saxutils import escape
 
+from moto.ec2.models.elastic_block_store import EBSBackend
 from moto.ec2.models.instances import Instance, InstanceBackend
 from moto.ec2.responses import EC2Response
 
@@ -92,7 +93,33 @@ def terminate(original: Any) -> Any:
     return terminate_instance
 
 
+def attach_volume(original: Any) -> Any:
+    def attach(self: Any, volume_id: str, instance_id: str, device_path: str,
+               delete_on_termination: bool = False) -> Any:
+        attachment = original(self, volume_id, instance_id, device_path, delete_on_termination)
+        instance = self.get_instance(instance_id)
+        if attachment is not None and device_path != instance.root_device_name:
+            volume = self.get_volume(volume_id)
+            sandbox.attach_volume(instance_id, {
+                "volume_id": volume_id, "device_name": device_path, "size_gib": volume.size,
+                "delete_on_termination": bool(delete_on_termination), "snapshot_id": volume.snapshot_id,
+            })
+        return attachment
+
+    return attach
+
+
+def detach_volume(original: Any) -> Any:
+    def detach(self: Any, volume_id: str, instance_id: str, device_path: str) -> Any:
+        sandbox.detach_volume(instance_id, volume_id)
+        return original(self, volume_id, instance_id, device_path)
+
+    return detach
+
+
 def install() -> None:
+    _patch.replace(EBSBackend, "attach_volume", attach_volume)
+    _patch.replace(EBSBackend, "detach_volume", detach_volume)
     _patch.replace(EC2Response, "run_instances", run_instances_response)
     _patch.replace(InstanceBackend, "run_instances", run_instances_model)
     _patch.replace(Instance, "terminate", terminate)

@@ -392,3 +392,35 @@ def test_fsr_delays_follow_moto_state_manager_transition(cloud, ec2, helpers) ->
     finally:
         helpers.devstack_call(cloud, "POST", "/moto-api/state-manager/unset-transition",
                               {"model_name": "ec2::fast_snapshot_restore"})
+
+
+def test_attach_and_detach_volume_after_launch(cloud, ec2, launch, helpers) -> None:
+    """AttachVolume adds the volume (restored from a snapshot's copy) to the sandbox; detach removes it."""
+    source = launch()
+    with (cloud.home / "volumes" / f"{_data_volume(ec2, source)}.img").open("r+b") as handle:
+        handle.write(b"snapshot data")
+    snapshot_id = ec2.create_snapshot(VolumeId=_data_volume(ec2, source))["SnapshotId"]
+    helpers.wait_for(lambda: ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]["State"] == "completed")
+    node = launch()
+    volume_id = ec2.create_volume(AvailabilityZone="us-west-2a", SnapshotId=snapshot_id, Size=1)["VolumeId"]
+    ec2.attach_volume(VolumeId=volume_id, InstanceId=node, Device="/dev/xvdf")
+
+    def sandbox_volumes() -> dict[str, dict]:
+        _, state = helpers.devstack_call(cloud, "GET", "/_devstack/state")
+        box = next(b for b in state["sandboxes"] if b["instance_id"] == node)
+        return {v["volume_id"]: v for v in box["volumes"]}
+
+    attached = sandbox_volumes()[volume_id]
+    assert attached["device_name"] == "/dev/xvdf"
+    with Path(attached["path"]).open("rb") as handle:
+        assert handle.read(13) == b"snapshot data"
+    if ROOT_REASON is None:
+        assert attached["loop_device"]
+    ec2.detach_volume(VolumeId=volume_id, InstanceId=node)
+    assert volume_id not in sandbox_volumes()
+    assert Path(attached["path"]).exists()  # detaching keeps the data
+    if ROOT_REASON is None:
+        listing = subprocess.run(["losetup", "-J", "-l"], capture_output=True, text=True, check=True).stdout
+        assert volume_id not in listing
+    ec2.delete_volume(VolumeId=volume_id)
+    assert not Path(attached["path"]).exists()
