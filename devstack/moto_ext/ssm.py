@@ -106,7 +106,7 @@ def _document_content(backend: Any, name: str, version: str | None) -> dict[str,
     documents = backend._documents.get(name)
     if documents is None:
         raise SsmError("InvalidDocument", f"Document {name} does not exist in your account.")
-    document = documents.find(version if version else None, None, strict=False)
+    document = documents.find(version if version and version != "$DEFAULT" else None, None, strict=False)
     if document is None:
         raise SsmError("InvalidDocumentVersion", f"Document {name} has no version {version}.")
     return agent.parse_document(document.content)
