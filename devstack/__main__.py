@@ -80,7 +80,7 @@ def up(home: Path | None = None, port: int = DEFAULT_PORT, plain_http_registries
 
 def down(home: Path | None = None, timeout: float = 60.0) -> bool:
     """Stop the background server (by its recorded PID only) and clean up under home."""
-    from devstack import volumes
+    from devstack import sandbox, volumes
 
     home = Path(home or default_home()).resolve()
     pid = running_pid(home)
@@ -95,6 +95,8 @@ def down(home: Path | None = None, timeout: float = 60.0) -> bool:
         stopped = True
     pid_file(home).unlink(missing_ok=True)
     info_file(home).unlink(missing_ok=True)
+    # After an interrupted run, processes a build left (its containerd) would keep mounts busy.
+    sandbox.kill_processes_using(home / "instances")
     if volumes.data_plane_missing() is None:
         volumes.cleanup_under(home)
     return stopped

@@ -266,7 +266,7 @@ def teardown(instance_id: str) -> None:
     if sandbox is None or sandbox.terminated:
         return
     sandbox.terminated = True
-    _kill_processes_using(sandbox.root)
+    kill_processes_using(sandbox.root)
     if volumes.data_plane_missing() is None:
         _unmount_sources({v.loop_device for v in sandbox.volumes if v.loop_device}, below=sandbox.root)
         for volume in sandbox.volumes:
@@ -326,7 +326,7 @@ def _is_below(path: str | Path, root: Path) -> bool:
     return path == base or path.startswith(base + "/")
 
 
-def _kill_processes_using(root: Path) -> None:
+def kill_processes_using(root: Path) -> None:
     """SIGKILL processes whose command line names this sandbox (e.g. its containerd).
 
     Scoped to the sandbox path, so only processes started for this instance are touched.

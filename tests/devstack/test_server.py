@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -125,3 +128,44 @@ def test_cli_up_status_down(tmp_path) -> None:
     except OSError:
         reachable = False
     assert not reachable
+
+
+def test_down_cleans_up_after_an_interrupted_run(tmp_path) -> None:
+    """The server is SIGKILLed mid-command: `down` still stops what the command left and detaches loops."""
+    home = tmp_path / "h"
+    port = _free_port()
+    assert _cli("up", "--port", str(port), "--home", str(home)).returncode == 0
+    endpoint = f"http://127.0.0.1:{port}"
+    pid = int((home / "pids" / "server.pid").read_text())
+    kw = {"endpoint_url": endpoint, "region_name": "us-west-2", "aws_access_key_id": "testing",
+          "aws_secret_access_key": "testing"}
+    ec2, ssm = boto3.client("ec2", **kw), boto3.client("ssm", **kw)
+    instance_id = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="t3.micro",
+                                    BlockDeviceMappings=[{"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 1}}]
+                                    )["Instances"][0]["InstanceId"]
+    sandbox_dir = home / "instances" / instance_id
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            ssm.send_command(InstanceIds=[instance_id], DocumentName="AWS-RunShellScript", Parameters={
+                "commands": ['setsid bash -c "sleep 300; echo $PWD/left-behind" > /dev/null 2>&1 &',
+                             "echo $! > leftover.pid"]})
+            break
+        except ssm.exceptions.InvalidInstanceId:
+            time.sleep(0.2)
+    pid_file = sandbox_dir / "leftover.pid"
+    while time.monotonic() < deadline and not (pid_file.exists() and pid_file.read_text().strip()):
+        time.sleep(0.1)
+    leftover = int(pid_file.read_text())
+    os.kill(pid, signal.SIGKILL)  # interrupted: no teardown ran
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline + 10:
+        time.sleep(0.1)
+    assert Path(f"/proc/{leftover}").exists()
+    assert _cli("down", "--home", str(home)).returncode == 0
+    time.sleep(0.2)
+    state = Path(f"/proc/{leftover}/stat")
+    assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    if shutil.which("losetup"):
+        listing = subprocess.run(["losetup", "-J", "-l"], capture_output=True, text=True, check=False).stdout
+        backing = [d.get("back-file") or "" for d in json.loads(listing or '{"loopdevices": []}')["loopdevices"]]
+        assert not [f for f in backing if f.startswith(str(home))]
