@@ -32,6 +32,7 @@ MAX_SOCKET_PATH = 98  # containerd refuses > 104 bytes and adds ".ttrpc" to the 
 def short_socket_dir(instance_id: str) -> Path:
     return Path(tempfile.gettempdir()) / f"devstack-{os.getuid()}" / instance_id
 
+
 _lock = threading.RLock()
 _home: Path | None = None
 _plain_http_registries: tuple[str, ...] = ()
@@ -262,10 +263,11 @@ def teardown(instance_id: str) -> None:
     The agent stops the instance's commands first; this handles what they left behind (a
     containerd started by the build script, mounts of the data volume).
     """
-    sandbox = get(instance_id)
-    if sandbox is None or sandbox.terminated:
-        return
-    sandbox.terminated = True
+    with _lock:
+        sandbox = _sandboxes.get(instance_id)
+        if sandbox is None or sandbox.terminated:
+            return
+        sandbox.terminated = True
     kill_processes_using(sandbox.root)
     if volumes.data_plane_missing() is None:
         _unmount_sources({v.loop_device for v in sandbox.volumes if v.loop_device}, below=sandbox.root)
@@ -332,6 +334,7 @@ def kill_processes_using(root: Path) -> None:
     Scoped to the sandbox path, so only processes started for this instance are touched.
     """
     me = os.getpid()
+    killed = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == me:
             continue
@@ -342,3 +345,15 @@ def kill_processes_using(root: Path) -> None:
         if str(root) + "/" in cmdline or cmdline.rstrip().endswith(str(root)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+    deadline = time.monotonic() + 5  # let them go before their mounts are unmounted
+    while killed and time.monotonic() < deadline:
+        killed = [pid for pid in killed if _alive(pid)]
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
