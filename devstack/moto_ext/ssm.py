@@ -131,7 +131,6 @@ def send_command(original: Any) -> Any:
                            f"Instances {not_online} not in a valid state for account {self.current_account}")
         result = original(self)
         command = self.ssm_backend.get_command_by_id(result.result["Command"]["CommandId"])
-        command.devstack_document_version = self._get_param("DocumentVersion") or "1"
         for instance_id in list(command.instance_ids):
             if instance_id in boxes and ping_status(*boxes[instance_id]) == "Online":
                 agent.start(command.command_id, boxes[instance_id][1], document_name, content, parameters,
@@ -221,8 +220,7 @@ def list_command_invocations(self: Any) -> ActionResult:
     instance_id = self._get_param("InstanceId")
     details = bool(self._get_param("Details", False))
     filters = {f["key"]: f["value"] for f in self._get_param("Filters", []) or []}
-    with _commands_lock:
-        commands = {c.command_id: c for c in self.ssm_backend._commands}
+    commands = {c.command_id: c for c in list(self.ssm_backend._commands)}
     if command_id and command_id not in commands:
         raise SsmError("InvalidCommandId", f"Command {command_id} does not exist.")
     invocations = agent.for_command(command_id) if command_id else [
@@ -271,9 +269,6 @@ def list_command_invocations(self: Any) -> ActionResult:
             ]
         items.append(item)
     return ActionResult({"CommandInvocations": items})
-
-
-_commands_lock = threading.Lock()
 
 
 def cancel_command(self: Any) -> ActionResult:
