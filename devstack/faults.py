@@ -1,7 +1,22 @@
 """Process-wide fault settings of the local cloud.
 
-Tests and the fault catalog switch failures on over HTTP (`POST /_devstack/faults`) instead of
-patching code, so the DAG sees the same errors it would get from AWS.
+Tests and the fault catalog switch failures on over HTTP (`POST /_devstack/faults` with a JSON
+object of the keys below; `DELETE` resets, `GET` shows) instead of patching code, so the DAG sees
+the same errors it would get from AWS. Settings stay until changed or reset.
+
+  insufficient_capacity_instance_types  RunInstances of these types: InsufficientInstanceCapacity (500)
+  agent_offline                          no SSM agent registers (DescribeInstanceInformation omits the
+                                         instance, SendCommand: InvalidInstanceId); registered ones
+                                         turn ConnectionLost
+  snapshot_error                         CreateSnapshot of sandbox volumes ends in state `error`
+  fsr_unsuccessful_azs                   EnableFastSnapshotRestores: Unsuccessful entries for these AZs
+  ssm_command_status                     new commands run nothing and end with this status
+                                         (Failed, TimedOut, DeliveryTimedOut, Cancelled, Undeliverable,
+                                         Terminated, InvalidPlatform, AccessDenied)
+  nodegroup_update_failed                EKS node group updates end Failed with this error code
+  *_seconds                              delays (fsr_enabling, fsr_optimizing, fsr_disabling,
+                                         agent_online, invocation_absent, snapshot, nodegroup_update);
+                                         null = env DEVSTACK_<NAME> or the short default
 """
 
 from __future__ import annotations
