@@ -24,6 +24,7 @@
 #   ML_CACHE_WORK_DIR                          temp files (default: mktemp -d, removed at exit)
 #   ML_CACHE_PULL_ATTEMPTS=4  ML_CACHE_PULL_BACKOFF_SECONDS=2   bounded retries, exponential backoff
 #   ML_CACHE_QUIESCE_FSCK=1                    quiesce runs `xfs_repair -n` on the device
+#   ML_CACHE_TRACE                             non-empty: `set -x` (local debugging only; verbose)
 #
 # Credentials: a registry_credentials entry names an SSM SecureString holding "user:password".
 # It is fetched at run time (aws ssm get-parameter --with-decryption) into a 0600 file in the work
@@ -32,6 +33,7 @@
 # The secret never appears on a command line or in the environment of ctr.
 # ctr does not honour Retry-After on 429; the retries below use exponential backoff instead.
 set -euo pipefail
+if [[ -n "${ML_CACHE_TRACE:-}" ]]; then set -x; fi
 umask 077
 export LC_ALL=C
 
@@ -58,6 +60,7 @@ CD_STARTED_BY_US=0   # we started containerd (either mode) and must stop it
 MOUNTED_BY_US=0      # we mounted the data device and must unmount it
 WORK_DIR_OWNED=0
 DEVICE=""
+MAIN_PID=$BASHPID
 
 log() { printf '%s build_cache: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -316,14 +319,21 @@ start_containerd() {
   done
 }
 
+pid_alive() { # a zombie (exited, not yet reaped by its parent) counts as gone
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ "${stat:0:1}" != Z ]]
+}
+
 stop_pid() { # stop_pid PID: SIGTERM, wait up to 20 s, then SIGKILL (that PID only)
   local pid=$1 i
   kill -TERM "$pid" 2>/dev/null || return 0
   for ((i = 0; i < 200; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
+    pid_alive "$pid" || break
     sleep 0.1
   done
-  if kill -0 "$pid" 2>/dev/null; then
+  if pid_alive "$pid"; then
     log "containerd $pid ignored SIGTERM; sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
   fi
@@ -388,8 +398,13 @@ prepare_volume() {
   elif [[ "$fstype" != xfs ]]; then
     die "refusing to format $DEVICE for $VOLUME_ID: it already holds a $fstype filesystem"
   fi
-  if findmnt -n --source "$DEVICE" >/dev/null 2>&1; then
-    die "$DEVICE ($VOLUME_ID) is already mounted: $(findmnt -n -l -o TARGET --source "$DEVICE" | tr '\n' ' ')"
+  local targets
+  targets=$(findmnt -n -l -o TARGET --source "$DEVICE" 2>/dev/null || true)
+  if [[ -n "$targets" && "$targets" == "$(realpath -m "$CD_ROOT")" ]]; then
+    log "$DEVICE is still mounted at $CD_ROOT by an interrupted run; remounting"
+    unmount_tree "$CD_ROOT"
+  elif [[ -n "$targets" ]]; then
+    die "$DEVICE ($VOLUME_ID) is already mounted elsewhere: $(tr '\n' ' ' <<<"$targets")"
   fi
   if mountpoint -q "$CD_ROOT"; then
     die "$CD_ROOT is already a mount point of another device"
@@ -411,6 +426,8 @@ release_volume() {
 on_exit() {
   local rc=$?
   set +e
+  # Subshells (command substitutions, pull jobs) may run this trap too: only the main shell cleans up.
+  [[ "$BASHPID" == "$MAIN_PID" ]] || exit "$rc"
   if ((rc != 0)); then
     log "FAILED (exit $rc); cleaning up"
     local job

@@ -166,6 +166,39 @@ def test_refuses_to_format_a_volume_with_another_filesystem(registry, builder: B
     assert probe.stdout.strip() == "ext4"
 
 
+def test_retry_after_an_interrupted_run_recovers_the_volume_and_containerd(registry, builder: Builder) -> None:
+    """A killed run leaves the volume mounted at containerd's root and its containerd running."""
+    volumes.make_xfs(builder.device)
+    volumes.mount(builder.device, builder.containerd_root)
+    leftover = subprocess.Popen(["containerd", "--config", str(builder.base / "containerd.toml")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        builder.pidfile.parent.mkdir(parents=True, exist_ok=True)
+        builder.pidfile.write_text(f"{leftover.pid}\n")
+        deadline = time.monotonic() + 10
+        while not builder.socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+        report = only_json_line(builder.run(builder.build_spec([registry[1]["small"]])))
+        assert report["quiesced"] is True
+        assert leftover.wait(timeout=5) is not None
+        assert_quiet_machine(builder)
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait()
+
+
+def test_volume_mounted_elsewhere_is_not_touched(registry, builder: Builder) -> None:
+    volumes.make_xfs(builder.device)
+    elsewhere = builder.base / "someone-else"
+    volumes.mount(builder.device, elsewhere)
+    proc = builder.run(builder.build_spec([registry[1]["small"]]))
+    assert proc.returncode != 0
+    assert "already mounted elsewhere" in proc.stderr and str(elsewhere) in proc.stderr
+    assert volumes.is_mounted(elsewhere)
+
+
 def test_missing_device_fails_naming_the_volume(registry, builder: Builder) -> None:
     spec = builder.build_spec([registry[1]["small"]], volume_id="vol-0fedcba9876543210")
     proc = builder.run(spec, ML_CACHE_DEVICE_WAIT_SECONDS="1")
