@@ -10,6 +10,10 @@
 #        "registry_credentials": {"<host>": {"ssm_secure_parameter": "/name"}}}
 # stdout: exactly one JSON line (the report). Logs: stderr, terse (SSM keeps 8,000 chars).
 # Exit status: 0 only when every image is pulled, verified and the volume is unmounted.
+# Pulled images go to namespace k8s.io, are labelled io.cri-containerd.image=managed and
+# io.cri-containerd.pinned=pinned (kubelet GC keeps them) and also named repo@digest (the name CRI
+# looks a digest-pinned pod image up by). The builder's architecture must match the platform
+# (`ctr images check` reports unpacking for the host platform).
 #
 # Environment (defaults are the AWS ones):
 #   ML_CACHE_DEVICE_DIR=/dev/disk/by-id        data device: nvme-Amazon_Elastic_Block_Store_<volid>
@@ -460,7 +464,7 @@ fetch_credentials() { # one 0600 file per registry host, from SSM SecureString p
     host=${entry%% *}
     name=${entry#* }
     log "fetching credentials for $host from SSM parameter $name"
-    aws ssm get-parameter --with-decryption --name "$name" --query Parameter.Value --output text \
+    AWS_PAGER="" aws ssm get-parameter --with-decryption --name "$name" --query Parameter.Value --output text \
       >"$WORK/secret.$host" || die "cannot read SSM parameter $name (credentials for $host)"
     grep -q ':' "$WORK/secret.$host" || die "SSM parameter $name must hold user:password (credentials for $host)"
   done
