@@ -8,6 +8,7 @@ or when ML_CACHE_TF_CLOUD=moto.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -31,6 +32,8 @@ def start_server() -> tuple[str, object, str]:
 
 def start_moto() -> tuple[str, object, str]:
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

@@ -216,6 +216,37 @@ def test_published_snapshot_reaches_the_launch_template(deployment: Deployment) 
     ec2.delete_volume(VolumeId=volume)
 
 
+def test_later_apply_leaves_the_dags_rollout_alone(deployment: Deployment) -> None:
+    """The ownership rule: after a DAG rollout, Terraform follows the snapshot, never the node version."""
+    ec2, ssm = deployment.client("ec2"), deployment.client("ssm")
+    template_id = deployment.outputs["gpu_launch_template_id"]
+    default_before = ec2.describe_launch_templates(LaunchTemplateIds=[template_id])["LaunchTemplates"][0][
+        "DefaultVersionNumber"]
+    volume = ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=10)["VolumeId"]
+    snapshot = ec2.create_snapshot(VolumeId=volume)["SnapshotId"]
+    # What the rollout DAG does: a version from $Default with the new snapshot, default untouched.
+    data = _default_version(ec2, template_id)
+    _cache_mapping(data)["SnapshotId"] = snapshot
+    ec2.create_launch_template_version(LaunchTemplateId=template_id, SourceVersion="$Default",
+                                       LaunchTemplateData=data)
+    ssm.put_parameter(Name=f"/{PIPELINE}/snapshot-id", Value=snapshot, Overwrite=True)
+
+    plan_file = deployment.terraform.workdir / "later.tfplan"
+    deployment.terraform.run("plan", f"-var=endpoint_url={deployment.endpoint}", f"-out={plan_file}")
+    plan = json.loads(deployment.terraform.run("show", "-json", str(plan_file)).stdout)
+    changes = {change["address"]: change["change"] for change in plan["resource_changes"]}
+
+    node_group = changes["module.ml_container_cache.aws_eks_node_group.gpu"]
+    assert node_group["actions"] in (["no-op"], ["update"])
+    assert node_group["after"]["launch_template"] == node_group["before"]["launch_template"]
+    template = changes[GPU_LAUNCH_TEMPLATE]["after"]
+    cache = next(m for m in template["block_device_mappings"] if m["device_name"] == "/dev/xvdb")
+    assert cache["ebs"][0]["snapshot_id"] == snapshot
+    described = ec2.describe_launch_templates(LaunchTemplateIds=[template_id])["LaunchTemplates"][0]
+    assert described["DefaultVersionNumber"] == default_before
+    ec2.delete_volume(VolumeId=volume)
+
+
 def test_destroy_removes_everything(deployment: Deployment) -> None:
     deployment.timings["destroy"] = deployment.destroy()
     started = time.monotonic()

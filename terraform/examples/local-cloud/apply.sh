@@ -6,11 +6,13 @@
 # Environment:
 #   TF_PLUGIN_DIR  provider mirror for an offline init (default /opt/tf-plugins; unset/empty dir = registry)
 #   TF_DATA_DIR    where .terraform lives (default: .terraform next to this file, gitignored)
-# State stays in terraform.tfstate next to this file (gitignored): one local cloud at a time.
+#   ML_CACHE_TF_STATE  state file (default terraform.tfstate next to this file, gitignored); keep it
+#                  with the local cloud's home so a fresh local cloud starts from fresh state
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 plugin_dir="${TF_PLUGIN_DIR:-/opt/tf-plugins}"
+state="${ML_CACHE_TF_STATE:-$here/terraform.tfstate}"
 
 usage() {
   echo "usage: $0 ENDPOINT_URL CONFIG_OUT | $0 --destroy ENDPOINT_URL" >&2
@@ -28,7 +30,7 @@ init() {
 if [[ "${1:-}" == "--destroy" ]]; then
   [[ $# -eq 2 ]] || usage
   init
-  terraform -chdir="$here" destroy -auto-approve -input=false -no-color -var "endpoint_url=$2"
+  terraform -chdir="$here" destroy -auto-approve -input=false -no-color -state="$state" -var "endpoint_url=$2"
   exit 0
 fi
 
@@ -39,8 +41,8 @@ command -v terraform >/dev/null || { echo "terraform is not installed" >&2; exit
 
 init
 started=$SECONDS
-terraform -chdir="$here" apply -auto-approve -input=false -no-color -var "endpoint_url=$endpoint"
+terraform -chdir="$here" apply -auto-approve -input=false -no-color -state="$state" -var "endpoint_url=$endpoint"
 mkdir -p "$(dirname "$config_out")"
-terraform -chdir="$here" output -raw ml_cache_config >"$config_out.tmp"
+terraform -chdir="$here" output -state="$state" -raw ml_cache_config >"$config_out.tmp"
 mv "$config_out.tmp" "$config_out"
 echo "applied in $((SECONDS - started))s; DAG config written to $config_out (export ML_CACHE_CONFIG=$config_out)" >&2
