@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
-def start_server() -> tuple[str, object, str]:
+def start_server() -> tuple[str, Any, str]:
     os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
     if os.environ.get("ML_CACHE_TF_CLOUD") == "moto":
         return start_moto()
@@ -30,7 +32,7 @@ def start_server() -> tuple[str, object, str]:
     return start_moto()
 
 
-def start_moto() -> tuple[str, object, str]:
+def start_moto() -> tuple[str, Any, str]:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
@@ -45,7 +47,10 @@ def main() -> None:
     endpoint, server, kind = start_server()
     print(f"{kind} {endpoint}", flush=True)
     sys.stdin.read()  # the test closes our stdin when it is done
-    server.stop()
+    server.stop()  # devstack: also tears down its sandboxes
+    home = getattr(server, "home", None)
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":
