@@ -488,7 +488,7 @@ pull_one() { # pull_one INDEX REF: bounded retries; writes pull.INDEX.rc
     fi
     ((rc == 0)) && break
     last_lines=$(tail -n 3 "$logfile")
-    if grep -qiE 'not found|no match for platform|unauthorized|denied|invalid reference' <<<"$last_lines"; then
+    if grep -qiE 'not found|no match for platform|unauthorized|denied|invalid reference|no space left' <<<"$last_lines"; then
       break
     fi
     if ((attempt < PULL_ATTEMPTS)); then
