@@ -165,6 +165,11 @@ def _loop_devices() -> list[dict[str, str]]:
     ]
 
 
+def mounts() -> list[dict[str, str]]:
+    """Every mount as {"target", "source"}, from /proc/self/mountinfo (public for other helpers)."""
+    return _mounts()
+
+
 def _mounts() -> list[dict[str, str]]:
     """Mount points and sources from /proc/self/mountinfo (octal escapes decoded)."""
     entries = []
