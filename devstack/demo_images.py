@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import subprocess
 import tarfile
@@ -95,6 +96,7 @@ def build_layout(image: DemoImage, cache_dir: Path) -> Path:
     """Return an OCI layout for `image` under `cache_dir`, building it once per recipe."""
     layout = Path(cache_dir) / f"{image.name}-{image.recipe_key()}"
     if (layout / "index.json").exists():
+        _prune_older_recipes(layout)
         return layout
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{image.name}-", dir=cache_dir))
@@ -107,7 +109,17 @@ def build_layout(image: DemoImage, cache_dir: Path) -> Path:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _prune_older_recipes(layout)
     return layout
+
+
+def _prune_older_recipes(layout: Path) -> None:
+    """Drop cached layouts of the same image built from an older recipe (they can be a GiB)."""
+    name, _, _ = layout.name.rpartition("-")
+    stale = re.compile(rf"{re.escape(name)}-[0-9a-f]{{16}}")
+    for sibling in layout.parent.iterdir():
+        if sibling != layout and stale.fullmatch(sibling.name):
+            shutil.rmtree(sibling, ignore_errors=True)
 
 
 def push_layout(layout: Path, image: DemoImage, address: str) -> str:
