@@ -25,7 +25,6 @@ import os
 from datetime import timedelta
 from typing import Any
 
-import pendulum
 from airflow.sdk import DAG, Param, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
@@ -47,7 +46,7 @@ with DAG(
     description="Build the ML container image cache snapshot and publish it",
     doc_md=__doc__,
     schedule=CronTriggerTimetable(os.environ.get("ML_CACHE_BUILD_SCHEDULE", "0 3 * * 1"), timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    # No start_date: the first scheduled build is the next tick, not one at deploy time.
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=float(os.environ.get("ML_CACHE_BUILD_TIMEOUT_HOURS", "8"))),

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "ml_container_cache_build"
 REGION = "us-west-2"
 SERVICES = ("airflow", "cloud", "registry")  # stop order
+TERRAFORM_APPLY = REPO / "terraform" / "examples" / "local-cloud" / "apply.sh"
+KEPT_ACROSS_RUNS = {"cache"}  # built demo image layouts; everything else belongs to one run
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,9 @@ def start_registry(layout: Layout) -> dict[str, str]:
 
 def start_cloud(layout: Layout) -> None:
     spawn(layout, "cloud", [sys.executable, "-m", "devstack", "serve", "--port", str(layout.cloud_port),
-                            "--home", str(layout.home), "--plain-http-registry", layout.registry])
+                            "--home", str(layout.home), "--plain-http-registry", layout.registry],
+          # Terraform attaches AWS managed policies (SSM core, ECR read-only) to the builder role
+          {"MOTO_IAM_LOAD_MANAGED_POLICIES": "true"})
     wait_for(f"{layout.endpoint}/_devstack/faults", "the local cloud", 60)
 
 
@@ -163,26 +168,53 @@ def aws(layout: Layout, service: str) -> Any:
                         aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106 (local cloud)
 
 
-def provision(layout: Layout) -> dict[str, Any]:
-    """What Terraform provisions in AWS, created in the local cloud: profile, subnets, parameter."""
+def terraform_missing() -> str | None:
+    """Why the Terraform configuration cannot be applied here, or None."""
+    if not shutil.which("terraform"):
+        return "terraform is not installed"
+    if not Path(os.environ.get("TF_PLUGIN_DIR", "/opt/tf-plugins")).is_dir():
+        return "no AWS provider mirror (TF_PLUGIN_DIR, default /opt/tf-plugins)"
+    return None
+
+
+def provision_with_terraform(layout: Layout) -> dict[str, Any]:
+    """terraform/examples/local-cloud applied into the local cloud; its `ml_cache_config` output."""
+    output = layout.home / "terraform" / "ml_cache_config.yaml"
+    env = {**os.environ, "ML_CACHE_TF_STATE": str(layout.home / "terraform" / "terraform.tfstate"),
+           "TF_DATA_DIR": str(layout.home / "terraform" / "data")}
+    started = time.monotonic()
+    result = subprocess.run(["bash", str(TERRAFORM_APPLY), layout.endpoint, str(output)], env=env,
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"terraform apply into the local cloud failed:\n{result.stderr[-3000:]}")
+    say(f"terraform applied into the local cloud in {time.monotonic() - started:.1f} s")
+    return yaml.safe_load(output.read_text())
+
+
+def provision_by_hand(layout: Layout) -> dict[str, Any]:
+    """Without terraform: the few resources the build needs (profile, parameter), default subnets."""
     iam, ec2, ssm = aws(layout, "iam"), aws(layout, "ec2"), aws(layout, "ssm")
     with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
         iam.create_instance_profile(InstanceProfileName="ml-container-cache-builder")
     subnets = sorted(ec2.describe_subnets()["Subnets"], key=lambda s: s["AvailabilityZone"])
-    try:
-        ssm.get_parameter(Name="/ml-container-cache/snapshot-id")
-    except ssm.exceptions.ParameterNotFound:
+    with contextlib.suppress(ssm.exceptions.ParameterAlreadyExists):
         ssm.put_parameter(Name="/ml-container-cache/snapshot-id", Value="none", Type="String")
-    return {
-        "aws": {"region": REGION, "subnet_ids": [s["SubnetId"] for s in subnets[:1]]},
-        "build": {"fsr_availability_zones": sorted({s["AvailabilityZone"] for s in subnets})[:3]},
-    }
-
-
-def write_config(layout: Layout, provisioned: dict[str, Any], refs: dict[str, str]) -> None:
     config = yaml.safe_load((REPO / "config" / "ml_container_cache.yaml").read_text())
-    config["aws"].update(provisioned["aws"])
-    config["build"].update(provisioned["build"])
+    config["aws"].update({"region": REGION, "subnet_ids": [s["SubnetId"] for s in subnets[:1]]})
+    config["build"]["fsr_availability_zones"] = sorted({s["AvailabilityZone"] for s in subnets})[:3]
+    return config
+
+
+def provision(layout: Layout) -> dict[str, Any]:
+    reason = terraform_missing()
+    if reason is None:
+        return provision_with_terraform(layout)
+    say(f"not applying Terraform ({reason}): creating the builder's resources directly")
+    return provision_by_hand(layout)
+
+
+def write_config(layout: Layout, config: dict[str, Any], refs: dict[str, str]) -> None:
+    """The provisioned config, with the demo images and local deadlines."""
     config["build"].update({
         "images": [refs["small"], refs["large"]],
         "allowed_registries": [layout.registry],
@@ -209,6 +241,8 @@ def airflow_env(layout: Layout) -> dict[str, str]:
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
         "ML_CACHE_CONFIG": str(layout.config_path),
         "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
+        # standalone starts its components as `airflow ...`: the venv's must come first
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
 
 
@@ -228,9 +262,23 @@ def down(layout: Layout) -> None:
         cleanup_under(layout.home)
 
 
+def forget(layout: Layout) -> None:
+    """The local cloud keeps its state in memory: files of an earlier run (Airflow DB, volumes,
+    Terraform state) would only describe resources that no longer exist."""
+    from devstack.volumes import mounts
+
+    busy = [m["target"] for m in mounts() if Path(m["target"]).is_relative_to(layout.home)]
+    if busy:
+        raise SystemExit(f"still mounted under {layout.home}: {busy}; unmount them, then retry")
+    for entry in layout.home.iterdir() if layout.home.exists() else []:
+        if entry.name not in KEPT_ACROSS_RUNS:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
 def up(layout: Layout) -> dict[str, str]:
     preflight()
     down(layout)  # a previous, maybe interrupted, run
+    forget(layout)
     layout.home.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     refs = start_registry(layout)
