@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -25,6 +26,8 @@ import yaml
 
 from devstack import faults
 from devstack.sandbox import Sandbox
+
+log = logging.getLogger(__name__)
 
 STDOUT_LIMIT = 24_000  # GetCommandInvocation StandardOutputContent
 STDERR_LIMIT = 8_000  # GetCommandInvocation StandardErrorContent
@@ -303,6 +306,15 @@ def _run(invocation: Invocation) -> None:
             if stopped or last.status == "Pending":  # Pending: stopped before the first step
                 _mark_stopped(invocation, last)
             invocation.status, invocation.status_details = last.status, last.status_details
+    except Exception as error:  # never leave an invocation InProgress forever
+        log.exception("invocation %s on %s broke", invocation.command_id, invocation.instance_id)
+        with invocation.lock:
+            plugin = invocation.current_plugin()
+            plugin.status = plugin.status_details = "Failed"
+            plugin.finished = plugin.finished or datetime.now(UTC)
+            with contextlib.suppress(OSError), plugin.stderr_path.open("a") as err:
+                err.write(f"devstack agent error: {error}\n")
+            invocation.status = invocation.status_details = "Failed"
     finally:
         invocation.done.set()
 
