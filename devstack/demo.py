@@ -94,27 +94,32 @@ def spawn(layout: Layout, name: str, argv: list[str], env: dict[str, str] | None
     return process.pid
 
 
+def group_alive(pgid: int) -> bool:
+    """True while a live (not zombie) process is left in the process group."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(-pgid, os.WNOHANG)  # reap our own children, or they linger as zombies
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
 def stop(layout: Layout, name: str, timeout: float = 30) -> None:
     """SIGTERM the process group we started (its PID is the group id), SIGKILL if it lingers."""
     pid_file = layout.pid_file(name)
     if not pid_file.exists():
         return
-    pid = int(pid_file.read_text().strip())
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pid_file.unlink()
-        return
+    pgid = int(pid_file.read_text().strip())
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            break
+    while group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    else:
+    if group_alive(pgid):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(pgid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
 
 
