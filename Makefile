@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv system-deps lint test test-fast run up down clean
+.PHONY: help venv checkov system-deps lint test test-fast run up down clean
 
 help:
 	@echo "make run    - local cloud + Airflow, trigger ml_container_cache_build, print the outcome"
@@ -22,6 +22,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 
 venv: $(VENV)/.installed
 
+# checkov pins its own dependency set (it conflicts with Airflow's): a separate virtualenv.
+CHECKOV_VENV := .venv-checkov
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
+checkov: $(CHECKOV_VENV)/.installed
+
 system-deps:
 	@bash tools/system-deps.sh
 
@@ -32,7 +41,7 @@ lint: venv
 	@if command -v shellcheck >/dev/null; then shellcheck $(SHELL_SCRIPTS); \
 	else echo "shellcheck not installed (apt-get install shellcheck): skipped"; fi
 
-test: venv system-deps lint
+test: venv checkov system-deps lint
 	$(VENV)/bin/pytest
 
 test-fast: venv
