@@ -404,3 +404,22 @@ def test_read_ready_event_rejects_broken_contracts(change):
         read_ready_event({**sample_extra(), **change})
     with pytest.raises(ValidationInputError):
         read_ready_event(None)
+
+
+# --------------------------------------------------------------------------- the Python client's shapes
+
+
+@pytest.mark.parametrize("name", ["cached_pod", "uncached_pod", "microtime_events_pod", "legacy_events_pod"])
+def test_same_result_through_the_kubernetes_client(name):
+    """The DAG reads pods with the kubernetes client and `sanitize_for_serialization`: datetimes come
+    back as isoformat with +00:00 (and no fraction when it is zero). The result must not change."""
+    client = pytest.importorskip("kubernetes.client")
+    api = client.ApiClient()
+    pod, events = recorded(name)
+    typed_pod = api._ApiClient__deserialize(pod, "V1Pod")
+    typed_events = api._ApiClient__deserialize({"items": events, "metadata": {}}, "CoreV1EventList")
+    sanitized_pod = api.sanitize_for_serialization(typed_pod)
+    sanitized_events = api.sanitize_for_serialization(typed_events)["items"]
+    assert sanitized_pod["metadata"]["creationTimestamp"].endswith("+00:00")
+    expected, actual = node_result(pod, events).to_dict(), node_result(sanitized_pod, sanitized_events).to_dict()
+    assert actual == expected
