@@ -203,7 +203,7 @@ def _normalised(ref: str) -> str:
 
 def _from_kubelet(event: Mapping[str, Any]) -> bool:
     component = (event.get("source") or {}).get("component") or event.get("reportingComponent") or ""
-    return component in ("", "kubelet")
+    return not component or "kubelet" in component
 
 
 def _pull_events(events: Iterable[Mapping[str, Any]], image: str | None) -> list[Mapping[str, Any]]:
@@ -548,10 +548,13 @@ def evaluate(
     *,
     max_startup_seconds: float,
     baselines: Iterable[NodeResult | Mapping[str, Any]] = (),
+    expected_nodes: Iterable[str] | None = None,
+    expected_images: Iterable[str] | None = None,
 ) -> ValidationReport:
     """Pass only when every pod was a cache hit, succeeded and started within the threshold.
 
-    No results at all is a failure too (no node runs the new version, or nothing was validated).
+    No results at all is a failure too (no node runs the new version, or nothing was validated),
+    and so is any (node, image) pair of expected_nodes x expected_images without a result.
     Baselines (uncached pods of the same image on the same instance type) are never judged; they
     give the per-image speed-up: slowest baseline over slowest cached start.
     """
@@ -565,6 +568,11 @@ def evaluate(
             failures.append(f"{result.node} {result.image}: {result.reason}")
     if not checked:
         failures.append("no validation pods: no node of the node group runs the new launch template version")
+    seen = {(r.node, _normalised(r.image)) for r in checked}
+    for node in sorted(set(expected_nodes or ())):
+        for image in sorted(set(expected_images or ())):
+            if (node, _normalised(image)) not in seen:
+                failures.append(f"{node} {image}: no validation result (pod never created or never read)")
     reference = [_as_result(item) for item in baselines]
     speedups = {}
     for image in sorted({b.image for b in reference}):

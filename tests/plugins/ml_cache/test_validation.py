@@ -235,6 +235,20 @@ def test_unknown_cache_status_and_no_pods_fail():
         evaluate([], max_startup_seconds=0)
 
 
+def test_every_expected_node_and_image_needs_a_result():
+    cached = result("cached_pod")
+    complete = evaluate([cached], max_startup_seconds=60, expected_nodes=[cached.node], expected_images=[cached.image])
+    assert complete.passed
+    partial = evaluate([cached], max_startup_seconds=60, expected_nodes=[cached.node, "gpu-node-1"],
+                       expected_images=[cached.image, "busybox:1.36"])
+    assert not partial.passed
+    assert partial.failures == [  # sorted by node, then image
+        f"gpu-node-1 {cached.image}: no validation result (pod never created or never read)",
+        "gpu-node-1 busybox:1.36: no validation result (pod never created or never read)",
+        f"{cached.node} busybox:1.36: no validation result (pod never created or never read)",
+    ]
+
+
 def test_speedup_ratio():
     assert speedup(2.0, 336.0) == 168.0
     assert speedup(0.0, 0.5) == 500.0  # a start inside the same second counts as 1 ms
