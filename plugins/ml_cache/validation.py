@@ -360,22 +360,57 @@ def events_of(pod: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> li
     return chosen
 
 
-def startup_stages(pod: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def _without_probes(pod: Mapping[str, Any]) -> bool:
+    """No readiness or startup probe: the kubelet counts a container ready as soon as it runs."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    return bool(containers) and not any(c.get("readinessProbe") or c.get("startupProbe") for c in containers)
+
+
+# a client-recorded creation time further than this from creationTimestamp means skewed clocks
+_CLIENT_CLOCK_TOLERANCE_SECONDS = 2.0
+
+
+def _anchor(pod: Mapping[str, Any], created_at: object) -> tuple[Instant | None, str | None]:
+    """The pod's creation: creationTimestamp (whole seconds), or the creating client's own
+    microsecond clock reading when given and consistent with it (within its second, allowing
+    for the request's time in flight), which removes up to a second of truncation from every stage."""
+    server = parse_timestamp((pod.get("metadata") or {}).get("creationTimestamp"))
+    client = created_at if isinstance(created_at, Instant) else (
+        Instant(created_at, 6) if isinstance(created_at, datetime) else parse_timestamp(created_at))
+    if client is not None and client.at.tzinfo is None:
+        client = None
+    if server is None:
+        return (client, "client create time") if client else (None, None)
+    if client is not None and client.digits > server.digits:
+        offset = (client.at - server.at).total_seconds()
+        if -_CLIENT_CLOCK_TOLERANCE_SECONDS <= offset <= 1.0 + _CLIENT_CLOCK_TOLERANCE_SECONDS:
+            return client, "client create time"
+    return server, "metadata.creationTimestamp"
+
+
+def startup_stages(
+    pod: Mapping[str, Any], events: Iterable[Mapping[str, Any]], *, created_at: datetime | str | None = None
+) -> dict[str, Any]:
     """Seconds (ms resolution) from the pod's creation to each start-up stage, and the source of each.
 
+    - created (the origin): metadata.creationTimestamp, whole seconds; or `created_at`, the
+      creating client's clock read just before the create call (microseconds), when it agrees with
+      creationTimestamp to within the tolerance. Give it: otherwise every stage carries up to 1 s
+      of truncation, which swamps a sub-second cached start.
     - scheduled: the scheduler's Scheduled event (MicroTime), else the PodScheduled condition
       (set by the kubelet when the pod is bound by nodeName, as validation pods are).
     - image_ready: the kubelet's Pulled event (either "already present" or "Successfully pulled").
     - container_started: containerStatuses startedAt (the last container), else the Started event.
-    - containers_ready / ready: the ContainersReady / Ready conditions while True. A validation pod
-      runs to completion, and then both conditions read False with reason PodCompleted and the
-      moment they had been True is overwritten; for such a pod (exit code 0) both stages use the
-      container's terminated.finishedAt: the start-up is then bounded from above by the time the
-      workload (a single echo) took, never underestimated.
-    - total_seconds = ready; None when the pod never got there.
+    - containers_ready / ready: the ContainersReady / Ready conditions while True. A container
+      without readiness or startup probe is ready as soon as it runs, so container_started is a
+      candidate too (often the more precise one). A validation pod runs to completion, and then
+      both conditions read False with reason PodCompleted: the moment they were True is
+      overwritten. For such a pod (exit code 0) the stages use container_started when there is no
+      probe, else the container's terminated.finishedAt (an upper bound, never an underestimate).
+    - total_seconds = ready; None when the pod never got there (a failed pod is never ready).
     """
     events = _sorted_events(events_of(pod, events))
-    created = parse_timestamp((pod.get("metadata") or {}).get("creationTimestamp"))
+    created, created_source = _anchor(pod, created_at)
     candidates = {
         "scheduled": _event_candidates(events, ("Scheduled",), last=False) + _condition_candidates(pod, "PodScheduled"),
         "image_ready": _event_candidates(events, ("Pulled",), last=True),
@@ -383,8 +418,14 @@ def startup_stages(pod: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) 
         "containers_ready": _condition_candidates(pod, "ContainersReady"),
         "ready": _condition_candidates(pod, "Ready"),
     }
+    started = _best(candidates["container_started"])
     for stage, kind in (("containers_ready", "ContainersReady"), ("ready", "Ready")):
-        if not candidates[stage] and _completed(pod, kind):
+        completed = _completed(pod, kind) and bool(_finished_candidates(pod))
+        if not (candidates[stage] or completed):
+            continue  # never ready (failed, pending, probes failing)
+        if started is not None and _without_probes(pod):
+            candidates[stage].append(_Candidate(started.instant, f"{started.source} (no readiness probe)"))
+        if not candidates[stage]:
             candidates[stage] = _finished_candidates(pod)
     stages: dict[str, float | None] = {}
     sources: dict[str, str | None] = {}
@@ -393,10 +434,15 @@ def startup_stages(pod: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) 
         if chosen is None or created is None:
             stages[stage], sources[stage] = None, None
             continue
-        stages[stage] = round((chosen.instant.at - created.at).total_seconds(), 3)
-        sources[stage] = chosen.source
+        seconds = round((chosen.instant.at - created.at).total_seconds(), 3)
+        source = chosen.source
+        if seconds < 0 and chosen.instant.digits < created.digits:
+            # a truncated whole second before the precise origin: the moment itself was not earlier
+            seconds, source = 0.0, f"{source} (whole second, clamped to the origin)"
+        stages[stage], sources[stage] = seconds, source
+    sources["created"] = created_source
     return {**stages, "total_seconds": stages["ready"], "sources": sources,
-            "created": (pod.get("metadata") or {}).get("creationTimestamp")}
+            "created": created.at.isoformat() if created else None}
 
 
 def pod_outcome(pod: Mapping[str, Any]) -> tuple[bool, str]:
@@ -458,13 +504,15 @@ def node_result(
     image: str | None = None,
     node: str | None = None,
     instance_id: str | None = None,
+    created_at: datetime | str | None = None,
 ) -> NodeResult:
-    """Everything the report needs from one pod and its events (read after the pod finished)."""
+    """Everything the report needs from one pod and its events (read after the pod finished).
+    `created_at`: the creating client's clock just before the create call (see startup_stages)."""
     events = events_of(pod, events)
     spec = pod.get("spec") or {}
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     image = image or annotations.get(IMAGE_ANNOTATION) or ((spec.get("containers") or [{}])[0]).get("image") or ""
-    stages = startup_stages(pod, events)
+    stages = startup_stages(pod, events, created_at=created_at)
     succeeded, outcome = pod_outcome(pod)
     return NodeResult(
         node=node or spec.get("nodeName") or annotations.get(NODE_ANNOTATION) or "",
