@@ -17,13 +17,16 @@ Kubelet messages this module reads (pkg/kubelet/images/image_manager.go):
 Timing: condition and container timestamps are RFC3339 in whole seconds; events written with the
 events.k8s.io API (the scheduler) carry `eventTime` as MicroTime, the kubelet's legacy events
 leave it null and carry whole-second `firstTimestamp`. Each stage takes the most precise source
-available (ties: the first in its preference list) and `sources` says which one it used.
+available (ties: the first in its preference list) and `sources` says which one it used. The
+origin is the pod's creation; creationTimestamp is whole seconds too, so the creating client may
+pass its own clock reading (`created_at`) for a sub-second origin (see startup_stages).
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -40,7 +43,9 @@ NODE_ANNOTATION = "ml-cache/node"
 IMAGE_ANNOTATION = "ml-cache/image"
 NAME_PREFIX = "mlc-validate-"
 GPU_TOLERATION_KEY = "nvidia.com/gpu"
+# the repo's manifests/ (plugins/ml_cache/ -> ../../); $ML_CACHE_VALIDATION_POD_TEMPLATE overrides it
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "manifests" / "validation-pod.yaml"
+TEMPLATE_ENV = "ML_CACHE_VALIDATION_POD_TEMPLATE"
 STAGES = ("scheduled", "image_ready", "container_started", "containers_ready", "ready")
 
 _LABEL_VALUE_MAX = 63
@@ -109,7 +114,11 @@ def validation_pod_manifest(
     if command is not None and (not command or not all(isinstance(arg, str) for arg in command)):
         raise ValidationInputError(f"command must be a non-empty list of strings, got {command!r}")
 
-    manifest = yaml.safe_load(Path(template_path or DEFAULT_TEMPLATE).read_text())
+    path = Path(template_path or os.environ.get(TEMPLATE_ENV) or DEFAULT_TEMPLATE)
+    if not path.is_file():
+        raise ValidationInputError(f"validation pod template {path} not found: mount the repo's manifests/ "
+                                   f"there or point ${TEMPLATE_ENV} at validation-pod.yaml")
+    manifest = yaml.safe_load(path.read_text())
     metadata = manifest["metadata"]
     metadata["name"] = pod_name
     metadata["namespace"] = namespace

@@ -383,6 +383,16 @@ def test_template_path_override(tmp_path):
     assert pod["metadata"]["labels"]["team"] == "vision"
 
 
+def test_template_from_the_environment_and_a_clear_error_when_missing(tmp_path, monkeypatch):
+    kwargs = {"namespace": "default", "image": "x:1", "node_name": "n1", "active_deadline_seconds": 60}
+    monkeypatch.setenv(validation.TEMPLATE_ENV, str(tmp_path / "absent.yaml"))
+    with pytest.raises(ValidationInputError, match=r"absent\.yaml not found"):
+        validation_pod_manifest(**kwargs)
+    (tmp_path / "pod.yaml").write_text(validation.DEFAULT_TEMPLATE.read_text())
+    monkeypatch.setenv(validation.TEMPLATE_ENV, str(tmp_path / "pod.yaml"))
+    assert validation_pod_manifest(**kwargs)["spec"]["nodeName"] == "n1"
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("abc", "abc"),
     ("scheduled__2026-11-29T03:00:00+00:00", "scheduled__2026-11-29T03-00-00-00-00-"),
