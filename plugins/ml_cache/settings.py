@@ -356,3 +356,62 @@ def resolve_build_settings(config: dict, params: dict, *, region: str) -> dict:
         "registry_credentials": _registry_credentials(config["aws"].get("registry_credentials"), allowed),
         **_timeouts(config),
     }
+
+
+# ---- rollout ----
+
+# Keys a rollout run may set from its trigger form; None keeps the config (or the event's) value.
+ROLLOUT_PARAM_KEYS = ("snapshot_id", "force_update", "max_startup_seconds", "uncached_baseline")
+ROLLOUT_TIMEOUT_DEFAULTS = {"update_seconds": 3600, "validation_seconds": 900}
+_EKS_NAME_RE = re.compile(r"[0-9A-Za-z][A-Za-z0-9_-]{0,99}", re.ASCII)
+_LAUNCH_TEMPLATE_RE = re.compile(r"lt-[0-9a-f]{8,17}", re.ASCII)
+_DEVICE_NAME_RE = re.compile(r"/dev/(?:xvd|sd)[b-z]", re.ASCII)
+_CONN_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,250}", re.ASCII)
+_NAMESPACE_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
+SNAPSHOT_ID_RE = re.compile(r"snap-[0-9a-f]{8,17}", re.ASCII)
+
+
+def _number_in(key: str, value: object, low: float, high: float) -> float:
+    if type(value) not in (int, float):
+        raise InvalidInputs(f"{key} must be a number, got {show(value)}")
+    if not low < value <= high:
+        raise InvalidInputs(f"{key} must be above {low} and at most {high}, got {value}")
+    return float(value)
+
+
+def resolve_rollout_settings(config: dict, params: dict, *, region: str) -> dict:
+    """The rollout's settings: config `rollout:` (Terraform's output) merged with the run's Params."""
+    rollout = config.get("rollout")
+    if not isinstance(rollout, dict):
+        raise InvalidInputs("config has no `rollout:` mapping (Terraform's ml_cache_config output has one)")
+    params = params or {}
+    merged = {**rollout, **{key: params[key] for key in ROLLOUT_PARAM_KEYS if params.get(key) is not None}}
+    snapshot_id = merged.get("snapshot_id")
+    if snapshot_id is not None:
+        _matching("snapshot_id", snapshot_id, SNAPSHOT_ID_RE, "an EBS snapshot id like snap-0123456789abcdef0")
+    conn_id = merged.get("kubernetes_conn_id")
+    if conn_id is not None:
+        _matching("kubernetes_conn_id", conn_id, _CONN_ID_RE, "an Airflow connection id")
+    timeouts = {**ROLLOUT_TIMEOUT_DEFAULTS, **_timeouts(config)}
+    return {
+        "pipeline": _matching("pipeline", config.get("pipeline"), _PIPELINE_RE, "a lowercase name"),
+        "region": region,
+        "cluster_name": _matching("cluster_name", merged.get("cluster_name"), _EKS_NAME_RE, "an EKS cluster name"),
+        "node_group_name": _matching("node_group_name", merged.get("node_group_name"), _EKS_NAME_RE,
+                                     "an EKS node group name"),
+        "launch_template_id": _matching("launch_template_id", merged.get("launch_template_id"), _LAUNCH_TEMPLATE_RE,
+                                        "a launch template id like lt-0123456789abcdef0"),
+        "cache_device_name": _matching("cache_device_name", merged.get("cache_device_name", "/dev/xvdb"),
+                                       _DEVICE_NAME_RE, "a device name like /dev/xvdb"),
+        "kubernetes_conn_id": conn_id,
+        "namespace": _matching("namespace", merged.get("namespace", "default"), _NAMESPACE_RE,
+                               "a Kubernetes namespace name"),
+        "max_startup_seconds": _number_in("max_startup_seconds", merged.get("max_startup_seconds", 10), 0, 3600),
+        "force_update": _bool("force_update", merged.get("force_update", False)),
+        "uncached_baseline": _bool("uncached_baseline", merged.get("uncached_baseline", False)),
+        "snapshot_id": snapshot_id,
+        "ssm_parameter": _ssm_parameter_name("ssm_parameter", config.get("aws", {}).get("ssm_parameter")),
+        "ssm_metadata_parameter": _ssm_parameter_name(
+            "ssm_metadata_parameter", config.get("aws", {}).get("ssm_metadata_parameter")),
+        **{key: timeouts[key] for key in ("poll_seconds", "update_seconds", "validation_seconds")},
+    }

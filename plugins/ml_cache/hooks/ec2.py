@@ -86,3 +86,32 @@ class CacheEc2Hook(CustomWaitersMixin, AwsBaseHook):
             Filters=[{"Name": "snapshot-id", "Values": [snapshot_id]}]
         )
         return response["FastSnapshotRestores"]
+
+    # -- launch templates ------------------------------------------------------------------
+    def describe_launch_template_version(self, template_id: str, version: str) -> dict[str, Any]:
+        response = self.conn.describe_launch_template_versions(LaunchTemplateId=template_id, Versions=[version])
+        return response["LaunchTemplateVersions"][0]
+
+    def find_launch_template_versions(self, template_id: str, description: str) -> list[dict[str, Any]]:
+        """Versions whose description is `description` (a rollout run marks its version with its run id)."""
+        paginator = self.conn.get_paginator("describe_launch_template_versions")
+        return [
+            version
+            for page in paginator.paginate(LaunchTemplateId=template_id)
+            for version in page["LaunchTemplateVersions"]
+            if version.get("VersionDescription") == description
+        ]
+
+    def create_launch_template_version(self, template_id: str, source_version: str, data: dict[str, Any],
+                                       description: str) -> dict[str, Any]:
+        response = self.conn.create_launch_template_version(
+            LaunchTemplateId=template_id, SourceVersion=source_version, LaunchTemplateData=data,
+            VersionDescription=description,
+        )
+        return response["LaunchTemplateVersion"]
+
+    def describe_instances(self, instance_ids: list[str]) -> list[dict[str, Any]]:
+        if not instance_ids:
+            return []
+        response = self.conn.describe_instances(InstanceIds=instance_ids)
+        return [instance for reservation in response["Reservations"] for instance in reservation["Instances"]]

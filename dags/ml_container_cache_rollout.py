@@ -1,0 +1,140 @@
+"""
+# ml_container_cache_rollout
+
+Rolls a published cache snapshot out to the EKS GPU node group, proves on every new node that
+the images were already present, and only then tells data teams (Asset `ml_container_cache_ready`).
+
+```
+validate_inputs ─► resolve_snapshot ─► precheck_node_group ─► create_launch_template_version
+  ─► update_node_group ─► validate_nodes ─► publish_ready ─► Asset ml_container_cache_ready
+                 └──(any failure after the update)──► rollback_node_group, restore_snapshot_parameter
+```
+
+* Runs on each `ml_container_cache` event (the build DAG's publish), or manually with a snapshot.
+* The new launch template version changes only the cache volume's snapshot; everything else of
+  the node group's current version is carried over explicitly.
+* On a failed update or a failed validation the node group goes back to its previous launch
+  template version and the SSM parameter back to the previous snapshot; the run ends FAILED.
+  `force` is used only when the `force_update` parameter asks for it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Param, task
+from airflow.sdk.definitions.asset import AssetAll
+
+from ml_cache.assets import ML_CONTAINER_CACHE, ML_CONTAINER_CACHE_READY
+from ml_cache.operators.nodegroup import UpdateNodegroupOperator
+from ml_cache.operators.validation import ValidateCacheOnNodesOperator
+
+AWS_CONN_ID = "aws_default"
+
+with DAG(
+    dag_id="ml_container_cache_rollout",
+    description="Roll the cache snapshot out to the GPU node group, validate, roll back on failure",
+    doc_md=__doc__,
+    schedule=AssetAll(ML_CONTAINER_CACHE),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=4),
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID},
+    tags=["ml-container-cache", "eks"],
+    params={
+        "snapshot_id": Param(None, type=["null", "string"], pattern=r"^snap-[0-9a-f]{8,17}$",
+                             description="Snapshot to roll out. Empty: the triggering event's, else the SSM "
+                                         "parameter's."),
+        "max_startup_seconds": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=3600,
+                                     description="A validation pod slower than this fails the rollout. "
+                                                 "Empty: config default."),
+        "force_update": Param(None, type=["null", "boolean"],
+                              description="EKS `force`: override PodDisruptionBudgets. Empty: config default."),
+        "uncached_baseline": Param(None, type=["null", "boolean"],
+                                   description="Also time each image on a node without the cache."),
+    },
+) as dag:
+
+    @task
+    def validate_inputs(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Config `rollout:` (Terraform's output) merged with the form, validated before any AWS call."""
+        from ml_cache.hooks.eks import CacheEksHook
+        from ml_cache.settings import load_config, resolve_rollout_settings
+
+        region = CacheEksHook(aws_conn_id=AWS_CONN_ID).conn_region_name
+        return resolve_rollout_settings(load_config(), dict(params or {}), region=region)
+
+    @task(inlets=[ML_CONTAINER_CACHE])
+    def resolve_snapshot(settings: dict[str, Any], **context: Any) -> dict[str, Any]:
+        """The snapshot and its images: form, else the triggering event, else the SSM parameters."""
+        from ml_cache.hooks.ssm import CacheSsmHook
+        from ml_cache.rollout import snapshot_from_event, snapshot_from_parameters
+
+        events = [event for asset_events in (context.get("triggering_asset_events") or {}).values()
+                  for event in asset_events]
+        if settings["snapshot_id"] is None and events:
+            return snapshot_from_event(events[-1].extra)
+        hook = CacheSsmHook(aws_conn_id=AWS_CONN_ID)
+        return snapshot_from_parameters(hook.get_parameter(settings["ssm_parameter"]),
+                                        hook.get_parameter(settings["ssm_metadata_parameter"]),
+                                        requested=settings["snapshot_id"])
+
+    @task(multiple_outputs=True)
+    def precheck_node_group(settings: dict[str, Any]) -> dict[str, Any]:
+        """The node group exists, is ACTIVE, and runs our launch template; remember what it runs now."""
+        from ml_cache.hooks.ec2 import CacheEc2Hook
+        from ml_cache.hooks.eks import CacheEksHook
+        from ml_cache.rollout import check_node_group
+
+        nodegroup = CacheEksHook(aws_conn_id=AWS_CONN_ID).describe_nodegroup(
+            clusterName=settings["cluster_name"], nodegroupName=settings["node_group_name"])["nodegroup"]
+        return check_node_group(nodegroup, settings, CacheEc2Hook(aws_conn_id=AWS_CONN_ID))
+
+    @task
+    def create_launch_template_version(settings: dict[str, Any], target: dict[str, Any],
+                                       current: dict[str, Any], **context: Any) -> str:
+        """A new version from the node group's current one, only the cache snapshot changed."""
+        from ml_cache.hooks.ec2 import CacheEc2Hook
+        from ml_cache.rollout import create_cache_version
+
+        return create_cache_version(CacheEc2Hook(aws_conn_id=AWS_CONN_ID), settings, target, current,
+                                    context["run_id"])
+
+    @task(outlets=[ML_CONTAINER_CACHE_READY])
+    def publish_ready(target: dict[str, Any], report: dict[str, Any], **context: Any) -> dict[str, Any]:
+        """The cache is on every new node and proven: data teams' DAGs may start."""
+        extra = {**target, "validation": report, "run_id": context["run_id"]}
+        context["outlet_events"][ML_CONTAINER_CACHE_READY].extra = extra
+        return extra
+
+    @task(trigger_rule="one_failed")
+    def restore_snapshot_parameter(settings: dict[str, Any], target: dict[str, Any],
+                                   current: dict[str, Any]) -> str | None:
+        """The SSM parameter goes back to the snapshot the node group ran before this rollout."""
+        from airflow.providers.common.compat.sdk import AirflowSkipException
+
+        from ml_cache.hooks.ssm import CacheSsmHook
+        from ml_cache.rollout import restore_parameter
+
+        if not current or not target:
+            raise AirflowSkipException("Nothing was rolled out: the parameter stays as it is")
+        return restore_parameter(CacheSsmHook(aws_conn_id=AWS_CONN_ID), settings, target, current)
+
+    settings = validate_inputs()
+    target = resolve_snapshot(settings)
+    current = precheck_node_group(settings)
+    version = create_launch_template_version(settings, target, current)
+    update = UpdateNodegroupOperator(task_id="update_node_group", settings=settings, version=version)
+    report = ValidateCacheOnNodesOperator(task_id="validate_nodes", settings=settings, target=target,
+                                          version=version)
+    ready = publish_ready(target, report.output)
+    rollback = UpdateNodegroupOperator(task_id="rollback_node_group", settings=settings,
+                                       version=current["launch_template_version"], skip_if_current=True,
+                                       trigger_rule="one_failed")
+    restored = restore_snapshot_parameter(settings, target, current)
+
+    target >> current
+    update >> report
+    [update, report] >> rollback
+    [update, report] >> restored

@@ -1,0 +1,151 @@
+"""The rollout DAG on the local cloud: prechecks, the update and its rollback paths.
+
+The node group, its launch template and the snapshots live in the local cloud (moto + our EKS
+update extension); the DAG reaches them through `aws_default` exactly as it reaches AWS.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.dags.conftest import METADATA_PARAMETER, PARAMETER
+
+CLUSTER = "ml-container-cache"
+NODEGROUP = "ml-container-cache-gpu"
+
+
+@pytest.fixture
+def rollout_dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.conftest import REPO
+
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["ml_container_cache_rollout"]
+    for task in dag.tasks:
+        task.retries = 0
+    return dag
+
+
+def _snapshot(cloud) -> str:
+    ec2 = cloud.client("ec2")
+    volume = ec2.create_volume(AvailabilityZone="us-west-2a", Size=8)["VolumeId"]
+    snapshot = ec2.create_snapshot(VolumeId=volume)["SnapshotId"]
+    ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[snapshot], WaiterConfig={"Delay": 1})
+    return snapshot
+
+
+@pytest.fixture
+def node_group(cloud):
+    """A cluster and a GPU node group created from our launch template, caching `previous`."""
+    ec2, eks, iam = cloud.client("ec2"), cloud.client("eks"), cloud.client("iam")
+    previous, new = _snapshot(cloud), _snapshot(cloud)
+    template = ec2.create_launch_template(
+        LaunchTemplateName=f"gpu-{previous}",
+        LaunchTemplateData={
+            "InstanceType": "g6e.xlarge",
+            "MetadataOptions": {"HttpTokens": "required"},
+            "BlockDeviceMappings": [{"DeviceName": "/dev/xvdb", "Ebs": {
+                "SnapshotId": previous, "VolumeSize": 8, "VolumeType": "gp3", "DeleteOnTermination": True}}],
+        },
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    role = iam.create_role(RoleName=f"eks-{previous}", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]][:2]
+    eks.create_cluster(name=CLUSTER, roleArn=role, resourcesVpcConfig={"subnetIds": subnets})
+    eks.create_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP, nodeRole=role, subnets=subnets,
+                         launchTemplate={"id": template, "version": "1"},
+                         scalingConfig={"minSize": 0, "maxSize": 2, "desiredSize": 0})
+    cloud.client("ssm").put_parameter(Name=PARAMETER, Value=new, Type="String", Overwrite=True)
+    cloud.client("ssm").put_parameter(Name=METADATA_PARAMETER, Type="String", Overwrite=True, Value=json.dumps(
+        {"snapshot_id": new, "images": [{"ref": "127.0.0.1:5000/demo/small:1.0", "digest": "sha256:" + "a" * 64}]}))
+    config = yaml.safe_load(cloud.config_path.read_text())
+    config["rollout"].update({"cluster_name": CLUSTER, "node_group_name": NODEGROUP,
+                              "launch_template_id": template, "kubernetes_conn_id": "kubernetes_nowhere"})
+    config["timeouts"].update({"update_seconds": 60, "validation_seconds": 30})
+    cloud.config_path.write_text(yaml.safe_dump(config))
+    yield {"template": template, "previous": previous, "new": new}
+    eks.delete_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP)
+    eks.delete_cluster(name=CLUSTER)
+
+
+def _run(dag, **conf):
+    run = dag.test(run_conf=conf or None)
+    return run, {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def _nodegroup_version(cloud) -> str:
+    nodegroup = cloud.client("eks").describe_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP)["nodegroup"]
+    return str(nodegroup["launchTemplate"]["version"])
+
+
+def test_update_failed_rolls_back(cloud, node_group, rollout_dag):
+    cloud.set_faults(nodegroup_update_failed="NodeCreationFailure", nodegroup_update_seconds=0.5)
+    run, states = _run(rollout_dag)
+    assert str(run.state) == "failed"
+    assert states["update_node_group"] == "failed"
+    assert states["publish_ready"] == "upstream_failed"
+    assert states["rollback_node_group"] == "success" and states["restore_snapshot_parameter"] == "success"
+    assert _nodegroup_version(cloud) == "1"
+    assert cloud.parameter() == node_group["previous"]
+    # the new version exists and carries over everything but the snapshot
+    versions = cloud.client("ec2").describe_launch_template_versions(LaunchTemplateId=node_group["template"])
+    data = {str(v["VersionNumber"]): v["LaunchTemplateData"] for v in versions["LaunchTemplateVersions"]}
+    assert data["2"]["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"] == node_group["new"]
+    assert data["2"]["InstanceType"] == data["1"]["InstanceType"] == "g6e.xlarge"
+    assert data["2"]["MetadataOptions"] == data["1"]["MetadataOptions"]
+
+
+def test_validation_failure_rolls_the_node_group_back(cloud, node_group, rollout_dag):
+    """The update succeeds, validation cannot prove the cache (no reachable cluster here): roll back."""
+    cloud.set_faults(nodegroup_update_seconds=0.5)
+    run, states = _run(rollout_dag)
+    assert str(run.state) == "failed"
+    assert states["update_node_group"] == "success"
+    assert states["validate_nodes"] == "failed"
+    assert states["rollback_node_group"] == "success"
+    assert _nodegroup_version(cloud) == "1"
+    assert cloud.parameter() == node_group["previous"]
+
+
+def test_node_group_from_another_template_fails_the_precheck(cloud, node_group, rollout_dag):
+    config = yaml.safe_load(cloud.config_path.read_text())
+    config["rollout"]["launch_template_id"] = "lt-0123456789abcdef0"
+    cloud.config_path.write_text(yaml.safe_dump(config))
+    run, states = _run(rollout_dag)
+    assert str(run.state) == "failed"
+    assert states["precheck_node_group"] == "failed"
+    assert states["update_node_group"] == "upstream_failed"
+    assert _nodegroup_version(cloud) == "1"
+    assert cloud.parameter() == node_group["new"]  # nothing was rolled out, nothing to restore
+
+
+def test_update_in_progress_is_retried_with_the_same_token(cloud, node_group, rollout_dag):
+    eks = cloud.client("eks")
+    cloud.set_faults(nodegroup_update_seconds=4)
+    eks.update_nodegroup_version(clusterName=CLUSTER, nodegroupName=NODEGROUP,
+                                 launchTemplate={"id": node_group["template"], "version": "1"},
+                                 clientRequestToken="someone-else")
+    before = set(eks.list_updates(name=CLUSTER, nodegroupName=NODEGROUP)["updateIds"])
+    run, states = _run(rollout_dag)
+    assert states["update_node_group"] == "success", states
+    new = set(eks.list_updates(name=CLUSTER, nodegroupName=NODEGROUP)["updateIds"]) - before
+    to_version = [
+        {p["type"]: p["value"] for p in eks.describe_update(name=CLUSTER, nodegroupName=NODEGROUP,
+                                                           updateId=update_id)["update"]["params"]}
+        .get("LaunchTemplateVersion") for update_id in new
+    ]
+    # retried with the same token: one update to the new version, not one per attempt
+    # (the other new one is the rollback to version 1: validation cannot reach a cluster here)
+    assert sorted(to_version) == ["1", "2"]
+
+
+def test_bad_snapshot_param_is_rejected_before_any_aws_call(cloud, node_group, rollout_dag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="snapshot_id"):
+        _run(rollout_dag, snapshot_id="snap-$(id)")
+    versions = cloud.client("ec2").describe_launch_template_versions(LaunchTemplateId=node_group["template"])
+    assert len(versions["LaunchTemplateVersions"]) == 1
+    assert _nodegroup_version(cloud) == "1"
