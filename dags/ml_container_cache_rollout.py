@@ -12,7 +12,7 @@ validate_inputs ─► resolve_snapshot ─► precheck_node_group ─► create
 
 * Runs on each `ml_container_cache` event (the build DAG's publish), or manually with a snapshot.
 * The new launch template version changes only the cache volume's snapshot; everything else of
-  the node group's current version is carried over explicitly.
+  the template's default version (Terraform owns it) is carried over explicitly.
 * On a failed update or a failed validation the node group goes back to its previous launch
   template version and the SSM parameter back to the previous snapshot; the run ends FAILED.
   `force` is used only when the `force_update` parameter asks for it.
@@ -92,14 +92,12 @@ with DAG(
         return check_node_group(nodegroup, settings, CacheEc2Hook(aws_conn_id=AWS_CONN_ID))
 
     @task
-    def create_launch_template_version(settings: dict[str, Any], target: dict[str, Any],
-                                       current: dict[str, Any], **context: Any) -> str:
-        """A new version from the node group's current one, only the cache snapshot changed."""
+    def create_launch_template_version(settings: dict[str, Any], target: dict[str, Any], **context: Any) -> str:
+        """A new version from the template's default (Terraform's content), only the cache snapshot changed."""
         from ml_cache.hooks.ec2 import CacheEc2Hook
         from ml_cache.rollout import create_cache_version
 
-        return create_cache_version(CacheEc2Hook(aws_conn_id=AWS_CONN_ID), settings, target, current,
-                                    context["run_id"])
+        return create_cache_version(CacheEc2Hook(aws_conn_id=AWS_CONN_ID), settings, target, context["run_id"])
 
     @task(outlets=[ML_CONTAINER_CACHE_READY])
     def publish_ready(target: dict[str, Any], report: dict[str, Any], **context: Any) -> dict[str, Any]:
@@ -124,7 +122,7 @@ with DAG(
     settings = validate_inputs()
     target = resolve_snapshot(settings)
     current = precheck_node_group(settings)
-    version = create_launch_template_version(settings, target, current)
+    version = create_launch_template_version(settings, target)
     update = UpdateNodegroupOperator(task_id="update_node_group", settings=settings, version=version)
     report = ValidateCacheOnNodesOperator(task_id="validate_nodes", settings=settings, target=target,
                                           version=version)
@@ -134,7 +132,7 @@ with DAG(
                                        trigger_rule="one_failed")
     restored = restore_snapshot_parameter(settings, target, current)
 
-    target >> current
+    target >> current >> version
     update >> report
     [update, report] >> rollback
     [update, report] >> restored

@@ -77,16 +77,19 @@ def check_node_group(nodegroup: dict[str, Any], settings: dict[str, Any], ec2: C
     }
 
 
-def create_cache_version(ec2: CacheEc2Hook, settings: dict[str, Any], target: dict[str, Any],
-                         current: dict[str, Any], run_id: str) -> str:
-    """Idempotent per run: a retry finds the version this run created by its description."""
+def create_cache_version(ec2: CacheEc2Hook, settings: dict[str, Any], target: dict[str, Any], run_id: str) -> str:
+    """A new version from the template's default version (Terraform's content: see terraform/README.md,
+    "who owns the launch template version") with only the cache snapshot changed.
+
+    Idempotent per run: a retry finds the version this run created by its description.
+    """
     template_id = settings["launch_template_id"]
     description = version_description(run_id, target["snapshot_id"])
     existing = ec2.find_launch_template_versions(template_id, description)
     if existing:
         return str(existing[0]["VersionNumber"])
-    source = current["launch_template_version"]
-    data = ec2.describe_launch_template_version(template_id, source)["LaunchTemplateData"]
+    default = ec2.describe_launch_template_version(template_id, "$Default")
+    source, data = str(default["VersionNumber"]), default["LaunchTemplateData"]
     snapshot = ec2.describe_snapshot(target["snapshot_id"])
     if snapshot["State"] != "completed":
         raise RolloutPrecheckFailed(f"Snapshot {target['snapshot_id']} is {snapshot['State']}, not completed")

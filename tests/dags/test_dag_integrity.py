@@ -75,3 +75,27 @@ def test_build_params_form(dagbag):
 def test_publish_emits_the_cache_asset(dagbag):
     outlets = dagbag.dags["ml_container_cache_build"].get_task("publish_snapshot").outlets
     assert [asset.name for asset in outlets] == ["ml_container_cache"]
+
+
+def test_rollout_runs_on_the_cache_asset_and_publishes_ready(dagbag):
+    dag = dagbag.dags["ml_container_cache_rollout"]
+    assert [asset.name for asset in dag.timetable.asset_condition.objects] == ["ml_container_cache"]
+    assert dag.max_active_runs == 1
+    assert [a.name for a in dag.get_task("publish_ready").outlets] == ["ml_container_cache_ready"]
+    assert "validate_nodes" in dag.get_task("publish_ready").upstream_task_ids
+    assert "update_node_group" in dag.get_task("validate_nodes").upstream_task_ids
+
+
+def test_rollback_runs_only_when_the_update_or_validation_failed(dagbag):
+    dag = dagbag.dags["ml_container_cache_rollout"]
+    for task_id in ("rollback_node_group", "restore_snapshot_parameter"):
+        task = dag.get_task(task_id)
+        assert task.trigger_rule == "one_failed"
+        assert {"update_node_group", "validate_nodes"} <= task.upstream_task_ids
+    assert dag.get_task("update_node_group").settings is not None
+    assert dag.params.get_param("force_update").value is None  # never `force` unless asked
+
+
+def test_data_team_example_schedules_on_the_ready_asset(dagbag):
+    dag = dagbag.dags["example_gpu_training"]
+    assert [asset.name for asset in dag.timetable.asset_condition.objects] == ["ml_container_cache_ready"]
