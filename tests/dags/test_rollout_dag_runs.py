@@ -128,7 +128,7 @@ def test_update_in_progress_is_retried_with_the_same_token(cloud, node_group, ro
                                  launchTemplate={"id": node_group["template"], "version": "1"},
                                  clientRequestToken="someone-else")
     before = set(eks.list_updates(name=CLUSTER, nodegroupName=NODEGROUP)["updateIds"])
-    run, states = _run(rollout_dag)
+    _, states = _run(rollout_dag)
     assert states["update_node_group"] == "success", states
     new = set(eks.list_updates(name=CLUSTER, nodegroupName=NODEGROUP)["updateIds"]) - before
     to_version = [
