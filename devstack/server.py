@@ -18,7 +18,7 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
-from devstack import agent, faults, sandbox
+from devstack import agent, faults, k8s, nodes, sandbox
 from devstack import moto_ext as _moto_ext
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ def state() -> dict[str, Any]:
         "sandboxes": [box.describe() for box in sandbox.all_sandboxes()],
         "running_commands": [agent.describe(inv) for inv in agent.running()],
         "faults": faults.as_dict(),
+        "kubernetes": {"url": k8s.url(), "kubeconfig": str(sandbox.home() / "kubeconfig") if k8s.url() else None},
+        "nodes": [node.describe() for node in nodes.all_nodes()],
     }
 
 
@@ -107,6 +109,8 @@ class Handle:
     server: DevstackServer
 
     def stop(self) -> None:
+        k8s.stop()  # kills pods' containers first
+        nodes.stop()  # then nodes: containerd stopped, instances terminated, volume copies deleted
         shutdown_sandboxes(self.home)
         self.server.stop()
 
@@ -137,6 +141,8 @@ def start(port: int = 0, home: Path | None = None, plain_http_registries: tuple[
     _, bound_port = server.get_host_and_port()
     endpoint = f"http://{HOST}:{bound_port}"
     sandbox.set_endpoint(endpoint)
+    k8s.start(home_path)
+    nodes.start()
     return Handle(endpoint=endpoint, port=bound_port, home=home_path, server=server)
 
 

@@ -72,8 +72,25 @@ def _settle(response: Any) -> list[NodegroupUpdate]:
         updates = _updates.setdefault((response.current_account, response.region), [])
         for update in updates:
             if update.status == "InProgress" and time.monotonic() >= update.due_monotonic:
-                _finish(response.eks_backend, update)
+                _finish_when_nodes_converged(response, update)
         return list(updates)
+
+
+def _finish_when_nodes_converged(response: Any, update: NodegroupUpdate) -> None:
+    """With local nodes (devstack.nodes), Successful waits until they run the new version; a
+    node group that never converges ends Failed with NodeCreationFailure."""
+    from devstack import nodes
+
+    backend = response.eks_backend
+    nodegroup = backend.clusters[update.cluster].nodegroups.get(update.nodegroup)
+    target = (getattr(nodegroup, "devstack_target_launch_template", None) or {}) if nodegroup else {}
+    version = target.get("version") and nodes._resolve_version(response.current_account, response.region, target)
+    if update.failure or nodes.converged(response.current_account, response.region, update.cluster,
+                                         update.nodegroup, version or None):
+        _finish(backend, update)
+    elif time.monotonic() >= update.due_monotonic + nodes.update_timeout_seconds():
+        update.failure = "NodeCreationFailure"
+        _finish(backend, update)
 
 
 def _finish(backend: Any, update: NodegroupUpdate) -> None:
@@ -94,6 +111,7 @@ def _finish(backend: Any, update: NodegroupUpdate) -> None:
                 nodegroup.release_version = update.new_release_version
     if nodegroup is not None:
         nodegroup.status = "ACTIVE"
+        nodegroup.devstack_target_launch_template = None  # devstack.nodes: back to the group's own version
 
 
 def update_nodegroup_version(self: Any) -> ActionResult:
@@ -132,6 +150,9 @@ def update_nodegroup_version(self: Any) -> ActionResult:
         )
         _updates[(self.current_account, self.region)].append(update)
         nodegroup.status = "UPDATING"
+        if update.new_launch_template and not update.failure:  # devstack.nodes rolls nodes to it
+            nodegroup.devstack_target_launch_template = {**(nodegroup.launch_template or {}),
+                                                         **update.new_launch_template}
     return ActionResult({"update": update.describe()})
 
 

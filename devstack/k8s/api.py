@@ -1,0 +1,244 @@
+"""HTTP routes of the stand-in: the core/v1 subset the kubernetes Python client uses.
+
+GET /version /api /apis; nodes (list with labelSelector, get); pods (create, list with label and
+field selectors, get, delete, log); events (list with field selectors); namespaces (created on use).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from devstack import nodes as local_nodes
+from devstack.k8s import nodes as node_objects
+from devstack.k8s.kubelet import Kubelets
+from devstack.k8s.store import ApiError, Store, matches_fields, matches_labels, now, rfc3339
+
+NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.0-devstack", "gitCommit": "", "gitTreeState": "clean",
+           "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}
+CORE_RESOURCES = [
+    {"name": "nodes", "singularName": "node", "namespaced": False, "kind": "Node", "verbs": ["get", "list"]},
+    {"name": "pods", "singularName": "pod", "namespaced": True, "kind": "Pod",
+     "verbs": ["create", "delete", "get", "list"]},
+    {"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]},
+    {"name": "events", "singularName": "event", "namespaced": True, "kind": "Event", "verbs": ["list"]},
+    {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
+     "verbs": ["get", "list"]},
+]
+
+
+class Api:
+    """Request routing over the store and the kubelets; no HTTP in here."""
+
+    def __init__(self, store: Store, kubelets: Kubelets) -> None:
+        self.store = store
+        self.kubelets = kubelets
+
+    def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        parts = [p for p in path.split("/") if p]
+        try:
+            return 200, self.route(method, parts, query, body)
+        except ApiError as error:
+            return error.code, error.body
+
+    def route(self, method: str, parts: list[str], query: dict[str, str], body: Any) -> Any:
+        if parts == ["version"]:
+            return VERSION
+        if parts == ["api"]:
+            return {"kind": "APIVersions", "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
+        if parts == ["apis"]:
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
+        if parts[:2] != ["api", "v1"]:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        rest = parts[2:]
+        if rest == []:
+            return {"kind": "APIResourceList", "groupVersion": "v1", "resources": CORE_RESOURCES}
+        if rest[0] == "nodes" and method == "GET":
+            return self.get_node(rest[1]) if len(rest) == 2 else self.list_nodes(query)
+        if rest == ["pods"] and method == "GET":
+            return self.list_pods(None, query)
+        if rest == ["events"] and method == "GET":
+            return self.list_events(None, query)
+        if rest[0] == "namespaces":
+            return self.namespaced(method, rest[1:], query, body)
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+    def namespaced(self, method: str, rest: list[str], query: dict[str, str], body: Any) -> Any:
+        if not rest:
+            items = [copy.deepcopy(ns) for ns in self.store.namespaces.values()]
+            return {"kind": "NamespaceList", "apiVersion": "v1", "metadata": self._list_meta(), "items": items}
+        namespace = rest[0]
+        if len(rest) == 1 and method == "GET":
+            return copy.deepcopy(self.store.ensure_namespace(namespace))
+        self.store.ensure_namespace(namespace)
+        resource, name, sub = ([*rest[1:], None, None])[:3]
+        if resource == "pods":
+            if name is None:
+                if method == "POST":
+                    return self.create_pod(namespace, body)
+                if method == "GET":
+                    return self.list_pods(namespace, query)
+            elif sub is None and method == "GET":
+                return self.store.pod(namespace, name)
+            elif sub is None and method == "DELETE":
+                return self.delete_pod(namespace, name)
+            elif sub == "log" and method == "GET":
+                return Text(self.pod_log(namespace, name))
+        if resource == "events" and name is None and method == "GET":
+            return self.list_events(namespace, query)
+        raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource "
+                       f"({method} {'/'.join(rest)})")
+
+    def _list_meta(self) -> dict[str, str]:
+        return {"resourceVersion": self.store.next_version()}
+
+    # --- nodes
+    def list_nodes(self, query: dict[str, str]) -> dict[str, Any]:
+        items = [node_objects.node_object(n, self.store.next_version()) for n in local_nodes.all_nodes()]
+        items = [n for n in items if matches_labels(n["metadata"]["labels"], query.get("labelSelector"))
+                 and matches_fields(n, query.get("fieldSelector"))]
+        return {"kind": "NodeList", "apiVersion": "v1", "metadata": self._list_meta(), "items": items}
+
+    def get_node(self, name: str) -> dict[str, Any]:
+        node = next((n for n in local_nodes.all_nodes() if n.name == name), None)
+        if node is None:
+            raise ApiError(404, "NotFound", f'nodes "{name}" not found', name=name, kind="nodes")
+        return node_objects.node_object(node, self.store.next_version())
+
+    # --- pods
+    def create_pod(self, namespace: str, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or body.get("kind", "Pod") != "Pod":
+            raise ApiError(400, "BadRequest", "the body must be a Pod")
+        meta = dict(body.get("metadata") or {})
+        name = meta.get("name") or (meta.get("generateName", "") + uuid.uuid4().hex[:5] if meta.get("generateName")
+                                    else "")
+        spec = copy.deepcopy(body.get("spec") or {})
+        problems = []
+        if not name or not NAME.match(name) or len(name) > 253:
+            problems.append(f"metadata.name: Invalid value: {name!r}")
+        containers = spec.get("containers") or []
+        if not containers:
+            problems.append("spec.containers: Required value")
+        for index, container in enumerate(containers):
+            if not container.get("name") or not container.get("image"):
+                problems.append(f"spec.containers[{index}]: name and image are required")
+        if problems:
+            raise ApiError(422, "Invalid", f'Pod "{name}" is invalid: {"; ".join(problems)}', name=name, kind="Pod")
+        for container in containers:
+            container.setdefault("imagePullPolicy", "Always" if container["image"].endswith(":latest")
+                                 or ":" not in container["image"].rsplit("/", 1)[-1] else "IfNotPresent")
+            container.setdefault("terminationMessagePath", "/dev/termination-log")
+            container.setdefault("terminationMessagePolicy", "File")
+        spec.setdefault("restartPolicy", "Always")
+        spec.setdefault("schedulerName", "default-scheduler")
+        spec.setdefault("dnsPolicy", "ClusterFirst")
+        spec.setdefault("terminationGracePeriodSeconds", 30)
+        with self.store.lock:
+            if (namespace, name) in self.store.pods:
+                raise ApiError(409, "AlreadyExists", f'pods "{name}" already exists', name=name, kind="pods")
+            metadata = {k: v for k, v in meta.items() if k in ("labels", "annotations", "generateName")}
+            pod = {"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {**self.store.metadata(name, namespace), **metadata},
+                   "spec": spec, "status": {"phase": "Pending", "qosClass": "BestEffort", "conditions": []}}
+            self.store.pods[(namespace, name)] = pod
+            answer = copy.deepcopy(pod)
+        self.kubelets.wake.set()
+        return answer
+
+    def list_pods(self, namespace: str | None, query: dict[str, str]) -> dict[str, Any]:
+        with self.store.lock:
+            items = [copy.deepcopy(p) for (ns, _), p in self.store.pods.items() if namespace in (None, ns)]
+        items = [p for p in items if matches_labels(p["metadata"].get("labels") or {}, query.get("labelSelector"))
+                 and matches_fields(p, query.get("fieldSelector"))]
+        return {"kind": "PodList", "apiVersion": "v1", "metadata": self._list_meta(), "items": items}
+
+    def delete_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        pod = self.kubelets.delete(namespace, name)
+        if not pod:
+            raise ApiError(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
+        pod = copy.deepcopy(pod)
+        pod["metadata"]["deletionTimestamp"] = rfc3339(now())
+        pod["metadata"]["deletionGracePeriodSeconds"] = 0
+        return pod
+
+    def pod_log(self, namespace: str, name: str) -> str:
+        pod = self.store.pod(namespace, name)
+        worker = self.kubelets.workers.get(pod["metadata"]["uid"])
+        if worker is None or not worker.log_path.exists():
+            raise ApiError(400, "BadRequest", f'container in pod "{name}" is waiting to start', name=name,
+                           kind="pods")
+        return worker.log_path.read_text(errors="replace")
+
+    # --- events
+    def list_events(self, namespace: str | None, query: dict[str, str]) -> dict[str, Any]:
+        with self.store.lock:
+            items = [copy.deepcopy(e) for e in self.store.events if namespace in (None, e["metadata"]["namespace"])]
+        items = [e for e in items if matches_fields(e, query.get("fieldSelector"))
+                 and matches_labels(e["metadata"].get("labels") or {}, query.get("labelSelector"))]
+        return {"kind": "EventList", "apiVersion": "v1", "metadata": self._list_meta(), "items": items}
+
+
+class Text(str):
+    """A plain-text answer (pod logs)."""
+
+
+class Handler(BaseHTTPRequestHandler):
+    api: Api  # set on the subclass made per server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def _answer(self, method: str) -> None:
+        url = urlparse(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw.strip() else None
+        except json.JSONDecodeError as error:
+            code, answer = 400, ApiError(400, "BadRequest", f"invalid JSON: {error}").body
+        else:
+            if query.get("watch") in ("true", "1"):
+                code, answer = 405, ApiError(405, "MethodNotAllowed", "watch is not supported by the stand-in").body
+            else:
+                code, answer = self.api.handle(method, url.path, query, body)
+        if isinstance(answer, Text):
+            payload, content_type = answer.encode(), "text/plain"
+        else:
+            payload, content_type = json.dumps(answer).encode(), "application/json"
+        if method == "POST" and code == 200:
+            code = 201
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self) -> None:
+        self._answer("GET")
+
+    def do_POST(self) -> None:
+        self._answer("POST")
+
+    def do_DELETE(self) -> None:
+        self._answer("DELETE")
+
+    def do_PUT(self) -> None:
+        self._answer("PUT")
+
+    def do_PATCH(self) -> None:
+        self._answer("PATCH")
+
+
+def make_server(api: Api, port: int = 0) -> ThreadingHTTPServer:
+    handler = type("BoundHandler", (Handler,), {"api": api})
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    return server

@@ -1,0 +1,140 @@
+"""The API server's objects: pods, events, namespaces, with resourceVersions and selectors.
+
+Kept in memory (one process, like the rest of the local cloud); the lock guards every change.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(moment: datetime) -> str:
+    """Whole seconds, as the API's metav1.Time."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def micro_time(moment: datetime) -> str:
+    """Microseconds, as the API's metav1.MicroTime (Event.eventTime)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def status(code: int, reason: str, message: str, **details: Any) -> dict[str, Any]:
+    """A metav1.Status, what the real API answers errors with."""
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+            "reason": reason, "details": details, "code": code}
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, reason: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.body = status(code, reason, message, **details)
+
+
+class Store:
+    """Pods by (namespace, name), events in order, namespaces created on first use."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.namespaces: dict[str, dict[str, Any]] = {}
+        self._versions = itertools.count(1000)
+        self.ensure_namespace("default")
+
+    def next_version(self) -> str:
+        return str(next(self._versions))
+
+    def metadata(self, name: str, namespace: str | None, **extra: Any) -> dict[str, Any]:
+        meta = {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": self.next_version(),
+                "creationTimestamp": rfc3339(now()), **extra}
+        if namespace is not None:
+            meta["namespace"] = namespace
+        return meta
+
+    def ensure_namespace(self, name: str) -> dict[str, Any]:
+        with self.lock:
+            if name not in self.namespaces:
+                self.namespaces[name] = {"apiVersion": "v1", "kind": "Namespace",
+                                         "metadata": self.metadata(name, None,
+                                                                   labels={"kubernetes.io/metadata.name": name}),
+                                         "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
+            return self.namespaces[name]
+
+    def touch(self, pod: dict[str, Any]) -> None:
+        """Record a change to a pod (new resourceVersion). Caller holds the lock."""
+        pod["metadata"]["resourceVersion"] = self.next_version()
+
+    def pod(self, namespace: str, name: str) -> dict[str, Any]:
+        with self.lock:
+            found = self.pods.get((namespace, name))
+            if found is None:
+                raise ApiError(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
+            return copy.deepcopy(found)
+
+    def event(self, pod: dict[str, Any], reason: str, message: str, *, kind: str = "Normal",
+              component: str = "kubelet", host: str | None = None, field_path: str | None = None,
+              moment: datetime | None = None) -> dict[str, Any]:
+        """A core/v1 Event about a pod, timestamped now (eventTime in microseconds)."""
+        moment = moment or now()
+        meta = pod["metadata"]
+        involved = {"apiVersion": "v1", "kind": "Pod", "namespace": meta["namespace"], "name": meta["name"],
+                    "uid": meta["uid"], "resourceVersion": meta["resourceVersion"]}
+        if field_path:
+            involved["fieldPath"] = field_path
+        source = {"component": component, **({"host": host} if host else {})}
+        with self.lock:
+            event = {
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": self.metadata(f"{meta['name']}.{uuid.uuid4().hex[:16]}", meta["namespace"]),
+                "involvedObject": involved, "reason": reason, "message": message, "source": source,
+                "firstTimestamp": rfc3339(moment), "lastTimestamp": rfc3339(moment), "count": 1, "type": kind,
+                "eventTime": micro_time(moment), "reportingComponent": component,
+                "reportingInstance": host or "", "action": reason,
+            }
+            self.events.append(event)
+            return event
+
+
+# --- selectors ----------------------------------------------------------------------------------
+
+def matches_labels(labels: dict[str, str], selector: str | None) -> bool:
+    """Equality-based label selectors: k=v, k==v, k!=v, k, !k (comma-separated, all must hold)."""
+    for term in filter(None, (part.strip() for part in (selector or "").split(","))):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key.strip()) == value.strip():
+                return False
+        elif "=" in term:
+            key, value = term.replace("==", "=").split("=", 1)
+            if labels.get(key.strip()) != value.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:].strip() in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def matches_fields(obj: dict[str, Any], selector: str | None) -> bool:
+    """Field selectors on dotted paths (spec.nodeName=…, involvedObject.name=…, status.phase!=…)."""
+    for term in filter(None, (part.strip() for part in (selector or "").split(","))):
+        negate = "!=" in term
+        path, value = term.replace("!=", "=").replace("==", "=").split("=", 1)
+        found: Any = obj
+        for key in path.strip().split("."):
+            found = found.get(key) if isinstance(found, dict) else None
+        equal = str(found if found is not None else "") == value.strip()
+        if equal == negate:
+            return False
+    return True
