@@ -379,6 +379,12 @@ def _number_in(key: str, value: object, low: float, high: float) -> float:
     return float(value)
 
 
+def _optional_name(value: object) -> str | None:
+    if value is None:
+        return None
+    return _matching("baseline_node_group_name", value, _EKS_NAME_RE, "an EKS node group name")
+
+
 def resolve_rollout_settings(config: dict, params: dict, *, region: str) -> dict:
     """The rollout's settings: config `rollout:` (Terraform's output) merged with the run's Params."""
     rollout = config.get("rollout")
@@ -409,6 +415,7 @@ def resolve_rollout_settings(config: dict, params: dict, *, region: str) -> dict
         "max_startup_seconds": _number_in("max_startup_seconds", merged.get("max_startup_seconds", 10), 0, 3600),
         "force_update": _bool("force_update", merged.get("force_update", False)),
         "uncached_baseline": _bool("uncached_baseline", merged.get("uncached_baseline", False)),
+        "baseline_node_group_name": _optional_name(merged.get("baseline_node_group_name")),
         "snapshot_id": snapshot_id,
         "ssm_parameter": _ssm_parameter_name("ssm_parameter", config.get("aws", {}).get("ssm_parameter")),
         "ssm_metadata_parameter": _ssm_parameter_name(

@@ -85,9 +85,10 @@ class ValidateCacheOnNodesOperator(BaseOperator):
                           self.version, [n["node"] for n in nodes])
             try:
                 results = self._run_pods(api, nodes, images, run_id)
+                baselines = self._run_pods(api, self._baseline_nodes(api), images, run_id, prefix="baseline")
             finally:
                 self._delete_pods(api, run_id)
-        report = evaluate(results, max_startup_seconds=settings["max_startup_seconds"],
+        report = evaluate(results, max_startup_seconds=settings["max_startup_seconds"], baselines=baselines,
                           expected_nodes=[n["node"] for n in nodes], expected_images=images)
         self.log.info("Validation report:\n%s", report_table(report))
         summary = report_markdown(report)
@@ -96,18 +97,31 @@ class ValidateCacheOnNodesOperator(BaseOperator):
             raise CacheValidationFailed("Cache validation failed: " + "; ".join(report.failures))
         return {**report.to_dict(), "markdown": summary}
 
+    def _nodes(self, api: Any, nodegroup: str) -> list[dict[str, Any]]:
+        selector = f"{NODEGROUP_LABEL}={nodegroup}"
+        return [api.api_client.sanitize_for_serialization(n) for n in api.list_node(label_selector=selector).items]
+
     def _new_nodes(self, api: Any) -> list[dict[str, str]]:
-        selector = f"{NODEGROUP_LABEL}={self.settings['node_group_name']}"
-        nodes = [api.api_client.sanitize_for_serialization(n) for n in api.list_node(label_selector=selector).items]
+        nodes = self._nodes(api, self.settings["node_group_name"])
         ids = [i for i in (instance_id_of(n) for n in nodes) if i]
         instances = {i["InstanceId"]: i for i in CacheEc2Hook(aws_conn_id=self.aws_conn_id).describe_instances(ids)}
         return nodes_on_version(nodes, instances, str(self.version))
 
-    def _run_pods(self, api: Any, nodes: list[dict[str, str]], images: list[str], run_id: str
-                  ) -> list[Any]:
+    def _baseline_nodes(self, api: Any) -> list[dict[str, str]]:
+        """One node of the same instance type without the cache: the uncached start, for the ratio."""
+        nodegroup = self.settings.get("baseline_node_group_name")
+        if not (self.settings.get("uncached_baseline") and nodegroup):
+            return []
+        nodes = self._nodes(api, nodegroup)[:1]
+        if not nodes:
+            self.log.warning("No node in baseline node group %s: no uncached baseline", nodegroup)
+        return [{"node": n["metadata"]["name"], "instance_id": instance_id_of(n)} for n in nodes]
+
+    def _run_pods(self, api: Any, nodes: list[dict[str, str]], images: list[str], run_id: str,
+                  prefix: str = "") -> list[Any]:
         from kubernetes.client.exceptions import ApiException
 
-        from ml_cache.validation import node_result, validation_pod_manifest
+        from ml_cache.validation import node_result, validation_pod_manifest, validation_pod_name
 
         namespace = self.settings["namespace"]
         deadline_seconds = int(self.settings["validation_seconds"])
@@ -115,7 +129,8 @@ class ValidateCacheOnNodesOperator(BaseOperator):
         for node in nodes:
             for image in images:
                 manifest = validation_pod_manifest(namespace=namespace, image=image, node_name=node["node"],
-                                                   active_deadline_seconds=deadline_seconds, run_id=run_id)
+                                                   active_deadline_seconds=deadline_seconds, run_id=run_id,
+                                                   name=validation_pod_name(node["node"], prefix + image, run_id))
                 created_at = datetime.now(UTC)
                 try:
                     api.create_namespaced_pod(namespace, manifest)
