@@ -29,6 +29,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "ml_container_cache_build"
+ROLLOUT_DAG_ID = "ml_container_cache_rollout"
+BASELINE_NODE_GROUP = "ml-container-cache-gpu-uncached"
 REGION = "us-west-2"
 SERVICES = ("airflow", "cloud", "registry")  # stop order
 TERRAFORM_APPLY = REPO / "terraform" / "examples" / "local-cloud" / "apply.sh"
@@ -207,6 +209,7 @@ def provision_by_hand(layout: Layout) -> dict[str, Any]:
     config = yaml.safe_load((REPO / "config" / "ml_container_cache.yaml").read_text())
     config["aws"].update({"region": REGION, "subnet_ids": [s["SubnetId"] for s in subnets[:1]]})
     config["build"]["fsr_availability_zones"] = sorted({s["AvailabilityZone"] for s in subnets})[:3]
+    config.pop("rollout")  # no cluster without Terraform: nothing to roll out to
     return config
 
 
@@ -218,14 +221,32 @@ def provision(layout: Layout) -> dict[str, Any]:
     return provision_by_hand(layout)
 
 
+def add_baseline_node_group(layout: Layout, rollout: dict[str, Any]) -> None:
+    """A node group of the same instance type from the template's first version (no cache):
+    the uncached start-up of each image, measured beside the cached one."""
+    eks = aws(layout, "eks")
+    gpu = eks.describe_nodegroup(clusterName=rollout["cluster_name"],
+                                 nodegroupName=rollout["node_group_name"])["nodegroup"]
+    optional = {key: gpu[key] for key in ("instanceTypes", "taints") if gpu.get(key)}
+    eks.create_nodegroup(
+        clusterName=rollout["cluster_name"], nodegroupName=BASELINE_NODE_GROUP, nodeRole=gpu["nodeRole"],
+        subnets=gpu["subnets"][:1], launchTemplate={"id": rollout["launch_template_id"], "version": "1"},
+        scalingConfig={"minSize": 1, "maxSize": 1, "desiredSize": 1},
+        labels={**gpu.get("labels", {}), "ml-cache/enabled": "false"}, **optional,
+    )
+
+
 def write_config(layout: Layout, config: dict[str, Any], refs: dict[str, str]) -> None:
-    """The provisioned config, with the demo images and local deadlines."""
+    """The provisioned config, with the demo images, local Kubernetes access and local deadlines."""
     config["build"].update({
         "images": [refs["small"], refs["large"]],
         "allowed_registries": [layout.registry],
         "volume_size_gib": 8,
     })
-    config["timeouts"]["poll_seconds"] = 2
+    config["timeouts"].update({"poll_seconds": 2, "update_seconds": 600, "validation_seconds": 300})
+    if "rollout" in config:
+        config["rollout"].update({"kubernetes_conn_id": "kubernetes_local", "uncached_baseline": True,
+                                  "baseline_node_group_name": BASELINE_NODE_GROUP})
     layout.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
@@ -238,13 +259,15 @@ def airflow_env(layout: Layout) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(layout.airflow_port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{layout.airflow_url}/execution/",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
+        # the local cloud's Kubernetes API stand-in writes this kubeconfig
+        "AIRFLOW_CONN_KUBERNETES_LOCAL": json.dumps(
+            {"conn_type": "kubernetes", "extra": {"kube_config_path": str(layout.home / "kubeconfig")}}),
         "ML_CACHE_CONFIG": str(layout.config_path),
         "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
         # standalone starts its components as `airflow ...`: the venv's must come first
@@ -289,7 +312,10 @@ def up(layout: Layout) -> dict[str, str]:
     started = time.monotonic()
     refs = start_registry(layout)
     start_cloud(layout)
-    write_config(layout, provision(layout), refs)
+    config = provision(layout)
+    if "rollout" in config:
+        add_baseline_node_group(layout, config["rollout"])
+    write_config(layout, config, refs)
     say(f"local cloud at {layout.endpoint} ({time.monotonic() - started:.1f} s); starting Airflow")
     start_airflow(layout)
     say(f"Airflow UI: {layout.airflow_url} (config {layout.config_path})")
@@ -304,42 +330,70 @@ def api(layout: Layout, method: str, path: str, **kwargs: Any) -> Any:
     return response.json()
 
 
-def trigger_and_watch(layout: Layout, timeout: float = 1800) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    api(layout, "PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
-    run = api(layout, "POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})
-    run_id = run["dag_run_id"]
-    say(f"triggered {DAG_ID} run {run_id}")
+def watch(layout: Layout, dag_id: str, run_id: str, timeout: float = 1800
+          ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Print every task's state changes until the run ends; return the run and its task instances."""
     seen: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = api(layout, "GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")
-        tis = api(layout, "GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        run = api(layout, "GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        tis = api(layout, "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
         for ti in sorted(tis, key=lambda t: t.get("start_date") or "9"):
             state = ti.get("state") or "none"
-            if seen.get(ti["task_id"]) != state:
+            if seen.get(ti["task_id"]) != state and state != "none":
                 seen[ti["task_id"]] = state
                 say(f"  {ti['task_id']:<30} {state}")
         if run["state"] in ("success", "failed"):
             return run, tis
         time.sleep(2)
-    raise SystemExit(f"run {run_id} did not finish within {timeout:.0f} s")
+    raise SystemExit(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
+
+
+def rollout_configured(layout: Layout) -> bool:
+    return "rollout" in yaml.safe_load(layout.config_path.read_text())
+
+
+def trigger_build(layout: Layout) -> str:
+    for dag_id in (DAG_ID, ROLLOUT_DAG_ID) if rollout_configured(layout) else (DAG_ID,):
+        api(layout, "PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+    run = api(layout, "POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})
+    say(f"triggered {DAG_ID} run {run['dag_run_id']}")
+    return run["dag_run_id"]
+
+
+def rollout_run_id(layout: Layout, timeout: float = 180) -> str:
+    """The rollout run the build's Asset event started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = api(layout, "GET", f"/dags/{ROLLOUT_DAG_ID}/dagRuns", params={"order_by": "-run_after"})["dag_runs"]
+        if runs:
+            say(f"{ROLLOUT_DAG_ID} run {runs[0]['dag_run_id']} started by the ml_container_cache event")
+            return runs[0]["dag_run_id"]
+        time.sleep(2)
+    raise SystemExit(f"no {ROLLOUT_DAG_ID} run within {timeout:.0f} s of the build's Asset event")
 
 
 def seconds(ti: dict[str, Any]) -> float | None:
     return ti.get("duration")
 
 
-def print_outcome(layout: Layout, run: dict[str, Any], tis: list[dict[str, Any]]) -> None:
+def print_phases(run: dict[str, Any], tis: list[dict[str, Any]]) -> None:
     print()
-    print(f"Run {run['dag_run_id']}: {run['state'].upper()}")
+    print(f"{run['dag_id']} run {run['dag_run_id']}: {run['state'].upper()}")
     print("Phases (task: seconds):")
     for ti in sorted(tis, key=lambda t: t.get("start_date") or "9"):
         duration = seconds(ti)
         shown = f"{duration:8.1f}" if duration is not None else "       -"
         print(f"  {ti['task_id']:<30} {shown}  {ti.get('state')}")
+    failed = [ti["task_id"] for ti in tis if ti.get("state") == "failed"]
+    if failed:
+        print(f"Failed tasks: {failed}")
+
+
+def print_outcome(layout: Layout, run: dict[str, Any], tis: list[dict[str, Any]]) -> None:
+    print_phases(run, tis)
     if run["state"] != "success":
-        failed = [ti["task_id"] for ti in tis if ti.get("state") == "failed"]
-        print(f"Failed tasks: {failed}; logs under {layout.home / 'airflow' / 'logs'}")
+        print(f"Logs under {layout.home / 'airflow' / 'logs'}")
         return
     ssm, ec2 = aws(layout, "ssm"), aws(layout, "ec2")
     parameter = ssm.get_parameter(Name="/ml-container-cache/snapshot-id")["Parameter"]
@@ -354,14 +408,45 @@ def print_outcome(layout: Layout, run: dict[str, Any], tis: list[dict[str, Any]]
         print(f"  FSR {entry['AvailabilityZone']}: {entry['State']}")
 
 
+def xcom(layout: Layout, dag_id: str, run_id: str, task_id: str) -> Any:
+    entry = api(layout, "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+                params={"deserialize": "true"})
+    value = entry["value"]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def print_validation(report: dict[str, Any]) -> None:
+    """Per node and image: cache hit and start-up stages; the cached vs uncached ratio."""
+    from ml_cache.validation import report_table
+
+    print()
+    print(report_table(report))
+    baselines = {b["image"]: b for b in report.get("baselines", [])}
+    for image, ratio in sorted(report.get("speedups", {}).items()):
+        cached = max(r["total_seconds"] for r in report["results"] if r["image"] == image)
+        uncached = baselines[image]["total_seconds"]
+        print(f"  {image.split('@')[0]}: cached start {cached:.3f} s vs uncached {uncached:.3f} s "
+              f"on the same instance type: {ratio:.0f}x faster")
+
+
 def run(layout: Layout, keep: bool) -> int:
     started = time.monotonic()
     try:
         up(layout)
-        dag_run, tis = trigger_and_watch(layout)
-        print_outcome(layout, dag_run, tis)
+        build_run, tis = watch(layout, DAG_ID, trigger_build(layout))
+        print_outcome(layout, build_run, tis)
+        if build_run["state"] != "success":
+            return 1
+        if not rollout_configured(layout):
+            say("no cluster in the local cloud (Terraform was not applied): no rollout to follow")
+            return 0
+        rollout_id = rollout_run_id(layout)
+        rollout, tis = watch(layout, ROLLOUT_DAG_ID, rollout_id)
+        print_phases(rollout, tis)
+        if rollout["state"] == "success":
+            print_validation(xcom(layout, ROLLOUT_DAG_ID, rollout_id, "validate_nodes"))
         print(f"Total: {time.monotonic() - started:.1f} s")
-        return 0 if dag_run["state"] == "success" else 1
+        return 0 if rollout["state"] == "success" else 1
     finally:
         if keep:
             say(f"left running (KEEP=1): Airflow {layout.airflow_url}; `make down` stops it")

@@ -14,7 +14,7 @@ from airflow.providers.amazon.aws.utils import validate_execute_complete_event
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from ml_cache.hooks.ssm import CacheSsmHook
-from ml_cache.operators.builder import waiter_attempts
+from ml_cache.operators.builder import trigger_connection, waiter_attempts
 from ml_cache.triggers.ssm import SsmCommandExecutedTrigger
 
 SCRIPT_PATH = Path(__file__).resolve().parent.parent / "scripts" / "build_cache.sh"
@@ -144,8 +144,7 @@ class RunBuilderScriptOperator(AwsBaseOperator[CacheSsmHook]):
                 command_id=command_id, instance_id=instance_id, waiter_delay=delay,
                 # the command's own timeout plus delivery slack
                 waiter_max_attempts=waiter_attempts(timeout + DELIVERY_TIMEOUT_SECONDS, delay),
-                aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
-                botocore_config=self.botocore_config,
+                **trigger_connection(self),
             ),
             method_name="execute_complete",
         )

@@ -33,6 +33,12 @@ def waiter_attempts(timeout_seconds: int, delay_seconds: int) -> int:
     return max(1, math.ceil(timeout_seconds / max(1, delay_seconds)))
 
 
+def trigger_connection(operator: AwsBaseOperator) -> dict[str, Any]:
+    """The deferred half talks to AWS exactly like the task: same connection, region, botocore config."""
+    return {"aws_conn_id": operator.aws_conn_id, "region_name": operator.region_name, "verify": operator.verify,
+            "botocore_config": operator.botocore_config}
+
+
 def launch_candidates(settings: dict[str, Any]) -> list[tuple[str, str | None]]:
     """(instance type, subnet) in the order to try: each type in every subnet before the next type."""
     subnets: list[str | None] = list(settings.get("subnet_ids") or []) or [None]
@@ -177,8 +183,7 @@ class WaitForBuilderOperator(AwsBaseOperator[CacheEc2Hook]):
         self.defer(
             trigger=BuilderRunningTrigger(
                 instance_id=self.builder["instance_id"], waiter_delay=delay, waiter_max_attempts=attempts,
-                aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
-                botocore_config=self.botocore_config,
+                **trigger_connection(self),
             ),
             method_name="running",
         )
@@ -193,8 +198,7 @@ class WaitForBuilderOperator(AwsBaseOperator[CacheEc2Hook]):
         self.defer(
             trigger=SsmAgentOnlineTrigger(
                 instance_id=instance_id, waiter_delay=delay, waiter_max_attempts=attempts,
-                aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
-                botocore_config=self.botocore_config,
+                **trigger_connection(self),
             ),
             method_name="online",
         )

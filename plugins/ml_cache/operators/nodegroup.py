@@ -14,7 +14,7 @@ from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from botocore.exceptions import ClientError
 
 from ml_cache.hooks.eks import CacheEksHook
-from ml_cache.operators.builder import waiter_attempts
+from ml_cache.operators.builder import trigger_connection, waiter_attempts
 from ml_cache.tags import client_token
 from ml_cache.triggers.eks import NodegroupUpdateTrigger
 
@@ -77,8 +77,7 @@ class UpdateNodegroupOperator(AwsBaseOperator[CacheEksHook]):
             trigger=NodegroupUpdateTrigger(
                 cluster=cluster, nodegroup=nodegroup, update_id=update["id"], waiter_delay=delay,
                 waiter_max_attempts=waiter_attempts(settings["update_seconds"], delay),
-                aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
-                botocore_config=self.botocore_config,
+                **trigger_connection(self),
             ),
             method_name="execute_complete",
         )

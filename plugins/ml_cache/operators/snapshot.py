@@ -10,7 +10,7 @@ from airflow.providers.amazon.aws.utils import validate_execute_complete_event
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from ml_cache.hooks.ec2 import CacheEc2Hook
-from ml_cache.operators.builder import waiter_attempts
+from ml_cache.operators.builder import trigger_connection, waiter_attempts
 from ml_cache.tags import run_tags
 from ml_cache.triggers.ec2 import FastSnapshotRestoreEnabledTrigger, SnapshotCompletedTrigger
 
@@ -60,8 +60,7 @@ class CreateCacheSnapshotOperator(AwsBaseOperator[CacheEc2Hook]):
             trigger=SnapshotCompletedTrigger(
                 snapshot_id=snapshot_id, waiter_delay=delay,
                 waiter_max_attempts=waiter_attempts(settings["snapshot_seconds"], delay),
-                aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
-                botocore_config=self.botocore_config,
+                **trigger_connection(self),
             ),
             method_name="execute_complete",
         )
@@ -115,8 +114,7 @@ class EnableFastSnapshotRestoreOperator(AwsBaseOperator[CacheEc2Hook]):
             trigger=FastSnapshotRestoreEnabledTrigger(
                 snapshot_id=self.snapshot_id, waiter_delay=delay,
                 waiter_max_attempts=waiter_attempts(settings["fsr_seconds"], delay),
-                aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
-                botocore_config=self.botocore_config,
+                **trigger_connection(self),
             ),
             method_name="execute_complete",
         )
