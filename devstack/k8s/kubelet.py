@@ -321,7 +321,8 @@ class PodWorker(threading.Thread):
         cid = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{self.pod['metadata']['name']}-{name}-{self.uid[:8]}")
         command = [*(container.get("command") or []), *(container.get("args") or [])]
         env = [f"--env={item['name']}={item.get('value', '')}" for item in container.get("env") or []]
-        proc = self.node.ctr("containers", "create", *env, normalize_image(container["image"]), cid, *command,
+        proc = self.node.ctr("containers", "create", *env, normalize_image(container["image"]), cid,
+                             *(["--", *command] if command else []),
                              timeout=600)
         if proc.returncode != 0:
             self.event("Failed", f"Error: {proc.stderr.strip()[-300:]}", name, "Warning")

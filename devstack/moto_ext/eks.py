@@ -91,6 +91,11 @@ def _finish_when_nodes_converged(response: Any, update: NodegroupUpdate) -> None
     elif time.monotonic() >= update.due_monotonic + nodes.update_timeout_seconds():
         update.failure = "NodeCreationFailure"
         _finish(backend, update)
+        stuck = [n.instance_id for n in nodes.nodes_of(response.current_account, response.region, update.cluster,
+                                                       update.nodegroup) if not n.ready]
+        update.errors = [{"errorCode": "NodeCreationFailure",
+                          "errorMessage": "Instances failed to join the kubernetes cluster",
+                          "resourceIds": stuck or [update.nodegroup]}]
 
 
 def _finish(backend: Any, update: NodegroupUpdate) -> None:
