@@ -180,9 +180,19 @@ def start() -> None:
         _reconciler.start()
 
 
-def stop() -> None:
-    """Stop the reconciler and remove every node (containerd stopped, instance terminated)."""
+def stop(home: Path | None = None) -> None:
+    """Stop the reconciler and remove every node (containerd stopped, instance terminated).
+
+    With `home`, only that home's nodes go: moto's backends are process-wide, so another local
+    cloud in this process (tests start several) keeps its reconciler and nodes.
+    """
     global _reconciler
+    if home is not None:
+        base = Path(home).resolve()
+        for node in all_nodes():
+            if node.root == base / "instances" / node.instance_id:
+                remove_node(node)
+        return
     with _lock:
         reconciler, _reconciler = _reconciler, None
     if reconciler is not None:

@@ -109,8 +109,8 @@ class Handle:
     server: DevstackServer
 
     def stop(self) -> None:
-        k8s.stop()  # kills pods' containers first
-        nodes.stop()  # then nodes: containerd stopped, instances terminated, volume copies deleted
+        k8s.stop(self.home)  # kills pods' containers first
+        nodes.stop(self.home)  # then nodes: containerd stopped, instances terminated, volume copies deleted
         shutdown_sandboxes(self.home)
         self.server.stop()
 

@@ -77,12 +77,14 @@ def start(home: Path, port: int | None = None) -> ApiServer:
         return _current
 
 
-def stop() -> None:
+def stop(home: Path | None = None) -> None:
+    """Stop the API server (only if it was started for `home`, when given)."""
     global _current
     with _lock:
+        if _current is None or (home is not None and _current.kubeconfig != Path(home) / "kubeconfig"):
+            return
         current, _current = _current, None
-    if current is not None:
-        current.stop()
+    current.stop()
 
 
 def current() -> ApiServer | None:

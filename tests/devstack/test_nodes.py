@@ -292,3 +292,92 @@ def _zombie(pid: int | None) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
     except OSError:
         return True
+
+
+def test_update_whose_nodes_never_join_ends_failed(gpu, set_faults, monkeypatch) -> None:
+    """Version 3 gives nodes two blank data volumes: the mount script cannot tell which is the
+    cache and fails, the node never gets Ready, the update ends NodeCreationFailure, the old node stays."""
+    old = wait_for(lambda: ready_nodes(gpu["cluster"], "cached"), 120, "cached node Ready")[0]
+    ebs = {"VolumeSize": 1, "DeleteOnTermination": True}
+    gpu["ec2"].create_launch_template_version(LaunchTemplateId=gpu["cached_template"], LaunchTemplateData={
+        "InstanceType": "g5.xlarge", "BlockDeviceMappings": [
+            {"DeviceName": "/dev/xvdb", "Ebs": ebs}, {"DeviceName": "/dev/xvdc", "Ebs": ebs}]})
+    monkeypatch.setenv("DEVSTACK_NODEGROUP_UPDATE_TIMEOUT_SECONDS", "4")
+    set_faults(nodegroup_update_seconds=0.1)
+    update_id = update_to(gpu, "3", "never-joins")
+    update = wait_for(lambda: (u := describe_update(gpu, update_id))["status"] != "InProgress" and u, 60, "failed")
+    assert update["status"] == "Failed"
+    assert update["errors"][0]["errorCode"] == "NodeCreationFailure"
+    assert update["errors"][0]["errorMessage"] == "Instances failed to join the kubernetes cluster"
+    stuck = update["errors"][0]["resourceIds"][0]
+    assert stuck.startswith("i-") and stuck != old.instance_id
+    group = gpu["eks"].describe_nodegroup(clusterName=gpu["cluster"], nodegroupName="cached")["nodegroup"]
+    assert group["launchTemplate"]["version"] == "2"
+    wait_for(lambda: [n.instance_id for n in nodes.nodes_of(old.account, old.region, gpu["cluster"], "cached")]
+             == [old.instance_id], 30, "the node that never joined is removed")
+    assert old.ready
+
+
+def test_server_stop_leaves_no_mounts_loops_or_containerd(registry, tmp_path) -> None:
+    """`python -m devstack up` with DEVSTACK_NODES=1, a node and a running pod, then `down`."""
+    import json
+    import socket
+    import sys
+    import urllib.request
+
+    import boto3
+    from kubernetes import client, config
+
+    home = tmp_path / "h"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "DEVSTACK_NODES": "1"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "devstack", *args, "--home", str(home)], cwd=sandbox.REPO_ROOT,
+                              env=env, capture_output=True, text=True, timeout=180, check=False)
+
+    assert cli("up", "--port", str(port)).returncode == 0
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        kw = {"endpoint_url": endpoint, "region_name": "us-west-2", "aws_access_key_id": "testing",
+              "aws_secret_access_key": "testing"}
+        ec2, eks, iam = boto3.client("ec2", **kw), boto3.client("eks", **kw), boto3.client("iam", **kw)
+        role = iam.create_role(RoleName="n", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        subnet = ec2.create_subnet(VpcId=ec2.create_vpc(CidrBlock="10.50.0.0/16")["Vpc"]["VpcId"],
+                                   CidrBlock="10.50.1.0/24", AvailabilityZone="us-west-2a")["Subnet"]["SubnetId"]
+        template = ec2.create_launch_template(LaunchTemplateName="n", LaunchTemplateData={
+            "InstanceType": "g5.xlarge", "BlockDeviceMappings": [
+                {"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 1, "DeleteOnTermination": True}}]})
+        eks.create_cluster(name="c", roleArn=role, resourcesVpcConfig={"subnetIds": [subnet]})
+        eks.create_nodegroup(clusterName="c", nodegroupName="gpu", nodeRole=role, subnets=[subnet],
+                             scalingConfig={"minSize": 1, "maxSize": 1, "desiredSize": 1},
+                             launchTemplate={"id": template["LaunchTemplate"]["LaunchTemplateId"], "version": "1"})
+
+        def state() -> dict[str, Any]:
+            with urllib.request.urlopen(endpoint + "/_devstack/state", timeout=10) as answer:  # noqa: S310
+                return json.load(answer)
+
+        instance_id = wait_for(lambda: [n for n in state()["nodes"] if n["ready"]], 120, "node Ready")[0]["instance_id"]
+        core = client.CoreV1Api(config.new_client_from_config(config_file=state()["kubernetes"]["kubeconfig"]))
+        core.create_namespaced_pod("default", {"metadata": {"name": "sleeper"}, "spec": {
+            "containers": [{"name": "main", "image": registry[1], "command": ["sleep", "300"]}]}})
+        wait_for(lambda: core.read_namespaced_pod("sleeper", "default").status.phase == "Running", 120, "Running")
+        assert [m for m in volumes.mounts() if m["target"].startswith(str(home.resolve()))]
+    finally:
+        assert cli("down").returncode == 0
+    assert not [m for m in volumes.mounts() if m["target"].startswith(str(home.resolve()))]
+    loops = subprocess.run(["losetup", "-l", "-n", "-O", "BACK-FILE"], capture_output=True, text=True).stdout
+    assert str(home.resolve()) not in loops
+    survivors = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            mine = (str(home.resolve()), instance_id, "sleeper-main-")  # containerd, its socket dir, the shim
+            if any(part in cmdline for part in mine) and not _zombie(int(proc.name)):
+                survivors.append(cmdline)
+    assert survivors == []
