@@ -166,7 +166,8 @@ def start_cloud(layout: Layout) -> None:
     spawn(layout, "cloud", [sys.executable, "-m", "devstack", "serve", "--port", str(layout.cloud_port),
                             "--home", str(layout.home), "--plain-http-registry", layout.registry],
           # Terraform attaches AWS managed policies (SSM core, ECR read-only) to the builder role
-          {"MOTO_IAM_LOAD_MANAGED_POLICIES": "true"})
+          {"MOTO_IAM_LOAD_MANAGED_POLICIES": "true",
+           "DEVSTACK_NODES": "1"})  # node groups get real nodes (restored volume, containerd, kubelet)
     wait_for(f"{layout.endpoint}/_devstack/faults", "the local cloud", 60)
 
 
