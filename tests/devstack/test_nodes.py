@@ -45,9 +45,9 @@ def registry() -> Iterator[tuple[Registry, str]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def build_cache_volume(path: Path, ref: str, plain_http: str) -> None:
+def build_cache_volume(path: Path, ref: str, plain_http: str, size_gib: int = 1) -> None:
     """An XFS volume file whose containerd (namespace k8s.io) holds `ref`, as the build DAG leaves it."""
-    volumes.create_volume_file(path, 1)
+    volumes.create_volume_file(path, size_gib)
     volumes.make_xfs(path)
     work = Path(tempfile.mkdtemp(prefix="nodes-b-", dir="/tmp"))
     try:
@@ -66,6 +66,10 @@ def build_cache_volume(path: Path, ref: str, plain_http: str) -> None:
 def gpu(cloud, registry) -> Iterator[dict[str, Any]]:
     """A cluster with two GPU node groups (1 node each): one restored from a snapshot holding the
     small demo image, one from a placeholder template (blank volume)."""
+    yield from gpu_cluster(cloud, registry[0].address, registry[1], volume_gib=1)
+
+
+def gpu_cluster(cloud: Any, registry_address: str, ref: str, volume_gib: int) -> Iterator[dict[str, Any]]:
     import boto3
 
     def client(service: str) -> Any:
@@ -75,15 +79,14 @@ def gpu(cloud, registry) -> Iterator[dict[str, Any]]:
     ec2, eks, iam = client("ec2"), client("eks"), client("iam")
     nodes.enable(True)
     name = f"gpu-{time.monotonic_ns()}"
-    ref = registry[1]
-    volume = ec2.create_volume(Size=1, AvailabilityZone="us-west-2a")["VolumeId"]
-    build_cache_volume(sandbox.volume_file(volume), ref, registry[0].address)
+    volume = ec2.create_volume(Size=volume_gib, AvailabilityZone="us-west-2a")["VolumeId"]
+    build_cache_volume(sandbox.volume_file(volume), ref, registry_address, volume_gib)
     snapshot = ec2.create_snapshot(VolumeId=volume)["SnapshotId"]
     ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[snapshot], WaiterConfig={"Delay": 1})
     ec2.delete_volume(VolumeId=volume)
 
     def template_data(snapshot_id: str | None) -> dict[str, Any]:
-        ebs = {"VolumeSize": 2, "VolumeType": "gp3", "DeleteOnTermination": True}
+        ebs = {"VolumeSize": volume_gib + 1, "VolumeType": "gp3", "DeleteOnTermination": True}
         if snapshot_id:
             ebs["SnapshotId"] = snapshot_id
         return {"InstanceType": "g5.xlarge", "BlockDeviceMappings": [{"DeviceName": "/dev/xvdb", "Ebs": ebs}]}
@@ -107,6 +110,7 @@ def gpu(cloud, registry) -> Iterator[dict[str, Any]]:
     try:
         yield info
     finally:
+        nodes.enable(True)  # the reconciler removes the nodes
         for group in ("cached", "blank"):
             eks.delete_nodegroup(clusterName=name, nodegroupName=group)
         wait_for(lambda: not [n for n in nodes.all_nodes() if n.cluster == name], 120, "nodes removed")
@@ -381,3 +385,50 @@ def test_server_stop_leaves_no_mounts_loops_or_containerd(registry, tmp_path) ->
             if any(part in cmdline for part in mine) and not _zombie(int(proc.name)):
                 survivors.append(cmdline)
     assert survivors == []
+
+
+@pytest.mark.skipif(os.environ.get("DEVSTACK_LARGE_IMAGE_TESTS") != "1",
+                    reason="set DEVSTACK_LARGE_IMAGE_TESTS=1: builds a 4 GiB cache volume with the 1 GiB demo image")
+def test_large_image_cached_start_versus_uncached_pull(cloud, tmp_path) -> None:
+    """The 1 GiB demo image: node boot, then cached versus uncached pod start (Scheduled -> Started)."""
+    from kubernetes import client, config
+
+    from devstack import k8s
+    from devstack.demo_images import DEMO_IMAGES
+
+    base = Path(tempfile.mkdtemp(prefix="nodes-l-", dir="/tmp"))
+    previous = os.environ.get("DEVSTACK_PLAIN_HTTP_REGISTRIES")
+    try:
+        with Registry(base / "storage") as running:
+            ref = seed_registry(running.address, default_cache_dir(), images={"large": DEMO_IMAGES["large"]})["large"]
+            os.environ["DEVSTACK_PLAIN_HTTP_REGISTRIES"] = running.address
+            started = time.monotonic()
+            clusters = gpu_cluster(cloud, running.address, ref, volume_gib=4)
+            gpu = next(clusters)
+            print(f"\ncache volume built and snapshotted: {time.monotonic() - started:.1f}s")
+            try:
+                cached = wait_for(lambda: ready_nodes(gpu["cluster"], "cached"), 300, "cached node")[0]
+                blank = wait_for(lambda: ready_nodes(gpu["cluster"], "blank"), 300, "blank node")[0]
+                print(f"node boot: cached {cached.boot_seconds}s, blank {blank.boot_seconds}s")
+                core = client.CoreV1Api(config.new_client_from_config(config_file=str(k8s.current().kubeconfig)))
+                hit, hit_events = run_pod(core, "large-cached", cached.name, ref, timeout=900)
+                miss, miss_events = run_pod(core, "large-uncached", blank.name, ref, timeout=900)
+                for name in ("large-cached", "large-uncached"):
+                    core.delete_namespaced_pod(name, "default")
+                assert hit.status.phase == miss.status.phase == "Succeeded"
+                assert stage(hit_events, "Pulled").message.endswith("already present on machine")
+                assert stage(miss_events, "Pulling")
+                first = {"cached": hit_events[0].event_time, "uncached": miss_events[0].event_time}
+                hit_start = (stage(hit_events, "Started").event_time - first["cached"]).total_seconds()
+                miss_start = (stage(miss_events, "Started").event_time - first["uncached"]).total_seconds()
+                print(f"first kubelet event -> Started: cached {hit_start:.3f}s, uncached {miss_start:.3f}s "
+                      f"({miss_start / max(hit_start, 0.001):.0f}x); {stage(miss_events, 'Pulled').message}")
+                assert miss_start > 10 * hit_start
+            finally:
+                next(clusters, None)
+    finally:
+        if previous is None:
+            os.environ.pop("DEVSTACK_PLAIN_HTTP_REGISTRIES", None)
+        else:
+            os.environ["DEVSTACK_PLAIN_HTTP_REGISTRIES"] = previous
+        shutil.rmtree(base, ignore_errors=True)
