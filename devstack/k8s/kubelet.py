@@ -177,8 +177,9 @@ class PodWorker(threading.Thread):
         self.killed = threading.Event()
 
     # --- helpers
-    def event(self, reason: str, message: str, container: str | None = None, kind: str = "Normal") -> None:
-        self.store.event(self.pod, reason, message, kind=kind, host=self.node.name,
+    def event(self, reason: str, message: str, container: str | None = None, kind: str = "Normal",
+              moment: datetime | None = None) -> None:
+        self.store.event(self.pod, reason, message, kind=kind, host=self.node.name, moment=moment,
                          field_path=f"spec.containers{{{container}}}" if container else None)
 
     def update(self, change: Any) -> None:
@@ -270,13 +271,21 @@ class PodWorker(threading.Thread):
         return True
 
     def pull_failed(self, index: int, container: dict[str, Any], reason: str, message: str) -> None:
-        self.event("Failed", f"Error: {reason}", container["name"], "Warning")
-        self.event("BackOff", f'Back-off pulling image "{container["image"]}"', container["name"])
-        backoff = "ImagePullBackOff" if reason == "ErrImagePull" else reason
+        """Kubelet's events for an image it cannot get; the pod stays Pending (no retries here)."""
+        if reason == "ErrImageNeverPull":
+            self.event("ErrImageNeverPull", message, container["name"], "Warning")
+            backoff = reason
+        else:
+            self.event("Failed", f"Error: {reason}", container["name"], "Warning")
+            self.event("BackOff", f'Back-off pulling image "{container["image"]}"', container["name"])
+            self.event("Failed", "Error: ImagePullBackOff", container["name"], "Warning")
+            backoff = "ImagePullBackOff"
+
+        if backoff == "ImagePullBackOff":
+            message = f'Back-off pulling image "{container["image"]}": {message}'
 
         def waiting(pod: dict[str, Any]) -> None:
-            pod["status"]["containerStatuses"][index]["state"] = {
-                "waiting": {"reason": backoff, "message": f'Back-off pulling image "{container["image"]}": {message}'}}
+            pod["status"]["containerStatuses"][index]["state"] = {"waiting": {"reason": backoff, "message": message}}
 
         self.update(waiting)
 
@@ -336,8 +345,8 @@ class PodWorker(threading.Thread):
                                     "tasks", "start", cid], stdout=output, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
         self.processes.append(process)
-        started = now()
-        self.event("Started", f"Started container {name}", name)
+        started = self.wait_started(cid, process)
+        self.event("Started", f"Started container {name}", name, moment=started)
 
         def running(pod: dict[str, Any]) -> None:
             status = pod["status"]["containerStatuses"][index]
@@ -347,6 +356,17 @@ class PodWorker(threading.Thread):
 
         self.update(running)
         return True
+
+    def wait_started(self, cid: str, process: subprocess.Popen[bytes], timeout: float = 30) -> datetime:
+        """When containerd reports the task RUNNING (or it already ended): what Started means."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            for line in self.node.ctr("tasks", "ls", timeout=30).stdout.splitlines()[1:]:
+                fields = line.split()
+                if fields[:1] == [cid] and fields[-1:] in (["RUNNING"], ["STOPPED"]):
+                    return now()
+            time.sleep(0.005)
+        return now()
 
     def wait_containers(self) -> None:
         codes = []

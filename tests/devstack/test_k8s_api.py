@@ -192,12 +192,14 @@ def test_image_pull_failure_backs_off_and_stays_pending(core, cluster, image) ->
     missing = image.split("@")[0].replace("/small:", "/absent:")
     core.create_namespaced_pod("default", pod_body("bad-image", missing, tolerations=[TOLERATION]))
     try:
-        wait_for(lambda: "BackOff" in [e.reason for e in events_of(core, "bad-image")], 60, "BackOff")
+        wait_for(lambda: "Error: ImagePullBackOff" in [e.message for e in events_of(core, "bad-image")], 60,
+                 "ImagePullBackOff")
         events = events_of(core, "bad-image")
         messages = {e.reason: e.message for e in events}
         assert messages["Pulling"] == f'Pulling image "{missing}"'
         failed = [e.message for e in events if e.reason == "Failed"]
         assert failed[0].startswith(f'Failed to pull image "{missing}"') and "Error: ErrImagePull" in failed
+        assert messages["BackOff"] == f'Back-off pulling image "{missing}"'
         pod = core.read_namespaced_pod("bad-image", "default")
         assert pod.status.phase == "Pending"
         assert pod.status.container_statuses[0].state.waiting.reason == "ImagePullBackOff"
@@ -217,3 +219,19 @@ def test_delete_stops_a_running_container(core, cluster, image) -> None:
     core.delete_namespaced_pod("sleeper", "default")
     wait_for(lambda: node.ctr("tasks", "ls", "-q").stdout.split() == [], 30, "task killed")
     wait_for(lambda: node.ctr("containers", "ls", "-q").stdout.split() == [], 30, "container removed")
+
+
+def test_pull_policy_never_without_the_image(core, cluster, image) -> None:
+    missing = image.split("@")[0].replace("/small:", "/never-pulled:")
+    core.create_namespaced_pod("default", pod_body("never", missing, tolerations=[TOLERATION],
+                                                   container={"imagePullPolicy": "Never"}))
+    try:
+        event = wait_for(lambda: [e for e in events_of(core, "never") if e.reason == "ErrImageNeverPull"], 60,
+                         "ErrImageNeverPull")[0]
+        assert event.type == "Warning"
+        assert event.message == f'Container image "{missing}" is not present with pull policy of Never'
+        assert "Pulling" not in [e.reason for e in events_of(core, "never")]
+        waiting = core.read_namespaced_pod("never", "default").status.container_statuses[0].state.waiting
+        assert waiting.reason == "ErrImageNeverPull"
+    finally:
+        core.delete_namespaced_pod("never", "default")
