@@ -66,11 +66,19 @@ def run_instances_model(original: Any) -> Any:
     return run
 
 
+AMAZON_LINUX_ROOT_DEVICE = "/dev/xvda"
+
+
 def data_volumes(backend: Any, instance: Instance) -> list[dict[str, object]]:
-    """Non-root EBS volumes of the instance, as sandbox.create wants them."""
+    """Non-root EBS volumes of the instance, as sandbox.create wants them.
+
+    /dev/xvda is the root device of the Amazon Linux AMIs our templates use, also when moto
+    launched the instance from one of its own images (root /dev/sda1): on AWS it holds `/`,
+    so a node's mount script must never see it as a candidate cache volume.
+    """
     found = []
     for device_name, mapping in instance.get_block_device_mapping:
-        if device_name == instance.root_device_name or not mapping.volume_id:
+        if device_name in (instance.root_device_name, AMAZON_LINUX_ROOT_DEVICE) or not mapping.volume_id:
             continue
         volume = backend.get_volume(mapping.volume_id)
         found.append({
