@@ -183,23 +183,20 @@ def start() -> None:
 def stop(home: Path | None = None) -> None:
     """Stop the reconciler and remove every node (containerd stopped, instance terminated).
 
-    With `home`, only that home's nodes go: moto's backends are process-wide, so another local
-    cloud in this process (tests start several) keeps its reconciler and nodes.
+    With `home`, only that home's nodes go (moto's backends are process-wide, so another local
+    cloud in this process keeps its nodes); the reconciler stops when `home` is the current one.
     """
     global _reconciler
-    if home is not None:
-        base = Path(home).resolve()
-        for node in all_nodes():
-            if node.root == base / "instances" / node.instance_id:
-                remove_node(node)
-        return
-    with _lock:
-        reconciler, _reconciler = _reconciler, None
-    if reconciler is not None:
-        reconciler.stopped.set()
-        reconciler.join(timeout=120)
+    base = Path(home).resolve() if home is not None else None
+    if base is None or base == sandbox.home():  # new nodes would land in this home: no more of them
+        with _lock:
+            reconciler, _reconciler = _reconciler, None
+        if reconciler is not None:
+            reconciler.stopped.set()
+            reconciler.join(timeout=120)
     for node in all_nodes():
-        remove_node(node)
+        if base is None or node.root == base / "instances" / node.instance_id:
+            remove_node(node)
 
 
 def reconcile_once() -> None:
