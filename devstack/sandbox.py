@@ -329,7 +329,7 @@ def _is_below(path: str | Path, root: Path) -> bool:
 
 
 def kill_processes_using(root: Path) -> None:
-    """SIGKILL processes whose command line names this sandbox (e.g. its containerd).
+    """SIGKILL processes whose command line names this sandbox (e.g. its containerd), or that run in it.
 
     Scoped to the sandbox path, so only processes started for this instance are touched.
     """
@@ -342,7 +342,12 @@ def kill_processes_using(root: Path) -> None:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if str(root) + "/" in cmdline or cmdline.rstrip().endswith(str(root)):
+        try:
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            cwd = ""
+        if (str(root) + "/" in cmdline or cmdline.rstrip().endswith(str(root))
+                or cwd == str(root) or cwd.startswith(str(root) + "/")):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(proc.name), signal.SIGKILL)
                 killed.append(int(proc.name))

@@ -102,14 +102,14 @@ def demo_registry(tmp_path_factory) -> Iterator[tuple[str | None, dict[str, str]
 
 
 @pytest.fixture(scope="session")
-def cloud_server(tmp_path_factory, demo_registry) -> Iterator[str]:
+def cloud_server(tmp_path_factory, demo_registry) -> Iterator[Any]:
     from devstack import server
 
     registry, _ = demo_registry
     handle = server.start(port=0, home=tmp_path_factory.mktemp("devstack"),
                           plain_http_registries=[registry] if registry else [])
     try:
-        yield handle.endpoint
+        yield handle
     finally:
         handle.stop()
 
@@ -118,10 +118,13 @@ def cloud_server(tmp_path_factory, demo_registry) -> Iterator[str]:
 def cloud(cloud_server, demo_registry, airflow_db, tmp_path, monkeypatch) -> Iterator[LocalCloud]:
     """Per test: connection + config pointing at the local cloud, faults reset, a previous snapshot published."""
     registry, images = demo_registry
-    local = LocalCloud(cloud_server, tmp_path / "ml_container_cache.yaml", registry, images)
+    local = LocalCloud(cloud_server.endpoint, tmp_path / "ml_container_cache.yaml", registry, images)
+    local.home = Path(cloud_server.home)
     connection = {"conn_type": "aws", "login": "testing", "password": "testing",
-                  "extra": {"region_name": REGION, "endpoint_url": cloud_server}}
+                  "extra": {"region_name": REGION, "endpoint_url": cloud_server.endpoint}}
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_LOCAL", json.dumps(
+        {"conn_type": "kubernetes", "extra": {"kube_config_path": str(local.home / "kubeconfig")}}))
     monkeypatch.setenv("ML_CACHE_CONFIG", str(local.config_path))
     local.reset_faults()
     local.set_faults(agent_online_seconds=0.5, fsr_enabling_seconds=0.5, fsr_optimizing_seconds=0.5)

@@ -148,8 +148,10 @@ def test_down_cleans_up_after_an_interrupted_run(tmp_path) -> None:
     while time.monotonic() < deadline:
         try:
             ssm.send_command(InstanceIds=[instance_id], DocumentName="AWS-RunShellScript", Parameters={
-                "commands": ['setsid bash -c "sleep 300; echo $PWD/left-behind" > /dev/null 2>&1 &',
-                             "echo $! > leftover.pid"]})
+                # the leftover writes its pid only once it has its own session, and the command
+                # waits for that: ending earlier would let the agent's group kill reach it first
+                "commands": ["setsid bash -c 'echo $$ > leftover.pid; exec sleep 300' > /dev/null 2>&1 &",
+                             "while [ ! -s leftover.pid ]; do sleep 0.05; done"]})
             break
         except ssm.exceptions.InvalidInstanceId:
             time.sleep(0.2)

@@ -1,0 +1,116 @@
+"""Build, then roll out onto real local GPU nodes: a cache hit publishes, a cache miss rolls back.
+
+The nodes are the local cloud's: each restores its cache volume from the launch template's
+snapshot (a copy of the builder's volume file), mounts it with the node's real mount script,
+runs its own containerd, and a kubelet stand-in runs the validation pods with that containerd.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from tests.dags.conftest import METADATA_PARAMETER, needs_data_plane, run_dag
+
+CLUSTER = "ml-cache-e2e"
+NODEGROUP = "ml-cache-e2e-gpu"
+
+
+@pytest.fixture
+def nodes_on():
+    from devstack import nodes
+
+    nodes.enable(True)
+    yield
+    nodes.enable(None)
+
+
+@pytest.fixture
+def gpu_node_group(cloud, nodes_on):
+    """One GPU node from a launch template whose cache volume has no snapshot yet (a fresh cluster)."""
+    ec2, eks, iam = cloud.client("ec2"), cloud.client("eks"), cloud.client("iam")
+    template = ec2.create_launch_template(
+        LaunchTemplateName="ml-cache-e2e-gpu",
+        LaunchTemplateData={"InstanceType": "g6e.xlarge", "BlockDeviceMappings": [
+            {"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 4, "VolumeType": "gp3", "DeleteOnTermination": True}}]},
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    role = iam.create_role(RoleName="ml-cache-e2e-node", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]][:1]
+    eks.create_cluster(name=CLUSTER, roleArn=role, resourcesVpcConfig={"subnetIds": subnets})
+    eks.create_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP, nodeRole=role, subnets=subnets,
+                         launchTemplate={"id": template, "version": "1"},
+                         taints=[{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}],
+                         scalingConfig={"minSize": 1, "maxSize": 1, "desiredSize": 1})
+    yield template
+    eks.delete_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP)
+    eks.delete_cluster(name=CLUSTER)
+    ec2.delete_launch_template(LaunchTemplateId=template)
+    iam.delete_role(RoleName="ml-cache-e2e-node")
+
+
+def configure_rollout(cloud, template: str) -> None:
+    config = yaml.safe_load(cloud.config_path.read_text())
+    config["rollout"].update({"cluster_name": CLUSTER, "node_group_name": NODEGROUP, "launch_template_id": template,
+                              "kubernetes_conn_id": "kubernetes_local", "max_startup_seconds": 30})
+    config["timeouts"].update({"update_seconds": 300, "validation_seconds": 120})
+    cloud.config_path.write_text(yaml.safe_dump(config))
+
+
+def rollout_dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.conftest import REPO
+
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["ml_container_cache_rollout"]
+    for task in dag.tasks:
+        task.retries = 0
+    return dag
+
+
+def validation_report(run) -> dict:
+    """What validate_nodes returned (the report that travels in the ready event)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = XComModel.get_many(run_id=run.run_id, dag_ids=run.dag_id, task_ids="validate_nodes",
+                                 key="return_value", session=session).first()
+        return XComModel.deserialize_value(row)
+
+
+@needs_data_plane
+@pytest.mark.slow
+def test_build_then_rollout_hits_the_cache_and_a_miss_rolls_back(cloud, build_dag, gpu_node_group):
+    build, states = run_dag(build_dag)
+    assert str(build.state) == "success", states
+    snapshot_id = cloud.parameter()
+    configure_rollout(cloud, gpu_node_group)
+
+    # 1. the snapshot just built: the node restored from it already has the image
+    run, states = run_dag(rollout_dag())
+    assert str(run.state) == "success", states
+    report = validation_report(run)
+    assert report["passed"] and report["results"]
+    assert all(result["cache_hit"] is True for result in report["results"])
+    eks = cloud.client("eks")
+    version = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP)["nodegroup"]["launchTemplate"]
+    assert str(version["version"]) == "2"
+
+    # 2. the same snapshot, claimed to hold an image it does not have: the kubelet must pull it
+    small = cloud.images["small"]
+    repository, digest = small.split(":1.0@")
+    missing = f"{repository}-not-cached:1.0@{digest}"
+    subprocess.run(["skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+                    f"docker://{repository}:1.0", f"docker://{repository}-not-cached:1.0"],
+                   check=True, capture_output=True)
+    cloud.client("ssm").put_parameter(Name=METADATA_PARAMETER, Type="String", Overwrite=True, Value=json.dumps(
+        {"snapshot_id": snapshot_id, "images": [{"ref": missing, "digest": digest}]}))
+    run, states = run_dag(rollout_dag(), snapshot_id=snapshot_id)
+    assert str(run.state) == "failed"
+    assert states["validate_nodes"] == "failed"
+    assert states["rollback_node_group"] == "success"
+    version = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP)["nodegroup"]["launchTemplate"]
+    assert str(version["version"]) == "2"  # back where the failed rollout (version 3) started
