@@ -418,6 +418,7 @@ def xcom(layout: Layout, dag_id: str, run_id: str, task_id: str) -> Any:
 
 def print_validation(report: dict[str, Any]) -> None:
     """Per node and image: cache hit and start-up stages; the cached vs uncached ratio."""
+    sys.path.insert(0, str(REPO / "plugins"))  # the DAGs' package, as Airflow's plugins folder has it
     from ml_cache.validation import report_table
 
     print()
