@@ -75,10 +75,9 @@ def validation_report(run) -> dict:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
+    query = XComModel.get_many(run_id=run.run_id, dag_ids=run.dag_id, task_ids="validate_nodes", key="return_value")
     with create_session() as session:
-        row = XComModel.get_many(run_id=run.run_id, dag_ids=run.dag_id, task_ids="validate_nodes",
-                                 key="return_value", session=session).first()
-        return XComModel.deserialize_value(row)
+        return XComModel.deserialize_value(session.scalars(query).first())
 
 
 @needs_data_plane

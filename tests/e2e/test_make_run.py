@@ -21,7 +21,7 @@ def _missing() -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(bool(_missing()), reason=f"make run needs the data plane: {_missing()}")
-def test_make_run_builds_and_publishes(tmp_path):
+def test_make_run_builds_publishes_and_rolls_out(tmp_path):
     env = {
         **os.environ,
         "DEVSTACK_HOME": str(tmp_path / "devstack"),
@@ -40,6 +40,14 @@ def test_make_run_builds_and_publishes(tmp_path):
     assert zones and all(state == "enabled" for _, state in zones), output[-3000:]
     assert len(re.findall(r"sha256:[0-9a-f]{64}", output)) >= 2
     assert "publish_snapshot" in output
+    # the rollout the build's Asset event started: every new node had every image (a cache hit)
+    assert re.search(r"ml_container_cache_rollout run \S+: SUCCESS", output), output[-4000:]
+    assert "validation PASSED" in output
+    rows = [line for line in output.splitlines() if "ml-cache-demo/" in line and " PASS" in line]
+    assert len(rows) >= 2 and all(" hit " in row for row in rows), rows
+    # the large image: cached start versus the uncached baseline on the same instance type
+    ratios = re.findall(r"ml-cache-demo/large:1.0: cached start .* (\d+)x faster", output)
+    assert ratios and int(ratios[0]) >= 30, output[-3000:]
     # make run stops what it started: nothing of ours stays mounted
     mounts = Path("/proc/self/mounts").read_text()
     assert str(tmp_path) not in mounts
