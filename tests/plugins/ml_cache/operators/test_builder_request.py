@@ -1,0 +1,50 @@
+"""What RunInstances is asked for: the builder's security properties and the fallback order."""
+
+from __future__ import annotations
+
+import pytest
+
+from ml_cache.operators.builder import builder_request, data_volume_id, launch_candidates
+
+SETTINGS = {
+    "pipeline": "ml-container-cache", "instance_types": ["c6i.2xlarge", "m6i.2xlarge"],
+    "subnet_ids": ["subnet-a", "subnet-b"], "security_group_ids": ["sg-1"], "instance_profile": "builder",
+    "volume_size_gib": 100, "volume_iops": 3000, "volume_throughput_mibps": 250, "kms_key_id": None,
+    "build_seconds": 7200,
+}
+
+
+def test_candidates_try_each_type_in_every_subnet_first():
+    assert launch_candidates(SETTINGS) == [("c6i.2xlarge", "subnet-a"), ("c6i.2xlarge", "subnet-b"),
+                                           ("m6i.2xlarge", "subnet-a"), ("m6i.2xlarge", "subnet-b")]
+    assert launch_candidates({**SETTINGS, "subnet_ids": []}) == [("c6i.2xlarge", None), ("m6i.2xlarge", None)]
+
+
+def test_builder_is_locked_down():
+    request = builder_request(SETTINGS, "ami-1", "c6i.2xlarge", "subnet-a", {"ml-cache:run-id": "r"})
+    assert request["MetadataOptions"]["HttpTokens"] == "required"
+    assert request["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    assert request["InstanceInitiatedShutdownBehavior"] == "terminate"
+    assert request["NetworkInterfaces"][0]["AssociatePublicIpAddress"] is False
+    assert request["NetworkInterfaces"][0]["Groups"] == ["sg-1"]
+    assert all(m["Ebs"]["Encrypted"] for m in request["BlockDeviceMappings"])
+    assert all(m["Ebs"]["DeleteOnTermination"] for m in request["BlockDeviceMappings"])
+    data = next(m for m in request["BlockDeviceMappings"] if m["DeviceName"] == "/dev/xvdb")["Ebs"]
+    assert (data["VolumeSize"], data["Iops"], data["Throughput"], data["VolumeType"]) == (100, 3000, 250, "gp3")
+    tagged = {spec["ResourceType"] for spec in request["TagSpecifications"]}
+    assert tagged == {"instance", "volume"}
+
+
+def test_deadman_timer_outlives_the_build():
+    user_data = builder_request(SETTINGS, "ami-1", "c6i.2xlarge", None, {})["UserData"]
+    minutes = int(user_data.split("+")[1])
+    assert minutes * 60 > SETTINGS["build_seconds"]
+
+
+def test_data_volume_is_chosen_by_device_name_not_position():
+    instance = {"InstanceId": "i-1", "BlockDeviceMappings": [
+        {"DeviceName": "/dev/xvdb", "Ebs": {"VolumeId": "vol-data"}},
+        {"DeviceName": "/dev/xvda", "Ebs": {"VolumeId": "vol-root"}}]}
+    assert data_volume_id(instance) == "vol-data"
+    with pytest.raises(RuntimeError, match="/dev/xvdb"):
+        data_volume_id({"InstanceId": "i-1", "BlockDeviceMappings": instance["BlockDeviceMappings"][1:]})
