@@ -50,7 +50,9 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=float(os.environ.get("ML_CACHE_BUILD_TIMEOUT_HOURS", "8"))),
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID},
+    # Every task is idempotent (tokens, tags, run-marked versions), so retries are safe; two also
+    # absorb apache/airflow#71580 (a trigger that fires at once can fail the resumed try).
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID},
     tags=["ml-container-cache", "eks", "ebs"],
     params={
         "images": _optional("array", "Image references to cache (registry/repo:tag or @sha256:digest).",
@@ -75,7 +77,7 @@ with DAG(
     },
 ) as dag:
 
-    @task
+    @task(retries=0)  # bad input does not get better by waiting
     def validate_inputs(params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Merge the form over the config file and validate everything, before any AWS call."""
         from ml_cache.hooks.ec2 import CacheEc2Hook

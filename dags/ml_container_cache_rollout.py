@@ -40,7 +40,9 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=4),
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID},
+    # Every task is idempotent (tokens, tags, run-marked versions), so retries are safe; two also
+    # absorb apache/airflow#71580 (a trigger that fires at once can fail the resumed try).
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID},
     tags=["ml-container-cache", "eks"],
     params={
         "snapshot_id": Param(None, type=["null", "string"], pattern=r"^snap-[0-9a-f]{8,17}$",
@@ -56,7 +58,7 @@ with DAG(
     },
 ) as dag:
 
-    @task
+    @task(retries=0)  # bad input does not get better by waiting
     def validate_inputs(params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Config `rollout:` (Terraform's output) merged with the form, validated before any AWS call."""
         from ml_cache.hooks.eks import CacheEksHook
@@ -124,8 +126,9 @@ with DAG(
     current = precheck_node_group(settings)
     version = create_launch_template_version(settings, target)
     update = UpdateNodegroupOperator(task_id="update_node_group", settings=settings, version=version)
+    # Never retried: a first try that missed made the kubelet pull, so a second would "hit".
     report = ValidateCacheOnNodesOperator(task_id="validate_nodes", settings=settings, target=target,
-                                          version=version)
+                                          version=version, retries=0)
     ready = publish_ready(target, report.output)
     rollback = UpdateNodegroupOperator(task_id="rollback_node_group", settings=settings,
                                        version=current["launch_template_version"], skip_if_current=True,
