@@ -141,14 +141,24 @@ def cloud(cloud_server, demo_registry, airflow_db, tmp_path, monkeypatch) -> Ite
         local.client("ec2").terminate_instances(InstanceIds=[instance["InstanceId"]])
 
 
-@pytest.fixture
-def build_dag():
+def load_dag(dag_id: str):
+    """A DAG from the DAGs folder, retries off (dag.test honours retry_delay)."""
     from airflow.dag_processing.dagbag import DagBag
 
-    dag = DagBag(dag_folder=str(REPO / "dags")).dags["ml_container_cache_build"]
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags[dag_id]
     for task in dag.tasks:
-        task.retries = 0  # dag.test honours retry_delay
+        task.retries = 0
     return dag
+
+
+@pytest.fixture
+def build_dag():
+    return load_dag("ml_container_cache_build")
+
+
+@pytest.fixture
+def rollout_dag():
+    return load_dag("ml_container_cache_rollout")
 
 
 def run_dag(dag, **conf: Any):

@@ -17,18 +17,6 @@ CLUSTER = "ml-container-cache"
 NODEGROUP = "ml-container-cache-gpu"
 
 
-@pytest.fixture
-def rollout_dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    from tests.conftest import REPO
-
-    dag = DagBag(dag_folder=str(REPO / "dags")).dags["ml_container_cache_rollout"]
-    for task in dag.tasks:
-        task.retries = 0
-    return dag
-
-
 def _snapshot(cloud) -> str:
     ec2 = cloud.client("ec2")
     volume = ec2.create_volume(AvailabilityZone="us-west-2a", Size=8)["VolumeId"]

@@ -59,17 +59,6 @@ def configure_rollout(cloud, template: str) -> None:
     cloud.config_path.write_text(yaml.safe_dump(config))
 
 
-def rollout_dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    from tests.conftest import REPO
-
-    dag = DagBag(dag_folder=str(REPO / "dags")).dags["ml_container_cache_rollout"]
-    for task in dag.tasks:
-        task.retries = 0
-    return dag
-
-
 def validation_report(run) -> dict:
     """What validate_nodes returned (the report that travels in the ready event)."""
     from airflow.models.xcom import XComModel
@@ -82,14 +71,14 @@ def validation_report(run) -> dict:
 
 @needs_data_plane
 @pytest.mark.slow
-def test_build_then_rollout_hits_the_cache_and_a_miss_rolls_back(cloud, build_dag, gpu_node_group):
+def test_build_then_rollout_hits_the_cache_and_a_miss_rolls_back(cloud, build_dag, rollout_dag, gpu_node_group):
     build, states = run_dag(build_dag)
     assert str(build.state) == "success", states
     snapshot_id = cloud.parameter()
     configure_rollout(cloud, gpu_node_group)
 
     # 1. the snapshot just built: the node restored from it already has the image
-    run, states = run_dag(rollout_dag())
+    run, states = run_dag(rollout_dag)
     assert str(run.state) == "success", states
     report = validation_report(run)
     assert report["passed"] and report["results"]
@@ -107,7 +96,7 @@ def test_build_then_rollout_hits_the_cache_and_a_miss_rolls_back(cloud, build_da
                    check=True, capture_output=True)
     cloud.client("ssm").put_parameter(Name=METADATA_PARAMETER, Type="String", Overwrite=True, Value=json.dumps(
         {"snapshot_id": snapshot_id, "images": [{"ref": missing, "digest": digest}]}))
-    run, states = run_dag(rollout_dag(), snapshot_id=snapshot_id)
+    run, states = run_dag(rollout_dag, snapshot_id=snapshot_id)
     assert str(run.state) == "failed"
     assert states["validate_nodes"] == "failed"
     assert states["rollback_node_group"] == "success"
