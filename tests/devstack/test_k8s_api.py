@@ -22,21 +22,12 @@ import pytest
 from devstack import nodes, volumes
 from devstack.demo_images import default_cache_dir, seed_registry
 from devstack.registry import Registry
+from tests.devstack.conftest import wait_for
 
 MISSING = volumes.data_plane_missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 GROUP = "gpu"
 TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout}s")
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from devstack import nodes, sandbox, volumes
 from devstack.containerd import Containerd, write_config
 from devstack.demo_images import default_cache_dir, seed_registry
 from devstack.registry import Registry
+from tests.devstack.conftest import wait_for
 
 MISSING = volumes.data_plane_missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
@@ -115,16 +116,6 @@ def gpu_cluster(cloud: Any, registry_address: str, ref: str, volume_gib: int) ->
             eks.delete_nodegroup(clusterName=name, nodegroupName=group)
         wait_for(lambda: not [n for n in nodes.all_nodes() if n.cluster == name], 120, "nodes removed")
         nodes.enable(None)
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not reached within {timeout}s")
 
 
 def ready_nodes(cluster: str, group: str, version: str | None = None) -> list[nodes.Node]:

@@ -22,6 +22,3 @@ class CacheEksHook(CustomWaitersMixin, EksHook):
 
     def describe_update(self, cluster: str, nodegroup: str, update_id: str) -> dict[str, Any]:
         return self.conn.describe_update(name=cluster, nodegroupName=nodegroup, updateId=update_id)["update"]
-
-    def list_updates(self, cluster: str, nodegroup: str) -> list[str]:
-        return self.conn.list_updates(name=cluster, nodegroupName=nodegroup)["updateIds"]

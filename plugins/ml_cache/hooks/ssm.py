@@ -51,10 +51,3 @@ class CacheSsmHook(CustomWaitersMixin, SsmHook):
 
     def set_default_document_version(self, name: str, version: str) -> None:
         self.conn.update_document_default_version(Name=name, DocumentVersion=version)
-
-    def describe_instance_information(self, instance_id: str) -> dict[str, Any] | None:
-        response = self.conn.describe_instance_information(
-            Filters=[{"Key": "InstanceIds", "Values": [instance_id]}]
-        )
-        found = response["InstanceInformationList"]
-        return found[0] if found else None
