@@ -1,0 +1,159 @@
+"""The settings schema: one pydantic model per config section, and the validated settings of a run.
+
+pydantic (not a hand-written jsonschema document) because the same annotations give the
+validation, the defaults, typed attribute access in the tasks, and the JSON schema the trigger
+form is generated from; it ships with Airflow, so it costs no dependency. The models are strict
+(no "3" -> 3 coercion) and forbid unknown keys, so a typo in the config or the form is an error
+naming the key instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ml_cache.images import PLATFORMS, registry_allowed, validate_images
+from ml_cache.settings import fields as f
+
+DEFAULT_INSTANCE_TYPES = ["c6i.2xlarge", "m6i.2xlarge", "c5.2xlarge"]
+
+
+class Section(BaseModel):
+    """Strict, closed and immutable: what was validated is what every task reads."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class AwsConfig(Section):
+    """Where the builder runs and where the cache is published (Terraform's output fills it)."""
+
+    region: f.Region | None = Field(None, description="Must equal the Airflow connection's region.")
+    subnet_ids: f.unique_list(f.SubnetId) = Field([], description="Private subnets, tried in order.")
+    security_group_ids: f.unique_list(f.SecurityGroupId) = []
+    instance_profile: f.InstanceProfile = Field(description="The builder's instance profile.")
+    ssm_parameter: f.SsmParameterName = Field("/ml-container-cache/snapshot-id", description="Bare snap- id.")
+    ssm_metadata_parameter: f.SsmParameterName = "/ml-container-cache/snapshot-metadata"
+    ssm_document: f.SsmDocumentName = Field("ml-container-cache-build", description="Registered by the DAG.")
+    kms_key_id: f.KmsKeyId | None = Field(None, description="None: the account's default EBS key.")
+    registry_credentials: dict[str, dict] = Field({}, description="Registry host -> secret reference.")
+
+
+class BuildConfig(Section):
+    """What a build caches and how; every field but allowed_registries is a trigger-form field."""
+
+    allowed_registries: list[str] = Field(min_length=1, description="Registries images may come from.")
+    images: list[str] = Field(min_length=1, description="Image references to cache (registry/repo:tag or "
+                                                        "@sha256:digest).")
+    architecture: f.Architecture = Field("x86_64", description="CPU architecture of the GPU nodes.")
+    kubernetes_version: f.KubernetesVersion = Field("1.33", description="EKS version of the AL2023 AMI the "
+                                                                        "builder runs.")
+    instance_types: f.unique_list(f.InstanceType, min_length=1) = Field(
+        DEFAULT_INSTANCE_TYPES, description="Builder instance types, tried in order on capacity errors.")
+    volume_size_gib: f.VolumeSizeGib = Field(100, description="Data volume size: compressed + unpacked, x1.3.")
+    volume_iops: f.VolumeIops = Field(3000, description="Data volume gp3 IOPS.")
+    volume_throughput_mibps: f.VolumeThroughput = Field(250, description="Data volume gp3 throughput (MiB/s).")
+    snapshot_name: f.SnapshotName = Field("ml-container-cache", description="Name tag of the snapshot.")
+    snapshot_description: f.SnapshotDescription = Field("ML container image cache for EKS GPU nodes",
+                                                        description="Snapshot description.")
+    enable_fast_snapshot_restore: bool = Field(True, description="Enable FSR (costs $0.75 per AZ-hour).")
+    fsr_availability_zones: f.unique_list(f.AvailabilityZone) = Field(
+        [], description="AZs of the GPU node group, where FSR is enabled.")
+    pull_parallelism: f.PullParallelism = Field(3, description="Images pulled at once on the builder.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> BuildConfig:
+        # 3000 IOPS is gp3's free baseline at any size; the 500 IOPS/GiB ratio limits what is bought on top.
+        size, iops, throughput = self.volume_size_gib, self.volume_iops, self.volume_throughput_mibps
+        if iops > f.GP3_IOPS[0] and iops > f.GP3_IOPS_PER_GIB * size:
+            raise ValueError(f"volume_iops {iops} exceeds {f.GP3_IOPS_PER_GIB} IOPS per GiB of a {size} GiB "
+                             f"volume (at most {max(f.GP3_IOPS[0], f.GP3_IOPS_PER_GIB * size)})")
+        if throughput > f.GP3_MIBPS_PER_IOPS * iops:
+            raise ValueError(f"volume_throughput_mibps {throughput} exceeds {f.GP3_MIBPS_PER_IOPS} MiB/s per "
+                             f"IOPS (at most {math.floor(f.GP3_MIBPS_PER_IOPS * iops)} with {iops} IOPS)")
+        if self.enable_fast_snapshot_restore and not self.fsr_availability_zones:
+            raise ValueError("fsr_availability_zones must not be empty while enable_fast_snapshot_restore is on")
+        images = [str(ref) for ref in validate_images(self.images, self.allowed_registries)]
+        return self if images == self.images else self.model_copy(update={"images": images})
+
+
+class RolloutConfig(Section):
+    """Where the cache is rolled out (Terraform's output) and how it is judged."""
+
+    cluster_name: f.EksName
+    node_group_name: f.EksName
+    launch_template_id: f.LaunchTemplateId
+    cache_device_name: f.DeviceName = "/dev/xvdb"
+    kubernetes_conn_id: f.ConnectionId | None = Field(None, description="None: kubeconfig generated from EKS.")
+    namespace: f.Namespace = "default"
+    snapshot_id: f.SnapshotId | None = Field(None, description="Snapshot to roll out. Empty: the triggering "
+                                                               "event's, else the SSM parameter's.")
+    max_startup_seconds: f.StartupSeconds = Field(10, description="A validation pod slower than this fails "
+                                                                  "the rollout.")
+    force_update: bool = Field(False, description="EKS `force`: override PodDisruptionBudgets.")
+    uncached_baseline: bool = Field(False, description="Also time each image on a node without the cache.")
+    baseline_node_group_name: f.EksName | None = None
+
+
+class Timeouts(Section):
+    """Deadlines of the deferred waits, in seconds."""
+
+    poll_seconds: f.Seconds = 15
+    agent_online_seconds: f.Seconds = 900
+    build_seconds: f.BuildSeconds = 7200
+    snapshot_seconds: f.Seconds = 14400
+    fsr_seconds: f.Seconds = 14400
+    update_seconds: f.Seconds = 3600
+    validation_seconds: f.Seconds = 900
+
+
+class RunSettings(Section):
+    """What every run shares: the pipeline name, the connection's region, the AWS names, deadlines."""
+
+    pipeline: f.PipelineName
+    region: f.Region
+    aws: AwsConfig
+    timeouts: Timeouts = Timeouts()
+
+    @model_validator(mode="after")
+    def _same_region(self) -> RunSettings:
+        if self.aws.region is not None and self.aws.region != self.region:
+            raise ValueError(f"config aws.region {self.aws.region!r} differs from the connection's region "
+                             f"{self.region!r}")
+        return self
+
+
+class BuildSettings(RunSettings):
+    """A build run's validated settings (config `build:` merged with the trigger form)."""
+
+    build: BuildConfig
+
+    @model_validator(mode="after")
+    def _build_rules(self) -> BuildSettings:
+        zone = re.compile(re.escape(self.region) + r"[a-z]", re.ASCII)
+        outside = [z for z in self.build.fsr_availability_zones if not zone.fullmatch(z)]
+        if outside:
+            raise ValueError(f"fsr_availability_zones {outside} are not availability zones of {self.region} "
+                             f"({self.region}a, {self.region}b, ...)")
+        for registry in self.aws.registry_credentials:
+            if not registry_allowed(registry, self.build.allowed_registries):
+                raise ValueError(f"aws.registry_credentials names registry {registry!r}, not an allowed registry")
+        return self
+
+    @property
+    def platform(self) -> str:
+        return PLATFORMS[self.build.architecture]
+
+    @property
+    def ami_ssm_parameter(self) -> str:
+        """Public SSM parameter holding the EKS-optimized AL2023 AMI id for the version/arch."""
+        return (f"/aws/service/eks/optimized-ami/{self.build.kubernetes_version}/amazon-linux-2023/"
+                f"{self.build.architecture}/standard/recommended/image_id")
+
+
+class RolloutSettings(RunSettings):
+    """A rollout run's validated settings (config `rollout:` merged with the trigger form)."""
+
+    rollout: RolloutConfig
+

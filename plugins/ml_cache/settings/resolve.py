@@ -1,0 +1,77 @@
+"""A run's settings: the config file's sections merged with the run's Params, validated by the models.
+
+Everything is checked here, before the DAG's first AWS call, so bad input fails the run in
+seconds with a message naming the key and the value instead of leaving a builder behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ml_cache.images import InvalidInputs, show
+from ml_cache.settings.models import BuildConfig, BuildSettings, RolloutSettings
+
+CONFIG_SECTIONS = ("pipeline", "aws", "build", "rollout", "timeouts")
+# Form fields: every BuildConfig field but the allow-list (an allow-list a run can widen is no allow-list).
+BUILD_FORM_FIELDS = tuple(name for name in BuildConfig.model_fields if name != "allowed_registries")
+ROLLOUT_FORM_FIELDS = ("snapshot_id", "max_startup_seconds", "force_update", "uncached_baseline")
+
+Settings = TypeVar("Settings", bound=BaseModel)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "value_error":  # our own validators name the value already
+        return f"{where}: {message}" if where else message
+    return f"{where}: {message} (got {show(error['input'])})"
+
+
+def validated(model: type[Settings], data: dict[str, Any]) -> Settings:
+    """`model` from `data`, or InvalidInputs listing every problem with its key."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise InvalidInputs("; ".join(_describe(e) for e in error.errors(include_url=False))) from None
+
+
+def _merged(config: dict[str, Any], section: str, params: dict[str, Any] | None,
+            form_fields: tuple[str, ...]) -> dict[str, Any]:
+    """The section with every non-empty Param laid over it; unknown keys are errors naming the key."""
+    if not isinstance(config, dict):
+        raise InvalidInputs(f"config must be a mapping, got {show(config)}")
+    unknown_sections = sorted(set(config) - set(CONFIG_SECTIONS))
+    if unknown_sections:
+        raise InvalidInputs(f"config has unknown section(s) {unknown_sections}; known: {list(CONFIG_SECTIONS)}")
+    params = params or {}
+    if not isinstance(params, dict):
+        raise InvalidInputs(f"params must be a mapping, got {show(params)}")
+    if params.get("allowed_registries") is not None:
+        raise InvalidInputs("allowed_registries cannot be overridden per run; change the config file")
+    unknown = sorted(key for key in params if key not in form_fields)
+    if unknown:
+        raise InvalidInputs(f"unknown parameter(s) {unknown}; the form has {list(form_fields)}")
+    base = config.get(section)
+    if not isinstance(base, dict):
+        raise InvalidInputs(f"config has no `{section}:` mapping")
+    return {**base, **{key: value for key, value in params.items() if value is not None}}
+
+
+def _common(config: dict[str, Any], region: str) -> dict[str, Any]:
+    return {"pipeline": config.get("pipeline"), "region": region, "aws": config.get("aws"),
+            "timeouts": config.get("timeouts") or {}}
+
+
+def resolve_build_settings(config: dict[str, Any], params: dict[str, Any] | None, *, region: str) -> BuildSettings:
+    """Config `build:` with the run's Params over it (None = the config's value), validated."""
+    build = _merged(config, "build", params, BUILD_FORM_FIELDS)
+    return validated(BuildSettings, {**_common(config, region), "build": build})
+
+
+def resolve_rollout_settings(config: dict[str, Any], params: dict[str, Any] | None, *,
+                             region: str) -> RolloutSettings:
+    """Config `rollout:` (Terraform's output) with the run's Params over it, validated."""
+    rollout = _merged(config, "rollout", params, ROLLOUT_FORM_FIELDS)
+    return validated(RolloutSettings, {**_common(config, region), "rollout": rollout})
