@@ -9,12 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils import validate_execute_complete_event
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from ml_cache.hooks.ssm import CacheSsmHook
-from ml_cache.operators.builder import trigger_connection, waiter_attempts
+from ml_cache.operators.base import CacheAwsOperator
 from ml_cache.triggers.ssm import SsmCommandExecutedTrigger
 
 SCRIPT_PATH = Path(__file__).resolve().parent.parent / "scripts" / "build_cache.sh"
@@ -105,7 +104,7 @@ def build_spec(action: str, settings: dict[str, Any], builder: dict[str, Any]) -
     }
 
 
-class RunBuilderScriptOperator(AwsBaseOperator[CacheSsmHook]):
+class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
     """Run our document on the builder: spec as data, timeout sized to the work, deferrable wait.
 
     On failure the error carries the tail of the script's stderr, so the run names the cause
@@ -113,41 +112,43 @@ class RunBuilderScriptOperator(AwsBaseOperator[CacheSsmHook]):
     """
 
     aws_hook_class = CacheSsmHook
-    template_fields: Sequence[str] = aws_template_fields("settings", "builder", "document")
+    template_fields: Sequence[str] = aws_template_fields(
+        "builder", "document", "images", "platform", "pull_parallelism", "registry_credentials",
+        "timeout_seconds", "poll_seconds")
 
-    def __init__(self, *, action: str, settings: Any, builder: Any, document: Any, **kwargs: Any) -> None:
+    def __init__(self, *, action: str, builder: dict[str, Any], document: dict[str, str], images: list[str],
+                 platform: str, pull_parallelism: int, registry_credentials: dict[str, Any], timeout_seconds: int,
+                 poll_seconds: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.action = action
-        self.settings = settings
         self.builder = builder
         self.document = document
+        self.images = images
+        self.platform = platform
+        self.pull_parallelism = pull_parallelism
+        self.registry_credentials = registry_credentials
+        self.timeout_seconds = timeout_seconds
+        self.poll_seconds = poll_seconds
 
     def execute(self, context: Any) -> str:
-        timeout = self.settings["build_seconds"]
         instance_id = self.builder["instance_id"]
+        spec = build_spec(self.action, images=list(self.images), platform=self.platform,
+                          volume_id=self.builder["data_volume_id"], parallel=self.pull_parallelism,
+                          registry_credentials=dict(self.registry_credentials))
         response = self.hook.conn.send_command(
             InstanceIds=[instance_id],
             DocumentName=self.document["name"],
             DocumentVersion=self.document["version"],
-            Parameters={
-                "spec": [encode_spec(build_spec(self.action, self.settings, self.builder))],
-                "executionTimeout": [str(timeout)],
-            },
+            Parameters={"spec": [encode_spec(spec)], "executionTimeout": [str(self.timeout_seconds)]},
             TimeoutSeconds=DELIVERY_TIMEOUT_SECONDS,
             Comment=f"ml-container-cache {self.action} {context['ti'].run_id}"[:100],
         )
         command_id = response["Command"]["CommandId"]
-        self.log.info("Sent %s (%s) to %s; deadline %s s", command_id, self.action, instance_id, timeout)
-        delay = self.settings["poll_seconds"]
-        self.defer(
-            trigger=SsmCommandExecutedTrigger(
-                command_id=command_id, instance_id=instance_id, waiter_delay=delay,
-                # the command's own timeout plus delivery slack
-                waiter_max_attempts=waiter_attempts(timeout + DELIVERY_TIMEOUT_SECONDS, delay),
-                **trigger_connection(self),
-            ),
-            method_name="execute_complete",
-        )
+        self.log.info("Sent %s (%s) to %s; deadline %s s", command_id, self.action, instance_id, self.timeout_seconds)
+        # the command's own timeout plus delivery slack
+        self.defer_until(SsmCommandExecutedTrigger, method_name="execute_complete", command_id=command_id,
+                         instance_id=instance_id, timeout_seconds=self.timeout_seconds + DELIVERY_TIMEOUT_SECONDS,
+                         poll_seconds=self.poll_seconds)
         return command_id  # not reached: defer raises
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> str:

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils import validate_execute_complete_event
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.common.compat.sdk import AirflowSkipException
@@ -14,7 +13,7 @@ from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from botocore.exceptions import ClientError
 
 from ml_cache.hooks.eks import CacheEksHook
-from ml_cache.operators.builder import trigger_connection, waiter_attempts
+from ml_cache.operators.base import CacheAwsOperator, waiter_attempts
 from ml_cache.tags import client_token
 from ml_cache.triggers.eks import NodegroupUpdateTrigger
 
@@ -23,7 +22,7 @@ class NodegroupUpdateFailed(RuntimeError):
     """The node group update ended Failed or Cancelled, or never started."""
 
 
-class UpdateNodegroupOperator(AwsBaseOperator[CacheEksHook]):
+class UpdateNodegroupOperator(CacheAwsOperator[CacheEksHook]):
     """UpdateNodegroupVersion to `version` of our launch template, then defer until Successful.
 
     The clientRequestToken derives from dag/run/task/map index and the version, so a retried task
@@ -33,22 +32,27 @@ class UpdateNodegroupOperator(AwsBaseOperator[CacheEksHook]):
     """
 
     aws_hook_class = CacheEksHook
-    template_fields: Sequence[str] = aws_template_fields("settings", "version")
+    template_fields: Sequence[str] = aws_template_fields(
+        "cluster_name", "node_group_name", "launch_template_id", "version", "force", "timeout_seconds",
+        "poll_seconds")
 
-    def __init__(self, *, settings: Any, version: Any, skip_if_current: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *, cluster_name: str, node_group_name: str, launch_template_id: str, version: str | None,
+                 force: bool, timeout_seconds: int, poll_seconds: int, skip_if_current: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.settings = settings
+        self.cluster_name = cluster_name
+        self.node_group_name = node_group_name
+        self.launch_template_id = launch_template_id
         self.version = version
+        self.force = force
+        self.timeout_seconds = timeout_seconds
+        self.poll_seconds = poll_seconds
         self.skip_if_current = skip_if_current
 
-    def _launch_template(self) -> dict[str, str]:
-        return {"id": self.settings["launch_template_id"], "version": str(self.version)}
-
     def execute(self, context: Any, event: dict[str, Any] | None = None, attempt: int = 0) -> dict[str, Any]:
-        settings = self.settings
         if self.version in (None, "None", ""):
             raise AirflowSkipException("No launch template version to move to: the update never started")
-        cluster, nodegroup = settings["cluster_name"], settings["node_group_name"]
+        cluster, nodegroup = self.cluster_name, self.node_group_name
         if self.skip_if_current:
             current = self.hook.describe_nodegroup(clusterName=cluster, nodegroupName=nodegroup)["nodegroup"]
             if str(current.get("launchTemplate", {}).get("version")) == str(self.version):
@@ -56,16 +60,17 @@ class UpdateNodegroupOperator(AwsBaseOperator[CacheEksHook]):
                 return {"update_id": None, "version": str(self.version)}
         ti = context["ti"]
         token = client_token(ti.dag_id, ti.run_id, ti.task_id, ti.map_index, str(self.version))
-        delay = settings["poll_seconds"]
+        delay = self.poll_seconds
+        launch_template = {"id": self.launch_template_id, "version": str(self.version)}
         try:
-            update = self.hook.update_nodegroup_version(cluster, nodegroup, self._launch_template(),
-                                                        force=settings["force_update"], token=token)
+            update = self.hook.update_nodegroup_version(cluster, nodegroup, launch_template, force=self.force,
+                                                        token=token)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") != "ResourceInUseException":
                 raise
-            if attempt >= waiter_attempts(settings["update_seconds"], delay):
+            if attempt >= waiter_attempts(self.timeout_seconds, delay):
                 raise NodegroupUpdateFailed(
-                    f"Node group {nodegroup} stayed busy with another update for {settings['update_seconds']} s"
+                    f"Node group {nodegroup} stayed busy with another update for {self.timeout_seconds} s"
                 ) from error
             self.log.info("Another update of %s is in progress; retrying with the same token in %s s",
                           nodegroup, delay)
@@ -73,24 +78,18 @@ class UpdateNodegroupOperator(AwsBaseOperator[CacheEksHook]):
                        kwargs={"attempt": attempt + 1})
         self.log.info("Update %s of %s to launch template version %s: %s", update["id"], nodegroup,
                       self.version, update["status"])
-        self.defer(
-            trigger=NodegroupUpdateTrigger(
-                cluster=cluster, nodegroup=nodegroup, update_id=update["id"], waiter_delay=delay,
-                waiter_max_attempts=waiter_attempts(settings["update_seconds"], delay),
-                **trigger_connection(self),
-            ),
-            method_name="execute_complete",
-        )
+        self.defer_until(NodegroupUpdateTrigger, method_name="execute_complete", cluster=cluster,
+                         nodegroup=nodegroup, update_id=update["id"], timeout_seconds=self.timeout_seconds,
+                         poll_seconds=delay)
         return {}  # not reached: defer raises
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         event = validate_execute_complete_event(event)
-        settings = self.settings
-        update = self.hook.describe_update(settings["cluster_name"], settings["node_group_name"], event["update_id"])
+        update = self.hook.describe_update(self.cluster_name, self.node_group_name, event["update_id"])
         if update["status"] != "Successful":
             errors = "; ".join(f"{e.get('errorCode')}: {e.get('errorMessage')}" for e in update.get("errors", []))
             raise NodegroupUpdateFailed(
-                f"Update {update['id']} of node group {settings['node_group_name']} to launch template version "
+                f"Update {update['id']} of node group {self.node_group_name} to launch template version "
                 f"{self.version} ended {update['status']}: {errors or event.get('message', 'no error given')}"
             )
         return {"update_id": update["id"], "version": str(self.version)}

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils import validate_execute_complete_event
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from ml_cache.hooks.ec2 import CacheEc2Hook
-from ml_cache.operators.builder import trigger_connection, waiter_attempts
+from ml_cache.operators.base import CacheAwsOperator
 from ml_cache.tags import run_tags
 from ml_cache.triggers.ec2 import FastSnapshotRestoreEnabledTrigger, SnapshotCompletedTrigger
 
@@ -23,7 +22,7 @@ class FastSnapshotRestoreFailed(RuntimeError):
     """FSR could not be enabled in every requested AZ."""
 
 
-class CreateCacheSnapshotOperator(AwsBaseOperator[CacheEc2Hook]):
+class CreateCacheSnapshotOperator(CacheAwsOperator[CacheEc2Hook]):
     """Snapshot the builder's data volume (chosen by device name upstream), tagged with the run.
 
     CreateSnapshot takes no ClientToken: a retry first looks for this run's snapshot by tag and
@@ -31,39 +30,33 @@ class CreateCacheSnapshotOperator(AwsBaseOperator[CacheEc2Hook]):
     """
 
     aws_hook_class = CacheEc2Hook
-    template_fields: Sequence[str] = aws_template_fields("settings", "builder")
+    template_fields: Sequence[str] = aws_template_fields(
+        "pipeline", "volume_id", "name", "description", "timeout_seconds", "poll_seconds")
 
-    def __init__(self, *, settings: Any, builder: Any, **kwargs: Any) -> None:
+    def __init__(self, *, pipeline: str, volume_id: str, name: str, description: str, timeout_seconds: int,
+                 poll_seconds: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.settings = settings
-        self.builder = builder
+        self.pipeline = pipeline
+        self.volume_id = volume_id
+        self.name = name
+        self.description = description
+        self.timeout_seconds = timeout_seconds
+        self.poll_seconds = poll_seconds
 
     def execute(self, context: Any) -> str:
-        settings = self.settings
-        tags = run_tags(settings["pipeline"], context["ti"].run_id, role="cache")
+        tags = run_tags(self.pipeline, context["ti"].run_id, role="cache")
         reusable = [s for s in self.hook.find_snapshots(tags) if s["State"] != "error"]
         if reusable:
             snapshot = max(reusable, key=lambda s: s["StartTime"])
             self.log.info("Reusing snapshot %s of this run (%s)", snapshot["SnapshotId"], snapshot["State"])
         else:
-            snapshot = self.hook.create_snapshot(
-                self.builder["data_volume_id"],
-                settings["snapshot_description"],
-                {**tags, "Name": settings["snapshot_name"]},
-            )
-            self.log.info("Created snapshot %s of %s", snapshot["SnapshotId"], self.builder["data_volume_id"])
+            snapshot = self.hook.create_snapshot(self.volume_id, self.description, {**tags, "Name": self.name})
+            self.log.info("Created snapshot %s of %s", snapshot["SnapshotId"], self.volume_id)
         snapshot_id = snapshot["SnapshotId"]
         if snapshot["State"] == "completed":
             return snapshot_id
-        delay = settings["poll_seconds"]
-        self.defer(
-            trigger=SnapshotCompletedTrigger(
-                snapshot_id=snapshot_id, waiter_delay=delay,
-                waiter_max_attempts=waiter_attempts(settings["snapshot_seconds"], delay),
-                **trigger_connection(self),
-            ),
-            method_name="execute_complete",
-        )
+        self.defer_until(SnapshotCompletedTrigger, method_name="execute_complete", snapshot_id=snapshot_id,
+                         timeout_seconds=self.timeout_seconds, poll_seconds=self.poll_seconds)
         return snapshot_id  # not reached: defer raises
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> str:
@@ -79,7 +72,7 @@ class CreateCacheSnapshotOperator(AwsBaseOperator[CacheEc2Hook]):
         )
 
 
-class EnableFastSnapshotRestoreOperator(AwsBaseOperator[CacheEc2Hook]):
+class EnableFastSnapshotRestoreOperator(CacheAwsOperator[CacheEc2Hook]):
     """Enable FSR in the chosen AZs and defer until `enabled` in all of them.
 
     EnableFastSnapshotRestores answers 200 with an `Unsuccessful` list: any entry there fails the
@@ -87,20 +80,23 @@ class EnableFastSnapshotRestoreOperator(AwsBaseOperator[CacheEc2Hook]):
     """
 
     aws_hook_class = CacheEc2Hook
-    template_fields: Sequence[str] = aws_template_fields("settings", "snapshot_id")
+    template_fields: Sequence[str] = aws_template_fields(
+        "snapshot_id", "enabled", "availability_zones", "timeout_seconds", "poll_seconds")
 
-    def __init__(self, *, settings: Any, snapshot_id: Any, **kwargs: Any) -> None:
+    def __init__(self, *, snapshot_id: str, enabled: bool, availability_zones: list[str], timeout_seconds: int,
+                 poll_seconds: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.settings = settings
         self.snapshot_id = snapshot_id
+        self.enabled = enabled
+        self.availability_zones = availability_zones
+        self.timeout_seconds = timeout_seconds
+        self.poll_seconds = poll_seconds
 
     def execute(self, context: Any) -> dict[str, str]:
-        settings = self.settings
-        if not settings["enable_fast_snapshot_restore"]:
+        if not self.enabled:
             self.log.info("Fast Snapshot Restore disabled for this run")
             return {}
-        zones = list(settings["fsr_availability_zones"])
-        response = self.hook.enable_fast_snapshot_restores(self.snapshot_id, zones)
+        response = self.hook.enable_fast_snapshot_restores(self.snapshot_id, list(self.availability_zones))
         unsuccessful = response.get("Unsuccessful", [])
         if unsuccessful:
             succeeded = sorted({entry["AvailabilityZone"] for entry in response.get("Successful", [])})
@@ -109,22 +105,16 @@ class EnableFastSnapshotRestoreOperator(AwsBaseOperator[CacheEc2Hook]):
             raise FastSnapshotRestoreFailed(
                 f"Fast Snapshot Restore for {self.snapshot_id} unsuccessful: {describe_unsuccessful(unsuccessful)}"
             )
-        delay = settings["poll_seconds"]
-        self.defer(
-            trigger=FastSnapshotRestoreEnabledTrigger(
-                snapshot_id=self.snapshot_id, waiter_delay=delay,
-                waiter_max_attempts=waiter_attempts(settings["fsr_seconds"], delay),
-                **trigger_connection(self),
-            ),
-            method_name="execute_complete",
-        )
+        self.defer_until(FastSnapshotRestoreEnabledTrigger, method_name="execute_complete",
+                         snapshot_id=self.snapshot_id, timeout_seconds=self.timeout_seconds,
+                         poll_seconds=self.poll_seconds)
         return {}  # not reached: defer raises
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, str]:
         event = validate_execute_complete_event(event)
         states = {entry["AvailabilityZone"]: entry["State"]
                   for entry in self.hook.describe_fast_snapshot_restores(self.snapshot_id)}
-        missing = [zone for zone in self.settings["fsr_availability_zones"] if states.get(zone) != "enabled"]
+        missing = [zone for zone in self.availability_zones if states.get(zone) != "enabled"]
         if event["status"] != "success" or missing:
             raise FastSnapshotRestoreFailed(
                 f"Fast Snapshot Restore for {self.snapshot_id} not enabled in {missing or 'every AZ'}: "

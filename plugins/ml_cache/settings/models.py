@@ -14,6 +14,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ml_cache.builder_instance import BuilderLaunch
 from ml_cache.images import PLATFORMS, registry_allowed, validate_images
 from ml_cache.settings import fields as f
 
@@ -144,6 +145,16 @@ class BuildSettings(RunSettings):
     @property
     def platform(self) -> str:
         return PLATFORMS[self.build.architecture]
+
+    @property
+    def builder_launch(self) -> BuilderLaunch:
+        """What LaunchBuilderOperator needs of these settings."""
+        build, aws = self.build, self.aws
+        return BuilderLaunch(
+            pipeline=self.pipeline, instance_types=build.instance_types, subnet_ids=aws.subnet_ids,
+            security_group_ids=aws.security_group_ids, instance_profile=aws.instance_profile,
+            kms_key_id=aws.kms_key_id, volume_size_gib=build.volume_size_gib, volume_iops=build.volume_iops,
+            volume_throughput_mibps=build.volume_throughput_mibps, build_seconds=self.timeouts.build_seconds)
 
     @property
     def ami_ssm_parameter(self) -> str:

@@ -1,0 +1,51 @@
+"""Steps of ml_container_cache_build that are not waits (those are operators)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ml_cache.hooks.ec2 import CacheEc2Hook
+from ml_cache.hooks.ssm import CacheSsmHook
+from ml_cache.report import parse_build_report, parse_quiesce_report
+from ml_cache.settings import BuildSettings, load_config, resolve_build_settings
+from ml_cache.ssm_document import register_document
+from ml_cache.tags import PIPELINE_TAG
+
+
+def validate_inputs(params: dict[str, Any] | None, *, aws_conn_id: str) -> dict[str, Any]:
+    """The form merged over the config file and validated, before any AWS call (the region is the
+    connection's, read from its configuration, not from AWS)."""
+    region = CacheEc2Hook(aws_conn_id=aws_conn_id).conn_region_name
+    return resolve_build_settings(load_config(), dict(params or {}), region=region).model_dump(mode="json")
+
+
+def resolve_ami(settings: BuildSettings, *, aws_conn_id: str) -> str:
+    """The EKS-optimized AL2023 AMI, from its public SSM parameter."""
+    parameter = CacheSsmHook(aws_conn_id=aws_conn_id).get_parameter(settings.ami_ssm_parameter)
+    if parameter is None:
+        raise RuntimeError(f"No EKS-optimized AMI parameter {settings.ami_ssm_parameter}: is Kubernetes "
+                           f"{settings.build.kubernetes_version} supported in this region?")
+    return parameter["Value"]
+
+
+def register_build_script(settings: BuildSettings, *, aws_conn_id: str) -> dict[str, str]:
+    """Our SSM document holds the builder script as shipped (a new version when it changed)."""
+    return register_document(CacheSsmHook(aws_conn_id=aws_conn_id), settings.aws.ssm_document,
+                             {PIPELINE_TAG: settings.pipeline})
+
+
+def _stdout(builder: dict[str, Any], command_id: str, aws_conn_id: str) -> str:
+    invocation = CacheSsmHook(aws_conn_id=aws_conn_id).get_command_invocation(command_id, builder["instance_id"])
+    return invocation.get("StandardOutputContent", "")
+
+
+def verify_build_report(images: list[str], builder: dict[str, Any], command_id: str, *,
+                        aws_conn_id: str) -> dict[str, Any]:
+    """Exit 0 is not proof: every image must be in the report, unpacked, with its digest."""
+    return parse_build_report(_stdout(builder, command_id, aws_conn_id), images,
+                              volume_id=builder["data_volume_id"])
+
+
+def verify_quiesced(builder: dict[str, Any], command_id: str, *, aws_conn_id: str) -> dict[str, Any]:
+    """containerd stopped, data synced, volume unmounted: only then is a snapshot consistent."""
+    return parse_quiesce_report(_stdout(builder, command_id, aws_conn_id), volume_id=builder["data_volume_id"])

@@ -1,0 +1,75 @@
+"""Steps of ml_container_cache_rollout that are not waits (those are operators)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ml_cache.hooks.ec2 import CacheEc2Hook
+from ml_cache.hooks.eks import CacheEksHook
+from ml_cache.launch_template import cache_snapshot, version_description, with_cache_snapshot
+from ml_cache.settings import RolloutSettings, load_config, resolve_rollout_settings
+from ml_cache.settings.models import RolloutConfig
+
+
+class RolloutPrecheckFailed(RuntimeError):
+    """The node group is not in a state (or shape) the rollout can safely change."""
+
+
+def validate_inputs(params: dict[str, Any] | None, *, aws_conn_id: str) -> dict[str, Any]:
+    """Config `rollout:` (Terraform's output) merged with the form, validated before any AWS call."""
+    region = CacheEksHook(aws_conn_id=aws_conn_id).conn_region_name
+    settings: RolloutSettings = resolve_rollout_settings(load_config(), dict(params or {}), region=region)
+    return settings.model_dump(mode="json")
+
+
+def check_node_group(nodegroup: dict[str, Any], launch_template_id: str) -> str:
+    """The launch template version the node group runs, if it is one we may change: ACTIVE (or UPDATING:
+    another update runs, ours waits for it and retries with the same token) and on our template."""
+    name = nodegroup.get("nodegroupName")
+    if nodegroup.get("status") not in ("ACTIVE", "UPDATING"):
+        raise RolloutPrecheckFailed(f"Node group {name} is {nodegroup.get('status')}, not ACTIVE or UPDATING "
+                                    f"(health: {nodegroup.get('health', {}).get('issues')})")
+    template = nodegroup.get("launchTemplate") or {}
+    if template.get("id") != launch_template_id:
+        raise RolloutPrecheckFailed(
+            f"Node group {name} was not created from launch template {launch_template_id} "
+            f"(it uses {template or 'no launch template'}): the cache cannot be rolled out to it"
+        )
+    return str(template["version"])
+
+
+def precheck_node_group(rollout: RolloutConfig, *, aws_conn_id: str) -> dict[str, Any]:
+    """The node group can be rolled; what it runs now (version, snapshot) is what a rollback restores."""
+    nodegroup = CacheEksHook(aws_conn_id=aws_conn_id).describe_nodegroup(
+        clusterName=rollout.cluster_name, nodegroupName=rollout.node_group_name)["nodegroup"]
+    version = check_node_group(nodegroup, rollout.launch_template_id)
+    data = CacheEc2Hook(aws_conn_id=aws_conn_id).describe_launch_template_version(
+        rollout.launch_template_id, version)["LaunchTemplateData"]
+    return {
+        "launch_template_version": version,
+        "previous_snapshot_id": cache_snapshot(data, rollout.cache_device_name),
+        "desired_size": nodegroup.get("scalingConfig", {}).get("desiredSize"),
+    }
+
+
+def create_launch_template_version(rollout: RolloutConfig, snapshot_id: str, run_id: str, *,
+                                   aws_conn_id: str) -> str:
+    """A new version from the template's default version (Terraform's content: see terraform/README.md,
+    "who owns the launch template version") with only the cache snapshot changed.
+
+    Idempotent per run: a retry finds the version this run created by its description.
+    """
+    ec2 = CacheEc2Hook(aws_conn_id=aws_conn_id)
+    template_id = rollout.launch_template_id
+    description = version_description(run_id, snapshot_id)
+    existing = ec2.find_launch_template_versions(template_id, description)
+    if existing:
+        return str(existing[0]["VersionNumber"])
+    default = ec2.describe_launch_template_version(template_id, "$Default")
+    snapshot = ec2.describe_snapshot(snapshot_id)
+    if snapshot["State"] != "completed":
+        raise RolloutPrecheckFailed(f"Snapshot {snapshot_id} is {snapshot['State']}, not completed")
+    new_data = with_cache_snapshot(default["LaunchTemplateData"], rollout.cache_device_name, snapshot_id,
+                                   snapshot.get("VolumeSize"))
+    created = ec2.create_launch_template_version(template_id, str(default["VersionNumber"]), new_data, description)
+    return str(created["VersionNumber"])

@@ -1,0 +1,26 @@
+"""The rollout precheck: only an ACTIVE node group on our launch template is changed."""
+
+from __future__ import annotations
+
+import pytest
+
+from ml_cache.steps.rollout import RolloutPrecheckFailed, check_node_group
+
+TEMPLATE = "lt-0123456789abcdef0"
+
+
+def test_precheck_returns_the_version_the_nodes_run_now():
+    nodegroup = {"nodegroupName": "gpu", "status": "ACTIVE", "launchTemplate": {"id": TEMPLATE, "version": 7}}
+    assert check_node_group(nodegroup, TEMPLATE) == "7"
+    assert check_node_group({**nodegroup, "status": "UPDATING"}, TEMPLATE) == "7"  # ours waits for the other
+
+
+@pytest.mark.parametrize(("nodegroup", "message"), [
+    ({"nodegroupName": "gpu", "status": "DEGRADED", "launchTemplate": {"id": TEMPLATE}}, "DEGRADED"),
+    ({"nodegroupName": "gpu", "status": "ACTIVE"}, "not created from launch template"),
+    ({"nodegroupName": "gpu", "status": "ACTIVE", "launchTemplate": {"id": "lt-0fffffffffffffff0", "version": "1"}},
+     "lt-0fffffffffffffff0"),
+])
+def test_precheck_refuses_a_node_group_it_cannot_change(nodegroup, message):
+    with pytest.raises(RolloutPrecheckFailed, match=message):
+        check_node_group(nodegroup, TEMPLATE)
