@@ -130,15 +130,20 @@ with DAG(
     def publish_snapshot(settings: dict[str, Any], report: dict[str, Any], snapshot_id: str,
                          fsr_states: dict[str, str], **context: Any) -> dict[str, Any]:
         """Last step: SSM parameter (bare id), metadata sibling, Asset event."""
+        from ml_cache.assets import cache_event_extra
         from ml_cache.hooks.ec2 import CacheEc2Hook
         from ml_cache.hooks.ssm import CacheSsmHook
-        from ml_cache.publish import asset_extra, publish_snapshot, snapshot_metadata
+        from ml_cache.published import publish_snapshot, snapshot_metadata
 
         snapshot = CacheEc2Hook(aws_conn_id=AWS_CONN_ID).describe_snapshot(snapshot_id)
-        metadata = snapshot_metadata(settings, report, snapshot, fsr_states, context["run_id"])
-        published = publish_snapshot(CacheSsmHook(aws_conn_id=AWS_CONN_ID), settings, metadata)
-        context["outlet_events"][ML_CONTAINER_CACHE].extra = asset_extra(metadata)
-        return {**published, **asset_extra(metadata)}
+        metadata = snapshot_metadata(report=report, snapshot=snapshot, fsr_states=fsr_states, run_id=context["run_id"],
+                                     arch=settings["architecture"], platform=settings["platform"],
+                                     volume_size_gib=settings["volume_size_gib"])
+        published = publish_snapshot(CacheSsmHook(aws_conn_id=AWS_CONN_ID), parameter=settings["ssm_parameter"],
+                                     metadata_parameter=settings["ssm_metadata_parameter"], metadata=metadata)
+        extra = cache_event_extra(metadata)
+        context["outlet_events"][ML_CONTAINER_CACHE].extra = extra
+        return {**published, **extra}
 
     settings = validate_inputs()
     ami = resolve_ami(settings)
