@@ -75,23 +75,18 @@ with DAG(
     def read_cache_event(params: dict[str, Any] | None = None, triggering_asset_events=None,
                          inlet_events=None) -> dict[str, Any]:
         """Take snapshot and images from the event that triggered the run (or the latest one)."""
-        from ml_cache.validation import ValidationInputError, pick_image, read_ready_event
+        from ml_cache.assets import AssetEventError, latest_event, pick_image, read_ready_event
 
-        triggered = list((triggering_asset_events or {}).get(ML_CONTAINER_CACHE_READY) or [])
-        if triggered:
-            extra, origin = triggered[-1].extra, "the triggering event"
-        else:  # a manual run: no triggering event, use the Asset's latest
-            history = inlet_events[ML_CONTAINER_CACHE_READY] if inlet_events is not None else []
-            if not len(history):
-                raise ValidationInputError(
-                    f"no {ML_CONTAINER_CACHE_READY.name} event yet: the cache was never rolled out and validated")
-            extra, origin = history[-1].extra, "the latest event"
-        event = read_ready_event(extra)
-        image = pick_image(event["images"], (params or {})["image_name"])
-        print(f"cache from {origin}: snapshot {event['snapshot_id']}, image set {event['image_set']}, "
-              f"rollout run {event['run_id']}; training image {image}")
-        return {"snapshot_id": event["snapshot_id"], "image": image, "arch": event["arch"],
-                "cache_run_id": event["run_id"]}
+        found = latest_event(ML_CONTAINER_CACHE_READY, triggering_asset_events=triggering_asset_events,
+                             inlet_events=inlet_events)  # a manual run: the Asset's latest event
+        if found is None:
+            raise AssetEventError(
+                f"no {ML_CONTAINER_CACHE_READY.name} event yet: the cache was never rolled out and validated")
+        event = read_ready_event(found.extra)
+        image = pick_image(event.images, (params or {})["image_name"])
+        print(f"cache: snapshot {event.snapshot_id} ({event.arch}), image set {event.image_set}, "
+              f"rollout run {event.run_id}; training image {image}")
+        return {"snapshot_id": event.snapshot_id, "image": image, "arch": event.arch, "cache_run_id": event.run_id}
 
     event = read_cache_event()
 

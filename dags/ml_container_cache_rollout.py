@@ -70,17 +70,18 @@ with DAG(
     @task(inlets=[ML_CONTAINER_CACHE])
     def resolve_snapshot(settings: dict[str, Any], **context: Any) -> dict[str, Any]:
         """The snapshot and its images: form, else the triggering event, else the SSM parameters."""
+        from ml_cache.assets import latest_event, read_cache_event
         from ml_cache.hooks.ssm import CacheSsmHook
-        from ml_cache.rollout import snapshot_from_event, snapshot_from_parameters
+        from ml_cache.published import read_published
+        from ml_cache.rollout import snapshot_from_event, snapshot_from_published
 
-        events = [event for asset_events in (context.get("triggering_asset_events") or {}).values()
-                  for event in asset_events]
-        if settings["snapshot_id"] is None and events:
-            return snapshot_from_event(events[-1].extra)
-        hook = CacheSsmHook(aws_conn_id=AWS_CONN_ID)
-        return snapshot_from_parameters(hook.get_parameter(settings["ssm_parameter"]),
-                                        hook.get_parameter(settings["ssm_metadata_parameter"]),
-                                        requested=settings["snapshot_id"])
+        # only the triggering event: a manual run takes the form's snapshot, else the published one
+        event = latest_event(ML_CONTAINER_CACHE, triggering_asset_events=context.get("triggering_asset_events"))
+        if settings["snapshot_id"] is None and event is not None:
+            return snapshot_from_event(read_cache_event(event.extra))
+        published = read_published(CacheSsmHook(aws_conn_id=AWS_CONN_ID), parameter=settings["ssm_parameter"],
+                                   metadata_parameter=settings["ssm_metadata_parameter"])
+        return snapshot_from_published(published, requested=settings["snapshot_id"])
 
     @task(multiple_outputs=True)
     def precheck_node_group(settings: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +105,9 @@ with DAG(
     @task(outlets=[ML_CONTAINER_CACHE_READY])
     def publish_ready(target: dict[str, Any], report: dict[str, Any], **context: Any) -> dict[str, Any]:
         """The cache is on every new node and proven: data teams' DAGs may start."""
-        extra = {**target, "validation": report, "run_id": context["run_id"]}
+        from ml_cache.assets import ready_event_extra
+
+        extra = ready_event_extra(target, report, context["run_id"])
         context["outlet_events"][ML_CONTAINER_CACHE_READY].extra = extra
         return extra
 
@@ -115,11 +118,14 @@ with DAG(
         from airflow.providers.common.compat.sdk import AirflowSkipException
 
         from ml_cache.hooks.ssm import CacheSsmHook
-        from ml_cache.rollout import restore_parameter
+        from ml_cache.published import restore_snapshot
 
         if not current or not target:
             raise AirflowSkipException("Nothing was rolled out: the parameter stays as it is")
-        return restore_parameter(CacheSsmHook(aws_conn_id=AWS_CONN_ID), settings, target, current)
+        return restore_snapshot(CacheSsmHook(aws_conn_id=AWS_CONN_ID), parameter=settings["ssm_parameter"],
+                                metadata_parameter=settings["ssm_metadata_parameter"],
+                                failed_snapshot_id=target["snapshot_id"],
+                                previous_snapshot_id=current.get("previous_snapshot_id"))
 
     settings = validate_inputs()
     target = resolve_snapshot(settings)

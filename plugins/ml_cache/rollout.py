@@ -1,58 +1,52 @@
-"""The rollout's steps that are not waits: where the snapshot comes from, prechecks, the new
-launch template version, and putting the previous snapshot back."""
+"""The rollout's steps that are not waits: where the snapshot comes from, prechecks, and the new
+launch template version (putting the previous snapshot back is ml_cache.published.restore_snapshot)."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Any, TypedDict
 
+from ml_cache.assets import CachedImage, CacheEvent
 from ml_cache.hooks.ec2 import CacheEc2Hook
-from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.launch_template import cache_snapshot, version_description, with_cache_snapshot
+from ml_cache.published import Published
 from ml_cache.settings import SNAPSHOT_ID_RE
-
-NO_CACHE = "none"  # what the parameter holds when no cache exists (Terraform's placeholder)
 
 
 class RolloutPrecheckFailed(RuntimeError):
     """The node group is not in a state (or shape) the rollout can safely change."""
 
 
-def _checked_snapshot(snapshot_id: Any, source: str) -> str:
+class RolloutTarget(TypedDict):
+    """The snapshot a run rolls out (XCom `resolve_snapshot`); the ready event is cut from it."""
+
+    snapshot_id: str
+    images: list[CachedImage]
+    image_set: str | None
+    arch: str | None
+    source: str
+
+
+def snapshot_from_event(event: CacheEvent) -> RolloutTarget:
+    """The snapshot the build's `ml_container_cache` event names."""
+    return RolloutTarget(snapshot_id=event.snapshot_id, images=list(event.images), image_set=event.image_set,
+                         arch=event.arch, source=f"asset event of run {event.run_id}")
+
+
+def snapshot_from_published(published: Published, requested: str | None = None) -> RolloutTarget:
+    """A manual run: the requested snapshot, else the published one; images from the metadata."""
+    snapshot_id = requested or published.snapshot_id
     if not isinstance(snapshot_id, str) or not SNAPSHOT_ID_RE.fullmatch(snapshot_id):
+        source = "the snapshot_id param" if requested else "the snapshot parameter"
         raise ValueError(f"{source} does not name a snapshot: {snapshot_id!r}")
-    return snapshot_id
-
-
-def snapshot_from_event(extra: dict[str, Any]) -> dict[str, Any]:
-    """The `ml_container_cache` event's extra (the build DAG's contract)."""
-    return {
-        "snapshot_id": _checked_snapshot(extra.get("snapshot_id"), "the ml_container_cache event"),
-        "images": list(extra.get("images") or []),
-        "image_set": extra.get("image_set"),
-        "source": f"asset event of run {extra.get('run_id')}",
-    }
-
-
-def snapshot_from_parameters(parameter: dict[str, Any] | None, metadata: dict[str, Any] | None,
-                             requested: str | None = None) -> dict[str, Any]:
-    """A manual run: the requested snapshot, else the SSM parameter's; images from the metadata."""
-    snapshot_id = requested or (parameter or {}).get("Value")
-    _checked_snapshot(snapshot_id, "the snapshot parameter" if not requested else "the snapshot_id param")
-    try:
-        described = json.loads((metadata or {}).get("Value") or "{}")
-    except ValueError:
-        described = {}
-    images = described.get("images", []) if described.get("snapshot_id") == snapshot_id else []
+    described = published.metadata_of(snapshot_id)
+    images = described.get("images") or []
     if not images:
         raise ValueError(f"No image list known for {snapshot_id}: the metadata parameter describes "
-                         f"{described.get('snapshot_id')!r}; run the build DAG or trigger from its event")
-    return {
-        "snapshot_id": snapshot_id,
-        "images": [{"ref": image["ref"], "digest": image["digest"]} for image in images],
-        "image_set": described.get("image_set"),
-        "source": "requested" if requested else "SSM parameter",
-    }
+                         f"{published.metadata.get('snapshot_id')!r}; run the build DAG or trigger from its event")
+    return RolloutTarget(snapshot_id=snapshot_id,
+                         images=[CachedImage(ref=image["ref"], digest=image["digest"]) for image in images],
+                         image_set=described.get("image_set"), arch=described.get("arch"),
+                         source="requested" if requested else "SSM parameter")
 
 
 def check_node_group(nodegroup: dict[str, Any], settings: dict[str, Any], ec2: CacheEc2Hook) -> dict[str, Any]:
@@ -97,18 +91,3 @@ def create_cache_version(ec2: CacheEc2Hook, settings: dict[str, Any], target: di
                                    snapshot.get("VolumeSize"))
     created = ec2.create_launch_template_version(template_id, source, new_data, description)
     return str(created["VersionNumber"])
-
-
-def restore_parameter(ssm: CacheSsmHook, settings: dict[str, Any], target: dict[str, Any],
-                      current: dict[str, Any]) -> str | None:
-    """Point the parameter back at what the nodes ran before, if it names the failed snapshot."""
-    parameter = ssm.get_parameter(settings["ssm_parameter"])
-    if parameter is None or parameter["Value"] != target["snapshot_id"]:
-        return None  # someone published something else meanwhile: leave it
-    previous = current.get("previous_snapshot_id") or NO_CACHE
-    ssm.put_parameter(settings["ssm_parameter"], previous,
-                      description=f"Restored after the rollout of {target['snapshot_id']} failed")
-    ssm.put_parameter(settings["ssm_metadata_parameter"],
-                      json.dumps({"snapshot_id": previous, "rolled_back_from": target["snapshot_id"]}),
-                      description="Metadata of the restored snapshot", tier="Intelligent-Tiering")
-    return previous

@@ -6,20 +6,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from ml_cache.assets import ML_CONTAINER_CACHE_READY
-from ml_cache.validation import ValidationInputError
+from ml_cache.assets import ML_CONTAINER_CACHE_READY, AssetEventError
 from tests.conftest import REPO
+from tests.plugins.ml_cache import producers
 
-DIGEST = "sha256:" + "ab" * 32
-EXTRA = {
-    "snapshot_id": "snap-0123456789abcdef0",
-    "image_set": "sha256:" + "ee" * 32,
-    "images": [{"ref": "nvcr.io/nvidia/pytorch:24.08-py3", "digest": DIGEST},
-               {"ref": "public.ecr.aws/docker/library/busybox:1.37", "digest": "sha256:" + "cd" * 32}],
-    "arch": "x86_64",
-    "validation": {"passed": True, "max_startup_seconds": 60, "results": []},
-    "run_id": "asset_triggered__2026-11-29T03:00:00+00:00",
-}
+DIGEST = producers.PYTORCH_DIGEST
+SNAPSHOT_ID = producers.SNAPSHOT_ID
+EXTRA = producers.ready_extra()  # what the rollout's publish_ready writes, from a real build's event
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +38,8 @@ def test_scheduled_on_the_ready_asset_only(dag):
 
 def test_reads_the_triggering_event_and_pins_the_digest(dag):
     result = read_cache_event(dag, triggering_asset_events={ML_CONTAINER_CACHE_READY: [SimpleNamespace(extra=EXTRA)]})
-    assert result == {"snapshot_id": "snap-0123456789abcdef0", "image": f"nvcr.io/nvidia/pytorch@{DIGEST}",
-                      "arch": "x86_64", "cache_run_id": "asset_triggered__2026-11-29T03:00:00+00:00"}
+    assert result == {"snapshot_id": SNAPSHOT_ID, "image": f"nvcr.io/nvidia/pytorch@{DIGEST}",
+                      "arch": "x86_64", "cache_run_id": producers.ROLLOUT_RUN_ID}
 
 
 def test_manual_run_uses_the_latest_event(dag):
@@ -54,14 +47,14 @@ def test_manual_run_uses_the_latest_event(dag):
     result = read_cache_event(dag, triggering_asset_events={},
                               inlet_events={ML_CONTAINER_CACHE_READY: [SimpleNamespace(extra=older),
                                                                        SimpleNamespace(extra=EXTRA)]})
-    assert result["snapshot_id"] == "snap-0123456789abcdef0"
-    with pytest.raises(ValidationInputError, match="no ml_container_cache_ready event yet"):
+    assert result["snapshot_id"] == SNAPSHOT_ID
+    with pytest.raises(AssetEventError, match="no ml_container_cache_ready event yet"):
         read_cache_event(dag, triggering_asset_events={}, inlet_events={ML_CONTAINER_CACHE_READY: []})
 
 
 def test_an_image_the_cache_does_not_hold_fails_the_run(dag):
     extra = {**EXTRA, "images": [EXTRA["images"][1]]}
-    with pytest.raises(ValidationInputError, match=r"no cached image named 'nvcr\.io/nvidia/pytorch'"):
+    with pytest.raises(AssetEventError, match=r"no cached image named 'nvcr\.io/nvidia/pytorch'"):
         read_cache_event(dag, triggering_asset_events={ML_CONTAINER_CACHE_READY: [SimpleNamespace(extra=extra)]})
 
 
@@ -104,5 +97,5 @@ def test_templates_render_the_pinned_image_and_the_command(dag):
     assert train.cmds == params["command"] and isinstance(train.cmds, list)
     assert train.namespace == "default"
     assert train.kubernetes_conn_id == "kubernetes_default"
-    assert train.labels["ml-cache/snapshot-id"] == "snap-0123456789abcdef0"
-    assert [(env.name, env.value) for env in train.env_vars] == [("ML_CACHE_SNAPSHOT_ID", "snap-0123456789abcdef0")]
+    assert train.labels["ml-cache/snapshot-id"] == SNAPSHOT_ID
+    assert [(env.name, env.value) for env in train.env_vars] == [("ML_CACHE_SNAPSHOT_ID", SNAPSHOT_ID)]
