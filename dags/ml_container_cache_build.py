@@ -74,9 +74,9 @@ with DAG(
         return steps.register_build_script(settings, aws_conn_id=AWS_CONN_ID)
 
     @task
-    def verify_build_report(images: list[str], builder: dict[str, Any], command_id: str) -> dict[str, Any]:
+    def verify_build_report(settings: BuildSettings, builder: dict[str, Any], command_id: str) -> dict[str, Any]:
         """Exit 0 is not proof: every image must be in the report, unpacked, with its digest."""
-        return steps.verify_build_report(images, builder, command_id, aws_conn_id=AWS_CONN_ID)
+        return steps.verify_build_report(settings, builder, command_id, aws_conn_id=AWS_CONN_ID)
 
     @task
     def verify_quiesced(builder: dict[str, Any], command_id: str) -> dict[str, Any]:
@@ -106,7 +106,7 @@ with DAG(
     builder = WaitForBuilderOperator(task_id="wait_for_builder", builder=launch.output,
                                      timeout_seconds=SETTINGS["timeouts.agent_online_seconds"], poll_seconds=POLL)
     build = RunBuilderScriptOperator(task_id="run_build_script", action="build", **script)
-    report = verify_build_report(SETTINGS["build.images"], BUILDER, build.output)
+    report = verify_build_report(SETTINGS, BUILDER, build.output)
     quiesce = RunBuilderScriptOperator(task_id="quiesce_builder", action="quiesce", **script)
     quiesced = verify_quiesced(BUILDER, quiesce.output)
     snapshot = CreateCacheSnapshotOperator(

@@ -15,7 +15,7 @@ from typing import Any, TypedDict
 from airflow.sdk import Asset
 
 from ml_cache.images import is_sha256_digest
-from ml_cache.settings import SNAPSHOT_ID_RE
+from ml_cache.settings.fields import SNAPSHOT_ID_RE
 
 ML_CONTAINER_CACHE = Asset("ml_container_cache")
 ML_CONTAINER_CACHE_READY = Asset("ml_container_cache_ready")

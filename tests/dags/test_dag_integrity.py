@@ -30,6 +30,51 @@ def test_dag_ids_are_file_stems_and_docs_are_module_docstrings(dagbag):
         assert dag.doc_md and dag.doc_md.strip().startswith(f"# {dag_id}")
 
 
+def test_dag_files_are_wiring_only():
+    """Hooks and AWS responses live in plugins/ml_cache (steps, operators): a DAG file only wires them."""
+    for path in DAGS.glob("*.py"):
+        text = path.read_text()
+        assert "Hook(" not in text, f"{path.name} constructs a hook"
+        assert "boto3" not in text and ".conn." not in text, f"{path.name} talks to AWS itself"
+
+
+def _earlier_results(value):
+    from ml_cache.earlier_result import EarlierResult
+
+    if isinstance(value, EarlierResult):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _earlier_results(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _earlier_results(item)
+
+
+def test_every_earlier_result_comes_from_an_upstream_task(dagbag):
+    """EarlierResult draws no edge, so the chain must put its producer before its consumer."""
+    checked = 0
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            upstream = task.get_flat_relative_ids(upstream=True)
+            for field in task.template_fields:
+                for ref in _earlier_results(getattr(task, field, None)):
+                    assert ref.task_id in upstream, f"{dag.dag_id}.{task.task_id} reads {ref.task_id}, not upstream"
+                    checked += 1
+    assert checked >= 10
+
+
+def test_build_graph_draws_the_pipeline_and_nothing_else(dagbag):
+    """The graph view shows the pipeline's order: no bundle of settings/builder edges across the DAG."""
+    dag = dagbag.dags["ml_container_cache_build"]
+    edges = {(task.task_id, down) for task in dag.tasks for down in task.downstream_task_ids}
+    pipeline = ["validate_inputs", "resolve_ami", "register_build_script", "launch_builder", "wait_for_builder",
+                "run_build_script", "verify_build_report", "quiesce_builder", "verify_quiesced", "create_snapshot",
+                "enable_fast_snapshot_restore", "publish_snapshot"]
+    teardown = {("launch_builder", "terminate_builder"), ("create_snapshot", "terminate_builder")}
+    assert edges == set(itertools.pairwise(pipeline)) | teardown
+
+
 def test_build_dag_schedule_and_limits(dagbag):
     dag = dagbag.dags["ml_container_cache_build"]
     assert dag.max_active_runs == 1

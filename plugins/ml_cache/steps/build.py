@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ml_cache.assets import cache_event_extra
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.hooks.ssm import CacheSsmHook
+from ml_cache.published import publish_snapshot as publish_to_ssm
+from ml_cache.published import snapshot_metadata
 from ml_cache.report import parse_build_report, parse_quiesce_report
 from ml_cache.settings import BuildSettings, load_config, resolve_build_settings
 from ml_cache.ssm_document import register_document
@@ -39,13 +42,27 @@ def _stdout(builder: dict[str, Any], command_id: str, aws_conn_id: str) -> str:
     return invocation.get("StandardOutputContent", "")
 
 
-def verify_build_report(images: list[str], builder: dict[str, Any], command_id: str, *,
+def verify_build_report(settings: BuildSettings, builder: dict[str, Any], command_id: str, *,
                         aws_conn_id: str) -> dict[str, Any]:
-    """Exit 0 is not proof: every image must be in the report, unpacked, with its digest."""
-    return parse_build_report(_stdout(builder, command_id, aws_conn_id), images,
-                              volume_id=builder["data_volume_id"])
+    """Exit 0 is not proof: every image must be in the report, unpacked, with its digest, for our platform."""
+    return parse_build_report(_stdout(builder, command_id, aws_conn_id), settings.build.images,
+                              volume_id=builder["data_volume_id"], platform=settings.platform)
 
 
 def verify_quiesced(builder: dict[str, Any], command_id: str, *, aws_conn_id: str) -> dict[str, Any]:
     """containerd stopped, data synced, volume unmounted: only then is a snapshot consistent."""
     return parse_quiesce_report(_stdout(builder, command_id, aws_conn_id), volume_id=builder["data_volume_id"])
+
+
+def publish_snapshot(settings: BuildSettings, report: dict[str, Any], snapshot_id: str, fsr_states: dict[str, str],
+                     run_id: str, *, aws_conn_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The SSM parameters (bare id, metadata) and the `ml_container_cache` event's extra, in that order:
+    an older run never overwrites a newer published snapshot (StalePublish)."""
+    snapshot = CacheEc2Hook(aws_conn_id=aws_conn_id).describe_snapshot(snapshot_id)
+    metadata = snapshot_metadata(report=report, snapshot=snapshot, fsr_states=fsr_states, run_id=run_id,
+                                 arch=settings.build.architecture, platform=settings.platform,
+                                 volume_size_gib=settings.build.volume_size_gib)
+    published = publish_to_ssm(CacheSsmHook(aws_conn_id=aws_conn_id), parameter=settings.aws.ssm_parameter,
+                               metadata_parameter=settings.aws.ssm_metadata_parameter, metadata=metadata)
+    extra = cache_event_extra(metadata)
+    return {**published, **extra}, extra

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ml_cache.assets import ML_CONTAINER_CACHE, latest_event, read_cache_event, ready_event_extra
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.hooks.eks import CacheEksHook
+from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.launch_template import cache_snapshot, version_description, with_cache_snapshot
+from ml_cache.published import read_published, restore_snapshot
+from ml_cache.rollout_target import RolloutTarget, snapshot_from_event, snapshot_from_published
 from ml_cache.settings import RolloutSettings, load_config, resolve_rollout_settings
 from ml_cache.settings.models import RolloutConfig
 
@@ -20,6 +24,16 @@ def validate_inputs(params: dict[str, Any] | None, *, aws_conn_id: str) -> dict[
     region = CacheEksHook(aws_conn_id=aws_conn_id).conn_region_name
     settings: RolloutSettings = resolve_rollout_settings(load_config(), dict(params or {}), region=region)
     return settings.model_dump(mode="json")
+
+
+def resolve_snapshot(settings: RolloutSettings, triggering_asset_events: Any, *, aws_conn_id: str) -> RolloutTarget:
+    """The snapshot and its images: the form's, else the triggering build event's, else the published one."""
+    event = latest_event(ML_CONTAINER_CACHE, triggering_asset_events=triggering_asset_events)
+    if settings.rollout.snapshot_id is None and event is not None:
+        return snapshot_from_event(read_cache_event(event.extra))
+    published = read_published(CacheSsmHook(aws_conn_id=aws_conn_id), parameter=settings.aws.ssm_parameter,
+                               metadata_parameter=settings.aws.ssm_metadata_parameter)
+    return snapshot_from_published(published, requested=settings.rollout.snapshot_id)
 
 
 def check_node_group(nodegroup: dict[str, Any], launch_template_id: str) -> str:
@@ -73,3 +87,17 @@ def create_launch_template_version(rollout: RolloutConfig, snapshot_id: str, run
                                    snapshot.get("VolumeSize"))
     created = ec2.create_launch_template_version(template_id, str(default["VersionNumber"]), new_data, description)
     return str(created["VersionNumber"])
+
+
+def publish_ready(target: RolloutTarget, report: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The `ml_container_cache_ready` event's extra: the cache is on every new node and proven."""
+    return ready_event_extra(target, report, run_id)
+
+
+def restore_snapshot_parameter(settings: RolloutSettings, target: RolloutTarget, current: dict[str, Any], *,
+                               aws_conn_id: str) -> str | None:
+    """The SSM parameter goes back to the snapshot the node group ran before this rollout."""
+    return restore_snapshot(CacheSsmHook(aws_conn_id=aws_conn_id), parameter=settings.aws.ssm_parameter,
+                            metadata_parameter=settings.aws.ssm_metadata_parameter,
+                            failed_snapshot_id=target["snapshot_id"],
+                            previous_snapshot_id=current.get("previous_snapshot_id"))

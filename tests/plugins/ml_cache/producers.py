@@ -16,7 +16,7 @@ from typing import Any
 from ml_cache.assets import cache_event_extra, read_cache_event, ready_event_extra
 from ml_cache.published import snapshot_metadata
 from ml_cache.report import parse_build_report
-from ml_cache.rollout import snapshot_from_event
+from ml_cache.rollout_target import snapshot_from_event
 from ml_cache.validation import evaluate, node_result, report_markdown
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ml_cache.published import NO_CACHE, Published, StalePublish, publish_snapshot, read_published, restore_snapshot
-from ml_cache.rollout import snapshot_from_published
+from ml_cache.rollout_target import snapshot_from_published
 from tests.plugins.ml_cache import producers
 
 OLD = "snap-0aaaaaaaaaaaaaaa0"

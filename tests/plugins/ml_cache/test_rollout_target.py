@@ -1,11 +1,11 @@
-"""Where the rollout's snapshot comes from, and the node group precheck."""
+"""Where the rollout's snapshot comes from: the build's event, or the published state."""
 
 from __future__ import annotations
 
 import pytest
 
 from ml_cache.published import Published
-from ml_cache.rollout import RolloutPrecheckFailed, check_node_group, snapshot_from_event, snapshot_from_published
+from ml_cache.rollout_target import snapshot_from_event, snapshot_from_published
 from tests.plugins.ml_cache import producers
 
 SNAP = "snap-0123456789abcdef0"
@@ -49,30 +49,3 @@ def test_metadata_of_another_snapshot_is_not_trusted():
 def test_no_snapshot_is_refused(published, requested, source):
     with pytest.raises(ValueError, match=f"{source} does not name a snapshot"):
         snapshot_from_published(published, requested)
-
-
-class _Ec2:
-    def describe_launch_template_version(self, template_id, version):
-        return {"LaunchTemplateData": {"BlockDeviceMappings": [
-            {"DeviceName": "/dev/xvdb", "Ebs": {"SnapshotId": SNAP}}]}}
-
-
-SETTINGS = {"launch_template_id": "lt-0123456789abcdef0", "cache_device_name": "/dev/xvdb"}
-
-
-def test_precheck_returns_what_the_nodes_run_now():
-    nodegroup = {"nodegroupName": "gpu", "status": "ACTIVE", "scalingConfig": {"desiredSize": 2},
-                 "launchTemplate": {"id": "lt-0123456789abcdef0", "version": "7"}}
-    assert check_node_group(nodegroup, SETTINGS, _Ec2()) == {
-        "launch_template_version": "7", "previous_snapshot_id": SNAP, "desired_size": 2}
-
-
-@pytest.mark.parametrize(("nodegroup", "message"), [
-    ({"nodegroupName": "gpu", "status": "DEGRADED", "launchTemplate": {"id": "lt-0123456789abcdef0"}}, "DEGRADED"),
-    ({"nodegroupName": "gpu", "status": "ACTIVE"}, "not created from launch template"),
-    ({"nodegroupName": "gpu", "status": "ACTIVE", "launchTemplate": {"id": "lt-0fffffffffffffff0", "version": "1"}},
-     "lt-0fffffffffffffff0"),
-])
-def test_precheck_refuses_a_node_group_it_cannot_change(nodegroup, message):
-    with pytest.raises(RolloutPrecheckFailed, match=message):
-        check_node_group(nodegroup, SETTINGS, _Ec2())
