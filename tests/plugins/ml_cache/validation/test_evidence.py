@@ -100,3 +100,15 @@ def test_parse_timestamp_precision():
 
 
 # --------------------------------------------------------------------------- verdict and report
+
+
+def test_refs_compare_in_their_canonical_form():
+    from ml_cache.images import canonical_reference
+
+    assert canonical_reference("busybox") == canonical_reference("docker.io/library/busybox:latest")
+    assert canonical_reference(" library/busybox:1.36") == "docker.io/library/busybox:1.36"
+    assert canonical_reference("index.docker.io/acme/app:2") == "docker.io/acme/app:2"
+    assert canonical_reference("Not A Ref") == "Not A Ref"  # compared as written
+    event = {"reason": "Pulled", "message": 'Container image "library/busybox:1.36" already present on machine'}
+    assert cache_hit([event], "docker.io/library/busybox:1.36") is True
+    assert cache_hit([event], "busybox:1.37") is None

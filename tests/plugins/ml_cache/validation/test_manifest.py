@@ -97,3 +97,18 @@ def test_label_values(text, expected):
     value = label_value(text)
     assert value.startswith(expected) and len(value) <= 63
     assert LABEL_VALUE_RE.fullmatch(value)
+
+
+def test_created_at_annotation_and_the_run_selector():
+    from ml_cache.validation.manifest import run_selector
+
+    run_id = "manual__2026-11-29T02:36:21.123456+00:00"
+    pod = validation_pod_manifest(namespace="default", image="x:1", node_name="n1", active_deadline_seconds=60,
+                                  run_id=run_id, created_at="2026-11-29T02:36:22.000123+00:00")
+    assert pod["metadata"]["annotations"]["ml-cache/created-at"] == "2026-11-29T02:36:22.000123+00:00"
+    labels = pod["metadata"]["labels"]
+    selector = dict(term.split("=") for term in run_selector(run_id).split(","))
+    assert selector == {"app.kubernetes.io/managed-by": labels["app.kubernetes.io/managed-by"],
+                        "ml-cache/run-id": labels["ml-cache/run-id"]}
+    without = validation_pod_manifest(namespace="default", image="x:1", node_name="n1", active_deadline_seconds=60)
+    assert "ml-cache/created-at" not in without["metadata"]["annotations"]
