@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ml_cache.operators import validation as teardown_module
+from ml_cache.operators import validation as operator_module
 from ml_cache.operators.validation import DeleteValidationPodsOperator
 from ml_cache.validation.manifest import run_selector
 
@@ -21,7 +21,7 @@ def test_deletes_the_pods_of_its_run_only(monkeypatch):
         asked.append((settings["cluster_name"], settings["namespace"], aws_conn_id))
         return Hook()
 
-    monkeypatch.setattr(teardown_module, "kubernetes_hook", kubernetes_hook)
+    monkeypatch.setattr(operator_module, "kubernetes_hook", kubernetes_hook)
     task = DeleteValidationPodsOperator(task_id="delete_validation_pods", settings=SETTINGS, aws_conn_id="aws_x")
     assert task.execute({"run_id": "manual__1"}) == ["mlc-validate-0123456789ab"]
     assert asked == [("ml-container-cache", "ml-cache", "aws_x"), run_selector("manual__1")]
