@@ -28,7 +28,8 @@ from airflow.sdk.definitions.asset import AssetAll
 
 from ml_cache.assets import ML_CONTAINER_CACHE, ML_CONTAINER_CACHE_READY
 from ml_cache.operators.nodegroup import UpdateNodegroupOperator
-from ml_cache.operators.validation import ValidateCacheOnNodesOperator
+from ml_cache.operators.validation import DeleteValidationPodsOperator
+from ml_cache.sensors.validation import ValidateCacheOnNodesSensor
 
 AWS_CONN_ID = "aws_default"
 
@@ -133,8 +134,9 @@ with DAG(
     version = create_launch_template_version(settings, target)
     update = UpdateNodegroupOperator(task_id="update_node_group", settings=settings, version=version)
     # Never retried: a first try that missed made the kubelet pull, so a second would "hit".
-    report = ValidateCacheOnNodesOperator(task_id="validate_nodes", settings=settings, target=target,
-                                          version=version, retries=0)
+    report = ValidateCacheOnNodesSensor(task_id="validate_nodes", settings=settings, target=target,
+                                        version=version, retries=0)
+    delete_pods = DeleteValidationPodsOperator(task_id="delete_validation_pods", settings=settings)
     ready = publish_ready(target, report.output)
     rollback = UpdateNodegroupOperator(task_id="rollback_node_group", settings=settings,
                                        version=current["launch_template_version"], skip_if_current=True,
@@ -142,6 +144,6 @@ with DAG(
     restored = restore_snapshot_parameter(settings, target, current)
 
     target >> current >> version
-    update >> report
+    update >> report >> delete_pods.as_teardown()
     [update, report] >> rollback
     [update, report] >> restored

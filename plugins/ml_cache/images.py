@@ -164,6 +164,15 @@ def parse_reference(ref: str) -> ImageRef:
     return ImageRef(registry=registry, repository=repository, tag=tag_value, digest=digest_value)
 
 
+def canonical_reference(ref: str) -> str:
+    """The full form of a reference (`busybox` -> `docker.io/library/busybox:latest`), to compare refs
+    the way users and the kubelet write them; text that is no valid reference compares as written."""
+    try:
+        return str(parse_reference(ref.strip()))
+    except InvalidImageReference:
+        return ref.strip()
+
+
 def _host_pattern_regex(pattern: str) -> re.Pattern[str]:
     """Each `*` stands for exactly one DNS label: `*.example.com` never matches
     `a.b.example.com`, `evil.com/x` or a name with a port the pattern did not allow."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ml_cache.validation import validation_pod_manifest
+from ml_cache.validation.manifest import validation_pod_manifest
 from tests.conftest import REPO
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install -r requirements-dev.txt")
