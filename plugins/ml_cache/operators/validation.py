@@ -8,6 +8,7 @@ from typing import Any
 from airflow.providers.common.compat.sdk import BaseOperator
 
 from ml_cache.sensors.validation import kubernetes_hook
+from ml_cache.settings.models import RolloutConfig
 from ml_cache.validation.manifest import run_selector
 
 
@@ -17,14 +18,14 @@ class DeleteValidationPodsOperator(BaseOperator):
     As a teardown its failure does not change the rollout's outcome, but it shows in the run.
     """
 
-    template_fields: Sequence[str] = ("settings",)
+    template_fields: Sequence[str] = ("rollout",)
 
-    def __init__(self, *, settings: Any, aws_conn_id: str = "aws_default", **kwargs: Any) -> None:
+    def __init__(self, *, rollout: RolloutConfig, aws_conn_id: str = "aws_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.settings = settings
+        self.rollout = rollout
         self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Any) -> list[str]:
-        deleted = kubernetes_hook(self.settings, self.aws_conn_id).delete_pods(run_selector(context["run_id"]))
+        deleted = kubernetes_hook(self.rollout, self.aws_conn_id).delete_pods(run_selector(context["run_id"]))
         self.log.info("Deleted %d validation pod(s): %s", len(deleted), deleted)
         return deleted

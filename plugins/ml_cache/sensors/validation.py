@@ -27,6 +27,7 @@ from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnVa
 
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.hooks.kubernetes import CacheKubernetesHook
+from ml_cache.settings.models import RolloutConfig
 from ml_cache.validation.manifest import run_selector, validation_pod_manifest
 from ml_cache.validation.pods import (
     Phase,
@@ -47,10 +48,10 @@ class CacheValidationFailed(RuntimeError):
     """A node of the new version pulled an image, or a pod failed or started too slowly."""
 
 
-def kubernetes_hook(settings: dict[str, Any], aws_conn_id: str) -> CacheKubernetesHook:
+def kubernetes_hook(rollout: RolloutConfig, aws_conn_id: str) -> CacheKubernetesHook:
     """The rollout's Kubernetes access: `kubernetes_conn_id` if configured, else EKS."""
-    return CacheKubernetesHook(conn_id=settings["kubernetes_conn_id"], eks_cluster=settings["cluster_name"],
-                               aws_conn_id=aws_conn_id, namespace=settings["namespace"])
+    return CacheKubernetesHook(conn_id=rollout.kubernetes_conn_id, eks_cluster=rollout.cluster_name,
+                               aws_conn_id=aws_conn_id, namespace=rollout.namespace)
 
 
 class ValidateCacheOnNodesSensor(BaseSensorOperator):
@@ -60,27 +61,29 @@ class ValidateCacheOnNodesSensor(BaseSensorOperator):
     travels in the `ml_container_cache_ready` event; raises CacheValidationFailed when it failed.
     """
 
-    template_fields: Sequence[str] = ("settings", "target", "version")
+    template_fields: Sequence[str] = ("rollout", "target", "version", "deadline_seconds", "poll_seconds")
 
-    def __init__(self, *, settings: Any, target: Any, version: Any, aws_conn_id: str = "aws_default",
-                 **kwargs: Any) -> None:
+    def __init__(self, *, rollout: RolloutConfig, target: dict[str, Any], version: str, deadline_seconds: int,
+                 poll_seconds: int, aws_conn_id: str = "aws_default", **kwargs: Any) -> None:
         kwargs.setdefault("mode", "reschedule")
         super().__init__(**kwargs)
-        self.settings = settings
+        self.rollout = rollout
         self.target = target
         self.version = version
+        self.deadline_seconds = deadline_seconds
+        self.poll_seconds = poll_seconds
         self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Any) -> Any:
-        # settings are rendered only now: the poke interval and the backstop come from them
-        self.poke_interval = float(self.settings["poll_seconds"])
-        self.timeout = 2 * float(self.settings["validation_seconds"]) + SENSOR_TIMEOUT_MARGIN_SECONDS
+        # rendered only now: the poke interval and the backstop come from the run's settings
+        self.poke_interval = float(self.poll_seconds)
+        self.timeout = 2 * float(self.deadline_seconds) + SENSOR_TIMEOUT_MARGIN_SECONDS
         return super().execute(context)
 
     def poke(self, context: Any) -> bool | PokeReturnValue:
         run_id = context["run_id"]
         images = [image["ref"] for image in self.target["images"]]
-        hook = kubernetes_hook(self.settings, self.aws_conn_id)
+        hook = kubernetes_hook(self.rollout, self.aws_conn_id)
         pods = {pod["metadata"]["name"]: pod for pod in hook.list_pods(run_selector(run_id))}
         cached = plan_pods(self._new_nodes(hook), images, run_id)
         if not self._phase_done(hook, cached, pods, run_id, "cached"):
@@ -89,7 +92,7 @@ class ValidateCacheOnNodesSensor(BaseSensorOperator):
         if not self._phase_done(hook, baseline, pods, run_id, "baseline"):
             return False
         report = evaluate(self._results(hook, cached, pods), baselines=self._results(hook, baseline, pods),
-                          max_startup_seconds=self.settings["max_startup_seconds"],
+                          max_startup_seconds=self.rollout.max_startup_seconds,
                           expected_nodes=sorted({p.node for p in cached}), expected_images=images)
         self.log.info("Validation report:\n%s", report_table(report))
         summary = report_markdown(report)
@@ -100,14 +103,14 @@ class ValidateCacheOnNodesSensor(BaseSensorOperator):
 
     def _phase_done(self, hook: CacheKubernetesHook, planned: list[PlannedPod], pods: dict[str, Any],
                     run_id: str, kind: str) -> bool:
-        deadline = int(self.settings["validation_seconds"])
+        deadline = int(self.deadline_seconds)
         phase = phase_of(planned, pods, now=datetime.now(UTC), deadline_seconds=deadline)
         if phase is Phase.NOT_STARTED:
             self.log.info("Validating %d %s pod(s) on %d node(s) of version %s: %s", len(planned), kind,
                           len({p.node for p in planned}), self.version, sorted({p.node for p in planned}))
             for pod in planned:
                 manifest = validation_pod_manifest(
-                    namespace=self.settings["namespace"], image=pod.image, node_name=pod.node,
+                    namespace=self.rollout.namespace, image=pod.image, node_name=pod.node,
                     active_deadline_seconds=deadline, run_id=run_id, name=pod.name,
                     created_at=datetime.now(UTC).isoformat(timespec="microseconds"))
                 hook.create_pod(manifest)
@@ -120,15 +123,15 @@ class ValidateCacheOnNodesSensor(BaseSensorOperator):
                 for p in planned if p.name in pods]
 
     def _new_nodes(self, hook: CacheKubernetesHook) -> list[dict[str, Any]]:
-        nodes = hook.list_nodes(nodegroup_selector(self.settings["node_group_name"]))
+        nodes = hook.list_nodes(nodegroup_selector(self.rollout.node_group_name))
         ids = [i for i in (instance_id_of(n) for n in nodes) if i]
         instances = {i["InstanceId"]: i for i in CacheEc2Hook(aws_conn_id=self.aws_conn_id).describe_instances(ids)}
         return nodes_on_version(nodes, instances, str(self.version))
 
     def _baseline_nodes(self, hook: CacheKubernetesHook) -> list[dict[str, Any]]:
         """One node of the same instance type without the cache: the uncached start, for the ratio."""
-        nodegroup = self.settings.get("baseline_node_group_name")
-        if not (self.settings.get("uncached_baseline") and nodegroup):
+        nodegroup = self.rollout.baseline_node_group_name
+        if not (self.rollout.uncached_baseline and nodegroup):
             return []
         nodes = hook.list_nodes(nodegroup_selector(nodegroup))[:1]
         if not nodes:

@@ -17,9 +17,9 @@ from ml_cache.assets import cache_event_extra, read_cache_event, ready_event_ext
 from ml_cache.published import snapshot_metadata
 from ml_cache.report import parse_build_report
 from ml_cache.rollout_target import snapshot_from_event
-from ml_cache.validation import evaluate, node_result, report_markdown
+from ml_cache.validation.report import evaluate, node_result, report_markdown
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent / "validation" / "fixtures"
 SNAPSHOT_ID = "snap-0123456789abcdef0"
 PYTORCH_DIGEST = "sha256:" + "ab" * 32
 BUSYBOX_DIGEST = "sha256:" + "cd" * 32
