@@ -102,7 +102,7 @@ with DAG(
     def register_build_script(settings: dict[str, Any]) -> dict[str, str]:
         """Our SSM document holds the builder script as shipped with this DAG (a new version if changed)."""
         from ml_cache.hooks.ssm import CacheSsmHook
-        from ml_cache.operators.build_script import register_document
+        from ml_cache.ssm_document import register_document
 
         return register_document(CacheSsmHook(aws_conn_id=AWS_CONN_ID), settings["ssm_document"],
                                  {"ml-cache:pipeline": settings["pipeline"]})

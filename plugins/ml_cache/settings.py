@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from ml_cache.builder_spec import validate_registry_credentials
 from ml_cache.images import PLATFORMS, InvalidInputs, registry_allowed, show, validate_images
 
 CONFIG_ENV = "ML_CACHE_CONFIG"
@@ -66,9 +67,6 @@ _KMS_KEY_RE = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}|alias/[\w/-]{1,250}"
     r"|arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(?:key/[\w-]+|alias/[\w/-]+)",
     re.ASCII,
-)
-_SECRET_REFERENCE_RE = re.compile(
-    r"(?:/[a-zA-Z0-9_.-]+)+|arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[\w/+=.@-]+", re.ASCII
 )
 _SNAPSHOT_DESCRIPTION_MAX = 255
 
@@ -234,23 +232,16 @@ def _fast_snapshot_restore(build: dict, region: str) -> dict:
     return {"enable_fast_snapshot_restore": enabled, "fsr_availability_zones": zones}
 
 
-def _registry_credentials(value: object, allowed: list[str]) -> dict[str, str]:
-    """registry host -> where its secret lives (SSM SecureString path or Secrets Manager ARN).
+def _registry_credentials(value: object, allowed: list[str]) -> dict[str, dict[str, str]]:
+    """registry host -> credential source, in the builder spec's shape (scripts/build_spec.schema.json).
     Only references travel to the builder, never the secrets themselves."""
     if value is None:
         return {}
-    if not isinstance(value, dict):
-        raise InvalidInputs(f"aws.registry_credentials must be a mapping of registry to secret, got {show(value)}")
-    for registry, reference in value.items():
-        if not isinstance(registry, str) or not registry_allowed(registry, allowed):
+    credentials = validate_registry_credentials(value)
+    for registry in credentials:
+        if not registry_allowed(registry, allowed):
             raise InvalidInputs(f"aws.registry_credentials names registry {show(registry)}, not an allowed registry")
-        _matching(
-            f"aws.registry_credentials[{registry!r}]",
-            reference,
-            _SECRET_REFERENCE_RE,
-            "an SSM parameter path or a Secrets Manager secret ARN",
-        )
-    return dict(value)
+    return credentials
 
 
 def _aws_section(config: dict, region: str) -> dict:

@@ -342,16 +342,18 @@ def test_poll_seconds_has_a_default(config):
 
 def test_registry_credentials_are_references(config):
     assert resolve(config)["registry_credentials"] == {}
-    arn = "arn:aws:secretsmanager:us-west-2:123456789012:secret:ngc-key-AbCdEf"
-    config = with_config(config, "aws", registry_credentials={"nvcr.io": arn, "docker.io": "/ml-cache/hub"})
-    assert resolve(config)["registry_credentials"] == {"nvcr.io": arn, "docker.io": "/ml-cache/hub"}
+    credentials = {"nvcr.io": {"ssm_secure_parameter": "/ml-cache/ngc"},
+                   "docker.io": {"ssm_secure_parameter": "/ml-cache/hub"}}
+    config = with_config(config, "aws", registry_credentials=credentials)
+    assert resolve(config)["registry_credentials"] == credentials
 
 
 @pytest.mark.parametrize(
     ("credentials", "message"),
     [
-        ({"quay.io": "/ml-cache/quay"}, r"'quay\.io', not an allowed registry"),
-        ({"nvcr.io": "hunter2"}, r"registry_credentials\['nvcr\.io'\]"),
+        ({"quay.io": {"ssm_secure_parameter": "/ml-cache/quay"}}, r"'quay\.io', not an allowed registry"),
+        ({"nvcr.io": "/ml-cache/ngc"}, r"registry_credentials\['nvcr\.io'\]: '/ml-cache/ngc' is not of type 'object'"),
+        ({"nvcr.io": {"ssm_secure_parameter": "hunter 2"}}, r"registry_credentials\['nvcr\.io'\]"),
         ({"nvcr.io": None}, "registry_credentials"),
         (["nvcr.io"], "must be a mapping"),
     ],
