@@ -7,6 +7,7 @@ credential shape); the builder checks the same file again before it touches the 
 from __future__ import annotations
 
 import base64
+import copy
 import json
 from collections.abc import Iterable
 from functools import cache
@@ -41,6 +42,8 @@ def _where(root: str, path: Iterable[object]) -> str:
 def _problem(error: ValidationError) -> str:
     if error.validator == "pattern":
         return f"{show(error.instance)} is not {error.schema.get('title', 'matching ' + str(error.validator_value))}"
+    if error.validator == "oneOf":
+        return f"{show(error.instance)} matches none of the allowed shapes"
     return error.message
 
 
@@ -56,11 +59,11 @@ def build_spec(
     """The spec for one run of build_cache.sh; raises InvalidInputs naming the path and the value."""
     spec = {
         "action": action,
-        "images": list(images),
+        "images": copy.deepcopy(images),
         "platform": platform,
         "volume_id": volume_id,
         "parallel": parallel,
-        "registry_credentials": {host: dict(source) for host, source in registry_credentials.items()},
+        "registry_credentials": copy.deepcopy(registry_credentials),
     }
     error = best_match(Draft202012Validator(spec_schema()).iter_errors(spec))
     if error is not None:
@@ -91,7 +94,7 @@ def validate_registry_credentials(value: object) -> dict[str, dict[str, str]]:
     subschema = spec_schema()["properties"]["registry_credentials"]
     error = best_match(_validator(subschema).iter_errors(value))
     if error is None:
-        return {host: dict(source) for host, source in value.items()}
+        return copy.deepcopy(value)
     if not error.absolute_path:  # propertyNames: the host itself
         raise InvalidInputs(f"registry_credentials: registry {_problem(error)}")
     raise InvalidInputs(f"{_where('registry_credentials', error.absolute_path)}: {_problem(error)}; "
