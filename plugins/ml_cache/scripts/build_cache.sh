@@ -8,6 +8,8 @@
 # Spec: {"action": "build"|"quiesce", "images": [refs], "platform": "linux/amd64",
 #        "volume_id": "vol-…", "parallel": 3,
 #        "registry_credentials": {"<host>": {"ssm_secure_parameter": "/name"}}}
+#   defined by build_spec.schema.json, checked by build_cache_helpers.py (both beside this script)
+#   before the volume is touched.
 # stdout: exactly one JSON line (the report). Logs: stderr, terse (SSM keeps 8,000 chars).
 # Exit status: 0 only when every image is pulled, verified and the volume is unmounted.
 # Pulled images go to namespace k8s.io, are labelled io.cri-containerd.image=managed and
@@ -59,6 +61,8 @@ PULL_ATTEMPTS=${ML_CACHE_PULL_ATTEMPTS:-4}
 PULL_BACKOFF=${ML_CACHE_PULL_BACKOFF_SECONDS:-2}
 QUIESCE_FSCK=${ML_CACHE_QUIESCE_FSCK:-1}
 
+HELPERS="$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/build_cache_helpers.py"
+
 CD_PID=""            # containerd child we started (process mode)
 CD_STARTED_BY_US=0   # we started containerd (either mode) and must stop it
 MOUNTED_BY_US=0      # we mounted the data device and must unmount it
@@ -69,8 +73,9 @@ MAIN_PID=$BASHPID
 log() { printf '%s build_cache: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 now() { printf '%s' "${EPOCHREALTIME}"; }
-elapsed() { python3 -c 'import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 2))' "$1" "$2"; }
+helpers() { python3 "$HELPERS" "$@"; } # the Python half, beside this script: JSON in and out
 
+[[ -r "$HELPERS" ]] || die "helper module missing: $HELPERS"
 case "$CD_SERVICE" in systemd | process) ;; *) die "ML_CACHE_CONTAINERD_SERVICE must be systemd or process" ;; esac
 [[ "$PULL_ATTEMPTS" =~ ^[1-9][0-9]?$ ]] || die "ML_CACHE_PULL_ATTEMPTS must be 1..99"
 [[ "$PULL_BACKOFF" =~ ^[0-9]{1,3}$ ]] || die "ML_CACHE_PULL_BACKOFF_SECONDS must be 0..999"
@@ -82,221 +87,6 @@ else
   WORK=$(mktemp -d /tmp/ml-cache-build.XXXXXX)
   WORK_DIR_OWNED=1
 fi
-
-# --- embedded helpers (Python: JSON in and out; no shell ever sees a ref as code) --------------
-
-# Validates the spec and prints one safe key=value per line.
-read -r -d '' PY_PARSE_SPEC <<'PYEOF' || true
-import json, re, sys
-
-def fail(message):
-    print(f"invalid spec: {message}", file=sys.stderr)
-    sys.exit(2)
-
-COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-DOMAIN = rf"{LABEL}(?:\.{LABEL})*(?::[0-9]{{1,5}})?"
-TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
-DIGEST = r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}"
-REF = re.compile(rf"(?P<domain>{DOMAIN})/(?P<path>{COMPONENT}(?:/{COMPONENT})*)"
-                 rf"(?::(?P<tag>{TAG}))?(?:@(?P<digest>{DIGEST}))?", re.ASCII)
-HOST = re.compile(DOMAIN, re.ASCII)
-
-try:
-    with open(sys.argv[1], encoding="utf-8") as handle:
-        spec = json.load(handle)
-except (OSError, ValueError) as error:
-    fail(f"cannot read JSON: {error}")
-if not isinstance(spec, dict):
-    fail("top level must be an object")
-action = spec.get("action")
-if action not in ("build", "quiesce"):
-    fail(f"action must be build or quiesce, got {action!r}")
-volume_id = spec.get("volume_id")
-if not isinstance(volume_id, str) or not re.fullmatch(r"vol-[0-9a-f]{8,17}", volume_id):
-    fail(f"volume_id must look like vol-0123456789abcdef0, got {volume_id!r}")
-print(f"action={action}")
-print(f"volume_id={volume_id}")
-if action == "build":
-    platform = spec.get("platform")
-    if not isinstance(platform, str) or not re.fullmatch(r"linux/(amd64|arm64)(/v[0-9])?", platform):
-        fail(f"platform must be linux/amd64 or linux/arm64, got {platform!r}")
-    parallel = spec.get("parallel", 3)
-    if type(parallel) is not int or not 1 <= parallel <= 32:
-        fail(f"parallel must be an integer 1..32, got {parallel!r}")
-    images = spec.get("images")
-    if not isinstance(images, list) or not images:
-        fail("images must be a non-empty list")
-    seen = []
-    for ref in images:
-        match = REF.fullmatch(ref) if isinstance(ref, str) else None
-        if match is None or len(ref) > 512:
-            fail(f"image reference rejected (OCI reference grammar, fully qualified): {ref!r}")
-        domain = match["domain"]
-        if "." not in domain and ":" not in domain and domain != "localhost":
-            fail(f"image reference needs a registry host: {ref!r}")
-        if not match["tag"] and not match["digest"]:
-            fail(f"image reference needs a tag or a digest: {ref!r}")
-        if ref not in seen:
-            seen.append(ref)
-    print(f"platform={platform}")
-    print(f"parallel={parallel}")
-    for ref in seen:
-        print(f"image={ref}")
-    credentials = spec.get("registry_credentials") or {}
-    if not isinstance(credentials, dict):
-        fail("registry_credentials must be an object")
-    for host, reference in credentials.items():
-        if not isinstance(host, str) or not HOST.fullmatch(host):
-            fail(f"registry_credentials host rejected: {host!r}")
-        name = reference.get("ssm_secure_parameter") if isinstance(reference, dict) else None
-        if not isinstance(name, str) or not re.fullmatch(r"/?[A-Za-z0-9_.\-/]{1,1011}", name):
-            fail(f"registry_credentials[{host!r}] needs ssm_secure_parameter (a parameter name)")
-        print(f"credential={host} {name}")
-PYEOF
-
-# Verifies pulled images: resolved digest, platform, content size, `ctr images check`.
-# argv: socket namespace platform refs-file; prints per image (TSV):
-# ref, digest, unpacked, bytes (config + layers for the platform), repo@digest alias.
-read -r -d '' PY_VERIFY <<'PYEOF' || true
-import json, subprocess, sys
-
-socket, namespace, platform, refs_file = sys.argv[1:5]
-want = platform.split("/")
-INDEXES = {"application/vnd.oci.image.index.v1+json",
-           "application/vnd.docker.distribution.manifest.list.v2+json"}
-
-def ctr(*args):
-    proc = subprocess.run(["ctr", "-a", socket, "-n", namespace, *args], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"ctr {args[0]} {args[1]} failed: {proc.stderr.strip()[-300:]}")
-    return proc.stdout
-
-def table(*args):
-    rows = {}
-    for line in ctr(*args).splitlines()[1:]:
-        fields = line.split()
-        if fields:
-            rows[fields[0]] = fields
-    return rows
-
-def matches(found):
-    if found.get("os") != want[0] or found.get("architecture") != want[1]:
-        return False
-    return len(want) < 3 or not found.get("variant") or found.get("variant") == want[2]
-
-listed, checked = table("images", "ls"), table("images", "check")
-errors = []
-for ref in open(refs_file, encoding="utf-8").read().split():
-    if ref not in listed or ref not in checked:
-        errors.append(f"{ref}: not in the image store after pull")
-        continue
-    media_type, digest = listed[ref][1], listed[ref][2]
-    if "@" in ref and ref.rsplit("@", 1)[1] != digest:
-        errors.append(f"{ref}: resolved to {digest}, not the pinned digest")
-        continue
-    manifest_digest = digest
-    document = json.loads(ctr("content", "get", digest))
-    size = 0
-    if media_type in INDEXES or "manifests" in document:
-        chosen = [m for m in document.get("manifests", []) if matches(m.get("platform") or {})]
-        if not chosen:
-            errors.append(f"{ref}: no manifest for platform {platform}")
-            continue
-        manifest_digest = chosen[0]["digest"]
-        document = json.loads(ctr("content", "get", manifest_digest))
-    config_desc = document["config"]
-    config = json.loads(ctr("content", "get", config_desc["digest"]))
-    if not matches(config):
-        found = f"{config.get('os')}/{config.get('architecture')}"
-        errors.append(f"{ref}: image is for {found}, not for platform {platform}")
-        continue
-    size = config_desc["size"] + sum(layer["size"] for layer in document.get("layers", []))
-    status, unpacked = checked[ref][3], checked[ref][-1]
-    if status != "complete" or unpacked != "true":
-        errors.append(f"{ref}: ctr images check says status={status} unpacked={unpacked} for {platform}")
-        continue
-    repository, _, _ = ref.partition("@")
-    head, _, last = repository.rpartition("/")
-    alias = f"{head}/{last.split(':')[0]}@{digest}"
-    print(f"{ref}\t{digest}\ttrue\t{size}\t{alias}")
-for error in errors:
-    print(f"verify failed: {error}", file=sys.stderr)
-sys.exit(1 if errors else 0)
-PYEOF
-
-# Builds the one-line JSON report. argv: kind, then key=value pairs; image rows on stdin (TSV).
-read -r -d '' PY_REPORT <<'PYEOF' || true
-import json, sys
-
-kind = sys.argv[1]
-fields = dict(arg.split("=", 1) for arg in sys.argv[2:])
-if kind == "build":
-    images = []
-    for line in sys.stdin.read().splitlines():
-        ref, digest, unpacked, size = line.split("\t")[:4]
-        images.append({"ref": ref, "digest": digest, "unpacked": unpacked == "true", "bytes": int(size)})
-    report = {
-        "schema": int(fields["schema"]), "action": "build", "status": "ok",
-        "platform": fields["platform"], "volume_id": fields["volume_id"], "images": images,
-        "totals": {"images": len(images), "bytes": sum(i["bytes"] for i in images),
-                   "filesystem_used_bytes": int(fields["fs_used"])},
-        "timings": {key: float(fields[key]) for key in
-                    ("prepare_seconds", "pull_seconds", "verify_seconds", "quiesce_seconds")},
-        "quiesced": True,
-    }
-else:
-    report = {
-        "schema": int(fields["schema"]), "action": "quiesce", "status": "ok",
-        "volume_id": fields["volume_id"], "device": fields["device"], "mounted": False,
-        "containerd_running": False, "filesystem": fields["filesystem"],
-        "xfs_repair": fields["xfs_repair"], "unmounted": fields["unmounted"].split(),
-    }
-print(json.dumps(report, separators=(",", ":")))
-PYEOF
-
-# Types the registry password into ctr's prompt through a pseudo-terminal.
-# argv: secret-file log-file ctr-args... ref; the secret file holds "user:password".
-read -r -d '' PY_PTY_PULL <<'PYEOF' || true
-import os, pty, sys, termios, time
-
-secret_file, log_file, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
-with open(secret_file, encoding="utf-8") as handle:
-    user, _, password = handle.read().strip().partition(":")
-pid, master = pty.fork()
-if pid == 0:
-    os.execvp(argv[0], [*argv[:-1], "--user", user, argv[-1]])
-buffer, answered = b"", False
-with open(log_file, "ab") as log:
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        log.write(chunk)
-        buffer = (buffer + chunk)[-64:]
-        if not answered and b"Password:" in buffer:
-            deadline = time.monotonic() + 5
-            while termios.tcgetattr(master)[3] & termios.ECHO and time.monotonic() < deadline:
-                time.sleep(0.02)
-            os.write(master, password.encode() + b"\n")
-            answered = True
-_, status = os.waitpid(pid, 0)
-sys.exit(os.waitstatus_to_exitcode(status))
-PYEOF
-
-# Region of this instance from IMDSv2 (the AWS CLI needs one; the token stays off argv).
-read -r -d '' PY_IMDS_REGION <<'PYEOF' || true
-import urllib.request
-base = "http://169.254.169.254/latest"
-token = urllib.request.urlopen(urllib.request.Request(
-    f"{base}/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}), timeout=2).read()
-print(urllib.request.urlopen(urllib.request.Request(
-    f"{base}/meta-data/placement/region", headers={"X-aws-ec2-metadata-token": token.decode()}), timeout=2
-).read().decode())
-PYEOF
 
 # --- containerd and volume handling ---------------------------------------------------------
 
@@ -457,7 +247,7 @@ trap 'exit 143' TERM
 fetch_credentials() { # one 0600 file per registry host, from SSM SecureString parameters
   local entry host name
   if [[ -z "${AWS_REGION:-}${AWS_DEFAULT_REGION:-}" ]]; then
-    AWS_DEFAULT_REGION=$(python3 -c "$PY_IMDS_REGION" 2>/dev/null) || die "no AWS region: set AWS_REGION (IMDS did not answer)"
+    AWS_DEFAULT_REGION=$(helpers imds-region 2>/dev/null) || die "no AWS region: set AWS_REGION (IMDS did not answer)"
     export AWS_DEFAULT_REGION
   fi
   for entry in "${CREDENTIALS[@]}"; do
@@ -482,7 +272,7 @@ pull_one() { # pull_one INDEX REF: bounded retries; writes pull.INDEX.rc
     printf '=== attempt %s\n' "$attempt" >>"$logfile"
     tried=$attempt
     if [[ -f "$WORK/secret.$host" ]]; then
-      python3 -c "$PY_PTY_PULL" "$WORK/secret.$host" "$logfile" "${args[@]}" "$ref" && rc=0 || rc=$?
+      helpers pty-pull "$WORK/secret.$host" "$logfile" "${args[@]}" "$ref" && rc=0 || rc=$?
     else
       "${args[@]}" "$ref" >>"$logfile" 2>&1 && rc=0 || rc=$?
     fi
@@ -564,7 +354,7 @@ action_build() {
   pull_all
   t2=$(now)
   printf '%s\n' "${IMAGES[@]}" >"$WORK/refs.txt"
-  python3 -c "$PY_VERIFY" "$CD_SOCKET" "$NAMESPACE" "$PLATFORM" "$WORK/refs.txt" >"$WORK/verified.tsv" \
+  helpers verify "$CD_SOCKET" "$NAMESPACE" "$PLATFORM" "$WORK/refs.txt" >"$WORK/verified.tsv" \
     || die "verification failed for $PLATFORM (see above)"
   label_all
   t3=$(now)
@@ -574,10 +364,8 @@ action_build() {
   release_volume
   t4=$(now)
   log "build: ok, $(wc -l <"$WORK/verified.tsv") image(s), volume quiesced"
-  python3 -c "$PY_REPORT" build "schema=$SCHEMA" "platform=$PLATFORM" "volume_id=$VOLUME_ID" \
-    "fs_used=$fs_used" "prepare_seconds=$(elapsed "$t0" "$t1")" "pull_seconds=$(elapsed "$t1" "$t2")" \
-    "verify_seconds=$(elapsed "$t2" "$t3")" "quiesce_seconds=$(elapsed "$t3" "$t4")" \
-    <"$WORK/verified.tsv" >&3
+  helpers report build "schema=$SCHEMA" "platform=$PLATFORM" "volume_id=$VOLUME_ID" "fs_used=$fs_used" \
+    "started=$t0" "prepared=$t1" "pulled=$t2" "verified=$t3" "quiesced=$t4" <"$WORK/verified.tsv" >&3
 }
 
 action_quiesce() {
@@ -609,7 +397,7 @@ action_quiesce() {
     xfs_repair_result=ok
   fi
   log "quiesce: $VOLUME_ID ($DEVICE) unmounted${unmounted:+ from $unmounted}, containerd stopped"
-  python3 -c "$PY_REPORT" quiesce "schema=$SCHEMA" "volume_id=$VOLUME_ID" "device=$DEVICE" \
+  helpers report quiesce "schema=$SCHEMA" "volume_id=$VOLUME_ID" "device=$DEVICE" \
     "filesystem=${fstype:-none}" "xfs_repair=$xfs_repair_result" "unmounted=$unmounted" >&3
 }
 
@@ -627,7 +415,7 @@ fi
 
 ACTION="" VOLUME_ID="" PLATFORM="" PARALLEL=3
 IMAGES=() CREDENTIALS=()
-python3 -c "$PY_PARSE_SPEC" "$SPEC_FILE" >"$WORK/spec.lines" || die "spec rejected"
+helpers parse-spec "$SPEC_FILE" >"$WORK/spec.lines" || die "spec rejected"
 while IFS='=' read -r key value; do
   case "$key" in
     action) ACTION=$value ;;

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ml_cache.builder_instance import BuilderLaunch
+from ml_cache.builder_spec import validate_image_refs, validate_registry_credentials
 from ml_cache.images import PLATFORMS, registry_allowed, validate_images
 from ml_cache.settings import fields as f
 
@@ -38,7 +39,13 @@ class AwsConfig(Section):
     ssm_metadata_parameter: f.SsmParameterName = "/ml-container-cache/snapshot-metadata"
     ssm_document: f.SsmDocumentName = Field("ml-container-cache-build", description="Registered by the DAG.")
     kms_key_id: f.KmsKeyId | None = Field(None, description="None: the account's default EBS key.")
-    registry_credentials: dict[str, dict] = Field({}, description="Registry host -> secret reference.")
+    registry_credentials: dict[str, dict] = Field({}, description="Registry host -> where its secret lives, "
+                                                              "in the builder spec schema's shape.")
+
+    @field_validator("registry_credentials", mode="before")
+    @classmethod
+    def _credential_shape(cls, value: object) -> object:
+        return validate_registry_credentials(value)  # the builder spec schema is the one definition
 
 
 class BuildConfig(Section):
@@ -75,7 +82,7 @@ class BuildConfig(Section):
                              f"IOPS (at most {math.floor(f.GP3_MIBPS_PER_IOPS * iops)} with {iops} IOPS)")
         if self.enable_fast_snapshot_restore and not self.fsr_availability_zones:
             raise ValueError("fsr_availability_zones must not be empty while enable_fast_snapshot_restore is on")
-        images = [str(ref) for ref in validate_images(self.images, self.allowed_registries)]
+        images = validate_image_refs([str(ref) for ref in validate_images(self.images, self.allowed_registries)])
         return self if images == self.images else self.model_copy(update={"images": images})
 
 

@@ -9,7 +9,6 @@ private directory (ML_CACHE_CONTAINERD_SERVICE=process).
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from devstack import volumes
 from devstack.containerd import Containerd, write_config
 from devstack.demo_images import default_cache_dir, seed_registry
 from devstack.registry import Registry
+from ml_cache.builder_spec import build_spec, encode_spec
 
 REPO = Path(__file__).resolve().parents[4]
 SCRIPT = REPO / "plugins" / "ml_cache" / "scripts" / "build_cache.sh"
@@ -81,8 +81,7 @@ class Builder:
             ) -> subprocess.CompletedProcess[str]:
         """Run the script with `spec` passed as a file ($1) or as SSM would (base64 in SSM_spec)."""
         if via == "ssm":
-            encoded = base64.b64encode(json.dumps(spec).encode()).decode()
-            argv, env = [str(SCRIPT)], self.env(SSM_spec=encoded, **extra_env)
+            argv, env = [str(SCRIPT)], self.env(SSM_spec=encode_spec(spec), **extra_env)
         else:
             spec_file = self.base / f"spec-{len(self.runs)}.json"
             spec_file.write_text(json.dumps(spec))
@@ -91,11 +90,12 @@ class Builder:
         self.runs.append(proc)
         return proc
 
-    def build_spec(self, images: list[str], **overrides: object) -> dict:
-        spec = {"action": "build", "images": images, "platform": PLATFORM, "volume_id": VOLUME_ID,
-                "parallel": 3}
-        spec.update(overrides)
-        return spec
+    def build_spec(self, images: list[str], action: str = "build", **overrides: object) -> dict:
+        """The spec as Airflow makes it: the product's build_spec, with this lab's defaults."""
+        arguments = {"images": images, "platform": PLATFORM, "volume_id": VOLUME_ID, "parallel": 3,
+                     "registry_credentials": {}}
+        arguments.update(overrides)
+        return build_spec(action, **arguments)
 
     def open_volume(self, volume_file: Path | None = None) -> Containerd:
         """Mount a volume file (nouuid: copies share the UUID) under a fresh containerd; caller stops it."""

@@ -26,6 +26,7 @@ from devstack.demo_images import (
     seed_registry,
 )
 from devstack.registry import Registry
+from ml_cache.images import InvalidInputs
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(MISSING is not None, reason=str(MISSING))]
 
@@ -117,7 +118,11 @@ def test_refs_with_shell_metacharacters_are_rejected_before_touching_the_volume(
         registry, builder: Builder, bad_ref: str) -> None:
     canary = Path("/tmp/PWNED")
     canary.unlink(missing_ok=True)
-    proc = builder.run(builder.build_spec([registry[1]["small"], bad_ref]))
+    with pytest.raises(InvalidInputs, match=r"spec\['images'\]\[1\]"):  # Airflow never sends it ...
+        builder.build_spec([registry[1]["small"], bad_ref])
+    spec = builder.build_spec([registry[1]["small"]])
+    spec["images"].append(bad_ref)  # ... and the builder refuses it on its own
+    proc = builder.run(spec)
     assert proc.returncode != 0
     assert proc.stdout == ""
     assert repr(bad_ref) in proc.stderr
@@ -212,14 +217,14 @@ def test_quiesce_unmounts_wherever_mounted_and_checks_xfs(registry, builder: Bui
     volumes.mount(builder.device, elsewhere)
     assert volumes.is_mounted(elsewhere)
 
-    report = only_json_line(builder.run({"action": "quiesce", "volume_id": VOLUME_ID}))
+    report = only_json_line(builder.run(builder.build_spec([registry[1]["small"]], action="quiesce")))
     assert report == {
         "schema": 1, "action": "quiesce", "status": "ok", "volume_id": VOLUME_ID,
         "device": builder.device, "mounted": False, "containerd_running": False,
         "filesystem": "xfs", "xfs_repair": "ok", "unmounted": [str(elsewhere)],
     }
     assert not volumes.is_mounted(elsewhere)
-    again = only_json_line(builder.run({"action": "quiesce", "volume_id": VOLUME_ID}))
+    again = only_json_line(builder.run({"action": "quiesce", "volume_id": VOLUME_ID}))  # the minimal spec
     assert again["unmounted"] == [] and again["mounted"] is False
 
 

@@ -287,3 +287,32 @@ def test_rollout_needs_its_section(config):
     del config["rollout"]
     with pytest.raises(InvalidInputs, match="no `rollout:` mapping"):
         resolve_rollout_settings(config, {}, region=REGION)
+
+
+def test_registry_credentials_take_the_builder_spec_shape(config):
+    credentials = {"nvcr.io": {"ssm_secure_parameter": "/ml-cache/ngc"},
+                   "docker.io": {"ssm_secure_parameter": "/ml-cache/hub"}}
+    assert resolve(with_config(config, "aws", registry_credentials=credentials)).aws.registry_credentials == credentials
+
+
+@pytest.mark.parametrize(
+    ("credentials", "message"),
+    [
+        ({"nvcr.io": "/ml-cache/ngc"}, r"registry_credentials\['nvcr\.io'\]: '/ml-cache/ngc' is not of type 'object'"),
+        ({"nvcr.io": {"ssm_secure_parameter": "hunter 2"}}, r"registry_credentials\['nvcr\.io'\]"),
+        ({"nvcr.io": None}, "registry_credentials"),
+        (["nvcr.io"], "must be a mapping"),
+    ],
+)
+def test_bad_registry_credentials_are_named(config, credentials, message):
+    with pytest.raises(InvalidInputs, match=message):
+        resolve(with_config(config, "aws", registry_credentials=credentials))
+
+
+@pytest.mark.parametrize(("ref", "registry"), [("[::1]:5000/x:1", "[::1]:5000"),
+                                               ("r.example.com:123456/x:1", "r.example.com:123456"),
+                                               ("r.example.com/a@sha384:" + "a" * 96, "r.example.com")])
+def test_refs_the_builder_cannot_pull_fail_before_launch(config, ref, registry):
+    config = with_config(config, "build", allowed_registries=[registry])
+    with pytest.raises(InvalidInputs, match="the builder cannot pull it"):
+        resolve(config, images=[ref])

@@ -1,0 +1,328 @@
+"""The Python half of build_cache.sh: JSON in and out, so no shell ever reads a ref as code.
+
+Runs on the builder (EKS-optimized AL2023: python3 3.9, no pip packages), hence stdlib only and
+Python 3.9 syntax. The bash script stays the orchestrator and calls
+`python3 build_cache_helpers.py <subcommand> ...`; see each subcommand's docstring.
+The spec contract is build_spec.schema.json beside this file (Airflow checks it with jsonschema);
+`SpecValidator` implements exactly the JSON Schema keywords that file uses, and refuses others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import subprocess
+import sys
+import termios
+import time
+import urllib.request
+from pathlib import Path
+
+SCHEMA_PATH = Path(__file__).resolve().with_name("build_spec.schema.json")
+INDEXES = {"application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"}
+TIMING_MARKS = ("started", "prepared", "pulled", "verified", "quiesced")
+ANNOTATIONS = {"$schema", "$defs", "title", "description", "$comment"}
+# keyword -> SpecValidator method, in the order they are checked (type first: clearer errors)
+KEYWORDS = {
+    "type": "_type", "enum": "_enum", "minimum": "_minimum", "maximum": "_maximum", "maxLength": "_max_length",
+    "pattern": "_pattern", "minItems": "_min_items", "maxItems": "_max_items", "items": "_items",
+    "required": "_required", "properties": "_properties", "propertyNames": "_property_names",
+    "additionalProperties": "_additional_properties", "if": "_if_then", "oneOf": "_one_of",
+}
+SUPPORTED = ANNOTATIONS | set(KEYWORDS) | {"$ref", "then"}
+JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+
+class SpecError(ValueError):
+    """The spec breaks the schema; the message names the path and the value."""
+
+
+class SpecValidator:
+    """JSON Schema 2020-12, restricted to the keywords build_spec.schema.json uses."""
+
+    def __init__(self, schema: dict) -> None:
+        self.root = schema
+
+    def validate(self, instance: object) -> None:
+        self._check(instance, self.root, "spec")
+
+    def _check(self, value: object, schema: dict, where: str) -> None:
+        unsupported = sorted(set(schema) - SUPPORTED)
+        if unsupported:
+            raise SpecError(f"schema keyword(s) {unsupported} not supported by this validator")
+        if "$ref" in schema:
+            self._check(value, self._resolve(schema["$ref"]), where)
+        for keyword, method in KEYWORDS.items():
+            if keyword in schema:
+                getattr(self, method)(value, schema[keyword], schema, where)
+
+    def _resolve(self, ref: str) -> dict:
+        if not ref.startswith("#/$defs/"):
+            raise SpecError(f"schema $ref {ref!r} is not a local #/$defs/ reference")
+        return self.root["$defs"][ref[len("#/$defs/"):]]
+
+    @staticmethod
+    def _is(value: object, name: str) -> bool:
+        if name in ("integer", "number"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return False
+            return name == "number" or isinstance(value, int) or value.is_integer()
+        return isinstance(value, JSON_TYPES[name])
+
+    def _type(self, value: object, name: str, schema: dict, where: str) -> None:
+        if not self._is(value, name):
+            raise SpecError(f"{where}: {value!r} is not of type {name!r}")
+
+    def _enum(self, value: object, allowed: list, schema: dict, where: str) -> None:
+        if not any(value == choice and isinstance(value, bool) == isinstance(choice, bool) for choice in allowed):
+            raise SpecError(f"{where}: {value!r} is not one of {allowed!r}")
+
+    def _minimum(self, value: object, low: float, schema: dict, where: str) -> None:
+        if self._is(value, "number") and value < low:
+            raise SpecError(f"{where}: {value!r} is less than the minimum of {low}")
+
+    def _maximum(self, value: object, high: float, schema: dict, where: str) -> None:
+        if self._is(value, "number") and value > high:
+            raise SpecError(f"{where}: {value!r} is greater than the maximum of {high}")
+
+    def _max_length(self, value: object, length: int, schema: dict, where: str) -> None:
+        if isinstance(value, str) and len(value) > length:
+            raise SpecError(f"{where}: {value!r} is longer than {length} characters")
+
+    def _pattern(self, value: object, pattern: str, schema: dict, where: str) -> None:
+        if isinstance(value, str) and not re.search(pattern, value):
+            raise SpecError(f"{where}: {value!r} is not {schema.get('title', 'matching ' + pattern)}")
+
+    def _min_items(self, value: object, count: int, schema: dict, where: str) -> None:
+        if isinstance(value, list) and len(value) < count:
+            raise SpecError(f"{where}: needs at least {count} item(s), got {len(value)}")
+
+    def _max_items(self, value: object, count: int, schema: dict, where: str) -> None:
+        if isinstance(value, list) and len(value) > count:
+            raise SpecError(f"{where}: at most {count} item(s) allowed, got {len(value)}")
+
+    def _items(self, value: object, item_schema: dict, schema: dict, where: str) -> None:
+        for index, item in enumerate(value if isinstance(value, list) else []):
+            self._check(item, item_schema, f"{where}[{index}]")
+
+    def _required(self, value: object, names: list, schema: dict, where: str) -> None:
+        missing = [name for name in names if isinstance(value, dict) and name not in value]
+        if missing:
+            raise SpecError(f"{where}: {missing[0]!r} is a required property")
+
+    def _properties(self, value: object, properties: dict, schema: dict, where: str) -> None:
+        for name, subschema in properties.items():
+            if isinstance(value, dict) and name in value:
+                self._check(value[name], subschema, f"{where}[{name!r}]")
+
+    def _property_names(self, value: object, name_schema: dict, schema: dict, where: str) -> None:
+        for name in value if isinstance(value, dict) else {}:
+            self._check(name, name_schema, f"{where} key")
+
+    def _additional_properties(self, value: object, extra: object, schema: dict, where: str) -> None:
+        known = schema.get("properties", {})
+        for name in value if isinstance(value, dict) else {}:
+            if name in known:
+                continue
+            if extra is False:
+                raise SpecError(f"{where}: property {name!r} is not allowed")
+            if isinstance(extra, dict):
+                self._check(value[name], extra, f"{where}[{name!r}]")
+
+    def _if_then(self, value: object, condition: dict, schema: dict, where: str) -> None:
+        try:
+            self._check(value, condition, where)
+        except SpecError:
+            return
+        self._check(value, schema.get("then", {}), where)
+
+    def _one_of(self, value: object, choices: list, schema: dict, where: str) -> None:
+        failures = []
+        for choice in choices:
+            try:
+                self._check(value, choice, where)
+            except SpecError as error:
+                failures.append(str(error))
+        matched = len(choices) - len(failures)
+        if matched == 1:
+            return
+        if matched > 1:
+            raise SpecError(f"{where}: {value!r} matches more than one of the allowed shapes")
+        raise SpecError(failures[0] if len(failures) == 1 else f"{where}: {value!r} matches none of: "
+                        + "; ".join(failures))
+
+
+def parse_spec(spec_file: str) -> list[str]:
+    """`parse-spec FILE`: check the spec against the schema; prints one safe key=value per line."""
+    try:
+        with open(spec_file, encoding="utf-8") as handle:
+            spec = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise SpecError(f"cannot read JSON: {error}") from error
+    SpecValidator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))).validate(spec)
+    lines = [f"action={spec['action']}", f"volume_id={spec['volume_id']}"]
+    if spec["action"] == "build":
+        lines += [f"platform={spec['platform']}", f"parallel={int(spec.get('parallel', 3))}"]
+        lines += [f"image={ref}" for ref in dict.fromkeys(spec["images"])]
+        for host, source in (spec.get("registry_credentials") or {}).items():
+            lines.append(f"credential={host} {source['ssm_secure_parameter']}")
+    return lines
+
+
+def _platform_matches(found: dict, want: list[str]) -> bool:
+    if found.get("os") != want[0] or found.get("architecture") != want[1]:
+        return False
+    return len(want) < 3 or not found.get("variant") or found.get("variant") == want[2]
+
+
+def image_alias(ref: str, digest: str) -> str:
+    """repo@digest: the name CRI looks a digest-pinned pod image up by."""
+    repository = ref.partition("@")[0]
+    head, _, last = repository.rpartition("/")
+    return f"{head}/{last.split(':')[0]}@{digest}"
+
+
+def ctr_table(text: str) -> dict[str, list[str]]:
+    """`ctr images ls|check` output -> rows by image name (the header line skipped)."""
+    return {fields[0]: fields for fields in (line.split() for line in text.splitlines()[1:]) if fields}
+
+
+def verify(socket: str, namespace: str, platform: str, refs_file: str) -> int:
+    """`verify SOCKET NAMESPACE PLATFORM REFS_FILE`: per image resolved digest, platform, content size
+    and `ctr images check`. Prints TSV rows: ref, digest, unpacked, bytes (config + layers), alias."""
+
+    def ctr(*args: str) -> str:
+        proc = subprocess.run(["ctr", "-a", socket, "-n", namespace, *args], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"ctr {args[0]} {args[1]} failed: {proc.stderr.strip()[-300:]}")
+        return proc.stdout
+
+    want = platform.split("/")
+    listed, checked = ctr_table(ctr("images", "ls")), ctr_table(ctr("images", "check"))
+    errors = []
+    for ref in Path(refs_file).read_text(encoding="utf-8").split():
+        if ref not in listed or ref not in checked:
+            errors.append(f"{ref}: not in the image store after pull")
+            continue
+        media_type, digest = listed[ref][1], listed[ref][2]
+        if "@" in ref and ref.rsplit("@", 1)[1] != digest:
+            errors.append(f"{ref}: resolved to {digest}, not the pinned digest")
+            continue
+        document = json.loads(ctr("content", "get", digest))
+        if media_type in INDEXES or "manifests" in document:
+            chosen = [m for m in document.get("manifests", []) if _platform_matches(m.get("platform") or {}, want)]
+            if not chosen:
+                errors.append(f"{ref}: no manifest for platform {platform}")
+                continue
+            document = json.loads(ctr("content", "get", chosen[0]["digest"]))
+        config_desc = document["config"]
+        config = json.loads(ctr("content", "get", config_desc["digest"]))
+        if not _platform_matches(config, want):
+            found = f"{config.get('os')}/{config.get('architecture')}"
+            errors.append(f"{ref}: image is for {found}, not for platform {platform}")
+            continue
+        size = config_desc["size"] + sum(layer["size"] for layer in document.get("layers", []))
+        status, unpacked = checked[ref][3], checked[ref][-1]
+        if status != "complete" or unpacked != "true":
+            errors.append(f"{ref}: ctr images check says status={status} unpacked={unpacked} for {platform}")
+            continue
+        print(f"{ref}\t{digest}\ttrue\t{size}\t{image_alias(ref, digest)}")
+    for error in errors:
+        print(f"verify failed: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def report(kind: str, fields: dict[str, str], rows: str) -> dict:
+    """`report build|quiesce key=value...` (build: verify's TSV rows on stdin): the one-line report."""
+    if kind == "quiesce":
+        return {
+            "schema": int(fields["schema"]), "action": "quiesce", "status": "ok",
+            "volume_id": fields["volume_id"], "device": fields["device"], "mounted": False,
+            "containerd_running": False, "filesystem": fields["filesystem"],
+            "xfs_repair": fields["xfs_repair"], "unmounted": fields["unmounted"].split(),
+        }
+    images = []
+    for line in rows.splitlines():
+        ref, digest, unpacked, size = line.split("\t")[:4]
+        images.append({"ref": ref, "digest": digest, "unpacked": unpacked == "true", "bytes": int(size)})
+    marks = [float(fields[mark]) for mark in TIMING_MARKS]
+    phases = ("prepare_seconds", "pull_seconds", "verify_seconds", "quiesce_seconds")
+    return {
+        "schema": int(fields["schema"]), "action": "build", "status": "ok",
+        "platform": fields["platform"], "volume_id": fields["volume_id"], "images": images,
+        "totals": {"images": len(images), "bytes": sum(i["bytes"] for i in images),
+                   "filesystem_used_bytes": int(fields["fs_used"])},
+        "timings": {phase: round(marks[i + 1] - marks[i], 2) for i, phase in enumerate(phases)},
+        "quiesced": True,
+    }
+
+
+def pty_pull(secret_file: str, log_file: str, argv: list[str]) -> int:
+    """`pty-pull SECRET_FILE LOG_FILE ctr-args... REF`: types the password ("user:password" in the
+    0600 secret file) into ctr's prompt through a pseudo-terminal; it never reaches a command line."""
+    with open(secret_file, encoding="utf-8") as handle:
+        user, _, password = handle.read().strip().partition(":")
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execvp(argv[0], [*argv[:-1], "--user", user, argv[-1]])  # noqa: S606 - argv, no shell
+    buffer, answered = b"", False
+    with open(log_file, "ab") as log:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            log.write(chunk)
+            buffer = (buffer + chunk)[-64:]
+            if not answered and b"Password:" in buffer:
+                deadline = time.monotonic() + 5
+                while termios.tcgetattr(master)[3] & termios.ECHO and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                os.write(master, password.encode() + b"\n")
+                answered = True
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def imds_region() -> str:
+    """`imds-region`: this instance's region from IMDSv2 (the token stays off argv)."""
+    base = "http://169.254.169.254/latest"
+    token = urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - fixed IMDS URL
+        f"{base}/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}), timeout=2).read()
+    return urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - fixed IMDS URL
+        f"{base}/meta-data/placement/region", headers={"X-aws-ec2-metadata-token": token.decode()}), timeout=2
+    ).read().decode()
+
+
+def main(argv: list[str]) -> int:
+    command, args = (argv[0], argv[1:]) if argv else ("", [])
+    if command == "parse-spec" and len(args) == 1:
+        try:
+            print("\n".join(parse_spec(args[0])))
+        except SpecError as error:
+            print(f"invalid spec: {error}", file=sys.stderr)
+            return 2
+        return 0
+    if command == "verify" and len(args) == 4:
+        return verify(*args)
+    if command == "report" and args and args[0] in ("build", "quiesce"):
+        fields = dict(arg.split("=", 1) for arg in args[1:])
+        rows = sys.stdin.read() if args[0] == "build" else ""
+        print(json.dumps(report(args[0], fields, rows), separators=(",", ":")))
+        return 0
+    if command == "pty-pull" and len(args) >= 3:
+        return pty_pull(args[0], args[1], args[2:])
+    if command == "imds-region" and not args:
+        print(imds_region())
+        return 0
+    print("usage: build_cache_helpers.py parse-spec FILE | verify SOCKET NAMESPACE PLATFORM REFS_FILE"
+          " | report build|quiesce KEY=VALUE... | pty-pull SECRET LOG CTR_ARGS... REF | imds-region", file=sys.stderr)
+    return 64
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,103 @@
+"""Our SSM Command document: it carries the builder's files, and takes the spec only as data.
+
+SSM runs runCommand with `sh`; the bootstrap writes each shipped file byte for byte through a
+quoted heredoc into a private directory and runs the script with bash. The spec never appears
+in this text: SSM hands it over as the environment variable SSM_spec (interpolationType ENV_VAR).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ml_cache.hooks.ssm import CacheSsmHook
+
+SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
+SSM_DOCUMENT_LIMIT = 64 * 1024
+# file name -> its heredoc delimiter; the first file is the script that runs
+PAYLOAD = {
+    "build_cache.sh": "ML_CACHE_SCRIPT_EOF",
+    "build_cache_helpers.py": "ML_CACHE_HELPERS_EOF",
+    "build_spec.schema.json": "ML_CACHE_SCHEMA_EOF",
+}
+BOOTSTRAP_HEAD = [
+    "set -eu",
+    'dir="$(mktemp -d /tmp/ml-cache-build.XXXXXX)"',
+    "trap 'rm -rf \"$dir\"' EXIT",
+]
+BOOTSTRAP_TAIL = ['bash "$dir/build_cache.sh"']
+
+
+def shipped_files() -> dict[str, str]:
+    """The files the builder needs, as shipped beside this module."""
+    return {name: (SCRIPTS_DIR / name).read_text(encoding="utf-8") for name in PAYLOAD}
+
+
+def _heredoc(name: str, text: str) -> list[str]:
+    delimiter = PAYLOAD[name]
+    if delimiter in text:
+        raise ValueError(f"{name} must not contain its heredoc delimiter {delimiter}")
+    if "{{" in text:
+        raise ValueError(f"{name} must not contain '{{{{': SSM would read it as a parameter placeholder")
+    return [f"cat > \"$dir/{name}\" <<'{delimiter}'", *text.splitlines(), delimiter]
+
+
+def build_document(files: dict[str, str] | None = None) -> str:
+    """The SSM Command document (schema 2.2) that runs the builder script on its spec."""
+    files = files if files is not None else shipped_files()
+    if set(files) != set(PAYLOAD):
+        raise ValueError(f"the document carries exactly {sorted(PAYLOAD)}, got {sorted(files)}")
+    run_command = [*BOOTSTRAP_HEAD]
+    for name in PAYLOAD:
+        run_command += _heredoc(name, files[name])
+    document = {
+        "schemaVersion": "2.2",
+        "description": "Pull container images into containerd on the data volume and verify them "
+                       "(ml-container-cache builder).",
+        "parameters": {
+            "spec": {
+                "type": "String",
+                "description": "Base64 of the JSON build spec; delivered as the environment variable SSM_spec.",
+                "allowedPattern": "^[A-Za-z0-9+/=]{1,65536}$",
+                "interpolationType": "ENV_VAR",
+            },
+            "executionTimeout": {
+                "type": "String",
+                "default": "3600",
+                "description": "Seconds the build may run.",
+                "allowedPattern": "^[1-9][0-9]{0,5}$",
+            },
+        },
+        "mainSteps": [{
+            "action": "aws:runShellScript",
+            "name": "buildCache",
+            "inputs": {
+                "timeoutSeconds": "{{ executionTimeout }}",
+                "runCommand": [*run_command, *BOOTSTRAP_TAIL],
+            },
+        }],
+    }
+    content = json.dumps(document, indent=1, sort_keys=True)
+    if len(content.encode()) > SSM_DOCUMENT_LIMIT:
+        raise ValueError(f"SSM document would be {len(content.encode())} bytes, over the 64 KB limit")
+    return content
+
+
+def document_digest(content: str) -> str:
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+def register_document(hook: CacheSsmHook, name: str, tags: dict[str, str]) -> dict[str, str]:
+    """Make `name`'s default version hold the current files; returns the version to run."""
+    content = build_document()
+    existing = hook.describe_document(name)
+    if existing is None:
+        created = hook.create_document(name, content, tags)
+        return {"name": name, "version": created["DocumentVersion"], "sha256": document_digest(content)}
+    default_version = existing["DefaultVersion"]
+    if json.loads(hook.get_document_content(name, default_version)) == json.loads(content):
+        return {"name": name, "version": default_version, "sha256": document_digest(content)}
+    updated = hook.update_document(name, content)
+    hook.set_default_document_version(name, updated["DocumentVersion"])
+    return {"name": name, "version": updated["DocumentVersion"], "sha256": document_digest(content)}

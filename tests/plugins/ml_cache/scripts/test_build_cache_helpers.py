@@ -1,0 +1,296 @@
+"""build_cache_helpers.py: the spec check the builder runs, the report, the verify parsing.
+
+No root, no containerd: `ctr` is a stand-in on PATH where one is needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from ml_cache.scripts import build_cache_helpers as helpers
+
+HELPERS = Path(helpers.__file__)
+SCHEMA = json.loads(helpers.SCHEMA_PATH.read_text())
+VOL = "vol-0123456789abcdef0"
+SHA = "sha256:" + "ab" * 32
+REF = f"registry.example.com:5000/team/pytorch:24.05@{SHA}"
+VALID = {"action": "build", "images": [REF], "platform": "linux/amd64", "volume_id": VOL, "parallel": 3,
+         "registry_credentials": {"registry.example.com:5000": {"ssm_secure_parameter": "/ml-cache/reg"}}}
+
+
+def spec(**changes: object) -> dict:
+    changed = copy.deepcopy(VALID)
+    for key, value in changes.items():
+        if value is None:
+            changed.pop(key)
+        else:
+            changed[key] = value
+    return changed
+
+
+VALID_SPECS = [
+    VALID,
+    spec(parallel=None, registry_credentials=None),
+    spec(parallel=3.0),  # JSON Schema: 3.0 is an integer
+    spec(images=[REF, REF, "localhost/a:1", "docker.io/library/busybox:1.37", f"ghcr.io/a/b@{SHA}"]),
+    spec(platform="linux/arm64/v8", parallel=32, registry_credentials={}),
+    {"action": "quiesce", "volume_id": VOL},
+    spec(action="quiesce"),
+]
+INVALID_SPECS = [
+    [],
+    "build",
+    {"action": "build", "volume_id": VOL, "platform": "linux/amd64"},  # build needs images
+    {"action": "build", "volume_id": VOL, "images": [REF]},  # and a platform
+    {"volume_id": VOL},
+    spec(action="BUILD"),
+    spec(action=None),
+    spec(volume_id="vol-1"),
+    spec(volume_id=f"{VOL}\n"),
+    spec(platform="linux/s390x"),
+    spec(platform="windows/amd64"),
+    spec(parallel=0),
+    spec(parallel=33),
+    spec(parallel=True),
+    spec(parallel="3"),
+    spec(parallel=2.5),
+    spec(images=[]),
+    spec(images=REF),
+    spec(images=[REF, 7]),
+    spec(images=["registry.example.com/a:1;touch /tmp/x"]),
+    spec(images=["registry.example.com/a/$(id):1"]),
+    spec(images=["registry.example.com/a:`id`"]),
+    spec(images=["registry.example.com/a:1\ntouch /tmp/x"]),
+    spec(images=["registry.example.com/a:1\n"]),
+    spec(images=["busybox:1.37"]),  # no registry host
+    spec(images=["team/busybox:1.37"]),  # "team" is not a host: no dot, port or localhost
+    spec(images=["registry.example.com/a"]),  # neither tag nor digest
+    spec(images=["registry.example.com/A:1"]),
+    spec(images=["registry.example.com/a@sha256:abc"]),
+    spec(images=["registry.example.com/" + "a" * 600 + ":1"]),
+    spec(extra="x"),
+    spec(registry_credentials=[]),
+    spec(registry_credentials={"registry.example.com": "/ml-cache/reg"}),
+    spec(registry_credentials={"registry.example.com": {"ssm_secure_parameter": "/a b"}}),
+    spec(registry_credentials={"registry.example.com": {"ssm_secure_parameter": "/a", "x": 1}}),
+    spec(registry_credentials={"registry.example.com": {}}),
+    spec(registry_credentials={"bad host;": {"ssm_secure_parameter": "/a"}}),
+    spec(registry_credentials={"registry.example.com": {"secretsmanager": "arn:aws:secretsmanager:x"}}),
+]
+
+
+def run_helpers(*args: str, stdin: str = "", env: dict[str, str] | None = None, python: str = "python3"
+                ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([python, str(HELPERS), *args], input=stdin, capture_output=True, text=True,
+                          env=env, check=False)
+
+
+def parse(tmp_path: Path, value: object, python: str = "python3") -> subprocess.CompletedProcess[str]:
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(value))
+    return run_helpers("parse-spec", str(spec_file), python=python)
+
+
+# ---- the mini validator agrees with jsonschema on the shipped schema ----
+
+
+@pytest.mark.parametrize("value", VALID_SPECS + INVALID_SPECS, ids=range(len(VALID_SPECS + INVALID_SPECS)))
+def test_mini_validator_agrees_with_jsonschema(value: object) -> None:
+    expected_valid = value in VALID_SPECS
+    assert jsonschema.Draft202012Validator(SCHEMA).is_valid(value) is expected_valid
+    if expected_valid:
+        helpers.SpecValidator(SCHEMA).validate(value)
+    else:
+        with pytest.raises(helpers.SpecError):
+            helpers.SpecValidator(SCHEMA).validate(value)
+
+
+def test_shipped_schema_is_a_valid_2020_12_schema() -> None:
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_mini_validator_refuses_keywords_it_does_not_implement() -> None:
+    with pytest.raises(helpers.SpecError, match="uniqueItems"):
+        helpers.SpecValidator({"type": "array", "uniqueItems": True}).validate([1])
+    with pytest.raises(helpers.SpecError, match="local"):
+        helpers.SpecValidator({"$ref": "https://example.com/s.json"}).validate(1)
+
+
+def test_one_of_reports_every_branch_when_none_matches() -> None:
+    schema = {"oneOf": [{"type": "string"}, {"type": "integer", "minimum": 5}]}
+    helpers.SpecValidator(schema).validate(7)
+    with pytest.raises(helpers.SpecError, match=r"matches none of.*'string'.*minimum of 5"):
+        helpers.SpecValidator(schema).validate(1)
+    with pytest.raises(helpers.SpecError, match="more than one"):
+        helpers.SpecValidator({"oneOf": [{"type": "integer"}, {"minimum": 0}]}).validate(1)
+
+
+# ---- parse-spec, as the script runs it ----
+
+
+def test_parse_spec_prints_safe_lines(tmp_path: Path) -> None:
+    proc = parse(tmp_path, spec(images=[REF, "localhost/a:1", REF], parallel=2.0))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "action=build", f"volume_id={VOL}", "platform=linux/amd64", "parallel=2",
+        f"image={REF}", "image=localhost/a:1",  # duplicates pulled once
+        "credential=registry.example.com:5000 /ml-cache/reg",
+    ]
+
+
+def test_parse_spec_defaults_and_quiesce(tmp_path: Path) -> None:
+    assert parse(tmp_path, spec(parallel=None)).stdout.splitlines()[3] == "parallel=3"
+    proc = parse(tmp_path, {"action": "quiesce", "volume_id": VOL})
+    assert proc.returncode == 0 and proc.stdout.splitlines() == ["action=quiesce", f"volume_id={VOL}"]
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (spec(images=[REF, "registry.example.com/a:1;id"]),
+     "spec['images'][1]: 'registry.example.com/a:1;id' is not a fully qualified OCI image reference"),
+    (spec(registry_credentials={"registry.example.com": "/ml-cache/reg"}),
+     "spec['registry_credentials']['registry.example.com']: '/ml-cache/reg' is not of type 'object'"),
+    (spec(parallel=99), "spec['parallel']: 99 is greater than the maximum of 32"),
+    (spec(extra=1), "spec: property 'extra' is not allowed"),
+    ({"action": "build", "volume_id": VOL, "platform": "linux/amd64"}, "spec: 'images' is a required property"),
+])
+def test_parse_spec_rejects_naming_path_and_value(tmp_path: Path, value: dict, message: str) -> None:
+    proc = parse(tmp_path, value)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(f"invalid spec: {message}"), proc.stderr
+
+
+def test_parse_spec_rejects_unreadable_json(tmp_path: Path) -> None:
+    (tmp_path / "spec.json").write_text("{not json")
+    proc = run_helpers("parse-spec", str(tmp_path / "spec.json"))
+    assert proc.returncode == 2 and "invalid spec: cannot read JSON" in proc.stderr
+
+
+def python39() -> str | None:
+    """A working Python 3.9 (on PATH, or installed by pyenv), the EKS AL2023 AMI's python3."""
+    candidates = [shutil.which("python3.9"), *map(str, sorted(Path.home().glob(".pyenv/versions/3.9.*/bin/python3")))]
+    for candidate in filter(None, candidates):
+        if subprocess.run([candidate, "-V"], capture_output=True, check=False).returncode == 0:
+            return candidate
+    return None
+
+
+def test_runs_on_the_builders_python_3_9(tmp_path: Path) -> None:
+    python = python39()
+    if python is None:
+        pytest.skip("no Python 3.9 (the EKS AL2023 AMI's python3) installed")
+    proc = parse(tmp_path, spec(), python=python)
+    assert proc.returncode == 0, proc.stderr
+    assert parse(tmp_path, spec(parallel=0), python=python).returncode == 2
+    report = run_helpers("report", "quiesce", "schema=1", f"volume_id={VOL}", "device=d", "filesystem=none",
+                         "xfs_repair=skipped", "unmounted=", python=python)
+    assert json.loads(report.stdout)["unmounted"] == []
+
+
+def test_unknown_subcommand_prints_usage() -> None:
+    proc = run_helpers("frobnicate")
+    assert proc.returncode == 64 and "usage:" in proc.stderr
+
+
+# ---- report ----
+
+
+def test_build_report_is_one_json_line_with_phase_timings() -> None:
+    rows = f"{REF}\t{SHA}\ttrue\t1500\talias\nlocalhost/a:1\t{SHA}\ttrue\t500\tlocalhost/a@{SHA}\n"
+    proc = run_helpers("report", "build", "schema=1", "platform=linux/amd64", f"volume_id={VOL}",
+                       "fs_used=9000", "started=100.0", "prepared=101.5", "pulled=110.25", "verified=111",
+                       "quiesced=111.333", stdin=rows)
+    assert proc.returncode == 0 and proc.stdout.count("\n") == 1
+    report = json.loads(proc.stdout)
+    assert report["images"] == [{"ref": REF, "digest": SHA, "unpacked": True, "bytes": 1500},
+                                {"ref": "localhost/a:1", "digest": SHA, "unpacked": True, "bytes": 500}]
+    assert report["totals"] == {"images": 2, "bytes": 2000, "filesystem_used_bytes": 9000}
+    assert report["timings"] == {"prepare_seconds": 1.5, "pull_seconds": 8.75, "verify_seconds": 0.75,
+                                 "quiesce_seconds": 0.33}
+    assert (report["schema"], report["action"], report["status"], report["quiesced"]) == (1, "build", "ok", True)
+
+
+def test_quiesce_report() -> None:
+    proc = run_helpers("report", "quiesce", "schema=1", f"volume_id={VOL}", "device=/dev/nvme1n1",
+                       "filesystem=xfs", "xfs_repair=ok", "unmounted=/a /b ")
+    assert json.loads(proc.stdout) == {
+        "schema": 1, "action": "quiesce", "status": "ok", "volume_id": VOL, "device": "/dev/nvme1n1",
+        "mounted": False, "containerd_running": False, "filesystem": "xfs", "xfs_repair": "ok",
+        "unmounted": ["/a", "/b"],
+    }
+
+
+# ---- verify: parsing ctr's tables and content, with a stand-in ctr ----
+
+
+def test_ctr_table_alias_and_platform_matching() -> None:
+    table = helpers.ctr_table("REF TYPE DIGEST\nr1 t1 d1\n\nr2 t2 d2\n")
+    assert table == {"r1": ["r1", "t1", "d1"], "r2": ["r2", "t2", "d2"]}
+    assert helpers.image_alias("localhost:5000/a/b:1.0", SHA) == f"localhost:5000/a/b@{SHA}"
+    assert helpers.image_alias(f"localhost:5000/a/b:1.0@{SHA}", SHA) == f"localhost:5000/a/b@{SHA}"
+    assert helpers.image_alias(f"localhost:5000/b@{SHA}", SHA) == f"localhost:5000/b@{SHA}"
+    assert helpers._platform_matches({"os": "linux", "architecture": "arm64", "variant": "v8"}, ["linux", "arm64"])
+    assert helpers._platform_matches({"os": "linux", "architecture": "arm64"}, ["linux", "arm64", "v8"])
+    assert not helpers._platform_matches({"os": "linux", "architecture": "arm64", "variant": "v7"},
+                                         ["linux", "arm64", "v8"])
+    assert not helpers._platform_matches({"os": "linux", "architecture": "amd64"}, ["linux", "arm64"])
+
+
+FAKE_CTR = """#!{python}
+import json, sys
+args = sys.argv[5:]
+blobs = json.load(open({blobs!r}))
+if args[:2] == ["images", "ls"]:
+    print("REF TYPE DIGEST SIZE PLATFORMS LABELS")
+    for ref, (media_type, digest) in blobs["images"].items():
+        print(ref, media_type, digest, "1.0 MiB", "linux/amd64", "-")
+elif args[:2] == ["images", "check"]:
+    print("REF TYPE DIGEST STATUS SIZE UNPACKED")
+    for ref, (media_type, digest) in blobs["images"].items():
+        print(ref, media_type, digest, "complete", "(1/1)", "1.0 MiB/1.0 MiB", "true")
+elif args[:2] == ["content", "get"]:
+    print(json.dumps(blobs["content"][args[2]]))
+else:
+    sys.exit("unexpected " + " ".join(args))
+"""
+
+
+def test_verify_measures_the_platforms_manifest_and_rejects_another_platform(tmp_path: Path) -> None:
+    index, amd, arm, cfg_amd, cfg_arm = ("sha256:" + c * 64 for c in "12345")
+    manifest = "application/vnd.oci.image.manifest.v1+json"
+    content = {
+        index: {"manifests": [{"digest": arm, "platform": {"os": "linux", "architecture": "arm64"}},
+                              {"digest": amd, "platform": {"os": "linux", "architecture": "amd64"}}]},
+        amd: {"config": {"digest": cfg_amd, "size": 100}, "layers": [{"size": 1000}, {"size": 24}]},
+        arm: {"config": {"digest": cfg_arm, "size": 100}, "layers": [{"size": 7}]},
+        cfg_amd: {"os": "linux", "architecture": "amd64"},
+        cfg_arm: {"os": "linux", "architecture": "arm64"},
+    }
+    images = {"r.example.com/multi:1": ["application/vnd.oci.image.index.v1+json", index],
+              "r.example.com/arm:1": [manifest, arm]}
+    (tmp_path / "blobs.json").write_text(json.dumps({"images": images, "content": content}))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ctr").write_text(FAKE_CTR.format(python=sys.executable, blobs=str(tmp_path / "blobs.json")))
+    (bin_dir / "ctr").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+    (tmp_path / "refs").write_text("r.example.com/multi:1\n")
+    proc = run_helpers("verify", "/run/c.sock", "k8s.io", "linux/amd64", str(tmp_path / "refs"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"r.example.com/multi:1\t{index}\ttrue\t1124\tr.example.com/multi@{index}\n"
+
+    (tmp_path / "refs").write_text("r.example.com/multi:1\nr.example.com/arm:1\nr.example.com/gone:1\n")
+    proc = run_helpers("verify", "/run/c.sock", "k8s.io", "linux/amd64", str(tmp_path / "refs"), env=env)
+    assert proc.returncode == 1
+    assert "r.example.com/arm:1: image is for linux/arm64, not for platform linux/amd64" in proc.stderr
+    assert "r.example.com/gone:1: not in the image store after pull" in proc.stderr
