@@ -8,8 +8,6 @@ from ml_cache.operators.snapshot import CreateCacheSnapshotOperator
 from ml_cache.tags import run_tags
 
 RUN_ID = "manual__2026-11-29T03:00:00+00:00"
-SETTINGS = {"pipeline": "ml-container-cache", "snapshot_name": "ml-container-cache",
-            "snapshot_description": "cache", "poll_seconds": 1, "snapshot_seconds": 60}
 
 
 def _completed_snapshot(ec2, volume_id: str, tags: dict[str, str]) -> str:
@@ -27,22 +25,24 @@ def test_a_retried_create_snapshot_reuses_the_runs_snapshot(cloud):
     _completed_snapshot(ec2, volume, run_tags("ml-container-cache", "another-run", role="cache"))
     before = len(ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"])
 
-    operator = CreateCacheSnapshotOperator(task_id="create_snapshot", settings=SETTINGS,
-                                           builder={"data_volume_id": volume})
+    operator = CreateCacheSnapshotOperator(task_id="create_snapshot", pipeline="ml-container-cache",
+                                           volume_id=volume, name="ml-container-cache", description="cache",
+                                           timeout_seconds=60, poll_seconds=1)
     assert operator.execute({"ti": SimpleNamespace(run_id=RUN_ID)}) == earlier
     assert len(ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]) == before  # no duplicate
 
 
 def test_a_retried_launch_gets_the_same_builder(cloud):
+    from ml_cache.builder_instance import BuilderLaunch
     from ml_cache.operators.builder import LaunchBuilderOperator
 
     ssm = cloud.client("ssm")
     ami = ssm.get_parameter(Name="/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/standard/"
                                  "recommended/image_id")["Parameter"]["Value"]
-    settings = {**SETTINGS, "instance_types": ["c6i.2xlarge"], "subnet_ids": [], "security_group_ids": [],
-                "instance_profile": "ml-container-cache-builder", "volume_size_gib": 1, "volume_iops": 3000,
-                "volume_throughput_mibps": 125, "kms_key_id": None, "build_seconds": 600}
-    operator = LaunchBuilderOperator(task_id="launch_builder", settings=settings, image_id=ami)
+    launch = BuilderLaunch(pipeline="ml-container-cache", instance_types=["c6i.2xlarge"], subnet_ids=[],
+                           security_group_ids=[], instance_profile="ml-container-cache-builder", kms_key_id=None,
+                           volume_size_gib=1, volume_iops=3000, volume_throughput_mibps=125, build_seconds=600)
+    operator = LaunchBuilderOperator(task_id="launch_builder", launch=launch, image_id=ami)
     context = {"ti": SimpleNamespace(run_id=RUN_ID, dag_id="ml_container_cache_build", task_id="launch_builder",
                                      map_index=-1)}
     first = operator.execute(context)

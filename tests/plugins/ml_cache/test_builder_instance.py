@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 from ml_cache.builder_instance import BuilderLaunch, builder_request, data_volume_id
 from ml_cache.settings import load_config, resolve_build_settings

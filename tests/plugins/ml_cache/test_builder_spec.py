@@ -45,8 +45,9 @@ def test_settings_to_spec_to_the_builders_parser(tmp_path: Path) -> None:
     config["aws"]["registry_credentials"] = {"nvcr.io": {"ssm_secure_parameter": "/ml-cache/ngc"}}
     params = {"images": ["nvcr.io/nvidia/pytorch:24.05-py3", "busybox", f"ghcr.io/team/app@{SHA}"]}
     settings = resolve_build_settings(config, params, region="us-west-2")
-    spec = build_spec("build", images=settings["images"], platform=settings["platform"], volume_id=VOL,
-                      parallel=settings["pull_parallelism"], registry_credentials=settings["registry_credentials"])
+    spec = build_spec("build", images=settings.build.images, platform=settings.platform, volume_id=VOL,
+                      parallel=settings.build.pull_parallelism,
+                      registry_credentials=settings.aws.registry_credentials)
     # as on the builder: SSM_spec (base64) decoded to a file
     (tmp_path / "spec.json").write_bytes(base64.b64decode(encode_spec(spec)))
     proc = parse_on_builder(tmp_path / "spec.json")

@@ -16,9 +16,9 @@ from ml_cache.images import InvalidInputs
 from ml_cache.operators.build_script import RunBuilderScriptOperator
 
 HELPERS = Path(__file__).resolve().parents[4] / "plugins" / "ml_cache" / "scripts" / "build_cache_helpers.py"
-SETTINGS = {"images": ["nvcr.io/nvidia/pytorch:24.05-py3"], "platform": "linux/amd64", "pull_parallelism": 2,
-            "registry_credentials": {"nvcr.io": {"ssm_secure_parameter": "/ml-cache/ngc"}},
-            "build_seconds": 3600, "poll_seconds": 15}
+ARGS = {"images": ["nvcr.io/nvidia/pytorch:24.05-py3"], "platform": "linux/amd64", "pull_parallelism": 2,
+        "registry_credentials": {"nvcr.io": {"ssm_secure_parameter": "/ml-cache/ngc"}},
+        "timeout_seconds": 3600, "poll_seconds": 15}
 BUILDER = {"instance_id": "i-0123456789abcdef0", "data_volume_id": "vol-0123456789abcdef0"}
 
 
@@ -36,9 +36,9 @@ class FakeSsm:
         return self.invocation
 
 
-def operator(hook: FakeSsm, settings: dict[str, Any] = SETTINGS, action: str = "build") -> RunBuilderScriptOperator:
-    op = RunBuilderScriptOperator(task_id="run_build_script", action=action, settings=settings, builder=BUILDER,
-                                  document={"name": "doc", "version": "3"})
+def operator(hook: FakeSsm, args: dict[str, Any] = ARGS, action: str = "build") -> RunBuilderScriptOperator:
+    op = RunBuilderScriptOperator(task_id="run_build_script", action=action, builder=BUILDER,
+                                  document={"name": "doc", "version": "3"}, **args)
     op.__dict__["hook"] = hook  # the cached_property's slot: no AWS connection needed
     return op
 
@@ -62,7 +62,7 @@ def test_sends_the_spec_the_builder_parses(tmp_path: Path) -> None:
 def test_a_spec_the_schema_refuses_is_never_sent() -> None:
     hook = FakeSsm()
     with pytest.raises(InvalidInputs, match=r"spec\['parallel'\]: 99"):
-        operator(hook, {**SETTINGS, "pull_parallelism": 99}).execute({"ti": SimpleNamespace(run_id="r")})
+        operator(hook, {**ARGS, "pull_parallelism": 99}).execute({"ti": SimpleNamespace(run_id="r")})
     assert hook.sent == []
 
 

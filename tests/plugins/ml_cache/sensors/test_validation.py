@@ -12,14 +12,15 @@ import pytest
 
 from ml_cache.sensors import validation as sensor_module
 from ml_cache.sensors.validation import CacheValidationFailed, ValidateCacheOnNodesSensor
+from ml_cache.settings.models import RolloutConfig
 from ml_cache.validation.manifest import CREATED_AT_ANNOTATION, RUN_ID_LABEL, label_value
 from tests.plugins.ml_cache.validation.recorded import recorded
 
 IMAGE = "127.0.0.1:5000/ml-cache-demo/large:1"  # the image of the recorded pods
 RUN_ID = "manual__2026-11-29T02:36:21.123456+00:00"
-SETTINGS = {"kubernetes_conn_id": "kubernetes_local", "cluster_name": "c", "namespace": "ml-cache",
-            "node_group_name": "gpu", "baseline_node_group_name": "gpu-uncached", "uncached_baseline": True,
-            "max_startup_seconds": 10, "validation_seconds": 120, "poll_seconds": 2}
+ROLLOUT = {"kubernetes_conn_id": "kubernetes_local", "cluster_name": "c", "namespace": "ml-cache",
+           "node_group_name": "gpu", "launch_template_id": "lt-0123456789abcdef0",
+           "baseline_node_group_name": "gpu-uncached", "uncached_baseline": True, "max_startup_seconds": 10}
 
 
 class FakeCluster:
@@ -85,8 +86,9 @@ def cluster(monkeypatch) -> FakeCluster:
     return fake
 
 
-def sensor(**settings) -> ValidateCacheOnNodesSensor:
-    return ValidateCacheOnNodesSensor(task_id="validate_nodes", settings={**SETTINGS, **settings}, version="2",
+def sensor(**changes) -> ValidateCacheOnNodesSensor:
+    return ValidateCacheOnNodesSensor(task_id="validate_nodes", rollout=RolloutConfig(**{**ROLLOUT, **changes}),
+                                      version="2", deadline_seconds=120, poll_seconds=2,
                                       target={"images": [{"ref": IMAGE, "digest": "sha256:" + "ab" * 32}]})
 
 
