@@ -84,3 +84,29 @@ def cloud_conn(local_cloud: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Aw
         if item["State"] in ("enabling", "optimizing", "enabled"):
             ec2.disable_fast_snapshot_restores(AvailabilityZones=[item["AvailabilityZone"]],
                                                SourceSnapshotIds=[item["SnapshotId"]])
+
+
+@dataclass
+class Nodegroup:
+    cluster: str
+    name: str
+    template_id: str
+
+
+@pytest.fixture
+def cloud_nodegroup(cloud_conn: AwsEndpoint) -> Nodegroup:
+    """An EKS cluster and node group on launch template version 1 of 2 (the local cloud; no nodes run)."""
+    import uuid
+
+    ec2, eks, iam = cloud_conn.client("ec2"), cloud_conn.client("eks"), cloud_conn.client("iam")
+    name = f"ml-cache-test-{uuid.uuid4().hex[:12]}"
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.30.1.0/24", AvailabilityZone="ca-central-1a")["Subnet"]
+    template_id = ec2.create_launch_template(
+        LaunchTemplateName=name, LaunchTemplateData={"InstanceType": "g5.xlarge"})["LaunchTemplate"]["LaunchTemplateId"]
+    ec2.create_launch_template_version(LaunchTemplateId=template_id, LaunchTemplateData={"InstanceType": "g5.2xlarge"})
+    eks.create_cluster(name=name, roleArn=role, resourcesVpcConfig={"subnetIds": [subnet["SubnetId"]]})
+    eks.create_nodegroup(clusterName=name, nodegroupName="gpu", nodeRole=role, subnets=[subnet["SubnetId"]],
+                         launchTemplate={"id": template_id, "version": "1"})
+    return Nodegroup(cluster=name, name="gpu", template_id=template_id)
