@@ -28,7 +28,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-west-2")
 
 
 @pytest.fixture(scope="session")
-def local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def devstack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The local cloud (devstack server) in this process on 127.0.0.1, shared by the tests that need it."""
     from devstack import server
 
@@ -73,9 +73,9 @@ def use_aws_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, endpoint: 
 
 
 @pytest.fixture
-def cloud_conn(local_cloud: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEndpoint]:
+def cloud_conn(devstack_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEndpoint]:
     """A connection to the local cloud in a region no other test enables FSR in; faults reset, FSR disabled after."""
-    aws = use_aws_connection(monkeypatch, "ml_cache_local_cloud", local_cloud.endpoint, "ca-central-1")
+    aws = use_aws_connection(monkeypatch, "ml_cache_local_cloud", devstack_server.endpoint, "ca-central-1")
     aws.reset_faults()
     yield aws
     aws.reset_faults()

@@ -22,8 +22,8 @@ EKS_AMI = "/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/standard
 
 
 @pytest.fixture(scope="session")
-def cloud(local_cloud: server.Handle) -> server.Handle:
-    return local_cloud
+def cloud(devstack_server: server.Handle) -> server.Handle:
+    return devstack_server
 
 
 @pytest.fixture(autouse=True)

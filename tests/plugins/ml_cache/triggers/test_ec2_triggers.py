@@ -9,15 +9,14 @@ from ml_cache.triggers.ec2 import BuilderRunningTrigger, FastSnapshotRestoreEnab
 ZONES = ["ca-central-1a", "ca-central-1b"]
 
 
-@pytest.mark.parametrize(("trigger", "waiter_name"), [
-    (BuilderRunningTrigger(instance_id="i-0123456789abcdef0", waiter_delay=5, waiter_max_attempts=7,
-                           aws_conn_id="ml_cache_local_cloud", region_name="ca-central-1"), "instance_running"),
-    (SnapshotCompletedTrigger(snapshot_id="snap-0123456789abcdef0", waiter_delay=5, waiter_max_attempts=7,
-                              aws_conn_id="ml_cache_local_cloud"), "snapshot_completed"),
-    (FastSnapshotRestoreEnabledTrigger(snapshot_id="snap-0123456789abcdef0", waiter_delay=5, waiter_max_attempts=7,
-                                       aws_conn_id="ml_cache_local_cloud"), "fast_snapshot_restores_enabled"),
+@pytest.mark.parametrize(("trigger_class", "kwargs", "waiter_name"), [
+    (BuilderRunningTrigger, {"instance_id": "i-0123456789abcdef0", "region_name": "ca-central-1"}, "instance_running"),
+    (SnapshotCompletedTrigger, {"snapshot_id": "snap-0123456789abcdef0"}, "snapshot_completed"),
+    (FastSnapshotRestoreEnabledTrigger, {"snapshot_id": "snap-0123456789abcdef0"}, "fast_snapshot_restores_enabled"),
 ], ids=["builder_running", "snapshot_completed", "fsr_enabled"])
-def test_serialize_round_trips_and_names_a_known_waiter(cloud_conn, trigger_tools, trigger, waiter_name) -> None:
+def test_serialize_round_trips_and_names_a_known_waiter(cloud_conn, trigger_tools, trigger_class, kwargs,
+                                                        waiter_name) -> None:
+    trigger = trigger_class(**kwargs, waiter_delay=5, waiter_max_attempts=7, aws_conn_id=cloud_conn.conn_id)
     trigger_tools.assert_round_trip(trigger, waiter_name)
 
 

@@ -8,14 +8,14 @@ from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.triggers.ssm import SsmAgentOnlineTrigger, SsmCommandExecutedTrigger
 
 
-@pytest.mark.parametrize(("trigger", "waiter_name"), [
-    (SsmAgentOnlineTrigger(instance_id="i-0123456789abcdef0", waiter_delay=5, waiter_max_attempts=7,
-                           aws_conn_id="ml_cache_local_cloud", region_name="ca-central-1"), "agent_online"),
-    (SsmCommandExecutedTrigger(command_id="00000000-1111-2222-3333-444444444444", instance_id="i-0123456789abcdef0",
-                               waiter_delay=5, waiter_max_attempts=7, aws_conn_id="ml_cache_local_cloud"),
-     "command_executed"),
+@pytest.mark.parametrize(("trigger_class", "kwargs", "waiter_name"), [
+    (SsmAgentOnlineTrigger, {"instance_id": "i-0123456789abcdef0", "region_name": "ca-central-1"}, "agent_online"),
+    (SsmCommandExecutedTrigger, {"command_id": "00000000-1111-2222-3333-444444444444",
+                                 "instance_id": "i-0123456789abcdef0"}, "command_executed"),
 ], ids=["agent_online", "command_executed"])
-def test_serialize_round_trips_and_names_a_known_waiter(cloud_conn, trigger_tools, trigger, waiter_name) -> None:
+def test_serialize_round_trips_and_names_a_known_waiter(cloud_conn, trigger_tools, trigger_class, kwargs,
+                                                        waiter_name) -> None:
+    trigger = trigger_class(**kwargs, waiter_delay=5, waiter_max_attempts=7, aws_conn_id=cloud_conn.conn_id)
     trigger_tools.assert_round_trip(trigger, waiter_name)
 
 
