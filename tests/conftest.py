@@ -94,7 +94,7 @@ class Nodegroup:
 
 
 @pytest.fixture
-def cloud_nodegroup(cloud_conn: AwsEndpoint) -> Nodegroup:
+def cloud_nodegroup(cloud_conn: AwsEndpoint) -> Iterator[Nodegroup]:
     """An EKS cluster and node group on launch template version 1 of 2 (the local cloud; no nodes run)."""
     import uuid
 
@@ -109,4 +109,6 @@ def cloud_nodegroup(cloud_conn: AwsEndpoint) -> Nodegroup:
     eks.create_cluster(name=name, roleArn=role, resourcesVpcConfig={"subnetIds": [subnet["SubnetId"]]})
     eks.create_nodegroup(clusterName=name, nodegroupName="gpu", nodeRole=role, subnets=[subnet["SubnetId"]],
                          launchTemplate={"id": template_id, "version": "1"})
-    return Nodegroup(cluster=name, name="gpu", template_id=template_id)
+    yield Nodegroup(cluster=name, name="gpu", template_id=template_id)
+    eks.delete_nodegroup(clusterName=name, nodegroupName="gpu")  # no later test that runs nodes may see it
+    eks.delete_cluster(name=name)

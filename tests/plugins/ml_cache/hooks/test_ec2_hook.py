@@ -116,7 +116,7 @@ def _fsr_states(hook: CacheEc2Hook, snapshot_id: str) -> dict[str, str]:
 
 
 def test_fast_snapshot_restores_enable_describe_disable(cloud_conn, run_tags) -> None:
-    cloud_conn.set_faults(fsr_enabling_seconds=0, fsr_optimizing_seconds=0, fsr_disabling_seconds=30)
+    cloud_conn.set_faults(fsr_enabling_seconds=0, fsr_optimizing_seconds=0, fsr_disabling_seconds=5)
     hook = CacheEc2Hook(aws_conn_id=cloud_conn.conn_id)
     snapshot_id = hook.create_snapshot(_volume(cloud_conn, "ca-central-1a"), "fsr", run_tags)["SnapshotId"]
     zones = ["ca-central-1a", "ca-central-1b"]

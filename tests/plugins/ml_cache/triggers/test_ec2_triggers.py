@@ -77,7 +77,7 @@ def test_fsr_enabled_waits_through_enabling_and_optimizing(cloud_conn, trigger_t
 
 
 def test_fsr_disabled_while_waiting_is_a_failure_naming_the_snapshot(cloud_conn, trigger_tools) -> None:
-    cloud_conn.set_faults(fsr_enabling_seconds=30, fsr_disabling_seconds=30)
+    cloud_conn.set_faults(fsr_enabling_seconds=30, fsr_disabling_seconds=5)
     snapshot_id = _fsr_snapshot(cloud_conn)
     ec2 = cloud_conn.client("ec2")
     ec2.enable_fast_snapshot_restores(AvailabilityZones=ZONES, SourceSnapshotIds=[snapshot_id])
