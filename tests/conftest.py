@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ml-cache-airflow-"))
@@ -19,3 +25,90 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-west-2")
+
+
+@pytest.fixture(scope="session")
+def devstack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The local cloud (devstack server) in this process on 127.0.0.1, shared by the tests that need it."""
+    from devstack import server
+
+    handle = server.start(port=0, home=tmp_path_factory.mktemp("devstack-home"),
+                          plain_http_registries=("127.0.0.1:5999",))
+    yield handle
+    handle.stop()
+
+
+@dataclass
+class AwsEndpoint:
+    """An Airflow AWS connection (set as AIRFLOW_CONN_<ID>) and boto3 clients on the same endpoint."""
+
+    conn_id: str
+    endpoint: str
+    region: str
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint,
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def set_faults(self, **faults: Any) -> None:
+        """Switch local cloud faults on (`POST /_devstack/faults`, see devstack/faults.py)."""
+        import requests
+
+        requests.post(f"{self.endpoint}/_devstack/faults", json=faults, timeout=10).raise_for_status()
+
+    def reset_faults(self) -> None:
+        import requests
+
+        requests.delete(f"{self.endpoint}/_devstack/faults", timeout=10).raise_for_status()
+
+
+def use_aws_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, endpoint: str, region: str) -> AwsEndpoint:
+    """Point the Airflow connection `conn_id` at `endpoint` for one test."""
+    connection = {"conn_type": "aws", "login": "testing", "password": "testing",
+                  "extra": {"region_name": region, "endpoint_url": endpoint}}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+    return AwsEndpoint(conn_id=conn_id, endpoint=endpoint, region=region)
+
+
+@pytest.fixture
+def cloud_conn(devstack_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEndpoint]:
+    """A connection to the local cloud in a region no other test enables FSR in; faults reset, FSR disabled after."""
+    aws = use_aws_connection(monkeypatch, "ml_cache_local_cloud", devstack_server.endpoint, "ca-central-1")
+    aws.reset_faults()
+    yield aws
+    aws.reset_faults()
+    ec2 = aws.client("ec2")
+    for item in ec2.describe_fast_snapshot_restores()["FastSnapshotRestores"]:  # free the quota of five
+        if item["State"] in ("enabling", "optimizing", "enabled"):
+            ec2.disable_fast_snapshot_restores(AvailabilityZones=[item["AvailabilityZone"]],
+                                               SourceSnapshotIds=[item["SnapshotId"]])
+
+
+@dataclass
+class Nodegroup:
+    cluster: str
+    name: str
+    template_id: str
+
+
+@pytest.fixture
+def cloud_nodegroup(cloud_conn: AwsEndpoint) -> Iterator[Nodegroup]:
+    """An EKS cluster and node group on launch template version 1 of 2 (the local cloud; no nodes run)."""
+    import uuid
+
+    ec2, eks, iam = cloud_conn.client("ec2"), cloud_conn.client("eks"), cloud_conn.client("iam")
+    name = f"ml-cache-test-{uuid.uuid4().hex[:12]}"
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.30.1.0/24", AvailabilityZone="ca-central-1a")["Subnet"]
+    template_id = ec2.create_launch_template(
+        LaunchTemplateName=name, LaunchTemplateData={"InstanceType": "g5.xlarge"})["LaunchTemplate"]["LaunchTemplateId"]
+    ec2.create_launch_template_version(LaunchTemplateId=template_id, LaunchTemplateData={"InstanceType": "g5.2xlarge"})
+    eks.create_cluster(name=name, roleArn=role, resourcesVpcConfig={"subnetIds": [subnet["SubnetId"]]})
+    eks.create_nodegroup(clusterName=name, nodegroupName="gpu", nodeRole=role, subnets=[subnet["SubnetId"]],
+                         launchTemplate={"id": template_id, "version": "1"})
+    yield Nodegroup(cluster=name, name="gpu", template_id=template_id)
+    eks.delete_nodegroup(clusterName=name, nodegroupName="gpu")  # no later test that runs nodes may see it
+    eks.delete_cluster(name=name)

@@ -22,11 +22,8 @@ EKS_AMI = "/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/standard
 
 
 @pytest.fixture(scope="session")
-def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.Handle]:
-    handle = server.start(port=0, home=tmp_path_factory.mktemp("devstack-home"),
-                          plain_http_registries=("127.0.0.1:5999",))
-    yield handle
-    handle.stop()
+def cloud(devstack_server: server.Handle) -> server.Handle:
+    return devstack_server
 
 
 @pytest.fixture(autouse=True)
