@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ml_cache.tags import tag_specifications
+
 ROOT_DEVICE = "/dev/xvda"
 DATA_DEVICE = "/dev/xvdb"
 ROOT_VOLUME_GIB = 30
@@ -55,8 +57,7 @@ def builder_request(launch: BuilderLaunch, image_id: str, instance_type: str, su
     }
     if launch.kms_key_id:
         data_ebs["KmsKeyId"] = launch.kms_key_id
-    tag_list = [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
-    name_tag = {"Key": "Name", "Value": f"{launch.pipeline}-builder"}
+    name_tag = {"Name": f"{launch.pipeline}-builder"}
     request: dict[str, Any] = {
         "ImageId": image_id,
         "InstanceType": instance_type,
@@ -69,10 +70,8 @@ def builder_request(launch: BuilderLaunch, image_id: str, instance_type: str, su
                                                 "Encrypted": True, "DeleteOnTermination": True}},
             {"DeviceName": DATA_DEVICE, "Ebs": data_ebs},
         ],
-        "TagSpecifications": [
-            {"ResourceType": "instance", "Tags": [*tag_list, name_tag]},
-            {"ResourceType": "volume", "Tags": tag_list},
-        ],
+        "TagSpecifications": [*tag_specifications(["instance"], {**tags, **name_tag}),
+                              *tag_specifications(["volume"], tags)],
     }
     if subnet:
         request["NetworkInterfaces"] = [{

@@ -80,14 +80,6 @@ class ImageRef:
         """registry/repository, without tag or digest."""
         return f"{self.registry}/{self.repository}"
 
-    def with_digest(self, digest: str) -> ImageRef:
-        """The same image pinned to a resolved digest (the tag is kept for readers)."""
-        if not is_sha256_digest(digest):
-            raise InvalidImageReference(f"cannot pin {self} to {show(digest)}: not sha256:<64 lowercase hex>")
-        if self.digest is not None and self.digest != digest:
-            raise InvalidImageReference(f"{self} is already pinned to another digest than {digest}")
-        return ImageRef(self.registry, self.repository, self.tag, digest)
-
     def __str__(self) -> str:
         text = self.name
         if self.tag is not None:

@@ -67,7 +67,7 @@ class LocalCloud:
             "fsr_availability_zones": [f"{REGION}a", f"{REGION}b"],
         })
         config["build"].update(build)
-        config["timeouts"].update({"poll_seconds": 1, "agent_online_seconds": 20, "build_seconds": 600,
+        config.setdefault("timeouts", {}).update({"poll_seconds": 1, "agent_online_seconds": 20, "build_seconds": 600,
                                    "snapshot_seconds": 120, "fsr_seconds": 60})
         self.config_path.write_text(yaml.safe_dump(config))
 

@@ -108,7 +108,31 @@ def test_fsr_unsuccessful_fails_the_run(cloud, build_dag):
     assert_clean_failure(cloud, run, states, "enable_fast_snapshot_restore")
 
 
-@pytest.mark.parametrize("zones", [[""], []])
-def test_empty_fsr_zone_list_rejected(cloud, build_dag, zones):
-    run, states = run_dag(build_dag, fsr_availability_zones=zones)
+@needs_data_plane
+def test_fsr_past_its_deadline_is_disabled_again(cloud, build_dag):
+    """FSR is billed from `enabling` on: a run that gives up on it must not leave it on."""
+    cloud.write_config()
+    cloud.config_path.write_text(cloud.config_path.read_text().replace("fsr_seconds: 60", "fsr_seconds: 3"))
+    cloud.set_faults(fsr_optimizing_seconds=60)
+    run, states = run_dag(build_dag)
+    assert_clean_failure(cloud, run, states, "enable_fast_snapshot_restore")
+    ec2 = cloud.client("ec2")
+    (snapshot,) = ec2.describe_snapshots(
+        OwnerIds=["self"], Filters=[{"Name": "tag:ml-cache:run-id", "Values": [run.run_id]}])["Snapshots"]
+    entries = ec2.describe_fast_snapshot_restores(
+        Filters=[{"Name": "snapshot-id", "Values": [snapshot["SnapshotId"]]}])["FastSnapshotRestores"]
+    assert {entry["State"] for entry in entries} <= {"disabling", "disabled"}, entries
+
+
+def test_empty_fsr_zone_list_rejected(cloud, build_dag):
+    run, states = run_dag(build_dag, fsr_availability_zones=[])
     assert_clean_failure(cloud, run, states, "validate_inputs")
+
+
+def test_the_trigger_form_refuses_what_the_settings_refuse(cloud, build_dag):
+    """The form's Params come from the settings schema: a malformed zone never even starts a run."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="fsr_availability_zones"):
+        run_dag(build_dag, fsr_availability_zones=[""])
+    assert cloud.client("ec2").describe_instances()["Reservations"] == []

@@ -51,7 +51,7 @@ def node_group(cloud):
     config = yaml.safe_load(cloud.config_path.read_text())
     config["rollout"].update({"cluster_name": CLUSTER, "node_group_name": NODEGROUP,
                               "launch_template_id": template, "kubernetes_conn_id": "kubernetes_nowhere"})
-    config["timeouts"].update({"update_seconds": 60, "validation_seconds": 30})
+    config.setdefault("timeouts", {}).update({"update_seconds": 60, "validation_seconds": 30})
     cloud.config_path.write_text(yaml.safe_dump(config))
     yield {"template": template, "previous": previous, "new": new}
     eks.delete_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP)

@@ -55,7 +55,7 @@ def configure_rollout(cloud, template: str) -> None:
     config = yaml.safe_load(cloud.config_path.read_text())
     config["rollout"].update({"cluster_name": CLUSTER, "node_group_name": NODEGROUP, "launch_template_id": template,
                               "kubernetes_conn_id": "kubernetes_local", "max_startup_seconds": 30})
-    config["timeouts"].update({"update_seconds": 300, "validation_seconds": 120})
+    config.setdefault("timeouts", {}).update({"update_seconds": 300, "validation_seconds": 120})
     cloud.config_path.write_text(yaml.safe_dump(config))
 
 

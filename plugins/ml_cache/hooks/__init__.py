@@ -1,1 +1,1 @@
-"""Thin AWS hooks: one AWS call a method, custom JSON waiters beside the provider's."""
+"""Thin AWS hooks: one AWS operation a method (paginated where AWS pages), our JSON waiters on top of the provider's."""

@@ -7,19 +7,9 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
 from ml_cache.hooks._waiters import CustomWaitersMixin
+from ml_cache.tags import tag_filters, tag_specifications
 
 LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped"]
-
-
-def tag_filters(tags: dict[str, str]) -> list[dict[str, Any]]:
-    """EC2 `Filters` that match every one of `tags`."""
-    return [{"Name": f"tag:{key}", "Values": [value]} for key, value in sorted(tags.items())]
-
-
-def tag_specifications(resource_types: list[str], tags: dict[str, str]) -> list[dict[str, Any]]:
-    """EC2 `TagSpecifications` that tag each resource type at creation (no untagged window)."""
-    tag_list = [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
-    return [{"ResourceType": resource_type, "Tags": tag_list} for resource_type in resource_types]
 
 
 class CacheEc2Hook(CustomWaitersMixin, AwsBaseHook):
@@ -36,8 +26,7 @@ class CacheEc2Hook(CustomWaitersMixin, AwsBaseHook):
         return response["Instances"][0]
 
     def describe_instance(self, instance_id: str) -> dict[str, Any]:
-        response = self.conn.describe_instances(InstanceIds=[instance_id])
-        return response["Reservations"][0]["Instances"][0]
+        return self.describe_instances([instance_id])[0]
 
     def find_instances(self, tags: dict[str, str], states: list[str] | None = None) -> list[dict[str, Any]]:
         """Instances carrying all `tags` (in `states`, default: not terminated)."""

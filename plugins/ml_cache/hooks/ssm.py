@@ -1,4 +1,4 @@
-"""SSM calls of the cache pipeline: parameters, the build document, agent status, command output."""
+"""SSM calls of the cache pipeline: parameters and the build document (the agent-online wait is a JSON waiter)."""
 
 from __future__ import annotations
 

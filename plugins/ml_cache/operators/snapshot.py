@@ -13,6 +13,8 @@ from ml_cache.operators.base import CacheAwsOperator
 from ml_cache.tags import run_tags
 from ml_cache.triggers.ec2 import FastSnapshotRestoreEnabledTrigger, SnapshotCompletedTrigger
 
+BILLED_FSR_STATES = ("enabling", "optimizing", "enabled")
+
 
 class SnapshotFailed(RuntimeError):
     """The snapshot went `error` or missed its deadline; it has been deleted."""
@@ -116,9 +118,13 @@ class EnableFastSnapshotRestoreOperator(CacheAwsOperator[CacheEc2Hook]):
                   for entry in self.hook.describe_fast_snapshot_restores(self.snapshot_id)}
         missing = [zone for zone in self.availability_zones if states.get(zone) != "enabled"]
         if event["status"] != "success" or missing:
+            # a failed run costs nothing: FSR is billed per AZ-hour from `enabling` on, whatever the outcome
+            billed = sorted(zone for zone, state in states.items() if state in BILLED_FSR_STATES)
+            if billed:
+                self.hook.disable_fast_snapshot_restores(self.snapshot_id, billed)
             raise FastSnapshotRestoreFailed(
                 f"Fast Snapshot Restore for {self.snapshot_id} not enabled in {missing or 'every AZ'}: "
-                f"states {states}; {event.get('message', '')}".strip()
+                f"states {states}; {event.get('message', '')}; disabled again in {billed or 'no AZ'}".strip()
             )
         self.log.info("Fast Snapshot Restore enabled for %s in %s", self.snapshot_id, sorted(states))
         return states

@@ -281,14 +281,3 @@ def test_image_set_digest_rejects_bad_digests(digests):
 
 def test_platforms():
     assert PLATFORMS == {"x86_64": "linux/amd64", "arm64": "linux/arm64"}
-
-
-def test_with_digest_pins_and_keeps_the_tag():
-    image = parse_reference("busybox:1.37")
-    assert str(image.with_digest(SHA_A)) == f"docker.io/library/busybox:1.37@{SHA_A}"
-    pinned = parse_reference(f"busybox:1.37@{SHA_A}")
-    assert pinned.with_digest(SHA_A) == pinned
-    with pytest.raises(InvalidImageReference, match="another digest"):
-        pinned.with_digest(SHA_B)
-    with pytest.raises(InvalidImageReference, match="sha256"):
-        image.with_digest("sha256:abc")

@@ -7,7 +7,8 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from ml_cache.hooks.ec2 import CacheEc2Hook, tag_filters, tag_specifications
+from ml_cache.hooks.ec2 import CacheEc2Hook
+from ml_cache.tags import tag_filters, tag_specifications
 
 
 def _image_id(aws) -> str:

@@ -58,5 +58,5 @@ def test_names_do_not_shadow_botocore_waiters(path) -> None:
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_the_hook_of_that_client_reads_the_file(path) -> None:
     hook = HOOKS[path.stem](aws_conn_id=None, region_name="us-west-2")
-    assert hook.waiter_path == path
+    assert hook.cache_waiter_path == path
     assert set(json.loads(path.read_text())["waiters"]) <= set(hook.list_waiters())
