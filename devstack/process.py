@@ -22,12 +22,13 @@ GONE_STATES = ("Z", "X")  # a zombie waits for its reaper: it no longer runs
 
 
 def start(argv: list[str], log_path: Path, *, pid_file: Path | None = None, env: dict[str, str] | None = None,
-          cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start `argv` in a new session, output appended to `log_path`, its PID written to `pid_file`."""
+          cwd: Path | None = None, errors_path: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start `argv` in a new session, output appended to `log_path` (stderr to `errors_path` when
+    given), its PID written to `pid_file`."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with Path(log_path).open("ab") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, cwd=cwd, start_new_session=True)
+    with Path(log_path).open("ab") as log, Path(errors_path or os.devnull).open("ab") as errors:
+        process = subprocess.Popen(argv, stdout=log, stderr=errors if errors_path else subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=True)
     if pid_file is not None:
         Path(pid_file).parent.mkdir(parents=True, exist_ok=True)
         Path(pid_file).write_text(f"{process.pid}\n")

@@ -52,11 +52,12 @@ def reset_state() -> None:
 
     Instances vanish with moto's backends, so their sandboxes are torn down too.
     """
-    from devstack import agent, sandbox
+    from devstack import sandbox
+    from devstack.agent import runner
     from devstack.moto_ext import eks, fsr, ssm
 
     for box in sandbox.all_sandboxes():
-        agent.terminate_instance(box.instance_id)
+        runner.terminate_instance(box.instance_id)
     sandbox.teardown_all()
     sandbox.forget_all()
     fsr.reset()

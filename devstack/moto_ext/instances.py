@@ -15,7 +15,8 @@ from moto.ec2.models.elastic_block_store import EBSBackend
 from moto.ec2.models.instances import Instance, InstanceBackend
 from moto.ec2.responses import EC2Response
 
-from devstack import agent, faults, sandbox
+from devstack import faults, sandbox
+from devstack.agent import runner
 from devstack.moto_ext import _patch
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def data_volumes(backend: Any, instance: Instance) -> list[dict[str, object]]:
 def terminate(original: Any) -> Any:
     def terminate_instance(self: Instance) -> Any:
         if self.state != "terminated":
-            agent.terminate_instance(self.id)
+            runner.terminate_instance(self.id)
             sandbox.teardown(self.id)
         return original(self)
 
