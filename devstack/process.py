@@ -21,6 +21,10 @@ from pathlib import Path
 GONE_STATES = ("Z", "X")  # a zombie waits for its reaper: it no longer runs
 
 
+class NotReady(RuntimeError):
+    """A started process exited, or did not get ready in time (it was stopped then)."""
+
+
 def start(argv: list[str], log_path: Path, *, pid_file: Path | None = None, env: dict[str, str] | None = None,
           cwd: Path | None = None, errors_path: Path | None = None) -> subprocess.Popen[bytes]:
     """Start `argv` in a new session, output appended to `log_path` (stderr to `errors_path` when
@@ -37,17 +41,17 @@ def start(argv: list[str], log_path: Path, *, pid_file: Path | None = None, env:
 
 def wait_ready(process: subprocess.Popen[bytes], ready: Callable[[], bool], *, what: str, timeout: float,
                interval: float = 0.2, log_path: Path | None = None) -> None:
-    """Poll `ready()` until it holds; a process that exits first is RuntimeError, a deadline is
-    TimeoutError (the process is stopped first, so nothing half-started stays behind)."""
+    """Poll `ready()` until it holds, else NotReady: the process exited, or the deadline passed
+    (the process is stopped then, so nothing half-started stays behind)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{what} exited ({process.returncode}); see {log_path or 'its log'}")
+            raise NotReady(f"{what} exited ({process.returncode}); see {log_path or 'its log'}")
         if ready():
             return
         time.sleep(interval)
     stop(process)
-    raise TimeoutError(f"{what} did not answer within {timeout:.0f} s")
+    raise NotReady(f"{what} did not answer within {timeout:.0f} s")
 
 
 def answers(url: str, statuses: Iterable[int] = (200,)) -> bool:

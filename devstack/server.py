@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 
 from devstack import faults, k8s, nodes, sandbox
 from devstack import moto_ext as _moto_ext
-from devstack.agent import models as invocations
+from devstack.agent import models as agent_state
 from devstack.agent import runner
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def state() -> dict[str, Any]:
         "home": str(sandbox.home()),
         "instances": instances(),
         "sandboxes": [box.describe() for box in sandbox.all_sandboxes()],
-        "running_commands": [invocations.describe(inv) for inv in invocations.running()],
+        "running_commands": [agent_state.describe(inv) for inv in agent_state.running()],
         "faults": faults.as_dict(),
         "kubernetes": {"url": k8s.url(), "kubeconfig": str(sandbox.home() / "kubeconfig") if k8s.url() else None},
         "nodes": [node.describe() for node in nodes.all_nodes()],

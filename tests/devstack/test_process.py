@@ -37,13 +37,13 @@ def test_wait_ready_returns_once_ready_and_reports_an_early_exit(tmp_path: Path)
     finally:
         process.stop(child)
     failing = process.start([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "c.log")
-    with pytest.raises(RuntimeError, match=r"failing exited \(3\)"):
+    with pytest.raises(process.NotReady, match=r"failing exited \(3\)"):
         process.wait_ready(failing, lambda: False, what="failing", timeout=30)
 
 
 def test_wait_ready_stops_a_process_that_never_gets_ready(tmp_path: Path) -> None:
     child = process.start([sys.executable, "-c", "import time; time.sleep(600)"], tmp_path / "d.log")
-    with pytest.raises(TimeoutError, match="slow"):
+    with pytest.raises(process.NotReady, match="slow did not answer"):
         process.wait_ready(child, lambda: False, what="slow", timeout=0.5, interval=0.05)
     assert child.poll() is not None
 
