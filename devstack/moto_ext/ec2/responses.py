@@ -67,22 +67,20 @@ def delete_snapshot(original: Any) -> Any:
     return handler
 
 
-def enable_fast_snapshot_restores(self: Any) -> ActionResult:
+def _change_fsr(self: Any, change: Any) -> ActionResult:
     zones = self._get_param("AvailabilityZones", [])
     snapshot_ids = self._get_param("SourceSnapshotIds", [])
     self.error_on_dryrun()
-    successful, unsuccessful = models.enable_fsr(self.ec2_backend, self.current_account, self.region,
-                                                 snapshot_ids, zones)
+    successful, unsuccessful = change(self.ec2_backend, self.current_account, self.region, snapshot_ids, zones)
     return ActionResult({"Successful": successful, "Unsuccessful": unsuccessful})
+
+
+def enable_fast_snapshot_restores(self: Any) -> ActionResult:
+    return _change_fsr(self, models.enable_fsr)
 
 
 def disable_fast_snapshot_restores(self: Any) -> ActionResult:
-    zones = self._get_param("AvailabilityZones", [])
-    snapshot_ids = self._get_param("SourceSnapshotIds", [])
-    self.error_on_dryrun()
-    successful, unsuccessful = models.disable_fsr(self.ec2_backend, self.current_account, self.region,
-                                                  snapshot_ids, zones)
-    return ActionResult({"Successful": successful, "Unsuccessful": unsuccessful})
+    return _change_fsr(self, models.disable_fsr)
 
 
 def describe_fast_snapshot_restores(self: Any) -> ActionResult:
