@@ -48,13 +48,13 @@ test-fast: venv
 	$(VENV)/bin/pytest -m "not slow"
 
 run: venv system-deps
-	$(PY) -m devstack.demo run
+	$(PY) -m devstack run
 
 up: venv system-deps
-	$(PY) -m devstack.demo up
+	$(PY) -m devstack up
 
 down: venv
-	$(PY) -m devstack.demo down
+	$(PY) -m devstack down
 
 clean: down
 	rm -rf .devstack .airflow

@@ -6,10 +6,10 @@ to any system containerd, so nothing here uses a default path or stops a process
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import time
 from pathlib import Path
+
+from devstack import process
 
 CONFIG_TEMPLATE = """\
 # Written by devstack/containerd.py: a private containerd for the local cloud.
@@ -70,26 +70,19 @@ class Containerd:
     def start(self, timeout: float = 30) -> Containerd:
         """Launch containerd and wait until its socket answers `ctr version`."""
         write_config(self.root, self.state, self.address, self.config_path)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                ["containerd", "--config", str(self.config_path)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"containerd exited ({self.process.returncode}); see {self.log_path}")
-            probe = subprocess.run(["ctr", "-a", str(self.address), "version"],
-                                   capture_output=True, check=False, timeout=10)
-            if probe.returncode == 0:
-                return self
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"containerd did not answer on {self.address} within {timeout}s")
+        self.process = process.start(["containerd", "--config", str(self.config_path)], self.log_path)
+        process.wait_ready(self.process, self.answers, what=f"containerd on {self.address}", timeout=timeout,
+                           log_path=self.log_path)
+        return self
+
+    def answers(self) -> bool:
+        """True when the socket answers `ctr version`."""
+        probe = subprocess.run(["ctr", "-a", str(self.address), "version"], capture_output=True, check=False,
+                               timeout=10)
+        return probe.returncode == 0
 
     def stop(self, timeout: float = 20, *, kill_tasks: bool = True) -> None:
-        """SIGTERM our containerd (and only it), SIGKILL if it lingers.
+        """SIGTERM our containerd (and only it: shims keep their own groups), SIGKILL if it lingers.
 
         With `kill_tasks`, running containers are force-deleted first: their shims outlive
         containerd and would keep mounts under `root` busy.
@@ -98,12 +91,7 @@ class Containerd:
             return
         if kill_tasks:
             self.kill_tasks()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=timeout)
+        process.stop(self.process, timeout, group=False)
 
     def kill_tasks(self) -> list[str]:
         """Force-delete every running task in every namespace; return "namespace/id" of each."""

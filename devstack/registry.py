@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from devstack import process
 
 CONFIG_TEMPLATE = """\
 # Written by devstack/registry.py: a loopback registry for the local cloud.
@@ -48,13 +46,14 @@ class Registry:
     """
 
     def __init__(self, storage_dir: Path, port: int = 0, *, htpasswd: Path | None = None,
-                 work_dir: Path | None = None) -> None:
+                 work_dir: Path | None = None, pid_file: Path | None = None) -> None:
         self.storage_dir = Path(storage_dir)
         self.port = port or free_port()
         self.htpasswd = Path(htpasswd) if htpasswd else None
         self.work_dir = Path(work_dir) if work_dir else self.storage_dir.parent
         self.config_path = self.work_dir / f"registry-{self.port}.yml"
         self.log_path = self.work_dir / f"registry-{self.port}.log"
+        self.pid_file = pid_file
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,41 +76,20 @@ class Registry:
     def start(self, timeout: float = 30) -> Registry:
         """Start the registry and wait until `GET /v2/` answers (200, or 401 with auth)."""
         self.write_config()
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                ["docker-registry", "serve", str(self.config_path)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"docker-registry exited ({self.process.returncode}); see {self.log_path}")
-            if self.answers():
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"registry on {self.address} did not answer within {timeout}s")
+        self.process = process.start(["docker-registry", "serve", str(self.config_path)], self.log_path,
+                                     pid_file=self.pid_file)
+        process.wait_ready(self.process, self.answers, what=f"docker-registry on {self.address}", timeout=timeout,
+                           interval=0.1, log_path=self.log_path)
+        return self
 
     def answers(self) -> bool:
         """True when the registry's API root responds."""
-        try:
-            with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2) as response:
-                return response.status == 200
-        except urllib.error.HTTPError as error:
-            return error.code == 401
-        except OSError:
-            return False
+        return process.answers(f"http://{self.address}/v2/", (200, 401))
 
     def stop(self, timeout: float = 10) -> None:
-        """SIGTERM our registry only; SIGKILL if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=timeout)
+        """Stop our registry only (by PID), SIGKILL if it lingers."""
+        if self.process is not None:
+            process.stop(self.process, timeout)
 
     def __enter__(self) -> Registry:
         return self.start()

@@ -8,11 +8,9 @@ from the SSM agent run with the environment below, so the same script runs here 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -20,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from devstack import volumes
+from devstack import process, volumes
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +266,7 @@ def teardown(instance_id: str) -> None:
         if sandbox is None or sandbox.terminated:
             return
         sandbox.terminated = True
-    kill_processes_using(sandbox.root)
+    process.kill_using(sandbox.root)
     if volumes.data_plane_missing() is None:
         _unmount_sources({v.loop_device for v in sandbox.volumes if v.loop_device}, below=sandbox.root)
         for volume in sandbox.volumes:
@@ -326,39 +324,3 @@ def _write_containerd_config(sandbox: Sandbox) -> None:
 def _is_below(path: str | Path, root: Path) -> bool:
     path, base = str(path), str(root).rstrip("/")
     return path == base or path.startswith(base + "/")
-
-
-def kill_processes_using(root: Path) -> None:
-    """SIGKILL processes whose command line names this sandbox (e.g. its containerd), or that run in it.
-
-    Scoped to the sandbox path, so only processes started for this instance are touched.
-    """
-    me = os.getpid()
-    killed = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == me:
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        try:
-            cwd = os.readlink(proc / "cwd")
-        except OSError:
-            cwd = ""
-        if (str(root) + "/" in cmdline or cmdline.rstrip().endswith(str(root))
-                or cwd == str(root) or cwd.startswith(str(root) + "/")):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(proc.name), signal.SIGKILL)
-                killed.append(int(proc.name))
-    deadline = time.monotonic() + 5  # let them go before their mounts are unmounted
-    while killed and time.monotonic() < deadline:
-        killed = [pid for pid in killed if _alive(pid)]
-        time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False

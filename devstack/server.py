@@ -18,8 +18,10 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
-from devstack import agent, faults, k8s, nodes, sandbox
+from devstack import faults, k8s, nodes, sandbox
 from devstack import moto_ext as _moto_ext
+from devstack.agent import models as agent_state
+from devstack.agent import runner
 
 log = logging.getLogger(__name__)
 HOST = "127.0.0.1"
@@ -82,7 +84,7 @@ def state() -> dict[str, Any]:
         "home": str(sandbox.home()),
         "instances": instances(),
         "sandboxes": [box.describe() for box in sandbox.all_sandboxes()],
-        "running_commands": [agent.describe(inv) for inv in agent.running()],
+        "running_commands": [agent_state.describe(inv) for inv in agent_state.running()],
         "faults": faults.as_dict(),
         "kubernetes": {"url": k8s.url(), "kubeconfig": str(sandbox.home() / "kubeconfig") if k8s.url() else None},
         "nodes": [node.describe() for node in nodes.all_nodes()],
@@ -125,7 +127,7 @@ def shutdown_sandboxes(home: Path | None = None) -> None:
     """Stop commands and tear down sandboxes (those under `home`, when given)."""
     for box in sandbox.all_sandboxes():
         if home is None or str(box.root).startswith(str(Path(home).resolve()) + "/"):
-            agent.terminate_instance(box.instance_id)
+            runner.terminate_instance(box.instance_id)
     sandbox.teardown_all(home)
     sandbox.forget_all(home)
 

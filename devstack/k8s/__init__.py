@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from devstack.k8s.api import Api, make_server
 from devstack.k8s.kubelet import Kubelets
-from devstack.k8s.store import Store
+from devstack.k8s.models import Store
+from devstack.k8s.responses import Api, make_server
 
 KUBECONFIG_TEMPLATE = """\
 apiVersion: v1

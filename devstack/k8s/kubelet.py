@@ -24,7 +24,7 @@ from typing import Any
 from devstack import nodes as local_nodes
 from devstack import sandbox
 from devstack.k8s import nodes as node_objects
-from devstack.k8s.store import Store, now, rfc3339
+from devstack.k8s.models import Store, now, rfc3339
 
 log = logging.getLogger(__name__)
 IDLE_SECONDS = 1.0  # a pending pod is looked at again this often (nodes may have become Ready)

@@ -6,7 +6,7 @@ from typing import Any
 
 from devstack import nodes as local_nodes
 from devstack.demo_images import machine_architecture
-from devstack.k8s.store import rfc3339
+from devstack.k8s.models import rfc3339
 
 TAINT_EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
 KUBELET_VERSION = "v1.33.0-eks-devstack"

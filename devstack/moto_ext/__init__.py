@@ -4,6 +4,9 @@ It hooks into moto where moto itself dispatches: response handlers are looked up
 on the response classes (EC2Response, SimpleSystemManagerResponse, EKSResponse), EKS routes come
 from moto.eks.urls.url_paths, and moto.moto_api's state manager holds staged transitions. Those
 are private details, so the extension refuses any moto version it was not written against.
+
+Shaped like moto's own services: per service (ec2, eks, ssm) a `models` module holds the state
+and its rules, a `responses` module the request handlers, and the package's install()/reset().
 """
 
 from __future__ import annotations
@@ -36,11 +39,9 @@ def install() -> None:
     with _install_lock:
         if _installed:
             return
-        from devstack.moto_ext import eks, fsr, instances, snapshots, ssm
+        from devstack.moto_ext import ec2, eks, ssm
 
-        fsr.install()
-        snapshots.install()
-        instances.install()
+        ec2.install()
         ssm.install()
         eks.install()
         _hook_moto_reset()
@@ -52,14 +53,15 @@ def reset_state() -> None:
 
     Instances vanish with moto's backends, so their sandboxes are torn down too.
     """
-    from devstack import agent, sandbox
-    from devstack.moto_ext import eks, fsr, ssm
+    from devstack import sandbox
+    from devstack.agent import runner
+    from devstack.moto_ext import ec2, eks, ssm
 
     for box in sandbox.all_sandboxes():
-        agent.terminate_instance(box.instance_id)
+        runner.terminate_instance(box.instance_id)
     sandbox.teardown_all()
     sandbox.forget_all()
-    fsr.reset()
+    ec2.reset()
     eks.reset()
     ssm.reset()
 

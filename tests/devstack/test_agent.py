@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack import agent
+from devstack.agent import documents
 
 
 def _run(ssm, instance_id: str, commands: list[str], **extra) -> str:
@@ -241,7 +241,7 @@ def test_command_status_fault_uses_aws_status_pairs(ssm, online, set_faults, hel
 # --- document planning (pure logic) ---------------------------------------------------------
 
 def test_plan_substitutes_placeholders_and_expands_string_lists(tmp_path) -> None:
-    plugins, env = agent.plan("AWS-RunShellScript", agent.RUN_SHELL_SCRIPT,
+    plugins, env = documents.plan("AWS-RunShellScript", documents.RUN_SHELL_SCRIPT,
                               {"commands": ["echo a", "echo b"], "executionTimeout": ["42"]}, tmp_path)
     assert env == {}
     assert plugins[0].script == "echo a\necho b\n"
@@ -253,11 +253,11 @@ def test_plan_rejects_missing_required_and_pattern_mismatch(tmp_path) -> None:
     document = {"schemaVersion": "2.2", "parameters": {
         "ref": {"type": "String", "interpolationType": "ENV_VAR", "allowedPattern": "^[a-z0-9./:@-]+$"}},
         "mainSteps": [{"action": "aws:runShellScript", "name": "s", "inputs": {"runCommand": ["true"]}}]}
-    with pytest.raises(agent.InvalidParameters):
-        agent.plan("d", document, {}, tmp_path)
-    with pytest.raises(agent.InvalidParameters):
-        agent.plan("d", document, {"ref": ["busybox; rm -rf /"]}, tmp_path)
-    _, env = agent.plan("d", document, {"ref": ["docker.io/library/busybox:1.37"]}, tmp_path)
+    with pytest.raises(documents.InvalidParameters):
+        documents.plan("d", document, {}, tmp_path)
+    with pytest.raises(documents.InvalidParameters):
+        documents.plan("d", document, {"ref": ["busybox; rm -rf /"]}, tmp_path)
+    _, env = documents.plan("d", document, {"ref": ["docker.io/library/busybox:1.37"]}, tmp_path)
     assert env == {"SSM_ref": "docker.io/library/busybox:1.37"}
-    with pytest.raises(agent.InvalidDocument):
-        agent.plan("d", {"schemaVersion": "1.2", "runtimeConfig": {}}, {}, tmp_path)
+    with pytest.raises(documents.InvalidDocument):
+        documents.plan("d", {"schemaVersion": "1.2", "runtimeConfig": {}}, {}, tmp_path)

@@ -314,7 +314,7 @@ def test_update_whose_nodes_never_join_ends_failed(gpu, set_faults, monkeypatch)
 
 
 def test_server_stop_leaves_no_mounts_loops_or_containerd(registry, tmp_path) -> None:
-    """`python -m devstack up` with DEVSTACK_NODES=1, a node and a running pod, then `down`."""
+    """`python -m devstack up --cloud-only` with DEVSTACK_NODES=1, a node and a running pod, then `down`."""
     import json
     import socket
     import sys
@@ -333,7 +333,7 @@ def test_server_stop_leaves_no_mounts_loops_or_containerd(registry, tmp_path) ->
         return subprocess.run([sys.executable, "-m", "devstack", *args, "--home", str(home)], cwd=sandbox.REPO_ROOT,
                               env=env, capture_output=True, text=True, timeout=180, check=False)
 
-    assert cli("up", "--port", str(port)).returncode == 0
+    assert cli("up", "--cloud-only", "--port", str(port)).returncode == 0
     endpoint = f"http://127.0.0.1:{port}"
     try:
         kw = {"endpoint_url": endpoint, "region_name": "us-west-2", "aws_access_key_id": "testing",

@@ -97,12 +97,13 @@ def _reset_resets_the_extension(endpoint: str) -> None:
 def test_cli_up_status_down(tmp_path) -> None:
     home = tmp_path / "h"
     port = _free_port()
-    started = _cli("up", "--port", str(port), "--home", str(home), "--plain-http-registry", "127.0.0.1:5001")
+    started = _cli("up", "--cloud-only", "--port", str(port), "--home", str(home),
+                   "--plain-http-registry", "127.0.0.1:5001")
     assert started.returncode == 0, started.stderr
     endpoint = started.stdout.strip()
     try:
         assert endpoint == f"http://127.0.0.1:{port}"
-        pid = int((home / "pids" / "server.pid").read_text())
+        pid = int((home / "pids" / "cloud.pid").read_text())
         status = json.loads(_cli("status", "--home", str(home)).stdout)
         assert status["running"] and status["pid"] == pid and status["sandboxes"] == 0
         ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="us-west-2",
@@ -115,7 +116,7 @@ def test_cli_up_status_down(tmp_path) -> None:
     finally:
         stopped = _cli("down", "--home", str(home))
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
-    assert not (home / "pids" / "server.pid").exists()
+    assert not (home / "pids" / "cloud.pid").exists()
     assert not Path(f"/proc/{pid}").exists() or b"devstack" not in Path(f"/proc/{pid}/cmdline").read_bytes()
     assert json.loads(_cli("status", "--home", str(home)).stdout)["running"] is False
     if shutil.which("losetup"):
@@ -134,9 +135,9 @@ def test_down_cleans_up_after_an_interrupted_run(tmp_path) -> None:
     """The server is SIGKILLed mid-command: `down` still stops what the command left and detaches loops."""
     home = tmp_path / "h"
     port = _free_port()
-    assert _cli("up", "--port", str(port), "--home", str(home)).returncode == 0
+    assert _cli("up", "--cloud-only", "--port", str(port), "--home", str(home)).returncode == 0
     endpoint = f"http://127.0.0.1:{port}"
-    pid = int((home / "pids" / "server.pid").read_text())
+    pid = int((home / "pids" / "cloud.pid").read_text())
     kw = {"endpoint_url": endpoint, "region_name": "us-west-2", "aws_access_key_id": "testing",
           "aws_secret_access_key": "testing"}
     ec2, ssm = boto3.client("ec2", **kw), boto3.client("ssm", **kw)

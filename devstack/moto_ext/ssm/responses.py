@@ -1,70 +1,20 @@
-"""SSM for sandbox instances: agent registration, Run Command that really runs, EKS AMI parameters.
-
-moto's SendCommand reports `Success` at once and runs nothing; here SendCommand hands the
-document to the local agent (devstack.agent) and the invocation APIs report the agent's state.
-"""
+"""SSM request handlers on moto's SimpleSystemManagerResponse: agent registration, Run Command
+that really runs (moto's reports `Success` at once and runs nothing), the EKS AMI parameters."""
 
 from __future__ import annotations
 
-import hashlib
-import re
-import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult
-from moto.ec2.models import ec2_backends
-from moto.ec2.models.amis import Ami
-from moto.ssm.models import Command, Parameter, ssm_backends
-from moto.ssm.responses import SimpleSystemManagerResponse
+from moto.ssm.models import Command
 
-from devstack import agent, faults, sandbox
-from devstack.moto_ext import _patch
-
-AGENT_VERSION = "3.3.1142.0"
-EKS_VERSIONS = ("1.29", "1.30", "1.31", "1.32", "1.33", "1.34")
-EKS_ARCHES = ("x86_64", "arm64")
-EKS_FLAVORS = ("standard", "nvidia")
-EKS_AMI_OWNER = "602401143452"
-EKS_AMI_PARAMETER = re.compile(
-    r"^/aws/service/eks/optimized-ami/(?P<version>\d+\.\d+)/amazon-linux-2023/"
-    r"(?P<arch>x86_64|arm64)/(?P<flavor>standard|nvidia)/recommended/image_id$"
-)
-
-
-class SsmError(ServiceException):
-    pass
-
-
-# --- agent registration -------------------------------------------------------------------
-
-def ping_status(instance: Any, box: sandbox.Sandbox) -> str | None:
-    """Online, ConnectionLost, or None while the agent has never registered."""
-    now = datetime.now(UTC)
-    online = (
-        instance.state == "running"
-        and not box.terminated
-        and not faults.current().agent_offline
-        and time.monotonic() - box.created_monotonic >= faults.delay("agent_online_seconds")
-    )
-    if online:
-        box.agent_registered = True
-        box.last_ping = now
-        return "Online"
-    return "ConnectionLost" if box.agent_registered else None
-
-
-def _instances_with_sandboxes(account: str, region: str) -> list[tuple[Any, sandbox.Sandbox]]:
-    backend = ec2_backends[account][region]
-    found = []
-    for instance in backend.all_instances():
-        box = sandbox.get(instance.id)
-        if box is not None:
-            found.append((instance, box))
-    return found
+from devstack.agent import documents, runner
+from devstack.agent import models as agent_state
+from devstack.agent.models import Invocation, PluginRun
+from devstack.moto_ext.ssm import models
+from devstack.moto_ext.ssm.exceptions import SsmError
 
 
 def describe_instance_information(self: Any) -> ActionResult:
@@ -74,15 +24,15 @@ def describe_instance_information(self: Any) -> ActionResult:
     for item in self._get_param("InstanceInformationFilterList", []) or []:
         wanted.setdefault(item["key"].lower(), set()).update(item.get("valueSet", []))
     items = []
-    for instance, box in _instances_with_sandboxes(self.current_account, self.region):
-        status = ping_status(instance, box)
+    for instance, box in models.instances_with_sandboxes(self.current_account, self.region):
+        status = models.ping_status(instance, box)
         if status is None:
             continue
         info = {
             "InstanceId": instance.id,
             "PingStatus": status,
             "LastPingDateTime": box.last_ping,
-            "AgentVersion": AGENT_VERSION,
+            "AgentVersion": models.AGENT_VERSION,
             "IsLatestVersion": True,
             "PlatformType": "Linux",
             "PlatformName": "Amazon Linux",
@@ -92,48 +42,34 @@ def describe_instance_information(self: Any) -> ActionResult:
             "ComputerName": f"ip-{str(instance.private_ip).replace('.', '-')}.{self.region}.compute.internal",
         }
         checks = {"instanceids": instance.id, "pingstatus": status, "platformtypes": "Linux",
-                  "resourcetype": "EC2Instance", "agentversion": AGENT_VERSION}
+                  "resourcetype": "EC2Instance", "agentversion": models.AGENT_VERSION}
         if all(checks.get(key) in values for key, values in wanted.items() if key in checks):
             items.append(info)
     return ActionResult({"InstanceInformationList": items})
-
-
-# --- Run Command ----------------------------------------------------------------------------
-
-def _document_content(backend: Any, name: str, version: str | None) -> dict[str, Any]:
-    if name in agent.BUILTIN_DOCUMENTS:
-        return agent.BUILTIN_DOCUMENTS[name]
-    documents = backend._documents.get(name)
-    if documents is None:
-        raise SsmError("InvalidDocument", f"Document {name} does not exist in your account.")
-    document = documents.find(version if version and version != "$DEFAULT" else None, None, strict=False)
-    if document is None:
-        raise SsmError("InvalidDocumentVersion", f"Document {name} has no version {version}.")
-    return agent.parse_document(document.content)
 
 
 def send_command(original: Any) -> Any:
     def handler(self: Any) -> ActionResult:
         document_name = self._get_param("DocumentName")
         parameters = self._get_param("Parameters", {}) or {}
-        content = _document_content(self.ssm_backend, document_name, self._get_param("DocumentVersion"))
+        content = models.document_content(self.ssm_backend, document_name, self._get_param("DocumentVersion"))
         try:
-            agent.plan(document_name, content, parameters, Path("/nonexistent"))
-        except agent.InvalidParameters as error:
+            documents.plan(document_name, content, parameters, Path("/nonexistent"))
+        except documents.InvalidParameters as error:
             raise SsmError("InvalidParameters", str(error)) from error
-        except agent.InvalidDocument as error:
+        except documents.InvalidDocument as error:
             raise SsmError("InvalidDocument", str(error)) from error
-        boxes = {i.id: (i, b) for i, b in _instances_with_sandboxes(self.current_account, self.region)}
+        boxes = {i.id: (i, b) for i, b in models.instances_with_sandboxes(self.current_account, self.region)}
         explicit = self._get_param("InstanceIds", []) or []
-        not_online = [iid for iid in explicit if iid not in boxes or ping_status(*boxes[iid]) != "Online"]
+        not_online = [iid for iid in explicit if iid not in boxes or models.ping_status(*boxes[iid]) != "Online"]
         if not_online:
             raise SsmError("InvalidInstanceId",
                            f"Instances {not_online} not in a valid state for account {self.current_account}")
         result = original(self)
         command = self.ssm_backend.get_command_by_id(result.result["Command"]["CommandId"])
         for instance_id in list(command.instance_ids):
-            if instance_id in boxes and ping_status(*boxes[instance_id]) == "Online":
-                agent.start(command.command_id, boxes[instance_id][1], document_name, content, parameters,
+            if instance_id in boxes and models.ping_status(*boxes[instance_id]) == "Online":
+                runner.start(command.command_id, boxes[instance_id][1], document_name, content, parameters,
                             comment=command.comment)
         return ActionResult({"Command": command.response_object()})
 
@@ -143,9 +79,9 @@ def send_command(original: Any) -> Any:
 def command_response_object(original: Any) -> Any:
     def response_object(self: Command) -> dict[str, Any]:
         result = original(self)
-        status = agent.command_status(self.command_id)
+        status = agent_state.command_status(self.command_id)
         if status is not None:
-            invocations = agent.for_command(self.command_id)
+            invocations = agent_state.for_command(self.command_id)
             result["Status"] = result["StatusDetails"] = status
             result["CompletedCount"] = sum(1 for inv in invocations if inv.finished)
             result["ErrorCount"] = sum(1 for inv in invocations if inv.finished and inv.status != "Success")
@@ -155,8 +91,8 @@ def command_response_object(original: Any) -> Any:
     return response_object
 
 
-def _invocation_or_error(command_id: str, instance_id: str) -> agent.Invocation:
-    invocation = agent.get(command_id, instance_id)
+def _invocation_or_error(command_id: str, instance_id: str) -> Invocation:
+    invocation = agent_state.get(command_id, instance_id)
     if invocation is None or not invocation.visible:
         raise SsmError("InvocationDoesNotExist",
                        "An error occurred (InvocationDoesNotExist) when calling the GetCommandInvocation operation")
@@ -167,7 +103,7 @@ def _iso(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if moment else ""
 
 
-def _elapsed(plugin: agent.PluginRun) -> str:
+def _elapsed(plugin: PluginRun) -> str:
     if plugin.started is None:
         return ""
     end = plugin.finished or datetime.now(UTC)
@@ -198,21 +134,21 @@ def get_command_invocation(self: Any) -> ActionResult:
         "ExecutionEndDateTime": _iso(plugin.finished),
         "Status": status,
         "StatusDetails": details,
-        "StandardOutputContent": plugin.output(agent.STDOUT_LIMIT),
+        "StandardOutputContent": plugin.output(agent_state.STDOUT_LIMIT),
         "StandardOutputUrl": "",
-        "StandardErrorContent": plugin.errors(agent.STDERR_LIMIT),
+        "StandardErrorContent": plugin.errors(agent_state.STDERR_LIMIT),
         "StandardErrorUrl": "",
         "CloudWatchOutputConfig": {"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": False},
     })
 
 
-def _plugin_output(plugin: agent.PluginRun) -> str:
+def _plugin_output(plugin: PluginRun) -> str:
     """Plugin Output as AWS shows it: stdout, then stderr after a marker, cut at 2,500 chars."""
-    output = plugin.output(agent.PLUGIN_OUTPUT_LIMIT)
-    errors = plugin.errors(agent.PLUGIN_OUTPUT_LIMIT)
+    output = plugin.output(agent_state.PLUGIN_OUTPUT_LIMIT)
+    errors = plugin.errors(agent_state.PLUGIN_OUTPUT_LIMIT)
     if errors:
         output += "\n----------ERROR-------\n" + errors
-    return output[: agent.PLUGIN_OUTPUT_LIMIT]
+    return output[: agent_state.PLUGIN_OUTPUT_LIMIT]
 
 
 def list_command_invocations(self: Any) -> ActionResult:
@@ -223,8 +159,8 @@ def list_command_invocations(self: Any) -> ActionResult:
     commands = {c.command_id: c for c in list(self.ssm_backend._commands)}
     if command_id and command_id not in commands:
         raise SsmError("InvalidCommandId", f"Command {command_id} does not exist.")
-    invocations = agent.for_command(command_id) if command_id else [
-        inv for cid in commands for inv in agent.for_command(cid)
+    invocations = agent_state.for_command(command_id) if command_id else [
+        inv for cid in commands for inv in agent_state.for_command(cid)
     ]
     items = []
     for invocation in invocations:
@@ -274,75 +210,15 @@ def list_command_invocations(self: Any) -> ActionResult:
 def cancel_command(self: Any) -> ActionResult:
     command_id = self._get_param("CommandId")
     self.ssm_backend.get_command_by_id(command_id)  # InvalidCommandId for unknown ids
-    agent.cancel(command_id, self._get_param("InstanceIds", []) or None)
+    runner.cancel(command_id, self._get_param("InstanceIds", []) or None)
     return ActionResult({})
-
-
-# --- public EKS AMI parameters --------------------------------------------------------------
-
-_ami_lock = threading.Lock()
-_amis_loaded: set[tuple[str, str]] = set()
-
-
-def eks_ami_id(version: str, arch: str, flavor: str) -> str:
-    """A stable fake AMI id per (Kubernetes version, architecture, flavor)."""
-    return "ami-" + hashlib.sha256(f"eks-al2023/{version}/{arch}/{flavor}".encode()).hexdigest()[:17]
-
-
-def ensure_eks_amis(account: str, region: str) -> None:
-    """Register the EKS-optimized AL2023 AMIs and their public SSM parameters (once per region)."""
-    with _ami_lock:
-        if (account, region) in _amis_loaded:
-            return
-        ec2 = ec2_backends[account][region]
-        parameters = ssm_backends[account][region]._parameters
-        for version in EKS_VERSIONS:
-            for arch in EKS_ARCHES:
-                for flavor in EKS_FLAVORS:
-                    ami_id = eks_ami_id(version, arch, flavor)
-                    if ami_id not in ec2.amis:
-                        ec2.amis[ami_id] = Ami(
-                            ec2, ami_id, name=f"amazon-eks-node-al2023-{arch}-{flavor}-{version}-v20261101",
-                            description=f"EKS-optimized Kubernetes node based on Amazon Linux 2023 ({flavor})",
-                            owner_id=EKS_AMI_OWNER, owner_alias="amazon", public=True,
-                            virtualization_type="hvm", architecture=arch, root_device_type="ebs",
-                            root_device_name="/dev/xvda", region_name=f"{region}a", hypervisor="xen",
-                            boot_mode="uefi-preferred",
-                        )
-                    name = (f"/aws/service/eks/optimized-ami/{version}/amazon-linux-2023/{arch}/{flavor}"
-                            "/recommended/image_id")
-                    if not dict.get(parameters, name):
-                        dict.__setitem__(parameters, name, [Parameter(
-                            account_id=account, name=name, value=ami_id, parameter_type="String",
-                            description=None, allowed_pattern=None, keyid=None,
-                            last_modified_date=time.time(), version=1, data_type="aws:ec2:image",
-                        )])
-        _amis_loaded.add((account, region))
 
 
 def with_eks_amis(original: Any) -> Any:
     def handler(self: Any) -> Any:
         names = [self._get_param("Name"), self._get_param("Path"), *(self._get_param("Names", []) or [])]
         if any(str(n or "").startswith("/aws/service/eks/") for n in names):
-            ensure_eks_amis(self.current_account, self.region)
+            models.ensure_eks_amis(self.current_account, self.region)
         return original(self)
 
     return handler
-
-
-def reset() -> None:
-    with _ami_lock:
-        _amis_loaded.clear()
-
-
-def install() -> None:
-    _patch.replace(SimpleSystemManagerResponse, "describe_instance_information",
-                   lambda _orig: describe_instance_information)
-    _patch.replace(SimpleSystemManagerResponse, "send_command", send_command)
-    _patch.replace(SimpleSystemManagerResponse, "get_command_invocation", lambda _orig: get_command_invocation)
-    _patch.replace(SimpleSystemManagerResponse, "list_command_invocations",
-                   lambda _orig: list_command_invocations)
-    _patch.replace(SimpleSystemManagerResponse, "cancel_command", lambda _orig: cancel_command)
-    _patch.replace(Command, "response_object", command_response_object)
-    for name in ("get_parameter", "get_parameters", "get_parameters_by_path"):
-        _patch.replace(SimpleSystemManagerResponse, name, with_eks_amis)

@@ -1,4 +1,4 @@
-"""HTTP routes of the stand-in: the core/v1 subset the kubernetes Python client uses.
+"""Request handlers of the stand-in: the core/v1 subset the kubernetes Python client uses.
 
 GET /version /api /apis; nodes (list with labelSelector, get); pods (create, list with label and
 field selectors, get, delete, log); events (list with field selectors); namespaces (created on use).
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -17,9 +15,8 @@ from urllib.parse import parse_qs, urlparse
 from devstack import nodes as local_nodes
 from devstack.k8s import nodes as node_objects
 from devstack.k8s.kubelet import Kubelets
-from devstack.k8s.store import ApiError, Store, matches_fields, matches_labels, now, rfc3339
+from devstack.k8s.models import ApiError, Store, matches_fields, matches_labels, now, rfc3339
 
-NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.0-devstack", "gitCommit": "", "gitTreeState": "clean",
            "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}
 CORE_RESOURCES = [
@@ -114,49 +111,12 @@ class Api:
 
     # --- pods
     def create_pod(self, namespace: str, body: Any) -> dict[str, Any]:
-        if not isinstance(body, dict) or body.get("kind", "Pod") != "Pod":
-            raise ApiError(400, "BadRequest", "the body must be a Pod")
-        meta = dict(body.get("metadata") or {})
-        name = meta.get("name") or (meta.get("generateName", "") + uuid.uuid4().hex[:5] if meta.get("generateName")
-                                    else "")
-        spec = copy.deepcopy(body.get("spec") or {})
-        problems = []
-        if not name or not NAME.match(name) or len(name) > 253:
-            problems.append(f"metadata.name: Invalid value: {name!r}")
-        containers = spec.get("containers") or []
-        if not containers:
-            problems.append("spec.containers: Required value")
-        for index, container in enumerate(containers):
-            if not container.get("name") or not container.get("image"):
-                problems.append(f"spec.containers[{index}]: name and image are required")
-        if problems:
-            raise ApiError(422, "Invalid", f'Pod "{name}" is invalid: {"; ".join(problems)}', name=name, kind="Pod")
-        for container in containers:
-            container.setdefault("imagePullPolicy", "Always" if container["image"].endswith(":latest")
-                                 or ":" not in container["image"].rsplit("/", 1)[-1] else "IfNotPresent")
-            container.setdefault("terminationMessagePath", "/dev/termination-log")
-            container.setdefault("terminationMessagePolicy", "File")
-        spec.setdefault("restartPolicy", "Always")
-        spec.setdefault("schedulerName", "default-scheduler")
-        spec.setdefault("dnsPolicy", "ClusterFirst")
-        spec.setdefault("terminationGracePeriodSeconds", 30)
-        with self.store.lock:
-            if (namespace, name) in self.store.pods:
-                raise ApiError(409, "AlreadyExists", f'pods "{name}" already exists', name=name, kind="pods")
-            metadata = {k: v for k, v in meta.items() if k in ("labels", "annotations", "generateName")}
-            pod = {"apiVersion": "v1", "kind": "Pod",
-                   "metadata": {**self.store.metadata(name, namespace), **metadata},
-                   "spec": spec, "status": {"phase": "Pending", "qosClass": "BestEffort", "conditions": []}}
-            self.store.pods[(namespace, name)] = pod
-            answer = copy.deepcopy(pod)
+        pod = self.store.create_pod(namespace, body)
         self.kubelets.wake.set()
-        return answer
+        return pod
 
     def list_pods(self, namespace: str | None, query: dict[str, str]) -> dict[str, Any]:
-        with self.store.lock:
-            items = [copy.deepcopy(p) for (ns, _), p in self.store.pods.items() if namespace in (None, ns)]
-        items = [p for p in items if matches_labels(p["metadata"].get("labels") or {}, query.get("labelSelector"))
-                 and matches_fields(p, query.get("fieldSelector"))]
+        items = self.store.list_pods(namespace, query.get("labelSelector"), query.get("fieldSelector"))
         return {"kind": "PodList", "apiVersion": "v1", "metadata": self._list_meta(), "items": items}
 
     def delete_pod(self, namespace: str, name: str) -> dict[str, Any]:
@@ -178,10 +138,7 @@ class Api:
 
     # --- events
     def list_events(self, namespace: str | None, query: dict[str, str]) -> dict[str, Any]:
-        with self.store.lock:
-            items = [copy.deepcopy(e) for e in self.store.events if namespace in (None, e["metadata"]["namespace"])]
-        items = [e for e in items if matches_fields(e, query.get("fieldSelector"))
-                 and matches_labels(e["metadata"].get("labels") or {}, query.get("labelSelector"))]
+        items = self.store.list_events(namespace, query.get("labelSelector"), query.get("fieldSelector"))
         return {"kind": "EventList", "apiVersion": "v1", "metadata": self._list_meta(), "items": items}
 
 

@@ -1,4 +1,5 @@
-"""The API server's objects: pods, events, namespaces, with resourceVersions and selectors.
+"""The API server's objects and their rules: pods (validated, defaulted), events, namespaces,
+resourceVersions and selectors.
 
 Kept in memory (one process, like the rest of the local cloud); the lock guards every change.
 """
@@ -7,10 +8,13 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 import threading
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+
+NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
 def now() -> datetime:
@@ -80,6 +84,55 @@ class Store:
             if found is None:
                 raise ApiError(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
             return copy.deepcopy(found)
+
+    def create_pod(self, namespace: str, body: Any) -> dict[str, Any]:
+        """Validate and default a Pod as the API server does; store it Pending; return a copy."""
+        if not isinstance(body, dict) or body.get("kind", "Pod") != "Pod":
+            raise ApiError(400, "BadRequest", "the body must be a Pod")
+        meta = dict(body.get("metadata") or {})
+        name = meta.get("name") or (meta.get("generateName", "") + uuid.uuid4().hex[:5] if meta.get("generateName")
+                                    else "")
+        spec = copy.deepcopy(body.get("spec") or {})
+        problems = []
+        if not name or not NAME.match(name) or len(name) > 253:
+            problems.append(f"metadata.name: Invalid value: {name!r}")
+        containers = spec.get("containers") or []
+        if not containers:
+            problems.append("spec.containers: Required value")
+        for index, container in enumerate(containers):
+            if not container.get("name") or not container.get("image"):
+                problems.append(f"spec.containers[{index}]: name and image are required")
+        if problems:
+            raise ApiError(422, "Invalid", f'Pod "{name}" is invalid: {"; ".join(problems)}', name=name, kind="Pod")
+        for container in containers:
+            container.setdefault("imagePullPolicy", "Always" if container["image"].endswith(":latest")
+                                 or ":" not in container["image"].rsplit("/", 1)[-1] else "IfNotPresent")
+            container.setdefault("terminationMessagePath", "/dev/termination-log")
+            container.setdefault("terminationMessagePolicy", "File")
+        spec.setdefault("restartPolicy", "Always")
+        spec.setdefault("schedulerName", "default-scheduler")
+        spec.setdefault("dnsPolicy", "ClusterFirst")
+        spec.setdefault("terminationGracePeriodSeconds", 30)
+        with self.lock:
+            if (namespace, name) in self.pods:
+                raise ApiError(409, "AlreadyExists", f'pods "{name}" already exists', name=name, kind="pods")
+            metadata = {k: v for k, v in meta.items() if k in ("labels", "annotations", "generateName")}
+            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**self.metadata(name, namespace), **metadata},
+                   "spec": spec, "status": {"phase": "Pending", "qosClass": "BestEffort", "conditions": []}}
+            self.pods[(namespace, name)] = pod
+            return copy.deepcopy(pod)
+
+    def list_pods(self, namespace: str | None, labels: str | None, fields: str | None) -> list[dict[str, Any]]:
+        with self.lock:
+            items = [copy.deepcopy(p) for (ns, _), p in self.pods.items() if namespace in (None, ns)]
+        return [p for p in items if matches_labels(p["metadata"].get("labels") or {}, labels)
+                and matches_fields(p, fields)]
+
+    def list_events(self, namespace: str | None, labels: str | None, fields: str | None) -> list[dict[str, Any]]:
+        with self.lock:
+            items = [copy.deepcopy(e) for e in self.events if namespace in (None, e["metadata"]["namespace"])]
+        return [e for e in items if matches_fields(e, fields)
+                and matches_labels(e["metadata"].get("labels") or {}, labels)]
 
     def event(self, pod: dict[str, Any], reason: str, message: str, *, kind: str = "Normal",
               component: str = "kubelet", host: str | None = None, field_path: str | None = None,

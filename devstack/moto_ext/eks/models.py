@@ -1,4 +1,4 @@
-"""EKS managed node group updates: UpdateNodegroupVersion, DescribeUpdate, ListUpdates.
+"""EKS node group updates: their state, and the rules that move them from InProgress to an end.
 
 An update is InProgress for DEVSTACK_NODEGROUP_UPDATE_SECONDS (fault `nodegroup_update_seconds`),
 then Successful (the node group takes the new launch template version / Kubernetes version) or,
@@ -16,19 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from moto.core.responses import ActionResult
-from moto.eks import urls as eks_urls
-from moto.eks.exceptions import InvalidParameterException, ResourceInUseException, ResourceNotFoundException
-from moto.eks.responses import EKSResponse
+from moto.eks.exceptions import InvalidParameterException, ResourceInUseException
 
 from devstack import faults
-from devstack.moto_ext import _patch
-
-ROUTES = (
-    "{0}/clusters/(?P<name>[^/]+)/node-groups/(?P<nodegroupName>[^/]+)/update-version$",
-    "{0}/clusters/(?P<name>[^/]+)/updates$",
-    "{0}/clusters/(?P<name>[^/]+)/updates/(?P<updateId>[^/]+)$",
-)
 
 
 @dataclass
@@ -61,38 +51,31 @@ def reset() -> None:
         _updates.clear()
 
 
-def _not_found(message: str) -> ResourceNotFoundException:
-    return ResourceNotFoundException(clusterName=None, nodegroupName=None, fargateProfileName=None,
-                                     addonName=None, message=message)
-
-
-def _settle(response: Any) -> list[NodegroupUpdate]:
+def settle(backend: Any, account: str, region: str) -> list[NodegroupUpdate]:
     """Finish the updates whose time has come; return this account/region's updates."""
     with _lock:
-        updates = _updates.setdefault((response.current_account, response.region), [])
+        updates = _updates.setdefault((account, region), [])
         for update in updates:
             if update.status == "InProgress" and time.monotonic() >= update.due_monotonic:
-                _finish_when_nodes_converged(response, update)
+                _finish_when_nodes_converged(backend, account, region, update)
         return list(updates)
 
 
-def _finish_when_nodes_converged(response: Any, update: NodegroupUpdate) -> None:
+def _finish_when_nodes_converged(backend: Any, account: str, region: str, update: NodegroupUpdate) -> None:
     """With local nodes (devstack.nodes), Successful waits until they run the new version; a
     node group that never converges ends Failed with NodeCreationFailure."""
     from devstack import nodes
 
-    backend = response.eks_backend
     nodegroup = backend.clusters[update.cluster].nodegroups.get(update.nodegroup)
     target = (getattr(nodegroup, "devstack_target_launch_template", None) or {}) if nodegroup else {}
-    version = target.get("version") and nodes._resolve_version(response.current_account, response.region, target)
-    if update.failure or nodes.converged(response.current_account, response.region, update.cluster,
-                                         update.nodegroup, version or None):
+    version = target.get("version") and nodes._resolve_version(account, region, target)
+    if update.failure or nodes.converged(account, region, update.cluster, update.nodegroup, version or None):
         _finish(backend, update)
     elif time.monotonic() >= update.due_monotonic + nodes.update_timeout_seconds():
         update.failure = "NodeCreationFailure"
         _finish(backend, update)
-        stuck = [n.instance_id for n in nodes.nodes_of(response.current_account, response.region, update.cluster,
-                                                       update.nodegroup) if not n.ready]
+        stuck = [n.instance_id for n in nodes.nodes_of(account, region, update.cluster, update.nodegroup)
+                 if not n.ready]
         update.errors = [{"errorCode": "NodeCreationFailure",
                           "errorMessage": "Instances failed to join the kubernetes cluster",
                           "resourceIds": stuck or [update.nodegroup]}]
@@ -119,15 +102,12 @@ def _finish(backend: Any, update: NodegroupUpdate) -> None:
         nodegroup.devstack_target_launch_template = None  # devstack.nodes: back to the group's own version
 
 
-def update_nodegroup_version(self: Any) -> ActionResult:
-    cluster_name = self._get_param("name")
-    nodegroup_name = self._get_param("nodegroupName")
-    token = self._get_param("clientRequestToken")
-    launch_template = self._get_param("launchTemplate")
-    version = self._get_param("version")
-    release_version = self._get_param("releaseVersion")
-    nodegroup = self.eks_backend.describe_nodegroup(cluster_name=cluster_name, nodegroup_name=nodegroup_name)
-    updates = _settle(self)
+def start_update(backend: Any, account: str, region: str, nodegroup: Any, token: str | None,
+                 launch_template: dict[str, Any] | None, version: str | None,
+                 release_version: str | None) -> NodegroupUpdate:
+    """A new InProgress update, or the one this clientRequestToken already started."""
+    cluster_name, nodegroup_name = nodegroup.cluster_name, nodegroup.nodegroup_name
+    updates = settle(backend, account, region)
     with _lock:
         running = [u for u in updates if u.cluster == cluster_name and u.nodegroup == nodegroup_name
                    and u.status == "InProgress"]
@@ -135,7 +115,7 @@ def update_nodegroup_version(self: Any) -> ActionResult:
             repeated = [u for u in updates if u.cluster == cluster_name and u.nodegroup == nodegroup_name
                         and u.client_request_token == token]
             if repeated:
-                return ActionResult({"update": repeated[-1].describe()})
+                return repeated[-1]
         if running:
             raise ResourceInUseException(
                 clusterName=cluster_name, nodegroupName=nodegroup_name, addonName=None,
@@ -153,12 +133,12 @@ def update_nodegroup_version(self: Any) -> ActionResult:
             new_launch_template={k: str(v) for k, v in (launch_template or {}).items()} or None,
             new_version=version, new_release_version=release_version,
         )
-        _updates[(self.current_account, self.region)].append(update)
+        _updates[(account, region)].append(update)
         nodegroup.status = "UPDATING"
         if update.new_launch_template and not update.failure:  # devstack.nodes rolls nodes to it
             nodegroup.devstack_target_launch_template = {**(nodegroup.launch_template or {}),
                                                          **update.new_launch_template}
-    return ActionResult({"update": update.describe()})
+    return update
 
 
 def _check_launch_template(nodegroup: Any, requested: dict[str, Any] | None) -> list[dict[str, str]]:
@@ -183,41 +163,3 @@ def _check_launch_template(nodegroup: Any, requested: dict[str, Any] | None) -> 
     if requested.get("version"):
         params.append({"type": "LaunchTemplateVersion", "value": str(requested["version"])})
     return params
-
-
-def describe_update(self: Any) -> ActionResult:
-    cluster_name = self._get_param("name")
-    update_id = self._get_param("updateId")
-    nodegroup_name = self._get_param("nodegroupName")
-    self.eks_backend.describe_cluster(name=cluster_name)
-    for update in _settle(self):
-        if update.id == update_id and update.cluster == cluster_name and (
-                not nodegroup_name or update.nodegroup == nodegroup_name):
-            return ActionResult({"update": update.describe()})
-    raise _not_found(f"No update found for ID: {update_id}")
-
-
-def list_updates(self: Any) -> ActionResult:
-    cluster_name = self._get_param("name")
-    nodegroup_name = self._get_param("nodegroupName")
-    self.eks_backend.describe_cluster(name=cluster_name)
-    ids = [u.id for u in _settle(self) if u.cluster == cluster_name
-           and (not nodegroup_name or u.nodegroup == nodegroup_name)]
-    return ActionResult({"updateIds": ids})
-
-
-def describe_nodegroup(original: Any) -> Any:
-    def handler(self: Any) -> Any:
-        _settle(self)
-        return original(self)
-
-    return handler
-
-
-def install() -> None:
-    for route in ROUTES:
-        eks_urls.url_paths.setdefault(route, eks_urls.response.dispatch)
-    _patch.replace(EKSResponse, "update_nodegroup_version", lambda _orig: update_nodegroup_version)
-    _patch.replace(EKSResponse, "describe_update", lambda _orig: describe_update)
-    _patch.replace(EKSResponse, "list_updates", lambda _orig: list_updates)
-    _patch.replace(EKSResponse, "describe_nodegroup", describe_nodegroup)

@@ -1,0 +1,88 @@
+"""EC2 request handlers the extension puts on moto's EC2Response: capacity faults, snapshots, FSR.
+
+A capacity fault answers RunInstances with InsufficientInstanceCapacity (HTTP 500, EC2 XML error)
+for the listed instance types, so the DAG's fallback to the next type is exercised. FSR partial
+failures are `Unsuccessful` entries in an HTTP 200 answer, as in AWS.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from xml.sax.saxutils import escape
+
+from moto.core.responses import ActionResult
+
+from devstack import faults
+from devstack.moto_ext.ec2 import models
+
+
+def capacity_error(instance_type: str, zone: str | None) -> tuple[str, dict[str, Any]]:
+    """The EC2 XML error body AWS sends for InsufficientInstanceCapacity."""
+    where = f" in the Availability Zone you requested ({zone})" if zone else ""
+    message = (
+        f"We currently do not have sufficient {instance_type} capacity{where}. Our system will be "
+        "working on provisioning additional capacity. You can currently get "
+        f"{instance_type} capacity by not specifying an Availability Zone in your request or "
+        "choosing a different Availability Zone."
+    )
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        "<Response><Errors><Error><Code>InsufficientInstanceCapacity</Code>"
+        f"<Message>{escape(message)}</Message></Error></Errors>"
+        f"<RequestID>{uuid.uuid4()}</RequestID></Response>"
+    )
+    return body, {"status": 500, "Content-Type": "text/xml"}
+
+
+def run_instances(original: Any) -> Any:
+    def handler(self: Any) -> Any:
+        instance_type = self._get_param("InstanceType")
+        if instance_type is None and self._get_param("LaunchTemplate"):
+            template = self.ec2_backend._get_template_from_args(self._get_param("LaunchTemplate"))
+            instance_type = template.data.get("InstanceType") if template else None
+        if instance_type and instance_type in faults.current().insufficient_capacity_instance_types:
+            return capacity_error(instance_type, self._get_param("Placement.AvailabilityZone"))
+        return original(self)
+
+    return handler
+
+
+def create_snapshot(original: Any) -> Any:
+    def handler(self: Any) -> Any:
+        result = original(self)
+        as_created = models.start_snapshot_copy(result.result)
+        return result if as_created is None else ActionResult(as_created)
+
+    return handler
+
+
+def delete_snapshot(original: Any) -> Any:
+    def handler(self: Any) -> Any:
+        snapshot_id = self._get_param("SnapshotId")
+        result = original(self)
+        models.delete_snapshot_file(self.current_account, self.region, snapshot_id)
+        return result
+
+    return handler
+
+
+def _change_fsr(self: Any, change: Any) -> ActionResult:
+    zones = self._get_param("AvailabilityZones", [])
+    snapshot_ids = self._get_param("SourceSnapshotIds", [])
+    self.error_on_dryrun()
+    successful, unsuccessful = change(self.ec2_backend, self.current_account, self.region, snapshot_ids, zones)
+    return ActionResult({"Successful": successful, "Unsuccessful": unsuccessful})
+
+
+def enable_fast_snapshot_restores(self: Any) -> ActionResult:
+    return _change_fsr(self, models.enable_fsr)
+
+
+def disable_fast_snapshot_restores(self: Any) -> ActionResult:
+    return _change_fsr(self, models.disable_fsr)
+
+
+def describe_fast_snapshot_restores(self: Any) -> ActionResult:
+    filters = {f["Name"]: set(f.get("Values", [])) for f in self._get_param("Filters", []) or []}
+    return ActionResult({"FastSnapshotRestores": models.describe_fsr(self.current_account, self.region, filters)})

@@ -1,0 +1,67 @@
+"""Following DAG runs through Airflow's REST API: trigger, print state changes, read results."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import requests
+
+from devstack.stack.airflow_standalone import BUILD_DAG_ID
+from devstack.stack.layout import Layout, say
+
+ROLLOUT_DAG_ID = "ml_container_cache_rollout"
+
+
+def api(layout: Layout, method: str, path: str, **kwargs: Any) -> Any:
+    response = requests.request(method, f"{layout.airflow_url}/api/v2{path}", timeout=30, **kwargs)
+    response.raise_for_status()
+    return response.json()
+
+
+def trigger_build(layout: Layout, with_rollout: bool) -> str:
+    """Unpause the DAGs (the rollout too when there is a cluster) and trigger one build run."""
+    for dag_id in (BUILD_DAG_ID, ROLLOUT_DAG_ID) if with_rollout else (BUILD_DAG_ID,):
+        api(layout, "PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+    run = api(layout, "POST", f"/dags/{BUILD_DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})
+    say(f"triggered {BUILD_DAG_ID} run {run['dag_run_id']}")
+    return run["dag_run_id"]
+
+
+def watch(layout: Layout, dag_id: str, run_id: str, timeout: float = 1800
+          ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Print every task's state changes until the run ends; return the run and its task instances."""
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = api(layout, "GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        tis = api(layout, "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        for ti in sorted(tis, key=lambda t: t.get("start_date") or "9"):
+            state = ti.get("state") or "none"
+            if seen.get(ti["task_id"]) != state and state != "none":
+                seen[ti["task_id"]] = state
+                say(f"  {ti['task_id']:<30} {state}")
+        if run["state"] in ("success", "failed"):
+            return run, tis
+        time.sleep(2)
+    raise SystemExit(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
+
+
+def rollout_run_id(layout: Layout, timeout: float = 180) -> str:
+    """The rollout run the build's Asset event started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = api(layout, "GET", f"/dags/{ROLLOUT_DAG_ID}/dagRuns", params={"order_by": "-run_after"})["dag_runs"]
+        if runs:
+            say(f"{ROLLOUT_DAG_ID} run {runs[0]['dag_run_id']} started by the ml_container_cache event")
+            return runs[0]["dag_run_id"]
+        time.sleep(2)
+    raise SystemExit(f"no {ROLLOUT_DAG_ID} run within {timeout:.0f} s of the build's Asset event")
+
+
+def xcom(layout: Layout, dag_id: str, run_id: str, task_id: str) -> Any:
+    entry = api(layout, "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+                params={"deserialize": "true"})
+    value = entry["value"]
+    return json.loads(value) if isinstance(value, str) else value

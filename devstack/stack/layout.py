@@ -1,0 +1,58 @@
+"""Where the stack lives and listens: one devstack home, loopback ports, pid and log files."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.sandbox import REPO_ROOT, default_home
+
+REPO = REPO_ROOT
+REGION = "us-west-2"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Home and ports, from the environment; ports overridable for a second stack (tests)."""
+
+    home: Path
+    cloud_port: int
+    registry_port: int
+    airflow_port: int
+
+    @classmethod
+    def from_env(cls, home: Path | None = None, cloud_port: int | None = None) -> Layout:
+        return cls(
+            home=Path(home).resolve() if home else default_home(),
+            cloud_port=cloud_port or int(os.environ.get("DEVSTACK_PORT", "4566")),
+            registry_port=int(os.environ.get("DEVSTACK_REGISTRY_PORT", "5000")),
+            airflow_port=int(os.environ.get("AIRFLOW_PORT", "8080")),
+        )
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.cloud_port}"
+
+    @property
+    def registry(self) -> str:
+        return f"127.0.0.1:{self.registry_port}"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.airflow_port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "ml_container_cache.yaml"
+
+    def pid_file(self, name: str) -> Path:
+        return self.home / "pids" / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.home / "logs" / f"{name}.log"
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)

@@ -1,0 +1,104 @@
+"""Resources in the local cloud for the demo: Terraform's example applied (or the builder's few
+resources by hand), the uncached baseline node group, and the DAG config written from them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import yaml
+
+from devstack.stack.layout import REGION, REPO, Layout, say
+
+BASELINE_NODE_GROUP = "ml-container-cache-gpu-uncached"
+TERRAFORM_APPLY = REPO / "terraform" / "examples" / "local-cloud" / "apply.sh"
+
+
+def aws(layout: Layout, service: str) -> Any:
+    return boto3.client(service, region_name=REGION, endpoint_url=layout.endpoint,
+                        aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106 (local cloud)
+
+
+def terraform_missing() -> str | None:
+    """Why the Terraform configuration cannot be applied here, or None."""
+    if not shutil.which("terraform"):
+        return "terraform is not installed"
+    if not Path(os.environ.get("TF_PLUGIN_DIR", "/opt/tf-plugins")).is_dir():
+        return "no AWS provider mirror (TF_PLUGIN_DIR, default /opt/tf-plugins)"
+    return None
+
+
+def provision_with_terraform(layout: Layout) -> dict[str, Any]:
+    """terraform/examples/local-cloud applied into the local cloud; its `ml_cache_config` output."""
+    output = layout.home / "terraform" / "ml_cache_config.yaml"
+    env = {**os.environ, "ML_CACHE_TF_STATE": str(layout.home / "terraform" / "terraform.tfstate"),
+           "TF_DATA_DIR": str(layout.home / "terraform" / "data")}
+    started = time.monotonic()
+    result = subprocess.run(["bash", str(TERRAFORM_APPLY), layout.endpoint, str(output)], env=env,
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"terraform apply into the local cloud failed:\n{result.stderr[-3000:]}")
+    say(f"terraform applied into the local cloud in {time.monotonic() - started:.1f} s")
+    return yaml.safe_load(output.read_text())
+
+
+def provision_by_hand(layout: Layout) -> dict[str, Any]:
+    """Without terraform: the few resources the build needs (profile, parameter), default subnets."""
+    iam, ec2, ssm = aws(layout, "iam"), aws(layout, "ec2"), aws(layout, "ssm")
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+        iam.create_instance_profile(InstanceProfileName="ml-container-cache-builder")
+    subnets = sorted(ec2.describe_subnets()["Subnets"], key=lambda s: s["AvailabilityZone"])
+    with contextlib.suppress(ssm.exceptions.ParameterAlreadyExists):
+        ssm.put_parameter(Name="/ml-container-cache/snapshot-id", Value="none", Type="String")
+    config = yaml.safe_load((REPO / "config" / "ml_container_cache.yaml").read_text())
+    config["aws"].update({"region": REGION, "subnet_ids": [s["SubnetId"] for s in subnets[:1]]})
+    config["build"]["fsr_availability_zones"] = sorted({s["AvailabilityZone"] for s in subnets})[:3]
+    config.pop("rollout")  # no cluster without Terraform: nothing to roll out to
+    return config
+
+
+def provision(layout: Layout) -> dict[str, Any]:
+    reason = terraform_missing()
+    if reason is None:
+        return provision_with_terraform(layout)
+    say(f"not applying Terraform ({reason}): creating the builder's resources directly")
+    return provision_by_hand(layout)
+
+
+def add_baseline_node_group(layout: Layout, rollout: dict[str, Any]) -> None:
+    """A node group of the same instance type from the template's first version (no cache):
+    the uncached start-up of each image, measured beside the cached one."""
+    eks = aws(layout, "eks")
+    gpu = eks.describe_nodegroup(clusterName=rollout["cluster_name"],
+                                 nodegroupName=rollout["node_group_name"])["nodegroup"]
+    optional = {key: gpu[key] for key in ("instanceTypes", "taints") if gpu.get(key)}
+    eks.create_nodegroup(
+        clusterName=rollout["cluster_name"], nodegroupName=BASELINE_NODE_GROUP, nodeRole=gpu["nodeRole"],
+        subnets=gpu["subnets"][:1], launchTemplate={"id": rollout["launch_template_id"], "version": "1"},
+        scalingConfig={"minSize": 1, "maxSize": 1, "desiredSize": 1},
+        labels={**gpu.get("labels", {}), "ml-cache/enabled": "false"}, **optional,
+    )
+
+
+def write_config(layout: Layout, config: dict[str, Any], refs: dict[str, str]) -> None:
+    """The provisioned config, with the demo images, local Kubernetes access and local deadlines."""
+    config["build"].update({
+        "images": [refs["small"], refs["large"]],
+        "allowed_registries": [layout.registry],
+        "volume_size_gib": 8,
+    })
+    config["timeouts"].update({"poll_seconds": 2, "update_seconds": 600, "validation_seconds": 300})
+    if "rollout" in config:
+        config["rollout"].update({"kubernetes_conn_id": "kubernetes_local", "uncached_baseline": True,
+                                  "baseline_node_group_name": BASELINE_NODE_GROUP})
+    layout.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def rollout_configured(layout: Layout) -> bool:
+    return "rollout" in yaml.safe_load(layout.config_path.read_text())

@@ -1,0 +1,34 @@
+"""`up`: a fresh stack on loopback: seeded registry, local cloud, provisioned resources, Airflow."""
+
+from __future__ import annotations
+
+import time
+
+from devstack.stack import services
+from devstack.stack.airflow_standalone import start_airflow
+from devstack.stack.layout import Layout, say
+from devstack.stack.provision import add_baseline_node_group, provision, write_config
+
+CLOUD_ENV = {
+    "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",  # Terraform attaches AWS managed policies to the builder role
+    "DEVSTACK_NODES": "1",  # node groups get real nodes (restored volume, containerd, kubelet)
+}
+
+
+def up(layout: Layout) -> dict[str, str]:
+    """Stop and forget an earlier (maybe interrupted) run, start everything; the demo image refs."""
+    services.preflight()
+    services.down(layout)
+    services.forget(layout)
+    layout.home.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    refs = services.start_registry(layout)
+    services.start_cloud(layout, (layout.registry,), CLOUD_ENV)
+    config = provision(layout)
+    if "rollout" in config:
+        add_baseline_node_group(layout, config["rollout"])
+    write_config(layout, config, refs)
+    say(f"local cloud at {layout.endpoint} ({time.monotonic() - started:.1f} s); starting Airflow")
+    start_airflow(layout)
+    say(f"Airflow UI: {layout.airflow_url} (config {layout.config_path})")
+    return refs
