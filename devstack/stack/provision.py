@@ -93,7 +93,7 @@ def write_config(layout: Layout, config: dict[str, Any], refs: dict[str, str]) -
         "allowed_registries": [layout.registry],
         "volume_size_gib": 8,
     })
-    config["timeouts"].update({"poll_seconds": 2, "update_seconds": 600, "validation_seconds": 300})
+    config.setdefault("timeouts", {}).update({"poll_seconds": 2, "update_seconds": 600, "validation_seconds": 300})
     if "rollout" in config:
         config["rollout"].update({"kubernetes_conn_id": "kubernetes_local", "uncached_baseline": True,
                                   "baseline_node_group_name": BASELINE_NODE_GROUP})

@@ -190,13 +190,15 @@ def test_dag_config_output_is_the_config_file_completed(deployment: Deployment) 
 
 
 def test_dag_settings_accept_the_config_file_apply_sh_wrote(deployment: Deployment) -> None:
-    """The DAGs' own loader and validator take the file `make run` gets from apply.sh."""
+    """The DAGs' own loader and both settings models take the file `make run` gets from apply.sh."""
     settings = pytest.importorskip("ml_cache.settings")
     assert deployment.config_file is not None
     assert deployment.config_file.read_text().strip() == str(deployment.outputs["ml_cache_config"]).strip()
     config = settings.load_config(str(deployment.config_file))
-    resolved = settings.resolve_build_settings(config, {}, region=REGION)
-    assert resolved is not None
+    build = settings.resolve_build_settings(config, {}, region=REGION)
+    assert build.aws.instance_profile == deployment.outputs["builder_instance_profile_name"]
+    rollout = settings.resolve_rollout_settings(config, {}, region=REGION)
+    assert rollout.rollout.launch_template_id == deployment.outputs["gpu_launch_template_id"]
 
 
 def test_published_snapshot_reaches_the_launch_template(deployment: Deployment) -> None:
