@@ -35,7 +35,7 @@ def nodegroups(cluster: Cluster) -> tuple[str, str]:  # noqa: F811
 
 @pytest.fixture
 def instance_ids(cluster: Cluster) -> dict[str, str]:  # noqa: F811
-    """Node group `gpu`: two nodes on launch template version 2, one still on 1; one baseline node."""
+    """The rollout's node group: two nodes on launch template version 2, one still on 1; one baseline node."""
     gpu, baseline = nodegroups(cluster)
     ids = {name: cluster.add_node(name, gpu, version) for name, version in (("new-1", "2"), ("new-2", "2"),
                                                                               ("old", "1"))}
@@ -109,8 +109,9 @@ def test_a_vanished_pod_is_never_created_again_and_fails_as_missing(cluster, ins
     task = sensor(cluster, uncached_baseline=False)
     poke(task)
     first, second = cluster.pods()
-    cluster.core.delete_namespaced_pod(second, cluster.namespace)  # e.g. evicted: a new pod would find the
-    cluster.finish([first], "cached_pod")  # image the first one pulled
+    # e.g. evicted: a new pod would find the image the first one pulled
+    cluster.core.delete_namespaced_pod(second, cluster.namespace)
+    cluster.finish([first], "cached_pod")
     with pytest.raises(CacheValidationFailed, match="no validation result"):
         poke(task)
     assert list(cluster.pods()) == [first]
