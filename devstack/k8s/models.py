@@ -45,11 +45,13 @@ class ApiError(Exception):
 
 
 class Store:
-    """Pods by (namespace, name), events in order, namespaces created on first use."""
+    """Pods by (namespace, name), events in order, namespaces created on first use, and the nodes
+    registered through the API (by a kubelet outside the local cloud; its own nodes are not here)."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self.nodes: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.namespaces: dict[str, dict[str, Any]] = {}
         self._versions = itertools.count(1000)

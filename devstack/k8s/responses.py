@@ -1,7 +1,9 @@
 """Request handlers of the stand-in: the core/v1 subset the kubernetes Python client uses.
 
-GET /version /api /apis; nodes (list with labelSelector, get); pods (create, list with label and
-field selectors, get, delete, log); events (list with field selectors); namespaces (created on use).
+GET /version /api /apis; nodes (list with labelSelector, get; register and delete the nodes of a
+kubelet outside the local cloud, as a test playing the kubelet does); pods (create, list with label
+and field selectors, get, delete, log, status read and replace); events (create, list with field
+selectors); namespaces (created on use).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from devstack.k8s.models import ApiError, Store, matches_fields, matches_labels,
 VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.0-devstack", "gitCommit": "", "gitTreeState": "clean",
            "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}
 CORE_RESOURCES = [
-    {"name": "nodes", "singularName": "node", "namespaced": False, "kind": "Node", "verbs": ["get", "list"]},
+    {"name": "nodes", "singularName": "node", "namespaced": False, "kind": "Node",
+     "verbs": ["create", "delete", "get", "list"]},
     {"name": "pods", "singularName": "pod", "namespaced": True, "kind": "Pod",
      "verbs": ["create", "delete", "get", "list"]},
     {"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]},
-    {"name": "events", "singularName": "event", "namespaced": True, "kind": "Event", "verbs": ["list"]},
+    {"name": "pods/status", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get", "update"]},
+    {"name": "events", "singularName": "event", "namespaced": True, "kind": "Event", "verbs": ["create", "list"]},
     {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
      "verbs": ["get", "list"]},
 ]
@@ -57,8 +61,8 @@ class Api:
         rest = parts[2:]
         if rest == []:
             return {"kind": "APIResourceList", "groupVersion": "v1", "resources": CORE_RESOURCES}
-        if rest[0] == "nodes" and method == "GET":
-            return self.get_node(rest[1]) if len(rest) == 2 else self.list_nodes(query)
+        if rest[0] == "nodes":
+            return self.nodes(method, rest[1:], query, body)
         if rest == ["pods"] and method == "GET":
             return self.list_pods(None, query)
         if rest == ["events"] and method == "GET":
@@ -88,8 +92,14 @@ class Api:
                 return self.delete_pod(namespace, name)
             elif sub == "log" and method == "GET":
                 return Text(self.pod_log(namespace, name))
+            elif sub == "status" and method == "GET":
+                return self.store.pod(namespace, name)
+            elif sub == "status" and method == "PUT":
+                return self.replace_pod_status(namespace, name, body)
         if resource == "events" and name is None and method == "GET":
             return self.list_events(namespace, query)
+        if resource == "events" and name is None and method == "POST":
+            return self.create_event(namespace, body)
         raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource "
                        f"({method} {'/'.join(rest)})")
 
@@ -97,17 +107,63 @@ class Api:
         return {"resourceVersion": self.store.next_version()}
 
     # --- nodes
+    def nodes(self, method: str, rest: list[str], query: dict[str, str], body: Any) -> Any:
+        if not rest and method == "GET":
+            return self.list_nodes(query)
+        if not rest and method == "POST":
+            return self.register_node(body)
+        if len(rest) == 1 and method == "GET":
+            return self.get_node(rest[0])
+        if len(rest) == 1 and method == "DELETE":
+            return self.delete_node(rest[0])
+        raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource "
+                       f"({method} nodes/{'/'.join(rest)})")
+
     def list_nodes(self, query: dict[str, str]) -> dict[str, Any]:
         items = [node_objects.node_object(n, self.store.next_version()) for n in local_nodes.all_nodes()]
+        with self.store.lock:
+            items += [copy.deepcopy(n) for n in self.store.nodes.values()]
         items = [n for n in items if matches_labels(n["metadata"]["labels"], query.get("labelSelector"))
                  and matches_fields(n, query.get("fieldSelector"))]
         return {"kind": "NodeList", "apiVersion": "v1", "metadata": self._list_meta(), "items": items}
 
     def get_node(self, name: str) -> dict[str, Any]:
         node = next((n for n in local_nodes.all_nodes() if n.name == name), None)
+        if node is not None:
+            return node_objects.node_object(node, self.store.next_version())
+        with self.store.lock:
+            if name in self.store.nodes:
+                return copy.deepcopy(self.store.nodes[name])
+        raise ApiError(404, "NotFound", f'nodes "{name}" not found', name=name, kind="nodes")
+
+    def register_node(self, body: Any) -> dict[str, Any]:
+        """A kubelet registering its Node; the stand-in's kubelet runs no pod bound to it."""
+        if not isinstance(body, dict) or body.get("kind", "Node") != "Node":
+            raise ApiError(400, "BadRequest", "the body must be a Node")
+        meta = body.get("metadata") or {}
+        name = meta.get("name") or ""
+        if not NAME.match(name) or len(name) > 253:
+            raise ApiError(422, "Invalid", f'Node "{name}" is invalid: metadata.name: Invalid value: {name!r}',
+                           name=name, kind="Node")
+        with self.store.lock:
+            if name in self.store.nodes or any(n.name == name for n in local_nodes.all_nodes()):
+                raise ApiError(409, "AlreadyExists", f'nodes "{name}" already exists', name=name, kind="nodes")
+            extra = {k: copy.deepcopy(v) for k, v in meta.items() if k in ("labels", "annotations")}
+            node = {"apiVersion": "v1", "kind": "Node", "metadata": {**self.store.metadata(name, None), **extra},
+                    "spec": copy.deepcopy(body.get("spec") or {}), "status": copy.deepcopy(body.get("status") or {})}
+            self.store.nodes[name] = node
+            return copy.deepcopy(node)
+
+    def delete_node(self, name: str) -> dict[str, Any]:
+        """Only registered nodes: the local cloud's own go with their node group (EKS)."""
+        if any(n.name == name for n in local_nodes.all_nodes()):
+            raise ApiError(405, "MethodNotAllowed", f'node "{name}" belongs to a node group of the local cloud: '
+                           "scale or delete the node group", name=name, kind="nodes")
+        with self.store.lock:
+            node = self.store.nodes.pop(name, None)
         if node is None:
             raise ApiError(404, "NotFound", f'nodes "{name}" not found', name=name, kind="nodes")
-        return node_objects.node_object(node, self.store.next_version())
+        return node
 
     # --- pods
     def create_pod(self, namespace: str, body: Any) -> dict[str, Any]:
@@ -128,6 +184,23 @@ class Api:
         pod["metadata"]["deletionGracePeriodSeconds"] = 0
         return pod
 
+    def replace_pod_status(self, namespace: str, name: str, body: Any) -> dict[str, Any]:
+        """PUT pods/{name}/status: the status as sent, spec and metadata untouched (as the kubelet's writes)."""
+        if not isinstance(body, dict) or not isinstance(body.get("status"), dict):
+            raise ApiError(400, "BadRequest", "the body must be a Pod with a status")
+        with self.store.lock:
+            pod = self.store.pods.get((namespace, name))
+            if pod is None:
+                raise ApiError(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
+            sent = (body.get("metadata") or {}).get("resourceVersion")
+            if sent and sent != pod["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on pods "{name}": the object has '
+                               "been modified; please apply your changes to the latest version and try again",
+                               name=name, kind="pods")
+            pod["status"] = copy.deepcopy(body["status"])
+            self.store.touch(pod)
+            return copy.deepcopy(pod)
+
     def pod_log(self, namespace: str, name: str) -> str:
         pod = self.store.pod(namespace, name)
         worker = self.kubelets.workers.get(pod["metadata"]["uid"])
@@ -137,6 +210,28 @@ class Api:
         return worker.log_path.read_text(errors="replace")
 
     # --- events
+    def create_event(self, namespace: str, body: Any) -> dict[str, Any]:
+        """An event as a kubelet posts it (core/v1): named by its reporter, about an object of this namespace."""
+        if not isinstance(body, dict) or not isinstance(body.get("involvedObject"), dict):
+            raise ApiError(422, "Invalid", "Event is invalid: involvedObject: Required value", kind="Event")
+        meta = body.get("metadata") or {}
+        name = meta.get("name") or ""
+        if not NAME.match(name) or len(name) > 253:
+            raise ApiError(422, "Invalid", f'Event "{name}" is invalid: metadata.name: Invalid value: {name!r}',
+                           name=name, kind="Event")
+        if {meta.get("namespace", namespace), body["involvedObject"].get("namespace", namespace)} != {namespace}:
+            raise ApiError(422, "Invalid", f'Event "{name}" is invalid: does not match the namespace of the request',
+                           name=name, kind="Event")
+        with self.store.lock:
+            if any(e["metadata"]["namespace"] == namespace and e["metadata"]["name"] == name
+                   for e in self.store.events):
+                raise ApiError(409, "AlreadyExists", f'events "{name}" already exists', name=name, kind="events")
+            extra = {k: copy.deepcopy(v) for k, v in meta.items() if k in ("labels", "annotations")}
+            event = {**copy.deepcopy(body), "apiVersion": "v1", "kind": "Event",
+                     "metadata": {**self.store.metadata(name, namespace), **extra}}
+            self.store.events.append(event)
+            return copy.deepcopy(event)
+
     def list_events(self, namespace: str | None, query: dict[str, str]) -> dict[str, Any]:
         items = self.store.list_events(namespace, query.get("labelSelector"), query.get("fieldSelector"))
         return {"kind": "EventList", "apiVersion": "v1", "metadata": self._list_meta(), "items": items}

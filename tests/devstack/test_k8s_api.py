@@ -226,3 +226,73 @@ def test_pull_policy_never_without_the_image(core, cluster, image) -> None:
         assert waiting.reason == "ErrImageNeverPull"
     finally:
         core.delete_namespaced_pod("never", "default")
+
+
+def test_a_kubelet_outside_registers_its_node_writes_pod_status_and_posts_events(core) -> None:
+    """The endpoints a test playing the kubelet uses: its pods are left to it, not run here."""
+    from kubernetes.client.rest import ApiException
+
+    labels = {"eks.amazonaws.com/nodegroup": "played"}
+    body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "played-1", "labels": labels},
+            "spec": {"providerID": "aws:///us-west-2a/i-0played0000000001"}}
+    created = core.create_node(body)
+    try:
+        assert created.metadata.uid and created.spec.provider_id == "aws:///us-west-2a/i-0played0000000001"
+        with pytest.raises(ApiException) as twice:
+            core.create_node(body)
+        assert twice.value.status == 409
+        listed = core.list_node(label_selector="eks.amazonaws.com/nodegroup=played").items
+        assert [n.metadata.name for n in listed] == ["played-1"]
+        assert core.read_node("played-1").metadata.uid == created.metadata.uid
+
+        core.create_namespaced_pod("played", pod_body("bound", "127.0.0.1:5999/none:1", nodeName="played-1"))
+        time.sleep(1.5)  # a scheduler pass or more: nothing runs it, nothing is recorded
+        pod = core.read_namespaced_pod_status("bound", "played")
+        assert pod.status.phase == "Pending" and events_of_in(core, "played", "bound") == []
+
+        status = {"phase": "Succeeded", "startTime": "2026-12-01T10:00:01Z",
+                  "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted",
+                                  "lastTransitionTime": "2026-12-01T10:00:03Z"}]}
+        sent = core.api_client.sanitize_for_serialization(pod)
+        replaced = core.replace_namespaced_pod_status("bound", "played", {**sent, "status": status})
+        assert replaced.status.phase == "Succeeded" and replaced.spec.node_name == "played-1"
+        assert int(replaced.metadata.resource_version) > int(pod.metadata.resource_version)
+        with pytest.raises(ApiException) as stale:  # written from an old read: the API refuses it
+            core.replace_namespaced_pod_status("bound", "played", {**sent, "status": {"phase": "Failed"}})
+        assert stale.value.status == 409 and json.loads(stale.value.body)["reason"] == "Conflict"
+        assert core.read_namespaced_pod("bound", "played").status.phase == "Succeeded"
+
+        event = {"metadata": {"name": "bound.1", "namespace": "played"}, "reason": "Pulled",
+                 "message": 'Container image "x" already present on machine', "type": "Normal",
+                 "involvedObject": {"kind": "Pod", "namespace": "played", "name": "bound", "uid": pod.metadata.uid},
+                 "source": {"component": "kubelet", "host": "played-1"}, "firstTimestamp": "2026-12-01T10:00:02Z"}
+        core.create_namespaced_event("played", event)
+        (recorded,) = events_of_in(core, "played", "bound")
+        assert (recorded.reason, recorded.source.host, recorded.involved_object.uid) == (
+            "Pulled", "played-1", pod.metadata.uid)
+        with pytest.raises(ApiException) as duplicate:
+            core.create_namespaced_event("played", event)
+        assert duplicate.value.status == 409
+        with pytest.raises(ApiException) as elsewhere:
+            core.create_namespaced_event("default", {**event, "metadata": {"name": "bound.2"}})
+        assert elsewhere.value.status == 422
+        core.delete_namespaced_pod("bound", "played")
+    finally:
+        core.delete_node("played-1")
+    with pytest.raises(ApiException) as gone:
+        core.read_node("played-1")
+    assert gone.value.status == 404
+
+
+def test_nodes_of_the_local_node_groups_are_not_deleted_through_the_api(core, cluster) -> None:
+    from kubernetes.client.rest import ApiException
+
+    name = next(n.name for n in nodes.all_nodes() if n.cluster == cluster)
+    with pytest.raises(ApiException) as refused:
+        core.delete_node(name)
+    assert refused.value.status == 405
+    assert core.read_node(name).metadata.name == name
+
+
+def events_of_in(core: Any, namespace: str, name: str) -> list[Any]:
+    return core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items

@@ -1,72 +1,137 @@
-"""RunBuilderScriptOperator sends the product's spec as one base64 parameter, and fails naming the cause."""
+"""RunBuilderScriptOperator sends the product's spec as one base64 parameter, and fails naming the cause.
+
+Over SSM Run Command of the local cloud, whose agent really runs the document on a builder
+instance. The document is ours (ssm_document.build_document: its bootstrap, the shipped helpers
+and schema), with a probe in place of build_cache.sh: the builder's side of the contract, without
+containerd and volumes.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
-import subprocess
-from pathlib import Path
+import uuid
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import boto3
 import pytest
 from airflow.exceptions import TaskDeferred
 
 from ml_cache.images import InvalidInputs
 from ml_cache.operators.build_script import RunBuilderScriptOperator
+from ml_cache.ssm_document import build_document, shipped_files
+from tests.devstack.conftest import cloud, wait_invocation, wait_online  # noqa: F401 - the session's local cloud
 
-HELPERS = Path(__file__).resolve().parents[4] / "plugins" / "ml_cache" / "scripts" / "build_cache_helpers.py"
+REGION = "us-west-2"
+EKS_AMI = "/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/standard/recommended/image_id"
 ARGS = {"images": ["nvcr.io/nvidia/pytorch:24.05-py3"], "platform": "linux/amd64", "pull_parallelism": 2,
         "registry_credentials": {"nvcr.io": {"ssm_secure_parameter": "/ml-cache/ngc"}},
         "timeout_seconds": 3600, "poll_seconds": 15}
-BUILDER = {"instance_id": "i-0123456789abcdef0", "data_volume_id": "vol-0123456789abcdef0"}
+DATA_VOLUME = "vol-0123456789abcdef0"
+# the builder's side: what it received in SSM_spec, then what the shipped helpers make of it
+PROBE = """\
+here="$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
+printf '%s' "$SSM_spec" | base64 -d >"$here/spec.json"
+cat "$here/spec.json"; echo
+python3 "$here/build_cache_helpers.py" parse-spec "$here/spec.json"
+"""
+# a build that fails as build_cache.sh does: a log line, the cause on stderr, non-zero exit
+FAILING = """\
+image="$(printf '%s' "$SSM_spec" | base64 -d | python3 -c 'import json, sys; print(json.load(sys.stdin)["images"][0])')"
+echo "07:00:00 build_cache: pulling $image" >&2
+echo "07:00:01 build_cache: ERROR: pull failed: $image" >&2
+exit 1
+"""
+OTHER_VERSION = 'echo "not the version the operator was given" >&2; exit 3\n'
 
 
-class FakeSsm:
-    def __init__(self, invocation: dict[str, Any] | None = None) -> None:
-        self.sent: list[dict[str, Any]] = []
-        self.invocation = invocation or {}
-        self.conn = SimpleNamespace(send_command=self.send_command)
-
-    def send_command(self, **request: Any) -> dict[str, Any]:
-        self.sent.append(request)
-        return {"Command": {"CommandId": "cmd-1"}}
-
-    def get_command_invocation(self, command_id: str, instance_id: str) -> dict[str, Any]:
-        return self.invocation
+@pytest.fixture
+def ssm(cloud, monkeypatch) -> Any:  # noqa: F811
+    """`aws_default` pointing at the local cloud (the operator's hook), and a client for the test."""
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(
+        {"conn_type": "aws", "login": "testing", "password": "testing",
+         "extra": {"region_name": REGION, "endpoint_url": cloud.endpoint}}))
+    return aws(cloud, "ssm")
 
 
-def operator(hook: FakeSsm, args: dict[str, Any] = ARGS, action: str = "build") -> RunBuilderScriptOperator:
-    op = RunBuilderScriptOperator(task_id="run_build_script", action=action, builder=BUILDER,
-                                  document={"name": "doc", "version": "3"}, **args)
-    op.__dict__["hook"] = hook  # the cached_property's slot: no AWS connection needed
-    return op
+def aws(handle: Any, service: str) -> Any:
+    return boto3.client(service, endpoint_url=handle.endpoint, region_name=REGION,
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
-def test_sends_the_spec_the_builder_parses(tmp_path: Path) -> None:
-    hook = FakeSsm()
+@pytest.fixture
+def builder(cloud, ssm) -> Iterator[dict[str, str]]:  # noqa: F811
+    """A running instance whose SSM agent is online."""
+    ec2 = aws(cloud, "ec2")
+    image_id = ssm.get_parameter(Name=EKS_AMI)["Parameter"]["Value"]
+    instance_id = ec2.run_instances(ImageId=image_id, InstanceType="c6i.2xlarge", MinCount=1,
+                                    MaxCount=1)["Instances"][0]["InstanceId"]
+    try:
+        wait_online(ssm, instance_id)
+        yield {"instance_id": instance_id, "data_volume_id": DATA_VOLUME}
+    finally:
+        ec2.terminate_instances(InstanceIds=[instance_id])
+
+
+def register(ssm: Any, script: str) -> dict[str, str]:
+    """Our document with `script` as build_cache.sh, as a new version beside a default one that
+    fails otherwise: what ran says which version was asked for (ListCommands does not say)."""
+    name = f"ml-cache-test-{uuid.uuid4().hex[:8]}"
+
+    def content(build_cache_sh: str) -> str:
+        return build_document({**shipped_files(), "build_cache.sh": build_cache_sh})
+
+    ssm.create_document(Name=name, Content=content(OTHER_VERSION), DocumentType="Command", DocumentFormat="JSON")
+    version = ssm.update_document(Name=name, Content=content(script), DocumentVersion="$LATEST",
+                                  DocumentFormat="JSON")["DocumentDescription"]["DocumentVersion"]
+    return {"name": name, "version": version}
+
+
+def operator(builder: dict[str, str], document: dict[str, str], args: dict[str, Any] = ARGS
+             ) -> RunBuilderScriptOperator:
+    return RunBuilderScriptOperator(task_id="run_build_script", action="build", builder=builder, document=document,
+                                    **args)
+
+
+def sent(ssm: Any, instance_id: str) -> list[dict[str, Any]]:
+    return ssm.list_commands(InstanceId=instance_id)["Commands"]
+
+
+def test_sends_the_spec_the_builder_parses(ssm, builder) -> None:
+    document = register(ssm, PROBE)
     with pytest.raises(TaskDeferred):
-        operator(hook).execute({"ti": SimpleNamespace(run_id="manual__1")})
-    request = hook.sent[0]
-    assert (request["DocumentName"], request["DocumentVersion"]) == ("doc", "3")
-    assert request["Parameters"]["executionTimeout"] == ["3600"]
-    (encoded,) = request["Parameters"]["spec"]
-    (tmp_path / "spec.json").write_bytes(base64.b64decode(encoded))
-    assert json.loads((tmp_path / "spec.json").read_text())["volume_id"] == BUILDER["data_volume_id"]
-    proc = subprocess.run(["python3", str(HELPERS), "parse-spec", str(tmp_path / "spec.json")],
-                          capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
-    assert "parallel=2" in proc.stdout and "credential=nvcr.io /ml-cache/ngc" in proc.stdout
+        operator(builder, document).execute({"ti": SimpleNamespace(run_id="manual__1")})
+    (command,) = sent(ssm, builder["instance_id"])
+    assert command["DocumentName"] == document["name"] and document["version"] == "2"
+    assert command["Parameters"]["executionTimeout"] == ["3600"]
+    assert command["Comment"] == "ml-container-cache build manual__1"
+    (encoded,) = command["Parameters"]["spec"]
+    spec = json.loads(base64.b64decode(encoded))
+    assert spec["volume_id"] == DATA_VOLUME
+
+    invocation = wait_invocation(ssm, command["CommandId"], builder["instance_id"])
+    assert invocation["Status"] == "Success", invocation["StandardErrorContent"]  # version 2 ran
+    received, *parsed = invocation["StandardOutputContent"].splitlines()
+    assert json.loads(received) == spec  # as data, through the environment
+    assert "parallel=2" in parsed and "credential=nvcr.io /ml-cache/ngc" in parsed
 
 
-def test_a_spec_the_schema_refuses_is_never_sent() -> None:
-    hook = FakeSsm()
+def test_a_spec_the_schema_refuses_is_never_sent(ssm, builder) -> None:
     with pytest.raises(InvalidInputs, match=r"spec\['parallel'\]: 99"):
-        operator(hook, {**ARGS, "pull_parallelism": 99}).execute({"ti": SimpleNamespace(run_id="r")})
-    assert hook.sent == []
+        operator(builder, register(ssm, PROBE), {**ARGS, "pull_parallelism": 99}).execute(
+            {"ti": SimpleNamespace(run_id="r")})
+    assert sent(ssm, builder["instance_id"]) == []
 
 
-def test_failure_quotes_the_scripts_stderr() -> None:
-    hook = FakeSsm({"Status": "Failed", "ResponseCode": 1, "StandardErrorContent": "x\nERROR: pull failed: nvcr.io/a"})
-    with pytest.raises(RuntimeError, match=r"ended Failed \(exit code 1, command cmd-1\)[\s\S]*pull failed: nvcr.io/a"):
-        operator(hook).execute_complete({}, {"status": "failure", "command_id": "cmd-1"})
+def test_failure_quotes_the_scripts_stderr(ssm, builder) -> None:
+    task = operator(builder, register(ssm, FAILING))
+    with pytest.raises(TaskDeferred):
+        task.execute({"ti": SimpleNamespace(run_id="manual__1")})
+    (command,) = sent(ssm, builder["instance_id"])
+    command_id = command["CommandId"]
+    assert wait_invocation(ssm, command_id, builder["instance_id"])["Status"] == "Failed"
+    with pytest.raises(RuntimeError, match=rf"ended Failed \(exit code 1, command {command_id}\)[\s\S]*"
+                                           r"ERROR: pull failed: nvcr.io/nvidia/pytorch:24.05-py3"):
+        task.execute_complete({}, {"status": "failure", "command_id": command_id})

@@ -1,94 +1,56 @@
-"""The validation sensor, poke by poke, against an in-memory cluster that answers like the hook.
+"""The validation sensor, poke by poke, with its real hooks against the local cloud: the Kubernetes
+API stand-in (kubernetes_local) and EC2 (aws_default), whose instances say by their
+aws:ec2launchtemplate:version tag which nodes are on the new version.
 
-Pods "finish" as recorded ones (fixtures/): a cache hit, or a pull for a miss and the baseline.
+The test is the nodes' kubelet: pods "finish" as recorded ones (validation/fixtures/) did, a cache
+hit, or a pull for a miss and the baseline, written through the API (pod status, events).
 """
 
 from __future__ import annotations
 
-import copy
-from datetime import UTC, datetime, timedelta
+import time
+from datetime import datetime
 
 import pytest
 
-from ml_cache.sensors import validation as sensor_module
 from ml_cache.sensors.validation import CacheValidationFailed, ValidateCacheOnNodesSensor
 from ml_cache.settings.models import RolloutConfig
 from ml_cache.validation.manifest import CREATED_AT_ANNOTATION, RUN_ID_LABEL, label_value
-from tests.plugins.ml_cache.validation.recorded import recorded
+from tests.plugins.ml_cache.local_kubernetes import (  # noqa: F401 - fixtures
+    KUBERNETES_CONN_ID,
+    Cluster,
+    cloud,
+    cluster,
+    connections,
+)
 
 IMAGE = "127.0.0.1:5000/ml-cache-demo/large:1"  # the image of the recorded pods
 RUN_ID = "manual__2026-11-29T02:36:21.123456+00:00"
-ROLLOUT = {"kubernetes_conn_id": "kubernetes_local", "cluster_name": "c", "namespace": "ml-cache",
-           "node_group_name": "gpu", "launch_template_id": "lt-0123456789abcdef0",
-           "baseline_node_group_name": "gpu-uncached", "uncached_baseline": True, "max_startup_seconds": 10}
 
 
-class FakeCluster:
-    """The CacheKubernetesHook calls the sensor makes, over dicts."""
-
-    def __init__(self) -> None:
-        self.nodes = {"gpu": [self._node("new-1", "i-01"), self._node("new-2", "i-02"), self._node("old", "i-03")],
-                      "gpu-uncached": [self._node("plain", "i-09")]}
-        self.pods: dict[str, dict] = {}
-        self.events: dict[str, list[dict]] = {}
-        self.created: list[str] = []
-
-    @staticmethod
-    def _node(name: str, instance_id: str) -> dict:
-        return {"metadata": {"name": name}, "spec": {"providerID": f"aws:///us-west-2a/{instance_id}"}}
-
-    def list_nodes(self, label_selector: str) -> list[dict]:
-        return self.nodes[label_selector.split("=", 1)[1]]
-
-    def create_pod(self, manifest: dict) -> bool:
-        name = manifest["metadata"]["name"]
-        if name in self.pods:
-            return False
-        self.pods[name] = {**copy.deepcopy(manifest), "status": {"phase": "Pending"}}
-        self.created.append(name)
-        return True
-
-    def list_pods(self, label_selector: str) -> list[dict]:
-        wanted = dict(term.split("=", 1) for term in label_selector.split(","))
-        return [p for p in self.pods.values() if wanted.items() <= p["metadata"]["labels"].items()]
-
-    def list_pod_events(self, name: str) -> list[dict]:
-        return self.events.get(name, [])
-
-    def finish(self, names: list[str], fixture: str) -> None:
-        """The pods end as the recorded one did (its status, creation time and events)."""
-        recorded_pod, events = recorded(fixture)
-        for name in names:
-            pod = self.pods[name]
-            pod["status"] = copy.deepcopy(recorded_pod["status"])
-            pod["metadata"]["creationTimestamp"] = recorded_pod["metadata"]["creationTimestamp"]
-            recorded_image = recorded_pod["spec"]["containers"][0]["image"]
-            image = pod["spec"]["containers"][0]["image"]
-            self.events[name] = [{**event, "message": event["message"].replace(recorded_image, image)}
-                                 for event in copy.deepcopy(events)]
-
-
-class FakeEc2:
-    def __init__(self, aws_conn_id: str) -> None:
-        pass
-
-    def describe_instances(self, ids: list[str]) -> list[dict]:
-        version = {"i-01": "2", "i-02": "2", "i-03": "1"}
-        return [{"InstanceId": i, "Tags": [{"Key": "aws:ec2launchtemplate:version", "Value": version[i]}]}
-                for i in ids if i in version]
+def nodegroups(cluster: Cluster) -> tuple[str, str]:  # noqa: F811
+    """The rollout's node group and the uncached baseline's, this test's own."""
+    return f"gpu-{cluster.namespace}", f"plain-{cluster.namespace}"
 
 
 @pytest.fixture
-def cluster(monkeypatch) -> FakeCluster:
-    fake = FakeCluster()
-    monkeypatch.setattr(sensor_module, "kubernetes_hook", lambda settings, aws_conn_id: fake)
-    monkeypatch.setattr(sensor_module, "CacheEc2Hook", FakeEc2)
-    return fake
+def instance_ids(cluster: Cluster) -> dict[str, str]:  # noqa: F811
+    """The rollout's node group: two nodes on launch template version 2, one still on 1; one baseline node."""
+    gpu, baseline = nodegroups(cluster)
+    ids = {name: cluster.add_node(name, gpu, version) for name, version in (("new-1", "2"), ("new-2", "2"),
+                                                                              ("old", "1"))}
+    return {**ids, "plain": cluster.add_node("plain", baseline, None)}
 
 
-def sensor(**changes) -> ValidateCacheOnNodesSensor:
-    return ValidateCacheOnNodesSensor(task_id="validate_nodes", rollout=RolloutConfig(**{**ROLLOUT, **changes}),
-                                      version="2", deadline_seconds=120, poll_seconds=2,
+def sensor(cluster: Cluster, deadline_seconds: int = 120, **changes) -> ValidateCacheOnNodesSensor:  # noqa: F811
+    gpu, baseline = nodegroups(cluster)
+    rollout = RolloutConfig(**{
+        "kubernetes_conn_id": KUBERNETES_CONN_ID, "cluster_name": "c", "namespace": cluster.namespace,
+        "node_group_name": gpu, "launch_template_id": cluster.template_id,
+        "baseline_node_group_name": baseline, "uncached_baseline": True, "max_startup_seconds": 10,
+        **changes})
+    return ValidateCacheOnNodesSensor(task_id="validate_nodes", rollout=rollout, version="2",
+                                      deadline_seconds=deadline_seconds, poll_seconds=2,
                                       target={"images": [{"ref": IMAGE, "digest": "sha256:" + "ab" * 32}]})
 
 
@@ -96,72 +58,79 @@ def poke(task: ValidateCacheOnNodesSensor):
     return task.poke({"run_id": RUN_ID})
 
 
+def uids(pods: dict[str, dict]) -> dict[str, str]:
+    return {name: pod["metadata"]["uid"] for name, pod in pods.items()}
+
+
 def test_reschedule_mode_by_default():
-    task = sensor()
+    task = ValidateCacheOnNodesSensor(task_id="validate_nodes", version="2", deadline_seconds=1, poll_seconds=1,
+                                      target={"images": []}, rollout=RolloutConfig(
+                                          cluster_name="c", node_group_name="gpu",
+                                          launch_template_id="lt-0123456789abcdef0"))
     assert task.mode == "reschedule"
 
 
-def test_cached_pods_then_the_baseline_then_the_report(cluster):
-    task = sensor()
+def test_cached_pods_then_the_baseline_then_the_report(cluster, instance_ids):  # noqa: F811
+    task = sensor(cluster)
     assert poke(task) is False
-    cached = list(cluster.created)
-    assert sorted(cluster.pods[name]["spec"]["nodeName"] for name in cached) == ["new-1", "new-2"]  # not "old"
-    for name in cached:
-        metadata = cluster.pods[name]["metadata"]
+    cached = cluster.pods()
+    assert sorted(pod["spec"]["nodeName"] for pod in cached.values()) == ["new-1", "new-2"]  # not "old"
+    for pod in cached.values():
+        metadata = pod["metadata"]
         assert metadata["labels"][RUN_ID_LABEL] == label_value(RUN_ID)
         assert datetime.fromisoformat(metadata["annotations"][CREATED_AT_ANNOTATION]).tzinfo is not None
-    assert poke(task) is False and cluster.created == cached  # still running: nothing created again
+    assert poke(task) is False and uids(cluster.pods()) == uids(cached)  # still running: nothing created again
 
-    cluster.finish(cached, "cached_pod")
+    cluster.finish(list(cached), "cached_pod")
     assert poke(task) is False  # the baseline starts only now, so its pulls never overlap the cached starts
-    baseline = cluster.created[len(cached):]
-    assert [cluster.pods[name]["spec"]["nodeName"] for name in baseline] == ["plain"]
+    baseline = {name: pod for name, pod in cluster.pods().items() if name not in cached}
+    assert [pod["spec"]["nodeName"] for pod in baseline.values()] == ["plain"]
 
-    cluster.finish(baseline, "uncached_pod")
+    cluster.finish(list(baseline), "uncached_pod")
     done = poke(task)
     report = done.xcom_value
     assert done.is_done and report["passed"] and report["nodes"] == ["new-1", "new-2"]
-    assert [r["instance_id"] for r in report["results"]] == ["i-01", "i-02"]
+    assert [r["instance_id"] for r in report["results"]] == [instance_ids["new-1"], instance_ids["new-2"]]
     assert all(r["cache_hit"] is True for r in report["results"])
     assert report["baselines"][0]["cache_hit"] is False and report["speedups"][IMAGE] > 1
     assert report["markdown"].startswith("### Cache validation passed")
 
 
-def test_a_miss_fails_the_task(cluster):
-    task = sensor(uncached_baseline=False)
+def test_a_miss_fails_the_task(cluster, instance_ids):  # noqa: F811
+    task = sensor(cluster, uncached_baseline=False)
     poke(task)
-    cluster.finish(cluster.created, "uncached_pod")
+    cluster.finish(list(cluster.pods()), "uncached_pod")
     with pytest.raises(CacheValidationFailed, match="cache miss"):
         poke(task)
-    assert len(cluster.created) == 2  # no baseline asked for
+    assert len(cluster.pods()) == 2  # no baseline asked for
 
 
-def test_a_vanished_pod_is_never_created_again_and_fails_as_missing(cluster):
-    task = sensor(uncached_baseline=False)
+def test_a_vanished_pod_is_never_created_again_and_fails_as_missing(cluster, instance_ids):  # noqa: F811
+    task = sensor(cluster, uncached_baseline=False)
     poke(task)
-    first, second = cluster.created
-    del cluster.pods[second]  # e.g. evicted: a new pod would find the image the first one pulled
+    first, second = cluster.pods()
+    # e.g. evicted: a new pod would find the image the first one pulled
+    cluster.core.delete_namespaced_pod(second, cluster.namespace)
     cluster.finish([first], "cached_pod")
     with pytest.raises(CacheValidationFailed, match="no validation result"):
         poke(task)
-    assert cluster.created == [first, second]
+    assert list(cluster.pods()) == [first]
 
 
-def test_at_the_deadline_pods_are_judged_as_they_are(cluster):
-    task = sensor(uncached_baseline=False)
+def test_at_the_deadline_pods_are_judged_as_they_are(cluster, instance_ids):  # noqa: F811
+    task = sensor(cluster, deadline_seconds=1, uncached_baseline=False)
     poke(task)
-    long_ago = (datetime.now(UTC) - timedelta(seconds=121)).isoformat()
-    for pod in cluster.pods.values():
-        pod["metadata"]["annotations"][CREATED_AT_ANNOTATION] = long_ago
+    time.sleep(1.2)  # the pods never finish: nobody plays their kubelet
     with pytest.raises(CacheValidationFailed, match="cache status unknown"):
         poke(task)
 
 
-def test_no_node_on_the_new_version_fails(cluster):
-    cluster.nodes["gpu"] = cluster.nodes["gpu"][2:]
+def test_no_node_on_the_new_version_fails(cluster, instance_ids):  # noqa: F811
+    cluster.remove_node("new-1")
+    cluster.remove_node("new-2")
     with pytest.raises(CacheValidationFailed, match="no validation pods"):
-        poke(sensor(uncached_baseline=False))
-    assert cluster.created == []
+        poke(sensor(cluster, uncached_baseline=False))
+    assert cluster.pods() == {}
 
 
 def test_rollout_dag_wires_the_sensor_and_its_teardown():
