@@ -44,6 +44,18 @@ class ApiError(Exception):
         self.body = status(code, reason, message, **details)
 
 
+def checked_name(kind: str, name: str) -> str:
+    """A DNS-subdomain object name, as the API server validates it."""
+    if not NAME.match(name) or len(name) > 253:
+        raise ApiError(422, "Invalid", f'{kind} "{name}" is invalid: metadata.name: Invalid value: {name!r}',
+                       name=name, kind=kind)
+    return name
+
+
+def _extra(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: copy.deepcopy(v) for k, v in meta.items() if k in ("labels", "annotations")}
+
+
 class Store:
     """Pods by (namespace, name), events in order, namespaces created on first use, and the nodes
     registered through the API (by a kubelet outside the local cloud; its own nodes are not here)."""
@@ -123,6 +135,54 @@ class Store:
                    "spec": spec, "status": {"phase": "Pending", "qosClass": "BestEffort", "conditions": []}}
             self.pods[(namespace, name)] = pod
             return copy.deepcopy(pod)
+
+    def register_node(self, body: Any, *, taken: set[str]) -> dict[str, Any]:
+        """A Node registered through the API (names in `taken` belong to the local cloud's own nodes)."""
+        if not isinstance(body, dict) or body.get("kind", "Node") != "Node":
+            raise ApiError(400, "BadRequest", "the body must be a Node")
+        meta = body.get("metadata") or {}
+        name = checked_name("Node", meta.get("name") or "")
+        with self.lock:
+            if name in self.nodes or name in taken:
+                raise ApiError(409, "AlreadyExists", f'nodes "{name}" already exists', name=name, kind="nodes")
+            node = {"apiVersion": "v1", "kind": "Node", "metadata": {**self.metadata(name, None), **_extra(meta)},
+                    "spec": copy.deepcopy(body.get("spec") or {}), "status": copy.deepcopy(body.get("status") or {})}
+            self.nodes[name] = node
+            return copy.deepcopy(node)
+
+    def replace_pod_status(self, namespace: str, name: str, body: Any) -> dict[str, Any]:
+        """PUT pods/{name}/status: the status as sent, spec and metadata untouched (as the kubelet's writes)."""
+        if not isinstance(body, dict) or not isinstance(body.get("status"), dict):
+            raise ApiError(400, "BadRequest", "the body must be a Pod with a status")
+        with self.lock:
+            pod = self.pods.get((namespace, name))
+            if pod is None:
+                raise ApiError(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
+            sent = (body.get("metadata") or {}).get("resourceVersion")
+            if sent and sent != pod["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on pods "{name}": the object has '
+                               "been modified; please apply your changes to the latest version and try again",
+                               name=name, kind="pods")
+            pod["status"] = copy.deepcopy(body["status"])
+            self.touch(pod)
+            return copy.deepcopy(pod)
+
+    def create_event(self, namespace: str, body: Any) -> dict[str, Any]:
+        """An event as a kubelet posts it (core/v1): named by its reporter, about an object of this namespace."""
+        if not isinstance(body, dict) or not isinstance(body.get("involvedObject"), dict):
+            raise ApiError(422, "Invalid", "Event is invalid: involvedObject: Required value", kind="Event")
+        meta = body.get("metadata") or {}
+        name = checked_name("Event", meta.get("name") or "")
+        if {meta.get("namespace", namespace), body["involvedObject"].get("namespace", namespace)} != {namespace}:
+            raise ApiError(422, "Invalid", f'Event "{name}" is invalid: does not match the namespace of the request',
+                           name=name, kind="Event")
+        with self.lock:
+            if any(e["metadata"]["namespace"] == namespace and e["metadata"]["name"] == name for e in self.events):
+                raise ApiError(409, "AlreadyExists", f'events "{name}" already exists', name=name, kind="events")
+            event = {**copy.deepcopy(body), "apiVersion": "v1", "kind": "Event",
+                     "metadata": {**self.metadata(name, namespace), **_extra(meta)}}
+            self.events.append(event)
+            return copy.deepcopy(event)
 
     def list_pods(self, namespace: str | None, labels: str | None, fields: str | None) -> list[dict[str, Any]]:
         with self.lock:

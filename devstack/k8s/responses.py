@@ -138,21 +138,7 @@ class Api:
 
     def register_node(self, body: Any) -> dict[str, Any]:
         """A kubelet registering its Node; the stand-in's kubelet runs no pod bound to it."""
-        if not isinstance(body, dict) or body.get("kind", "Node") != "Node":
-            raise ApiError(400, "BadRequest", "the body must be a Node")
-        meta = body.get("metadata") or {}
-        name = meta.get("name") or ""
-        if not NAME.match(name) or len(name) > 253:
-            raise ApiError(422, "Invalid", f'Node "{name}" is invalid: metadata.name: Invalid value: {name!r}',
-                           name=name, kind="Node")
-        with self.store.lock:
-            if name in self.store.nodes or any(n.name == name for n in local_nodes.all_nodes()):
-                raise ApiError(409, "AlreadyExists", f'nodes "{name}" already exists', name=name, kind="nodes")
-            extra = {k: copy.deepcopy(v) for k, v in meta.items() if k in ("labels", "annotations")}
-            node = {"apiVersion": "v1", "kind": "Node", "metadata": {**self.store.metadata(name, None), **extra},
-                    "spec": copy.deepcopy(body.get("spec") or {}), "status": copy.deepcopy(body.get("status") or {})}
-            self.store.nodes[name] = node
-            return copy.deepcopy(node)
+        return self.store.register_node(body, taken={n.name for n in local_nodes.all_nodes()})
 
     def delete_node(self, name: str) -> dict[str, Any]:
         """Only registered nodes: the local cloud's own go with their node group (EKS)."""
@@ -185,21 +171,7 @@ class Api:
         return pod
 
     def replace_pod_status(self, namespace: str, name: str, body: Any) -> dict[str, Any]:
-        """PUT pods/{name}/status: the status as sent, spec and metadata untouched (as the kubelet's writes)."""
-        if not isinstance(body, dict) or not isinstance(body.get("status"), dict):
-            raise ApiError(400, "BadRequest", "the body must be a Pod with a status")
-        with self.store.lock:
-            pod = self.store.pods.get((namespace, name))
-            if pod is None:
-                raise ApiError(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
-            sent = (body.get("metadata") or {}).get("resourceVersion")
-            if sent and sent != pod["metadata"]["resourceVersion"]:
-                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on pods "{name}": the object has '
-                               "been modified; please apply your changes to the latest version and try again",
-                               name=name, kind="pods")
-            pod["status"] = copy.deepcopy(body["status"])
-            self.store.touch(pod)
-            return copy.deepcopy(pod)
+        return self.store.replace_pod_status(namespace, name, body)
 
     def pod_log(self, namespace: str, name: str) -> str:
         pod = self.store.pod(namespace, name)
@@ -211,26 +183,7 @@ class Api:
 
     # --- events
     def create_event(self, namespace: str, body: Any) -> dict[str, Any]:
-        """An event as a kubelet posts it (core/v1): named by its reporter, about an object of this namespace."""
-        if not isinstance(body, dict) or not isinstance(body.get("involvedObject"), dict):
-            raise ApiError(422, "Invalid", "Event is invalid: involvedObject: Required value", kind="Event")
-        meta = body.get("metadata") or {}
-        name = meta.get("name") or ""
-        if not NAME.match(name) or len(name) > 253:
-            raise ApiError(422, "Invalid", f'Event "{name}" is invalid: metadata.name: Invalid value: {name!r}',
-                           name=name, kind="Event")
-        if {meta.get("namespace", namespace), body["involvedObject"].get("namespace", namespace)} != {namespace}:
-            raise ApiError(422, "Invalid", f'Event "{name}" is invalid: does not match the namespace of the request',
-                           name=name, kind="Event")
-        with self.store.lock:
-            if any(e["metadata"]["namespace"] == namespace and e["metadata"]["name"] == name
-                   for e in self.store.events):
-                raise ApiError(409, "AlreadyExists", f'events "{name}" already exists', name=name, kind="events")
-            extra = {k: copy.deepcopy(v) for k, v in meta.items() if k in ("labels", "annotations")}
-            event = {**copy.deepcopy(body), "apiVersion": "v1", "kind": "Event",
-                     "metadata": {**self.store.metadata(name, namespace), **extra}}
-            self.store.events.append(event)
-            return copy.deepcopy(event)
+        return self.store.create_event(namespace, body)
 
     def list_events(self, namespace: str | None, query: dict[str, str]) -> dict[str, Any]:
         items = self.store.list_events(namespace, query.get("labelSelector"), query.get("fieldSelector"))
