@@ -28,6 +28,21 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-west-2")
 
 
 @pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A plain moto server on 127.0.0.1 (not `mock_aws`: aiobotocore, the triggers' client, is not intercepted)."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def devstack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The local cloud (devstack server) in this process on 127.0.0.1, shared by the tests that need it."""
     from devstack import server

@@ -6,7 +6,6 @@ A moto server (not `mock_aws`), reached through the `aws_default` connection lik
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from datetime import UTC, datetime
 
@@ -20,31 +19,19 @@ OLD = "snap-0aaaaaaaaaaaaaaa0"
 NEW = "snap-0bbbbbbbbbbbbbbb0"
 
 
-@pytest.fixture(scope="module")
-def endpoint():
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def ssm(endpoint, monkeypatch):
+def ssm(moto_endpoint, monkeypatch):
     from ml_cache.hooks.ssm import CacheSsmHook
 
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
         "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"region_name": "us-west-2", "endpoint_url": endpoint}}))
+        "extra": {"region_name": "us-west-2", "endpoint_url": moto_endpoint}}))
     return CacheSsmHook(aws_conn_id="aws_default")
 
 
 @pytest.fixture
 def names():
-    """Parameter names of this test only (the server lives for the module)."""
+    """Parameter names of this test only (the server lives for the session)."""
     root = f"/ml-cache-{uuid.uuid4().hex[:8]}"
     return {"parameter": f"{root}/snapshot-id", "metadata_parameter": f"{root}/snapshot-metadata"}
 
