@@ -24,11 +24,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins"))  # the product's spec builder
 
 from devstack import volumes
 from devstack.containerd import Containerd, write_config
 from devstack.demo_images import default_cache_dir, machine_architecture, seed_registry
 from devstack.registry import Registry
+from ml_cache.builder_spec import build_spec
 
 SCRIPT = Path(__file__).resolve().parent.parent / "plugins" / "ml_cache" / "scripts" / "build_cache.sh"
 VOLUME_ID = "vol-0be0c4bea4c4be0c4"
@@ -44,8 +46,8 @@ def build_cache_volume(base: Path, registry: str, ref: str) -> Path:
     root, state, sock, config = base / "b-root", base / "b-state", base / "b.sock", base / "b.toml"
     write_config(root, state, sock, config)
     spec = base / "spec.json"
-    spec.write_text(json.dumps({"action": "build", "images": [ref], "volume_id": VOLUME_ID, "parallel": 1,
-                                "platform": f"linux/{machine_architecture()}"}))
+    spec.write_text(json.dumps(build_spec("build", images=[ref], platform=f"linux/{machine_architecture()}",
+                                          volume_id=VOLUME_ID, parallel=1, registry_credentials={})))
     env = {**os.environ, "ML_CACHE_DEVICE_DIR": str(by_id), "ML_CACHE_CONTAINERD_ROOT": str(root),
            "ML_CACHE_CONTAINERD_STATE": str(state), "ML_CACHE_CONTAINERD_SOCKET": str(sock),
            "ML_CACHE_CONTAINERD_CONFIG": str(config), "ML_CACHE_CONTAINERD_SERVICE": "process",
