@@ -105,10 +105,10 @@ with DAG(
     current = precheck_node_group(SETTINGS["rollout"])
     version = create_launch_template_version(SETTINGS["rollout"], TARGET)
     update = UpdateNodegroupOperator(task_id="update_node_group", version=version, **node_group)
-    # Never retried: a first try that missed made the kubelet pull, so a second would "hit".
+    # A retry re-judges the same pods (never creates one again); a failed verdict is never retried.
     report = ValidateCacheOnNodesSensor(task_id="validate_nodes", rollout=SETTINGS["rollout"], target=TARGET,
                                         version=VERSION, deadline_seconds=SETTINGS["timeouts.validation_seconds"],
-                                        poll_seconds=POLL, retries=0)
+                                        poll_seconds=POLL)
     delete_pods = DeleteValidationPodsOperator(task_id="delete_validation_pods", rollout=SETTINGS["rollout"])
     ready = publish_ready(TARGET, report.output)
     rollback = UpdateNodegroupOperator(task_id="rollback_node_group",

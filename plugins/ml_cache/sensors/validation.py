@@ -4,9 +4,7 @@ from the node's store ("already present on machine"), within the start-up thresh
 A sensor in reschedule mode, not a deferrable operator, because:
 - the measurement does not depend on when we look: every timestamp comes from the kubelet and the
   API server, so a poke every `poll_seconds` loses nothing against a watch;
-- the validation is never retried (a first try that missed made the kubelet pull, so a retry
-  would "hit"), and a deferred task that resumes at once can be failed by apache/airflow#71580,
-  which other tasks absorb with retries; a rescheduled sensor never goes through the triggerer;
+- the triggerer would add nothing to a poll whose answer is already in the API server's objects;
 - the triggerer would need its own Kubernetes access (an EKS kubeconfig with an exec credential,
   an async client); pokes use the same hook as the teardown;
 - reschedule mode works under `dag.test()` (the DAG tests run it).
@@ -15,6 +13,13 @@ Each poke is stateless: it lists this run's pods, creates a phase's pods when no
 starts), and when both phases are done judges them and returns the report. `validation_seconds`
 after a phase's pods were created, they are judged as they are. The pods are deleted by the
 DeleteValidationPodsOperator teardown, also when this fails.
+
+Retries are safe because of that: a retry finds the pods the first try created (the teardown
+waits for the last try) and judges the same evidence; it never creates a pod again, so a first try
+that made the kubelet pull cannot turn into a "hit". They are needed: Airflow 3.3 can fail a poke
+whose previous poke's exit it had not yet processed (the executor reports the old process'
+"success" against the running try, as in apache/airflow#71580; seen under load with 2 s pokes).
+A failed verdict is final, though: CacheValidationFailed is an AirflowFailException, never retried.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseSensorOperator, PokeReturnValue
 
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.hooks.kubernetes import CacheKubernetesHook
@@ -44,7 +49,7 @@ from ml_cache.validation.report import evaluate, node_result, report_markdown, r
 SENSOR_TIMEOUT_MARGIN_SECONDS = 600
 
 
-class CacheValidationFailed(RuntimeError):
+class CacheValidationFailed(AirflowFailException):
     """A node of the new version pulled an image, or a pod failed or started too slowly."""
 
 

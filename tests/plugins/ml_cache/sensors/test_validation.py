@@ -105,6 +105,23 @@ def test_a_miss_fails_the_task(cluster, instance_ids):  # noqa: F811
     assert len(cluster.pods()) == 2  # no baseline asked for
 
 
+def test_a_retry_judges_the_first_trys_pods_and_creates_none(cluster, instance_ids):  # noqa: F811
+    """A new try (a fresh sensor) after the first one's pods pulled: the same miss, never a "hit"."""
+    poke(sensor(cluster, uncached_baseline=False))
+    created = uids(cluster.pods())
+    cluster.finish(list(created), "uncached_pod")
+    retry = sensor(cluster, uncached_baseline=False)
+    with pytest.raises(CacheValidationFailed, match="cache miss"):
+        poke(retry)
+    assert uids(cluster.pods()) == created
+
+
+def test_a_failed_verdict_is_never_retried():
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    assert issubclass(CacheValidationFailed, AirflowFailException)
+
+
 def test_a_vanished_pod_is_never_created_again_and_fails_as_missing(cluster, instance_ids):  # noqa: F811
     task = sensor(cluster, uncached_baseline=False)
     poke(task)
@@ -141,6 +158,6 @@ def test_rollout_dag_wires_the_sensor_and_its_teardown():
     dag = DagBag(dag_folder=str(REPO / "dags" / "ml_container_cache_rollout.py")).dags[
         "ml_container_cache_rollout"]
     validate, delete = dag.get_task("validate_nodes"), dag.get_task("delete_validation_pods")
-    assert validate.mode == "reschedule" and validate.retries == 0
+    assert validate.mode == "reschedule" and validate.retries == 2
     assert delete.is_teardown and "validate_nodes" in delete.upstream_task_ids
     assert "delete_validation_pods" not in dag.get_task("publish_ready").upstream_task_ids
