@@ -17,8 +17,8 @@ DeleteValidationPodsOperator teardown, also when this fails.
 Retries are safe because of that: a retry finds the pods the first try created (the teardown
 waits for the last try) and judges the same evidence; it never creates a pod again, so a first try
 that made the kubelet pull cannot turn into a "hit". They are needed: Airflow 3.3 can fail a poke
-whose previous poke's exit it had not yet processed (the executor reports the old process'
-"success" against the running try, as in apache/airflow#71580; seen under load with 2 s pokes).
+whose previous poke's exit it had not yet processed (the executor's stale "success" for the same
+try: apache/airflow#71172, fix open in #71194; `make run` hits it with 2 s pokes).
 A failed verdict is final, though: CacheValidationFailed is an AirflowFailException, never retried.
 """
 
