@@ -424,3 +424,28 @@ def test_attach_and_detach_volume_after_launch(cloud, ec2, launch, helpers) -> N
         assert volume_id not in listing
     ec2.delete_volume(VolumeId=volume_id)
     assert not Path(attached["path"]).exists()
+
+
+def test_updates_go_with_their_deleted_node_group(nodegroup, aws, set_faults) -> None:
+    """Another cluster's deleted node group and its unfinished update must not break this one's updates."""
+    eks, cluster, template_id = nodegroup
+    set_faults(nodegroup_update_seconds=30)
+    update = eks.update_nodegroup_version(clusterName=cluster, nodegroupName="gpu",
+                                          launchTemplate={"id": template_id, "version": "2"})["update"]
+    eks.delete_nodegroup(clusterName=cluster, nodegroupName="gpu")
+    eks.delete_cluster(name=cluster)
+    set_faults(nodegroup_update_seconds=0.1)
+    time.sleep(0.2)
+    with pytest.raises(eks.exceptions.ResourceNotFoundException):
+        eks.describe_update(name=cluster, updateId=update["id"], nodegroupName="gpu")
+    # a fresh node group's update still works (it used to be a 500: KeyError on the deleted cluster)
+    ec2, iam = aws("ec2"), aws("iam")
+    name = f"devstack-{time.monotonic_ns()}"
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    eks.create_cluster(name=name, roleArn=role, resourcesVpcConfig={"subnetIds": [subnet]})
+    eks.create_nodegroup(clusterName=name, nodegroupName="gpu", nodeRole=role, subnets=[subnet],
+                         launchTemplate={"id": template_id, "version": "1"})
+    fresh = eks.update_nodegroup_version(clusterName=name, nodegroupName="gpu",
+                                         launchTemplate={"id": template_id, "version": "2"})["update"]
+    assert _wait_update(eks, name, fresh["id"])["status"] == "Successful"

@@ -55,10 +55,18 @@ def settle(backend: Any, account: str, region: str) -> list[NodegroupUpdate]:
     """Finish the updates whose time has come; return this account/region's updates."""
     with _lock:
         updates = _updates.setdefault((account, region), [])
+        # An update's history goes with its node group: DescribeUpdate on a deleted node group is
+        # ResourceNotFoundException (https://docs.aws.amazon.com/eks/latest/APIReference/API_DescribeUpdate.html).
+        updates[:] = [u for u in updates if _nodegroup(backend, u) is not None]
         for update in updates:
             if update.status == "InProgress" and time.monotonic() >= update.due_monotonic:
                 _finish_when_nodes_converged(backend, account, region, update)
         return list(updates)
+
+
+def _nodegroup(backend: Any, update: NodegroupUpdate) -> Any:
+    cluster = backend.clusters.get(update.cluster)
+    return cluster.nodegroups.get(update.nodegroup) if cluster is not None else None
 
 
 def _finish_when_nodes_converged(backend: Any, account: str, region: str, update: NodegroupUpdate) -> None:
@@ -66,7 +74,7 @@ def _finish_when_nodes_converged(backend: Any, account: str, region: str, update
     node group that never converges ends Failed with NodeCreationFailure."""
     from devstack import nodes
 
-    nodegroup = backend.clusters[update.cluster].nodegroups.get(update.nodegroup)
+    nodegroup = _nodegroup(backend, update)
     target = (getattr(nodegroup, "devstack_target_launch_template", None) or {}) if nodegroup else {}
     version = target.get("version") and nodes._resolve_version(account, region, target)
     if update.failure or nodes.converged(account, region, update.cluster, update.nodegroup, version or None):
@@ -82,7 +90,7 @@ def _finish_when_nodes_converged(backend: Any, account: str, region: str, update
 
 
 def _finish(backend: Any, update: NodegroupUpdate) -> None:
-    nodegroup = backend.clusters[update.cluster].nodegroups.get(update.nodegroup)
+    nodegroup = _nodegroup(backend, update)
     if update.failure:
         update.status = "Failed"
         update.errors = [{"errorCode": update.failure,
