@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -142,12 +143,15 @@ def cloud(cloud_server, demo_registry, airflow_db, tmp_path, monkeypatch) -> Ite
 
 
 def load_dag(dag_id: str):
-    """A DAG from the DAGs folder, retries off (dag.test honours retry_delay)."""
+    """A DAG from the DAGs folder with its production retries, retried at once (dag.test waits out
+    retry_delay): a failure test sees the failure survive every retry the scheduler would give it."""
+    from datetime import timedelta
+
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(REPO / "dags")).dags[dag_id]
     for task in dag.tasks:
-        task.retries = 0
+        task.retry_delay = timedelta(0)
     return dag
 
 
@@ -166,6 +170,15 @@ def run_dag(dag, **conf: Any):
     run = dag.test(run_conf=conf or None)
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     return run, states
+
+
+def assert_failed_with(run, states, task_id: str, cause: str, capfd) -> None:
+    """The run FAILED at `task_id`, after every production retry, with `cause` in the task's error."""
+    assert str(run.state) == "failed"
+    assert states[task_id] == "failed", states
+    assert re.search(cause, capfd.readouterr().out), f"{cause!r} not in the run's output"
+    (failed,) = [ti for ti in run.get_task_instances() if ti.task_id == task_id]
+    assert failed.try_number == run.dag.get_task(task_id).retries + 1  # every retry ran and failed too
 
 
 needs_data_plane = pytest.mark.skipif(

@@ -10,52 +10,59 @@ import json
 
 import pytest
 
-from tests.dags.conftest import METADATA_PARAMETER, PREVIOUS_SNAPSHOT, needs_data_plane, run_dag
+from tests.dags.conftest import (
+    METADATA_PARAMETER,
+    PREVIOUS_SNAPSHOT,
+    assert_failed_with,
+    needs_data_plane,
+    run_dag,
+)
 
 
-def assert_clean_failure(cloud, run, states, failed_task):
-    assert str(run.state) == "failed"
-    assert states[failed_task] == "failed", states
+def assert_clean_failure(cloud, run, states, failed_task, cause, capfd):
+    """FAILED at `failed_task` after every production retry, naming `cause`; nothing left behind."""
+    assert_failed_with(run, states, failed_task, cause, capfd)
     assert states["publish_snapshot"] != "success"
     assert cloud.live_instances() == []
     assert cloud.parameter() == PREVIOUS_SNAPSHOT
 
 
-def test_invalid_image_fails_before_any_aws_call(cloud, build_dag):
+def test_invalid_image_fails_before_any_aws_call(cloud, build_dag, capfd):
     run, states = run_dag(build_dag, images=["busybox;rm -rf /"])
-    assert_clean_failure(cloud, run, states, "validate_inputs")
+    assert_clean_failure(cloud, run, states, "validate_inputs", r"busybox;rm -rf /", capfd)
     assert states["launch_builder"] == "upstream_failed"
     assert cloud.client("ec2").describe_instances()["Reservations"] == []
 
 
-def test_unknown_availability_zone_fails_before_any_aws_call(cloud, build_dag):
+def test_unknown_availability_zone_fails_before_any_aws_call(cloud, build_dag, capfd):
     run, states = run_dag(build_dag, fsr_availability_zones=["us-east-1a"])
-    assert_clean_failure(cloud, run, states, "validate_inputs")
+    assert_clean_failure(cloud, run, states, "validate_inputs", r"\['us-east-1a'\] are not availability zones",
+                         capfd)
     assert cloud.client("ec2").describe_instances()["Reservations"] == []
 
 
-def test_no_capacity_for_any_instance_type(cloud, build_dag):
+def test_no_capacity_for_any_instance_type(cloud, build_dag, capfd):
     cloud.set_faults(insufficient_capacity_instance_types=["c6i.2xlarge", "m6i.2xlarge"])
     run, states = run_dag(build_dag)
-    assert_clean_failure(cloud, run, states, "launch_builder")
+    assert_clean_failure(cloud, run, states, "launch_builder", r"No capacity for any candidate", capfd)
 
 
-def test_agent_never_online_terminates_the_builder(cloud, build_dag):
+def test_agent_never_online_terminates_the_builder(cloud, build_dag, capfd):
     cloud.write_config()
     config = cloud.config_path.read_text().replace("agent_online_seconds: 20", "agent_online_seconds: 3")
     cloud.config_path.write_text(config)
     cloud.set_faults(agent_offline=True)
     run, states = run_dag(build_dag)
-    assert_clean_failure(cloud, run, states, "wait_for_builder")
+    assert_clean_failure(cloud, run, states, "wait_for_builder", r"not Online within 3 s", capfd)
     assert states["terminate_builder"] == "success"
     builders = cloud.client("ec2").describe_instances()["Reservations"]
     assert [i["State"]["Name"] for r in builders for i in r["Instances"]] == ["terminated"]
 
 
-def test_build_command_failed(cloud, build_dag):
+def test_build_command_failed(cloud, build_dag, capfd):
     cloud.set_faults(ssm_command_status="Failed")
     run, states = run_dag(build_dag)
-    assert_clean_failure(cloud, run, states, "run_build_script")
+    assert_clean_failure(cloud, run, states, "run_build_script", r"ended Failed \(exit code", capfd)
     assert states["terminate_builder"] == "success"
 
 
@@ -85,37 +92,38 @@ def test_happy_path_publishes_after_fsr(cloud, build_dag):
 
 
 @needs_data_plane
-def test_missing_image_fails_with_its_name(cloud, build_dag):
+def test_missing_image_fails_with_its_name(cloud, build_dag, capfd):
     missing = f"{cloud.registry}/ml-cache-demo/does-not-exist:1.0"
     run, states = run_dag(build_dag, images=[missing])
-    assert_clean_failure(cloud, run, states, "run_build_script")
+    assert_clean_failure(cloud, run, states, "run_build_script", r"does-not-exist", capfd)
 
 
 @needs_data_plane
-def test_snapshot_error_is_deleted(cloud, build_dag):
+def test_snapshot_error_is_deleted(cloud, build_dag, capfd):
     cloud.set_faults(snapshot_error=True)
     run, states = run_dag(build_dag)
-    assert_clean_failure(cloud, run, states, "create_snapshot")
+    assert_clean_failure(cloud, run, states, "create_snapshot", r"It was deleted", capfd)
     snapshots = cloud.client("ec2").describe_snapshots(
         OwnerIds=["self"], Filters=[{"Name": "tag:ml-cache:run-id", "Values": [run.run_id]}])["Snapshots"]
     assert snapshots == []
 
 
 @needs_data_plane
-def test_fsr_unsuccessful_fails_the_run(cloud, build_dag):
+def test_fsr_unsuccessful_fails_the_run(cloud, build_dag, capfd):
     cloud.set_faults(fsr_unsuccessful_azs=["us-west-2b"])
     run, states = run_dag(build_dag)
-    assert_clean_failure(cloud, run, states, "enable_fast_snapshot_restore")
+    assert_clean_failure(cloud, run, states, "enable_fast_snapshot_restore", r"unsuccessful: us-west-2b",
+                         capfd)
 
 
 @needs_data_plane
-def test_fsr_past_its_deadline_is_disabled_again(cloud, build_dag):
+def test_fsr_past_its_deadline_is_disabled_again(cloud, build_dag, capfd):
     """FSR is billed from `enabling` on: a run that gives up on it must not leave it on."""
     cloud.write_config()
     cloud.config_path.write_text(cloud.config_path.read_text().replace("fsr_seconds: 60", "fsr_seconds: 3"))
     cloud.set_faults(fsr_optimizing_seconds=60)
     run, states = run_dag(build_dag)
-    assert_clean_failure(cloud, run, states, "enable_fast_snapshot_restore")
+    assert_clean_failure(cloud, run, states, "enable_fast_snapshot_restore", r"disabled again in", capfd)
     ec2 = cloud.client("ec2")
     (snapshot,) = ec2.describe_snapshots(
         OwnerIds=["self"], Filters=[{"Name": "tag:ml-cache:run-id", "Values": [run.run_id]}])["Snapshots"]
@@ -124,9 +132,9 @@ def test_fsr_past_its_deadline_is_disabled_again(cloud, build_dag):
     assert {entry["State"] for entry in entries} <= {"disabling", "disabled"}, entries
 
 
-def test_empty_fsr_zone_list_rejected(cloud, build_dag):
+def test_empty_fsr_zone_list_rejected(cloud, build_dag, capfd):
     run, states = run_dag(build_dag, fsr_availability_zones=[])
-    assert_clean_failure(cloud, run, states, "validate_inputs")
+    assert_clean_failure(cloud, run, states, "validate_inputs", r"fsr_availability_zones must not be empty", capfd)
 
 
 def test_the_trigger_form_refuses_what_the_settings_refuse(cloud, build_dag):

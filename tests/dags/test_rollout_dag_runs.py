@@ -11,7 +11,8 @@ import json
 import pytest
 import yaml
 
-from tests.dags.conftest import METADATA_PARAMETER, PARAMETER
+from tests.dags.conftest import METADATA_PARAMETER, PARAMETER, assert_failed_with, run_dag
+from tests.plugins.ml_cache import producers
 
 CLUSTER = "ml-container-cache"
 NODEGROUP = "ml-container-cache-gpu"
@@ -46,8 +47,9 @@ def node_group(cloud):
                          launchTemplate={"id": template, "version": "1"},
                          scalingConfig={"minSize": 0, "maxSize": 2, "desiredSize": 0})
     cloud.client("ssm").put_parameter(Name=PARAMETER, Value=new, Type="String", Overwrite=True)
-    cloud.client("ssm").put_parameter(Name=METADATA_PARAMETER, Type="String", Overwrite=True, Value=json.dumps(
-        {"snapshot_id": new, "images": [{"ref": "127.0.0.1:5000/demo/small:1.0", "digest": "sha256:" + "a" * 64}]}))
+    # what the build's publish_snapshot writes for `new` (the producer's real output)
+    cloud.client("ssm").put_parameter(Name=METADATA_PARAMETER, Type="String", Overwrite=True,
+                                      Value=json.dumps(producers.published_metadata(new)))
     config = yaml.safe_load(cloud.config_path.read_text())
     config["rollout"].update({"cluster_name": CLUSTER, "node_group_name": NODEGROUP,
                               "launch_template_id": template, "kubernetes_conn_id": "kubernetes_nowhere"})
@@ -58,21 +60,15 @@ def node_group(cloud):
     eks.delete_cluster(name=CLUSTER)
 
 
-def _run(dag, **conf):
-    run = dag.test(run_conf=conf or None)
-    return run, {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-
-
 def _nodegroup_version(cloud) -> str:
     nodegroup = cloud.client("eks").describe_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP)["nodegroup"]
     return str(nodegroup["launchTemplate"]["version"])
 
 
-def test_update_failed_rolls_back(cloud, node_group, rollout_dag):
+def test_update_failed_rolls_back(cloud, node_group, rollout_dag, capfd):
     cloud.set_faults(nodegroup_update_failed="NodeCreationFailure", nodegroup_update_seconds=0.5)
-    run, states = _run(rollout_dag)
-    assert str(run.state) == "failed"
-    assert states["update_node_group"] == "failed"
+    run, states = run_dag(rollout_dag)
+    assert_failed_with(run, states, "update_node_group", r"ended Failed: NodeCreationFailure", capfd)
     assert states["publish_ready"] == "upstream_failed"
     assert states["rollback_node_group"] == "success" and states["restore_snapshot_parameter"] == "success"
     assert _nodegroup_version(cloud) == "1"
@@ -85,25 +81,24 @@ def test_update_failed_rolls_back(cloud, node_group, rollout_dag):
     assert data["2"]["MetadataOptions"] == data["1"]["MetadataOptions"]
 
 
-def test_validation_failure_rolls_the_node_group_back(cloud, node_group, rollout_dag):
+def test_validation_failure_rolls_the_node_group_back(cloud, node_group, rollout_dag, capfd):
     """The update succeeds, validation cannot prove the cache (no reachable cluster here): roll back."""
     cloud.set_faults(nodegroup_update_seconds=0.5)
-    run, states = _run(rollout_dag)
-    assert str(run.state) == "failed"
+    run, states = run_dag(rollout_dag)
+    assert_failed_with(run, states, "validate_nodes", "kubernetes_nowhere", capfd)
     assert states["update_node_group"] == "success"
-    assert states["validate_nodes"] == "failed"
     assert states["rollback_node_group"] == "success"
     assert _nodegroup_version(cloud) == "1"
     assert cloud.parameter() == node_group["previous"]
 
 
-def test_node_group_from_another_template_fails_the_precheck(cloud, node_group, rollout_dag):
+def test_node_group_from_another_template_fails_the_precheck(cloud, node_group, rollout_dag, capfd):
     config = yaml.safe_load(cloud.config_path.read_text())
     config["rollout"]["launch_template_id"] = "lt-0123456789abcdef0"
     cloud.config_path.write_text(yaml.safe_dump(config))
-    run, states = _run(rollout_dag)
-    assert str(run.state) == "failed"
-    assert states["precheck_node_group"] == "failed"
+    run, states = run_dag(rollout_dag)
+    assert_failed_with(run, states, "precheck_node_group", "not created from launch template lt-0123456789abcdef0",
+                       capfd)
     assert states["update_node_group"] == "upstream_failed"
     assert _nodegroup_version(cloud) == "1"
     assert cloud.parameter() == node_group["new"]  # nothing was rolled out, nothing to restore
@@ -116,7 +111,7 @@ def test_update_in_progress_is_retried_with_the_same_token(cloud, node_group, ro
                                  launchTemplate={"id": node_group["template"], "version": "1"},
                                  clientRequestToken="someone-else")
     before = set(eks.list_updates(name=CLUSTER, nodegroupName=NODEGROUP)["updateIds"])
-    _, states = _run(rollout_dag)
+    _, states = run_dag(rollout_dag)
     assert states["update_node_group"] == "success", states
     new = set(eks.list_updates(name=CLUSTER, nodegroupName=NODEGROUP)["updateIds"]) - before
     to_version = [
@@ -133,7 +128,7 @@ def test_bad_snapshot_param_is_rejected_before_any_aws_call(cloud, node_group, r
     from airflow.sdk.exceptions import ParamValidationError
 
     with pytest.raises(ParamValidationError, match="snapshot_id"):
-        _run(rollout_dag, snapshot_id="snap-$(id)")
+        run_dag(rollout_dag, snapshot_id="snap-$(id)")
     versions = cloud.client("ec2").describe_launch_template_versions(LaunchTemplateId=node_group["template"])
     assert len(versions["LaunchTemplateVersions"]) == 1
     assert _nodegroup_version(cloud) == "1"

@@ -71,7 +71,8 @@ def validation_report(run) -> dict:
 
 @needs_data_plane
 @pytest.mark.slow
-def test_build_then_rollout_hits_the_cache_and_a_miss_rolls_back(cloud, build_dag, rollout_dag, gpu_node_group):
+def test_build_then_rollout_hits_the_cache_and_a_miss_rolls_back(cloud, build_dag, rollout_dag, gpu_node_group,
+                                                                capfd):
     build, states = run_dag(build_dag)
     assert str(build.state) == "success", states
     snapshot_id = cloud.parameter()
@@ -96,9 +97,13 @@ def test_build_then_rollout_hits_the_cache_and_a_miss_rolls_back(cloud, build_da
                    check=True, capture_output=True)
     cloud.client("ssm").put_parameter(Name=METADATA_PARAMETER, Type="String", Overwrite=True, Value=json.dumps(
         {"snapshot_id": snapshot_id, "images": [{"ref": missing, "digest": digest}]}))
+    capfd.readouterr()
     run, states = run_dag(rollout_dag, snapshot_id=snapshot_id)
     assert str(run.state) == "failed"
     assert states["validate_nodes"] == "failed"
+    assert "cache miss" in capfd.readouterr().out
+    (validate,) = [ti for ti in run.get_task_instances() if ti.task_id == "validate_nodes"]
+    assert validate.try_number == 1  # a failed verdict is final: never retried onto a node that now has the image
     assert states["rollback_node_group"] == "success"
     version = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP)["nodegroup"]["launchTemplate"]
     assert str(version["version"]) == "2"  # back where the failed rollout (version 3) started
