@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 
 from airflow.sdk import Asset
 
-from ml_cache.images import is_sha256_digest
+from ml_cache.images import is_sha256_digest, parse_reference
 from ml_cache.settings.fields import SNAPSHOT_ID_RE
 
 ML_CONTAINER_CACHE = Asset("ml_container_cache")
@@ -32,28 +32,29 @@ class CachedImage(TypedDict):
     digest: str
 
 
-@dataclass(frozen=True)
-class CacheEvent:
+@dataclass(frozen=True, kw_only=True)
+class SnapshotEvent:
+    """What both events say about the snapshot."""
+
+    snapshot_id: str
+    image_set: str | None
+    images: tuple[CachedImage, ...]
+    arch: str | None
+    run_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheEvent(SnapshotEvent):
     """An `ml_container_cache` event: a published snapshot."""
 
-    snapshot_id: str
-    image_set: str | None
-    images: tuple[CachedImage, ...]
-    arch: str | None
     fsr_availability_zones: tuple[str, ...]
-    run_id: str | None
 
 
-@dataclass(frozen=True)
-class ReadyEvent:
+@dataclass(frozen=True, kw_only=True)
+class ReadyEvent(SnapshotEvent):
     """An `ml_container_cache_ready` event: a snapshot on every GPU node, proven by validation."""
 
-    snapshot_id: str
-    image_set: str | None
-    images: tuple[CachedImage, ...]
-    arch: str | None
     validation: Mapping[str, Any] | None
-    run_id: str | None
 
 
 # --------------------------------------------------------------------------- ml_container_cache
@@ -64,7 +65,7 @@ def cache_event_extra(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "snapshot_id": metadata["snapshot_id"],
         "image_set": metadata["image_set"],
-        "images": [{"ref": image["ref"], "digest": image["digest"]} for image in metadata["images"]],
+        "images": _image_entries(metadata["images"]),
         "arch": metadata["arch"],
         "fsr_availability_zones": list(metadata["fsr_availability_zones"]),
         "run_id": metadata["run_id"],
@@ -93,7 +94,7 @@ def ready_event_extra(target: Mapping[str, Any], report: Mapping[str, Any], run_
     return {
         "snapshot_id": target["snapshot_id"],
         "image_set": target["image_set"],
-        "images": [{"ref": image["ref"], "digest": image["digest"]} for image in target["images"]],
+        "images": _image_entries(target["images"]),
         "arch": target["arch"],
         "validation": dict(report),
         "run_id": run_id,
@@ -150,12 +151,12 @@ def pick_image(images: Sequence[Mapping[str, str]], name: str) -> str:
 
 
 def _repository(ref: str) -> str:
-    """registry/repository of a ref, without tag or digest, as the ref spells it."""
-    name = ref.split("@", 1)[0]
-    head, _, last = name.rpartition("/")
-    if ":" in last:
-        last = last.split(":", 1)[0]
-    return f"{head}/{last}" if head else last
+    """registry/repository of a ref, without tag or digest (parsed by images.py)."""
+    return parse_reference(ref).name
+
+
+def _image_entries(images: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    return [{"ref": image["ref"], "digest": image["digest"]} for image in images]
 
 
 def _non_empty(extra: Mapping[str, Any] | None) -> Mapping[str, Any]:

@@ -118,7 +118,7 @@ class EnableFastSnapshotRestoreOperator(CacheAwsOperator[CacheEc2Hook]):
                   for entry in self.hook.describe_fast_snapshot_restores(self.snapshot_id)}
         missing = [zone for zone in self.availability_zones if states.get(zone) != "enabled"]
         if event["status"] != "success" or missing:
-            # a failed run costs nothing: FSR is billed per AZ-hour from `enabling` on, whatever the outcome
+            # a failed run costs nothing: FSR still on its way to `enabled` would be billed per AZ-hour once there
             billed = sorted(zone for zone, state in states.items() if state in BILLED_FSR_STATES)
             if billed:
                 self.hook.disable_fast_snapshot_restores(self.snapshot_id, billed)
