@@ -55,8 +55,10 @@ def build_spec(
     volume_id: str,
     parallel: int,
     registry_credentials: dict[str, dict[str, str]],
+    registry_endpoints: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The spec for one run of build_cache.sh; raises InvalidInputs naming the path and the value."""
+    """The spec for one run of build_cache.sh; raises InvalidInputs naming the path and the value.
+    `images` are pinned by digest; both mappings are keyed by the exact hosts of those images."""
     spec = {
         "action": action,
         "images": copy.deepcopy(images),
@@ -64,6 +66,7 @@ def build_spec(
         "volume_id": volume_id,
         "parallel": parallel,
         "registry_credentials": copy.deepcopy(registry_credentials),
+        "registry_endpoints": copy.deepcopy(registry_endpoints or {}),
     }
     error = best_match(Draft202012Validator(spec_schema()).iter_errors(spec))
     if error is not None:
@@ -81,30 +84,47 @@ def credential_shapes() -> list[str]:
     shapes = []
     for choice in spec_schema()["$defs"]["credential"]["oneOf"]:
         source = spec_schema()["$defs"][choice["$ref"].rsplit("/", 1)[1]]
-        shapes.append(json.dumps({key: f"<{value.get('title', key)}>" for key, value in source["properties"].items()}))
+        shapes.append(json.dumps({key: value["enum"][0] if "enum" in value else f"<{value.get('title', key)}>"
+                                  for key, value in source["properties"].items()}))
     return shapes
 
 
 def validate_registry_credentials(value: object) -> dict[str, dict[str, str]]:
-    """A config's registry_credentials checked against the schema's definition; the error names
-    the registry and the problem."""
+    """A config's registry_credentials (keys: hosts or host patterns) checked against the schema's
+    credential definition; the error names the registry and the problem."""
     if not isinstance(value, dict):
         raise InvalidInputs(f"registry_credentials must be a mapping of registry host to credential source, "
                             f"got {show(value)}")
-    subschema = spec_schema()["properties"]["registry_credentials"]
+    subschema = {**spec_schema()["properties"]["registry_credentials"],
+                 "propertyNames": {"$ref": "#/$defs/registry_host_pattern"}}
     error = best_match(_validator(subschema).iter_errors(value))
     if error is None:
         return copy.deepcopy(value)
     if not error.absolute_path:  # propertyNames: the host itself
         raise InvalidInputs(f"registry_credentials: registry {_problem(error)}")
+    if error.validator == "oneOf" and isinstance(error.instance, dict) and "source" in error.instance:
+        shape = next((s for s in credential_shapes() if f'"source": {json.dumps(error.instance["source"])}' in s), None)
+        if shape:  # a known source with wrong keys: show that source's shape only
+            raise InvalidInputs(f"{_where('registry_credentials', error.absolute_path)}: {show(error.instance)} is "
+                                f"not a {error.instance['source']} credential; write it as {shape}")
     raise InvalidInputs(f"{_where('registry_credentials', error.absolute_path)}: {_problem(error)}; "
                         f"a credential is one of {', '.join(credential_shapes())}")
+
+
+def validate_registry_endpoints(value: object) -> dict[str, str]:
+    """A config's registry_endpoints checked against the schema; the error names the host."""
+    error = best_match(_validator(spec_schema()["properties"]["registry_endpoints"]).iter_errors(value))
+    if error is None:
+        return copy.deepcopy(value)  # type: ignore[arg-type]
+    if not error.absolute_path:
+        raise InvalidInputs(f"registry_endpoints: {_problem(error)}")
+    raise InvalidInputs(f"{_where('registry_endpoints', error.absolute_path)}: {_problem(error)}")
 
 
 def validate_image_refs(refs: list[str]) -> list[str]:
     """Refs checked against the builder's own grammar, so what the builder would refuse fails before
     any instance is launched (images.py accepts a few it cannot pull: IPv6 hosts, long ports...)."""
-    error = best_match(_validator(spec_schema()["properties"]["images"]).iter_errors(refs))
+    error = best_match(_validator({"type": "array", "items": {"$ref": "#/$defs/image_ref"}}).iter_errors(refs))
     if error is not None:
         raise InvalidInputs(f"{_where('images', error.absolute_path)}: {_problem(error)} (the builder cannot pull it)")
     return refs
