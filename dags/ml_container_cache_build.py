@@ -5,7 +5,7 @@ Pre-pulls ML container images into containerd on an EBS volume, snapshots it, en
 Snapshot Restore (FSR) and publishes the snapshot id, so new EKS GPU nodes start pods in seconds.
 
 ```
-validate_inputs ─► resolve_ami ─► register_build_script ─► launch_builder (setup)
+validate_inputs ─► resolve_images ─► resolve_ami ─► register_build_script ─► launch_builder (setup)
   ─► wait_for_builder ─► run_build_script ─► verify_build_report ─► quiesce_builder
   ─► verify_quiesced ─► create_snapshot ─┬► terminate_builder (teardown: runs whatever failed)
                                           └► enable_fast_snapshot_restore ─► publish_snapshot
@@ -15,6 +15,10 @@ validate_inputs ─► resolve_ami ─► register_build_script ─► launch_bu
 * Defaults come from `config/ml_container_cache.yaml` (or `$ML_CACHE_CONFIG`), read when the run
   starts; every field of the trigger form left empty keeps its default.
 * Bad input fails `validate_inputs`, before any AWS call, naming the offending value.
+* `resolve_images` asks each registry, with the image's own credentials, for its digest on our
+  platform and its size, before any EC2 call: a missing tag or architecture, or a credential that
+  does not work, fails the run there, naming the image. The builder pulls exactly those digests,
+  and the data volume is sized from those sizes (unless the form sets a size that is enough).
 * Publish is last: a failed run leaves the SSM parameter and the previous snapshot untouched,
   and `terminate_builder` leaves no instance running.
 """
@@ -33,12 +37,14 @@ from ml_cache.earlier_result import EarlierResult
 from ml_cache.operators.build_script import RunBuilderScriptOperator
 from ml_cache.operators.builder import LaunchBuilderOperator, TerminateBuilderOperator, WaitForBuilderOperator
 from ml_cache.operators.snapshot import CreateCacheSnapshotOperator, EnableFastSnapshotRestoreOperator
+from ml_cache.resolution import ImageResolution
 from ml_cache.settings import BuildSettings
 from ml_cache.settings.params import build_params
 from ml_cache.steps import build as steps
 
 AWS_CONN_ID = "aws_default"
 SETTINGS = EarlierResult("validate_inputs", BuildSettings)  # far-travelling results: no edges drawn
+RESOLVED = EarlierResult("resolve_images", ImageResolution)
 BUILDER = EarlierResult("wait_for_builder")
 POLL = SETTINGS["timeouts.poll_seconds"]
 
@@ -64,6 +70,11 @@ with DAG(
         return steps.validate_inputs(params, aws_conn_id=AWS_CONN_ID)
 
     @task
+    def resolve_images(settings: BuildSettings) -> dict[str, Any]:
+        """Digests, platform and sizes from each registry with its credentials, before any EC2 call."""
+        return steps.resolve_images(settings, aws_conn_id=AWS_CONN_ID)
+
+    @task
     def resolve_ami(settings: BuildSettings) -> str:
         """The EKS-optimized AL2023 AMI, from its public SSM parameter."""
         return steps.resolve_ami(settings, aws_conn_id=AWS_CONN_ID)
@@ -74,9 +85,10 @@ with DAG(
         return steps.register_build_script(settings, aws_conn_id=AWS_CONN_ID)
 
     @task
-    def verify_build_report(settings: BuildSettings, builder: dict[str, Any], command_id: str) -> dict[str, Any]:
-        """Exit 0 is not proof: every image must be in the report, unpacked, with its digest."""
-        return steps.verify_build_report(settings, builder, command_id, aws_conn_id=AWS_CONN_ID)
+    def verify_build_report(settings: BuildSettings, resolution: ImageResolution, builder: dict[str, Any],
+                            command_id: str) -> dict[str, Any]:
+        """Exit 0 is not proof: every image must be in the report, unpacked, at the resolved digest."""
+        return steps.verify_build_report(settings, resolution, builder, command_id, aws_conn_id=AWS_CONN_ID)
 
     @task
     def verify_quiesced(builder: dict[str, Any], command_id: str) -> dict[str, Any]:
@@ -84,29 +96,31 @@ with DAG(
         return steps.verify_quiesced(builder, command_id, aws_conn_id=AWS_CONN_ID)
 
     @task(outlets=[ML_CONTAINER_CACHE])
-    def publish_snapshot(settings: BuildSettings, report: dict[str, Any], snapshot_id: str,
-                         fsr_states: dict[str, str], **context: Any) -> dict[str, Any]:
+    def publish_snapshot(settings: BuildSettings, resolution: ImageResolution, report: dict[str, Any],
+                         snapshot_id: str, fsr_states: dict[str, str], **context: Any) -> dict[str, Any]:
         """Last step: SSM parameter (bare id), metadata sibling, Asset event."""
-        published, extra = steps.publish_snapshot(settings, report, snapshot_id, fsr_states, context["run_id"],
-                                                  aws_conn_id=AWS_CONN_ID)
+        published, extra = steps.publish_snapshot(settings, resolution, report, snapshot_id, fsr_states,
+                                                  context["run_id"], aws_conn_id=AWS_CONN_ID)
         context["outlet_events"][ML_CONTAINER_CACHE].extra = extra
         return published
 
     script = {"builder": BUILDER, "document": EarlierResult("register_build_script"),
-              "images": SETTINGS["build.images"], "platform": SETTINGS["platform"],
+              "images": RESOLVED["pinned_images"], "platform": SETTINGS["platform"],
               "pull_parallelism": SETTINGS["build.pull_parallelism"],
-              "registry_credentials": SETTINGS["aws.registry_credentials"],
+              "registry_credentials": RESOLVED["registry_credentials"],
+              "registry_endpoints": RESOLVED["registry_endpoints"],
               "timeout_seconds": SETTINGS["timeouts.build_seconds"], "poll_seconds": POLL}
 
     settings = validate_inputs()
+    resolved = resolve_images(SETTINGS)
     ami = resolve_ami(SETTINGS)
     document = register_build_script(SETTINGS)
     launch = LaunchBuilderOperator(task_id="launch_builder", launch=SETTINGS["builder_launch"],
-                                   image_id=EarlierResult("resolve_ami"))
+                                   image_id=EarlierResult("resolve_ami"), volume_size_gib=RESOLVED["volume_size_gib"])
     builder = WaitForBuilderOperator(task_id="wait_for_builder", builder=launch.output,
                                      timeout_seconds=SETTINGS["timeouts.agent_online_seconds"], poll_seconds=POLL)
     build = RunBuilderScriptOperator(task_id="run_build_script", action="build", **script)
-    report = verify_build_report(SETTINGS, BUILDER, build.output)
+    report = verify_build_report(SETTINGS, RESOLVED, BUILDER, build.output)
     quiesce = RunBuilderScriptOperator(task_id="quiesce_builder", action="quiesce", **script)
     quiesced = verify_quiesced(BUILDER, quiesce.output)
     snapshot = CreateCacheSnapshotOperator(
@@ -118,11 +132,12 @@ with DAG(
         enabled=SETTINGS["build.enable_fast_snapshot_restore"],
         availability_zones=SETTINGS["build.fsr_availability_zones"],
         timeout_seconds=SETTINGS["timeouts.fsr_seconds"], poll_seconds=POLL)
-    published = publish_snapshot(SETTINGS, EarlierResult("verify_build_report"), EarlierResult("create_snapshot"),
-                                 fsr.output)
+    published = publish_snapshot(SETTINGS, RESOLVED, EarlierResult("verify_build_report"),
+                                 EarlierResult("create_snapshot"), fsr.output)
     terminate = TerminateBuilderOperator(task_id="terminate_builder", pipeline=SETTINGS["pipeline"],
                                          builder=launch.output)
 
-    chain(settings, ami, document, launch, builder, build, report, quiesce, quiesced, snapshot, fsr, published)
+    chain(settings, resolved, ami, document, launch, builder, build, report, quiesce, quiesced, snapshot, fsr,
+          published)
     snapshot >> terminate  # the builder is not needed once the snapshot is complete
     terminate.as_teardown(setups=launch)

@@ -28,7 +28,6 @@ class BuilderLaunch(BaseModel):
     security_group_ids: list[str]
     instance_profile: str
     kms_key_id: str | None
-    volume_size_gib: int
     volume_iops: int
     volume_throughput_mibps: int
     build_seconds: int
@@ -44,11 +43,12 @@ def deadman_user_data(minutes: int) -> str:
     return f"#!/bin/bash\nshutdown -h +{int(minutes)}\n"
 
 
-def builder_request(launch: BuilderLaunch, image_id: str, instance_type: str, subnet: str | None,
-                    tags: dict[str, str]) -> dict[str, Any]:
-    """RunInstances parameters: IMDSv2 only, no public IP, encrypted volumes, terminate on shutdown."""
+def builder_request(launch: BuilderLaunch, image_id: str, volume_size_gib: int, instance_type: str,
+                    subnet: str | None, tags: dict[str, str]) -> dict[str, Any]:
+    """RunInstances parameters: IMDSv2 only, no public IP, encrypted volumes, terminate on shutdown.
+    The data volume's size is resolve_images' (sized for the resolved images)."""
     data_ebs: dict[str, Any] = {
-        "VolumeSize": launch.volume_size_gib,
+        "VolumeSize": volume_size_gib,
         "VolumeType": "gp3",
         "Iops": launch.volume_iops,
         "Throughput": launch.volume_throughput_mibps,

@@ -60,6 +60,8 @@ class LocalCloud:
         config = yaml.safe_load((REPO / "config" / "ml_container_cache.yaml").read_text())
         subnets = self.client("ec2").describe_subnets()["Subnets"]
         config["aws"].update({"region": REGION, "subnet_ids": [subnets[0]["SubnetId"]]})
+        if self.registry:  # the loopback registry speaks plain HTTP: resolve_images and the builder reach it so
+            config["aws"]["registry_endpoints"] = {self.registry: f"http://{self.registry}"}
         config["build"].update({
             "images": [self.images.get("small", "public.ecr.aws/docker/library/busybox:1.37")],
             "allowed_registries": [*config["build"]["allowed_registries"], *([self.registry] if self.registry else [])],

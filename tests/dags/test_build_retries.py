@@ -41,8 +41,8 @@ def test_a_retried_launch_gets_the_same_builder(cloud):
                                  "recommended/image_id")["Parameter"]["Value"]
     launch = BuilderLaunch(pipeline="ml-container-cache", instance_types=["c6i.2xlarge"], subnet_ids=[],
                            security_group_ids=[], instance_profile="ml-container-cache-builder", kms_key_id=None,
-                           volume_size_gib=1, volume_iops=3000, volume_throughput_mibps=125, build_seconds=600)
-    operator = LaunchBuilderOperator(task_id="launch_builder", launch=launch, image_id=ami)
+                           volume_iops=3000, volume_throughput_mibps=125, build_seconds=600)
+    operator = LaunchBuilderOperator(task_id="launch_builder", launch=launch, image_id=ami, volume_size_gib=1)
     context = {"ti": SimpleNamespace(run_id=RUN_ID, dag_id="ml_container_cache_build", task_id="launch_builder",
                                      map_index=-1)}
     first = operator.execute(context)

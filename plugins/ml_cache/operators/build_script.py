@@ -26,11 +26,11 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
     aws_hook_class = CacheSsmHook
     template_fields: Sequence[str] = aws_template_fields(
         "builder", "document", "images", "platform", "pull_parallelism", "registry_credentials",
-        "timeout_seconds", "poll_seconds")
+        "registry_endpoints", "timeout_seconds", "poll_seconds")
 
     def __init__(self, *, action: str, builder: dict[str, Any], document: dict[str, str], images: list[str],
-                 platform: str, pull_parallelism: int, registry_credentials: dict[str, Any], timeout_seconds: int,
-                 poll_seconds: int, **kwargs: Any) -> None:
+                 platform: str, pull_parallelism: int, registry_credentials: dict[str, Any],
+                 registry_endpoints: dict[str, str], timeout_seconds: int, poll_seconds: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.action = action
         self.builder = builder
@@ -39,6 +39,7 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
         self.platform = platform
         self.pull_parallelism = pull_parallelism
         self.registry_credentials = registry_credentials
+        self.registry_endpoints = registry_endpoints
         self.timeout_seconds = timeout_seconds
         self.poll_seconds = poll_seconds
 
@@ -46,7 +47,8 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
         instance_id = self.builder["instance_id"]
         spec = build_spec(self.action, images=list(self.images), platform=self.platform,
                           volume_id=self.builder["data_volume_id"], parallel=self.pull_parallelism,
-                          registry_credentials=dict(self.registry_credentials))
+                          registry_credentials=dict(self.registry_credentials),
+                          registry_endpoints=dict(self.registry_endpoints))
         response = self.hook.conn.send_command(
             InstanceIds=[instance_id],
             DocumentName=self.document["name"],

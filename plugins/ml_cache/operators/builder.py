@@ -38,12 +38,13 @@ class LaunchBuilderOperator(CacheAwsOperator[CacheEc2Hook]):
     """
 
     aws_hook_class = CacheEc2Hook
-    template_fields: Sequence[str] = aws_template_fields("launch", "image_id")
+    template_fields: Sequence[str] = aws_template_fields("launch", "image_id", "volume_size_gib")
 
-    def __init__(self, *, launch: BuilderLaunch, image_id: str, **kwargs: Any) -> None:
+    def __init__(self, *, launch: BuilderLaunch, image_id: str, volume_size_gib: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.launch = launch
         self.image_id = image_id
+        self.volume_size_gib = volume_size_gib
 
     def execute(self, context: Any) -> dict[str, Any]:
         ti = context["ti"]
@@ -55,7 +56,7 @@ class LaunchBuilderOperator(CacheAwsOperator[CacheEc2Hook]):
         failures = []
         for instance_type, subnet in self.launch.candidates():
             token = client_token(ti.dag_id, ti.run_id, ti.task_id, ti.map_index, instance_type, subnet or "")
-            request = builder_request(self.launch, self.image_id, instance_type, subnet, tags)
+            request = builder_request(self.launch, self.image_id, self.volume_size_gib, instance_type, subnet, tags)
             try:
                 instance = self.hook.run_instance(ClientToken=token, **request)
             except ClientError as error:

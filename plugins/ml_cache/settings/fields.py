@@ -6,12 +6,13 @@ trigger form (the form's JSON schema is generated from these annotations).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from ml_cache.images import PLATFORMS
+from ml_cache.images import PLATFORMS, InvalidInputs
 
 # gp3 limits as given in the brief (AWS docs before the 2025 raise).
 GP3_SIZE_GIB = (1, 16384)
@@ -95,3 +96,15 @@ StartupSeconds = Annotated[float, Field(gt=0, le=3600)]
 def unique_list(item: type, *, min_length: int = 0) -> type[list]:
     """A list of `item` without duplicates (the error names the repeated value)."""
     return Annotated[list[item], Field(min_length=min_length), AfterValidator(_unique)]  # type: ignore[valid-type,return-value]
+
+
+def check_gp3(size_gib: int | None, iops: int, throughput_mibps: int) -> None:
+    """gp3's ratio rules (InvalidInputs naming the limit). 3000 IOPS is the free baseline at any size;
+    the 500 IOPS/GiB ratio limits what is bought on top. Without a size (computed later) only the
+    throughput rule applies now; the caller checks again with the computed size."""
+    if size_gib is not None and iops > GP3_IOPS[0] and iops > GP3_IOPS_PER_GIB * size_gib:
+        raise InvalidInputs(f"volume_iops {iops} exceeds {GP3_IOPS_PER_GIB} IOPS per GiB of a {size_gib} GiB "
+                            f"volume (at most {max(GP3_IOPS[0], GP3_IOPS_PER_GIB * size_gib)})")
+    if throughput_mibps > GP3_MIBPS_PER_IOPS * iops:
+        raise InvalidInputs(f"volume_throughput_mibps {throughput_mibps} exceeds {GP3_MIBPS_PER_IOPS} MiB/s per "
+                            f"IOPS (at most {math.floor(GP3_MIBPS_PER_IOPS * iops)} with {iops} IOPS)")

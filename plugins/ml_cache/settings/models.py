@@ -9,14 +9,14 @@ naming the key instead of a silently ignored setting.
 
 from __future__ import annotations
 
-import math
 import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ml_cache.builder_instance import BuilderLaunch
-from ml_cache.builder_spec import validate_image_refs, validate_registry_credentials
-from ml_cache.images import PLATFORMS, registry_allowed, validate_images
+from ml_cache.builder_spec import validate_image_refs, validate_registry_credentials, validate_registry_endpoints
+from ml_cache.images import PLATFORMS, parse_reference, registry_allowed, validate_images
+from ml_cache.registry import credential_for, ecr_registry
 from ml_cache.settings import fields as f
 
 DEFAULT_INSTANCE_TYPES = ["c6i.2xlarge", "m6i.2xlarge", "c5.2xlarge"]
@@ -39,13 +39,22 @@ class AwsConfig(Section):
     ssm_metadata_parameter: f.SsmParameterName = "/ml-container-cache/snapshot-metadata"
     ssm_document: f.SsmDocumentName = Field("ml-container-cache-build", description="Registered by the DAG.")
     kms_key_id: f.KmsKeyId | None = Field(None, description="None: the account's default EBS key.")
-    registry_credentials: dict[str, dict] = Field({}, description="Registry host -> where its secret lives, "
-                                                              "in the builder spec schema's shape.")
+    registry_credentials: dict[str, dict] = Field({}, description="Registry host or host pattern -> where its "
+                                                  "credentials come from (builder spec schema's $defs/credential); "
+                                                  "exact hosts first, then the first matching pattern; "
+                                                  "none: anonymous.")
+    registry_endpoints: dict[str, str] = Field({}, description="Registry host -> URL its API is reached at (a "
+                                                               "pull-through mirror); none: https://<host>.")
 
     @field_validator("registry_credentials", mode="before")
     @classmethod
     def _credential_shape(cls, value: object) -> object:
         return validate_registry_credentials(value)  # the builder spec schema is the one definition
+
+    @field_validator("registry_endpoints", mode="before")
+    @classmethod
+    def _endpoint_shape(cls, value: object) -> object:
+        return validate_registry_endpoints(value)
 
 
 class BuildConfig(Section):
@@ -59,7 +68,9 @@ class BuildConfig(Section):
                                                                         "builder runs.")
     instance_types: f.unique_list(f.InstanceType, min_length=1) = Field(
         DEFAULT_INSTANCE_TYPES, description="Builder instance types, tried in order on capacity errors.")
-    volume_size_gib: f.VolumeSizeGib = Field(100, description="Data volume size: compressed + unpacked, x1.3.")
+    volume_size_gib: f.VolumeSizeGib | None = Field(None, description="Data volume size. Empty: computed from the "
+                                                                      "resolved images (compressed + unpacked, with "
+                                                                      "margin); a size too small is refused.")
     volume_iops: f.VolumeIops = Field(3000, description="Data volume gp3 IOPS.")
     volume_throughput_mibps: f.VolumeThroughput = Field(250, description="Data volume gp3 throughput (MiB/s).")
     snapshot_name: f.SnapshotName = Field("ml-container-cache", description="Name tag of the snapshot.")
@@ -72,14 +83,7 @@ class BuildConfig(Section):
 
     @model_validator(mode="after")
     def _rules(self) -> BuildConfig:
-        # 3000 IOPS is gp3's free baseline at any size; the 500 IOPS/GiB ratio limits what is bought on top.
-        size, iops, throughput = self.volume_size_gib, self.volume_iops, self.volume_throughput_mibps
-        if iops > f.GP3_IOPS[0] and iops > f.GP3_IOPS_PER_GIB * size:
-            raise ValueError(f"volume_iops {iops} exceeds {f.GP3_IOPS_PER_GIB} IOPS per GiB of a {size} GiB "
-                             f"volume (at most {max(f.GP3_IOPS[0], f.GP3_IOPS_PER_GIB * size)})")
-        if throughput > f.GP3_MIBPS_PER_IOPS * iops:
-            raise ValueError(f"volume_throughput_mibps {throughput} exceeds {f.GP3_MIBPS_PER_IOPS} MiB/s per "
-                             f"IOPS (at most {math.floor(f.GP3_MIBPS_PER_IOPS * iops)} with {iops} IOPS)")
+        f.check_gp3(self.volume_size_gib, self.volume_iops, self.volume_throughput_mibps)
         if self.enable_fast_snapshot_restore and not self.fsr_availability_zones:
             raise ValueError("fsr_availability_zones must not be empty while enable_fast_snapshot_restore is on")
         images = validate_image_refs([str(ref) for ref in validate_images(self.images, self.allowed_registries)])
@@ -144,9 +148,15 @@ class BuildSettings(RunSettings):
         if outside:
             raise ValueError(f"fsr_availability_zones {outside} are not availability zones of {self.region} "
                              f"({self.region}a, {self.region}b, ...)")
-        for registry in self.aws.registry_credentials:
-            if not registry_allowed(registry, self.build.allowed_registries):
-                raise ValueError(f"aws.registry_credentials names registry {registry!r}, not an allowed registry")
+        for mapping in ("registry_credentials", "registry_endpoints"):
+            for registry in getattr(self.aws, mapping):
+                if not registry_allowed(registry, self.build.allowed_registries):
+                    raise ValueError(f"aws.{mapping} names registry {registry!r}, not an allowed registry")
+        for ref in self.build.images:
+            host = parse_reference(ref).registry
+            if credential_for(host, self.aws.registry_credentials)["source"] == "ecr" and not ecr_registry(host):
+                raise ValueError(f"image {ref!r}: its credential source is ecr, but {host!r} is not an ECR registry "
+                                 f"(<account>.dkr.ecr.<region>.amazonaws.com)")
         return self
 
     @property
@@ -160,7 +170,7 @@ class BuildSettings(RunSettings):
         return BuilderLaunch(
             pipeline=self.pipeline, instance_types=build.instance_types, subnet_ids=aws.subnet_ids,
             security_group_ids=aws.security_group_ids, instance_profile=aws.instance_profile,
-            kms_key_id=aws.kms_key_id, volume_size_gib=build.volume_size_gib, volume_iops=build.volume_iops,
+            kms_key_id=aws.kms_key_id, volume_iops=build.volume_iops,
             volume_throughput_mibps=build.volume_throughput_mibps, build_seconds=self.timeouts.build_seconds)
 
     @property

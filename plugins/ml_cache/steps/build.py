@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow.providers.common.compat.sdk import AirflowFailException
+
 from ml_cache.assets import cache_event_extra
 from ml_cache.hooks.ec2 import CacheEc2Hook
+from ml_cache.hooks.registry import CacheRegistryHook
 from ml_cache.hooks.ssm import CacheSsmHook
+from ml_cache.images import InvalidInputs
 from ml_cache.published import publish_snapshot as publish_to_ssm
 from ml_cache.published import snapshot_metadata
+from ml_cache.registry import ImageResolutionFailed
 from ml_cache.report import parse_build_report, parse_quiesce_report
+from ml_cache.resolution import ImageResolution, image_resolution
 from ml_cache.settings import BuildSettings, load_config, resolve_build_settings
 from ml_cache.ssm_document import register_document
 from ml_cache.tags import PIPELINE_TAG
@@ -20,6 +26,28 @@ def validate_inputs(params: dict[str, Any] | None, *, aws_conn_id: str) -> dict[
     connection's, read from its configuration, not from AWS)."""
     region = CacheEc2Hook(aws_conn_id=aws_conn_id).conn_region_name
     return resolve_build_settings(load_config(), dict(params or {}), region=region).model_dump(mode="json")
+
+
+# Reasons that waiting does not cure: the run fails at once. Rate limits and unreachable
+# registries were retried by the hook already and get the task's retries too.
+PERMANENT_REASONS = frozenset({"not found", "unauthorized", "no such platform", "invalid manifest"})
+
+
+def resolve_images(settings: BuildSettings, *, aws_conn_id: str) -> dict[str, Any]:
+    """Every image resolved to its digest for our platform with its own credentials, and the volume
+    sized for them, before any EC2 call: a missing image, architecture or credential fails here."""
+    aws = settings.aws
+    hook = CacheRegistryHook(aws_conn_id=aws_conn_id, credentials=aws.registry_credentials,
+                             endpoints=aws.registry_endpoints)
+    try:
+        images = hook.resolve_all(settings.build.images, settings.platform)
+        return image_resolution(settings, images).model_dump(mode="json")
+    except ImageResolutionFailed as failed:
+        if all(reason in PERMANENT_REASONS for _, reason, _ in failed.failures):
+            raise AirflowFailException(str(failed)) from None
+        raise
+    except InvalidInputs as error:
+        raise AirflowFailException(str(error)) from None
 
 
 def resolve_ami(settings: BuildSettings, *, aws_conn_id: str) -> str:
@@ -42,11 +70,14 @@ def _stdout(builder: dict[str, Any], command_id: str, aws_conn_id: str) -> str:
     return invocation.get("StandardOutputContent", "")
 
 
-def verify_build_report(settings: BuildSettings, builder: dict[str, Any], command_id: str, *,
-                        aws_conn_id: str) -> dict[str, Any]:
-    """Exit 0 is not proof: every image must be in the report, unpacked, with its digest, for our platform."""
-    return parse_build_report(_stdout(builder, command_id, aws_conn_id), settings.build.images,
-                              volume_id=builder["data_volume_id"], platform=settings.platform)
+def verify_build_report(settings: BuildSettings, resolution: ImageResolution, builder: dict[str, Any],
+                        command_id: str, *, aws_conn_id: str) -> dict[str, Any]:
+    """Exit 0 is not proof: every image must be in the report, unpacked, for our platform, at the digest
+    resolve_images checked (the builder pulled the pinned refs). The report then names each image
+    by its ref as configured."""
+    report = parse_build_report(_stdout(builder, command_id, aws_conn_id), resolution.pinned_images,
+                                volume_id=builder["data_volume_id"], platform=settings.platform)
+    return resolution.named_as_configured(report)
 
 
 def verify_quiesced(builder: dict[str, Any], command_id: str, *, aws_conn_id: str) -> dict[str, Any]:
@@ -54,14 +85,15 @@ def verify_quiesced(builder: dict[str, Any], command_id: str, *, aws_conn_id: st
     return parse_quiesce_report(_stdout(builder, command_id, aws_conn_id), volume_id=builder["data_volume_id"])
 
 
-def publish_snapshot(settings: BuildSettings, report: dict[str, Any], snapshot_id: str, fsr_states: dict[str, str],
-                     run_id: str, *, aws_conn_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def publish_snapshot(settings: BuildSettings, resolution: ImageResolution, report: dict[str, Any], snapshot_id: str,
+                     fsr_states: dict[str, str], run_id: str, *,
+                     aws_conn_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The SSM parameters (bare id, metadata) and the `ml_container_cache` event's extra, in that order:
     an older run never overwrites a newer published snapshot (StalePublish)."""
     snapshot = CacheEc2Hook(aws_conn_id=aws_conn_id).describe_snapshot(snapshot_id)
     metadata = snapshot_metadata(report=report, snapshot=snapshot, fsr_states=fsr_states, run_id=run_id,
                                  arch=settings.build.architecture, platform=settings.platform,
-                                 volume_size_gib=settings.build.volume_size_gib)
+                                 volume_size_gib=resolution.volume_size_gib)
     published = publish_to_ssm(CacheSsmHook(aws_conn_id=aws_conn_id), parameter=settings.aws.ssm_parameter,
                                metadata_parameter=settings.aws.ssm_metadata_parameter, metadata=metadata)
     extra = cache_event_extra(metadata)

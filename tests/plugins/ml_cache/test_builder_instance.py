@@ -12,7 +12,7 @@ from ml_cache.settings import load_config, resolve_build_settings
 LAUNCH = BuilderLaunch(
     pipeline="ml-container-cache", instance_types=["c6i.2xlarge", "m6i.2xlarge"],
     subnet_ids=["subnet-a", "subnet-b"], security_group_ids=["sg-1"], instance_profile="builder",
-    volume_size_gib=100, volume_iops=3000, volume_throughput_mibps=250, kms_key_id=None, build_seconds=7200,
+    volume_iops=3000, volume_throughput_mibps=250, kms_key_id=None, build_seconds=7200,
 )
 
 
@@ -25,14 +25,14 @@ def test_candidates_try_each_type_in_every_subnet_first():
 
 def test_the_build_settings_give_the_launch_its_values():
     config = load_config(str(Path(__file__).resolve().parents[3] / "config" / "ml_container_cache.yaml"))
-    launch = resolve_build_settings(config, {"volume_size_gib": 200}, region="us-west-2").builder_launch
-    assert launch.volume_size_gib == 200
+    launch = resolve_build_settings(config, {"volume_iops": 4000}, region="us-west-2").builder_launch
+    assert launch.volume_iops == 4000
     assert launch.instance_profile == config["aws"]["instance_profile"]
     assert launch.build_seconds == 7200
 
 
 def test_builder_is_locked_down():
-    request = builder_request(LAUNCH, "ami-1", "c6i.2xlarge", "subnet-a", {"ml-cache:run-id": "r"})
+    request = builder_request(LAUNCH, "ami-1", 100, "c6i.2xlarge", "subnet-a", {"ml-cache:run-id": "r"})
     assert request["MetadataOptions"]["HttpTokens"] == "required"
     assert request["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
     assert request["InstanceInitiatedShutdownBehavior"] == "terminate"
@@ -47,7 +47,7 @@ def test_builder_is_locked_down():
 
 
 def test_deadman_timer_outlives_the_build():
-    user_data = builder_request(LAUNCH, "ami-1", "c6i.2xlarge", None, {})["UserData"]
+    user_data = builder_request(LAUNCH, "ami-1", 100, "c6i.2xlarge", None, {})["UserData"]
     minutes = int(user_data.split("+")[1])
     assert minutes * 60 > LAUNCH.build_seconds
 

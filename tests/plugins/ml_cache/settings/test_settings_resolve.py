@@ -52,7 +52,7 @@ def test_params_override_and_none_means_default(config):
     )
     assert resolved.build.images == ["docker.io/library/busybox:1.37", f"nvcr.io/nvidia/pytorch:24.08-py3@{SHA_A}"]
     assert resolved.platform == "linux/arm64"
-    assert resolved.build.volume_size_gib == 100
+    assert resolved.build.volume_size_gib is None  # computed from the resolved images by resolve_images
     assert resolved.build.pull_parallelism == 8
 
 
@@ -250,7 +250,7 @@ def test_bad_pipeline_name(config):
 
 def test_credentials_only_for_allowed_registries(config):
     assert resolve(config).aws.registry_credentials == {}
-    credentials = {"quay.io": {"ssm_secure_parameter": "/ml-cache/quay"}}
+    credentials = {"quay.io": {"source": "ssm_secure_parameter", "parameter_name": "/ml-cache/quay"}}
     with pytest.raises(InvalidInputs, match=r"'quay\.io', not an allowed registry"):
         resolve(with_config(config, "aws", registry_credentials=credentials))
     with pytest.raises(InvalidInputs, match="registry_credentials"):
@@ -289,17 +289,47 @@ def test_rollout_needs_its_section(config):
         resolve_rollout_settings(config, {}, region=REGION)
 
 
+NGC_SECRET = "arn:aws:secretsmanager:us-west-2:111122223333:secret:ngc-api-key-AbCdEf"
+
+
 def test_registry_credentials_take_the_builder_spec_shape(config):
-    credentials = {"nvcr.io": {"ssm_secure_parameter": "/ml-cache/ngc"},
-                   "docker.io": {"ssm_secure_parameter": "/ml-cache/hub"}}
+    credentials = {"nvcr.io": {"source": "secretsmanager", "secret_arn": NGC_SECRET},
+                   "docker.io": {"source": "ssm_secure_parameter", "parameter_name": "/ml-cache/hub"},
+                   "*.dkr.ecr.*.amazonaws.com": {"source": "ecr"},
+                   "registry.k8s.io": {"source": "anonymous"}}
     assert resolve(with_config(config, "aws", registry_credentials=credentials)).aws.registry_credentials == credentials
+
+
+def test_ecr_source_needs_an_ecr_host(config):
+    """A host that is not <account>.dkr.ecr.<region>.amazonaws.com cannot get an ECR token: refused before AWS."""
+    config["build"]["images"] = ["ghcr.io/acme/trainer:1.0"]
+    with pytest.raises(InvalidInputs, match=r"image 'ghcr\.io/acme/trainer:1\.0'.*source is ecr.*not an ECR registry"):
+        resolve(with_config(config, "aws", registry_credentials={"ghcr.io": {"source": "ecr"}}))
+    config["build"]["images"] = ["123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/trainer:1.0"]
+    ecr = {"*.dkr.ecr.*.amazonaws.com": {"source": "ecr"}}
+    settings = resolve(with_config(config, "aws", registry_credentials=ecr))
+    assert settings.build.images == config["build"]["images"]
+
+
+def test_registry_endpoints_are_urls_of_allowed_registries(config):
+    endpoints = {"nvcr.io": "https://nvcr-mirror.example.com", "docker.io": "http://127.0.0.1:5000"}
+    assert resolve(with_config(config, "aws", registry_endpoints=endpoints)).aws.registry_endpoints == endpoints
+    with pytest.raises(InvalidInputs, match=r"registry_endpoints\['nvcr\.io'\]: 'ftp://x' is not a registry URL"):
+        resolve(with_config(config, "aws", registry_endpoints={"nvcr.io": "ftp://x"}))
+    with pytest.raises(InvalidInputs, match=r"aws\.registry_endpoints names registry 'quay\.io', not an allowed"):
+        resolve(with_config(config, "aws", registry_endpoints={"quay.io": "https://quay-mirror.example.com"}))
 
 
 @pytest.mark.parametrize(
     ("credentials", "message"),
     [
         ({"nvcr.io": "/ml-cache/ngc"}, r"registry_credentials\['nvcr\.io'\]: '/ml-cache/ngc' is not of type 'object'"),
-        ({"nvcr.io": {"ssm_secure_parameter": "hunter 2"}}, r"registry_credentials\['nvcr\.io'\]"),
+        ({"nvcr.io": {"source": "ssm_secure_parameter", "parameter_name": "hunter 2"}},
+         r"registry_credentials\['nvcr\.io'\]"),
+        ({"nvcr.io": {"source": "secretsmanager"}},
+         r"not a secretsmanager credential; write it as \{\"source\": \"secretsmanager\", \"secret_arn\""),
+        ({"nvcr.io": {"source": "vault", "path": "x"}}, r"matches none of the allowed shapes; a credential is one of"),
+        ({"nvcr.io": {"ssm_secure_parameter": "/ml-cache/ngc"}}, "matches none of the allowed shapes"),
         ({"nvcr.io": None}, "registry_credentials"),
         (["nvcr.io"], "must be a mapping"),
     ],
