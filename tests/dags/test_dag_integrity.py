@@ -69,8 +69,8 @@ def test_build_graph_draws_the_pipeline_and_nothing_else(dagbag):
     dag = dagbag.dags["ml_container_cache_build"]
     edges = {(task.task_id, down) for task in dag.tasks for down in task.downstream_task_ids}
     pipeline = ["validate_inputs", "resolve_images", "resolve_ami", "register_build_script", "launch_builder",
-                "wait_for_builder", "run_build_script", "verify_build_report", "quiesce_builder", "verify_quiesced", "create_snapshot",
-                "enable_fast_snapshot_restore", "publish_snapshot"]
+                "wait_for_builder", "run_build_script", "verify_build_report", "quiesce_builder", "verify_quiesced",
+                "create_snapshot", "enable_fast_snapshot_restore", "publish_snapshot"]
     teardown = {("launch_builder", "terminate_builder"), ("create_snapshot", "terminate_builder")}
     assert edges == set(itertools.pairwise(pipeline)) | teardown
 

@@ -27,9 +27,9 @@ from tests.devstack.conftest import cloud, wait_invocation, wait_online  # noqa:
 REGION = "us-west-2"
 EKS_AMI = "/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/standard/recommended/image_id"
 DIGEST = "sha256:" + "7" * 64
+NGC_SECRET = "arn:aws:secretsmanager:us-west-2:111122223333:secret:ngc-AbC"
 ARGS = {"images": [f"nvcr.io/nvidia/pytorch:24.05-py3@{DIGEST}"], "platform": "linux/amd64", "pull_parallelism": 2,
-        "registry_credentials": {"nvcr.io": {"source": "secretsmanager",
-                                             "secret_arn": "arn:aws:secretsmanager:us-west-2:111122223333:secret:ngc-AbC"}},
+        "registry_credentials": {"nvcr.io": {"source": "secretsmanager", "secret_arn": NGC_SECRET}},
         "registry_endpoints": {"nvcr.io": "https://nvcr-mirror.example.com"},
         "timeout_seconds": 3600, "poll_seconds": 15}
 DATA_VOLUME = "vol-0123456789abcdef0"
