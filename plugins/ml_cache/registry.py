@@ -2,11 +2,14 @@
 
 Pure Python (no Airflow): the resolve step's hook fills `ResolvedImage`, the DAG sizes the data
 volume from it and pins the builder's refs by its digests. Credentials follow the one model of
-build_spec.schema.json ($defs/credential); settings may key them by host pattern.
+build_spec.schema.json ($defs/credential); settings may key them by host pattern. The manifest
+checks (digest, media type, platform, sizes) are here too, testable without a registry.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from typing import Literal, get_args
@@ -28,6 +31,13 @@ CredentialSource = Literal["ecr", "secretsmanager", "ssm_secure_parameter", "ano
 FailureReason = Literal["not found", "unauthorized", "no such platform", "rate-limited", "unreachable",
                         "invalid manifest"]
 FAILURE_REASONS: tuple[str, ...] = get_args(FailureReason)
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+ACCEPT_MANIFESTS = ", ".join((OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+DETAIL_MAX = 300
 
 GIB = 1024**3
 # containerd keeps the compressed blobs AND the unpacked snapshots (facts-aws.md). The README's
@@ -107,3 +117,92 @@ class ImageResolutionFailed(Exception):
         self.failures = list(failures)
         lines = [f"{ref}: {reason} ({detail})" if detail else f"{ref}: {reason}" for ref, reason, detail in failures]
         super().__init__(f"{len(failures)} image(s) could not be resolved: " + "; ".join(lines))
+
+
+class ResolutionError(Exception):
+    """One image's failure: a reason of FAILURE_REASONS and a detail without secrets."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason, detail)
+        self.reason, self.detail = reason, detail[:DETAIL_MAX]
+
+
+# --- manifests: what the registry sent, checked -------------------------------------------------
+
+def verified_digest(body: bytes, header: str | None, pinned: str | None) -> str:
+    """The content's digest, checked against the registry's Docker-Content-Digest and the ref's pin."""
+    computed = "sha256:" + hashlib.sha256(body).hexdigest()
+    if header and header.startswith("sha256:") and header != computed:
+        raise ResolutionError("invalid manifest", f"the registry says {header}, the content hashes to {computed}")
+    if pinned is None:
+        return computed
+    algorithm = pinned.partition(":")[0]
+    if algorithm not in hashlib.algorithms_available:
+        raise ResolutionError("invalid manifest", f"cannot verify a {algorithm} digest")
+    actual = f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
+    if actual != pinned:
+        raise ResolutionError("invalid manifest", f"asked for {pinned}, the content hashes to {actual}")
+    return pinned
+
+
+def json_object(body: bytes, what: str) -> dict:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise ResolutionError("invalid manifest", f"the {what} is not a JSON object")
+    return document
+
+
+def manifest_kind(document: dict, content_type: str) -> Literal["index", "manifest"]:
+    """An index (OCI index, Docker manifest list) or an image manifest; OCI makes mediaType optional."""
+    media_type = document.get("mediaType") or content_type.split(";")[0].strip()
+    if media_type in (OCI_INDEX, DOCKER_MANIFEST_LIST) or (not media_type and "manifests" in document):
+        return "index"
+    if media_type in (OCI_MANIFEST, DOCKER_MANIFEST) or (not media_type and "layers" in document):
+        return "manifest"
+    raise ResolutionError("invalid manifest", f"unsupported manifest media type {media_type!r}")
+
+
+def platform_name(platform: dict) -> str:
+    """os/architecture[/variant] of an index entry's platform or an image config."""
+    return "/".join(str(platform[key]) for key in ("os", "architecture", "variant") if platform.get(key))
+
+
+def platform_matches(platform: str, candidate: dict) -> bool:
+    """os/architecture[/variant] as containerd matches it: arm64 without a variant is arm64/v8."""
+    os_name, _, rest = platform.partition("/")
+    architecture, _, variant = rest.partition("/")
+
+    def normalised(var: str | None) -> str | None:
+        return var or ("v8" if architecture == "arm64" else None)
+
+    wanted_variant = normalised(variant or None)
+    return (candidate.get("os") == os_name and candidate.get("architecture") == architecture
+            and (wanted_variant is None or normalised(candidate.get("variant")) == wanted_variant))
+
+
+def platform_descriptor(index: dict, platform: str) -> dict:
+    """The index's first manifest for the platform (what containerd would pull)."""
+    entries = index.get("manifests")
+    if not isinstance(entries, list):
+        raise ResolutionError("invalid manifest", "the index has no manifests list")
+    offered = []
+    for entry in entries:
+        found = entry.get("platform") if isinstance(entry, dict) else None
+        if not isinstance(found, dict):
+            continue
+        offered.append(platform_name(found))
+        if platform_matches(platform, found) and isinstance(entry.get("digest"), str):
+            return entry
+    raise ResolutionError("no such platform", f"the index offers {', '.join(offered) or 'no platform'}, not {platform}")
+
+
+def compressed_bytes(manifest: dict) -> int:
+    """Config + layers as the image manifest lists them: what a pull downloads."""
+    descriptors = [manifest.get("config"), *(manifest.get("layers") or [])]
+    sizes = [item.get("size") if isinstance(item, dict) else None for item in descriptors]
+    if not all(isinstance(size, int) and size >= 0 for size in sizes):
+        raise ResolutionError("invalid manifest", "a config or layer descriptor has no valid size")
+    return sum(sizes)
