@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -57,6 +61,30 @@ from ml_cache.registry import (
 
 REQUEST_TIMEOUT_SECONDS = 30
 _NOT_FOUND_CODES = {"MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"}
+
+
+class _NoBodiesWhileFetching(logging.Filter):
+    """botocore logs every response body at DEBUG (botocore/parsers.py), a secret's value included:
+    its records are dropped while this thread fetches a credential."""
+
+    fetching = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.fetching, "active", False)
+
+
+_BOTOCORE_BODIES = logging.getLogger("botocore.parsers")
+if not any(isinstance(existing, _NoBodiesWhileFetching) for existing in _BOTOCORE_BODIES.filters):
+    _BOTOCORE_BODIES.addFilter(_NoBodiesWhileFetching())
+
+
+@contextmanager
+def _response_bodies_unlogged() -> Iterator[None]:
+    _NoBodiesWhileFetching.fetching.active = True
+    try:
+        yield
+    finally:
+        _NoBodiesWhileFetching.fetching.active = False
 
 
 class _ChallengeAuth(TokenAuth):
@@ -193,7 +221,8 @@ class CacheRegistryHook(BaseHook):
                 response = client.do_request(url, "GET", headers=dict(headers))
             except (requests.ConnectionError, requests.Timeout) as error:
                 if last_try:
-                    raise ResolutionError("unreachable", f"{url} after {attempt} attempt(s): {error}") from error
+                    cause = getattr(error.args[0], "reason", error) if error.args else error  # urllib3's, shorter
+                    raise ResolutionError("unreachable", f"{url} after {attempt} attempt(s): {cause}") from error
                 delay = self._backoff(attempt)
             except ValueError as error:  # oras could not answer the challenge (the token service refused)
                 raise ResolutionError("unauthorized", f"{url}: {error}") from error
@@ -243,14 +272,15 @@ class CacheRegistryHook(BaseHook):
     def _fetch(self, host: str, credential: dict) -> tuple[str, str] | None:
         source = credential.get("source")
         try:
-            if source == "anonymous":
-                return None
-            if source == "ecr":
-                return self._ecr_login(host)
-            if source == "secretsmanager":
-                return self._secret_login(credential["secret_arn"])
-            if source == "ssm_secure_parameter":
-                return self._parameter_login(credential["parameter_name"])
+            with _response_bodies_unlogged():
+                if source == "anonymous":
+                    return None
+                if source == "ecr":
+                    return self._ecr_login(host)
+                if source == "secretsmanager":
+                    return self._secret_login(credential["secret_arn"])
+                if source == "ssm_secure_parameter":
+                    return self._parameter_login(credential["parameter_name"])
         except (ClientError, BotoCoreError) as error:
             raise ResolutionError("unauthorized", f"cannot read the {source} credential of {host}: {error}") from error
         raise ResolutionError("unauthorized", f"unknown credential source {source!r} for {host}")
