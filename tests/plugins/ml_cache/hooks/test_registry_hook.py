@@ -20,6 +20,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from airflow.sdk.log import redact
 from throttling_registry import CONFIG, LAYER_SIZES, MANIFEST_DIGEST, REPOSITORY, TOKEN, Behaviour, ThrottlingRegistry
 
 from devstack.demo_images import DemoImage, build_layout, default_cache_dir, machine_architecture
@@ -126,6 +127,7 @@ def test_single_arch_tag_resolves_through_a_secretsmanager_secret_without_showin
     out, err = capfd.readouterr()
     assert served.password not in caplog.text + out + err
     assert f"{served.digests['small']} ({PLATFORM} manifest" in caplog.text + out  # the log says what was resolved
+    assert redact(f"login {served.password} used") == "login *** used"  # a slip in any task log is masked
 
 
 @needs_registry
