@@ -150,7 +150,8 @@ class BuildSettings(RunSettings):
                              f"({self.region}a, {self.region}b, ...)")
         for mapping in ("registry_credentials", "registry_endpoints"):
             for registry in getattr(self.aws, mapping):
-                if not registry_allowed(registry, self.build.allowed_registries):
+                allowed = [entry.lower() for entry in self.build.allowed_registries]
+                if registry.lower() not in allowed and not registry_allowed(registry, allowed):  # a pattern: as listed
                     raise ValueError(f"aws.{mapping} names registry {registry!r}, not an allowed registry")
         for ref in self.build.images:
             host = parse_reference(ref).registry

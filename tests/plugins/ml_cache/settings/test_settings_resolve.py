@@ -323,7 +323,7 @@ def test_registry_endpoints_are_urls_of_allowed_registries(config):
 @pytest.mark.parametrize(
     ("credentials", "message"),
     [
-        ({"nvcr.io": "/ml-cache/ngc"}, r"registry_credentials\['nvcr\.io'\]: '/ml-cache/ngc' is not of type 'object'"),
+        ({"nvcr.io": "/ml-cache/ngc"}, r"registry_credentials\['nvcr\.io'\]: '/ml-cache/ngc' matches none of the"),
         ({"nvcr.io": {"source": "ssm_secure_parameter", "parameter_name": "hunter 2"}},
          r"registry_credentials\['nvcr\.io'\]"),
         ({"nvcr.io": {"source": "secretsmanager"}},
