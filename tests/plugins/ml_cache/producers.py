@@ -1,6 +1,7 @@
 """The producers' real outputs, chained as in a build then a rollout, for round-trip tests.
 
-build report line -> parse_build_report -> snapshot_metadata (published) -> cache_event_extra
+resolve_images' result -> the builder's report line for its pinned refs -> parse_build_report and
+named_as_configured (verify_build_report) -> snapshot_metadata (published) -> cache_event_extra
 -> read_cache_event -> snapshot_from_event (the rollout's target) -> ready_event_extra with the
 report that validation's evaluate makes from a recorded pod. Each step's output goes through JSON,
 as Airflow stores XComs and event extras.
@@ -15,7 +16,9 @@ from typing import Any
 
 from ml_cache.assets import cache_event_extra, read_cache_event, ready_event_extra
 from ml_cache.published import snapshot_metadata
+from ml_cache.registry import ResolvedImage
 from ml_cache.report import parse_build_report
+from ml_cache.resolution import ImageResolution
 from ml_cache.rollout_target import snapshot_from_event
 from ml_cache.validation.report import evaluate, node_result, report_markdown
 
@@ -32,10 +35,19 @@ def _json(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def resolution() -> ImageResolution:
+    """What resolve_images returns for IMAGES (through JSON, as its XCom)."""
+    images = [ResolvedImage(ref=ref, digest=digest, platform_digest="sha256:" + f"{n}e" * 32, platform="linux/amd64",
+                            compressed_bytes=1000 + n, authenticated="anonymous")
+              for n, (ref, digest) in enumerate(zip(IMAGES, (PYTORCH_DIGEST, BUSYBOX_DIGEST), strict=True))]
+    resolved = ImageResolution(images=images, volume_size_gib=60, registry_credentials={}, registry_endpoints={})
+    return ImageResolution.model_validate(_json(resolved.model_dump(mode="json")))
+
+
 def build_report_line(digests: tuple[str, str] = (PYTORCH_DIGEST, BUSYBOX_DIGEST)) -> str:
-    """The builder script's one JSON report line for IMAGES."""
+    """The builder script's one JSON report line for the pinned refs it was given (resolution())."""
     images = [{"ref": ref, "digest": digest, "unpacked": True, "bytes": 1000 + n}
-              for n, (ref, digest) in enumerate(zip(IMAGES, digests, strict=True))]
+              for n, (ref, digest) in enumerate(zip(resolution().pinned_images, digests, strict=True))]
     return json.dumps({
         "schema": 1, "action": "build", "status": "ok", "platform": "linux/amd64",
         "volume_id": "vol-0123456789abcdef0", "images": images, "quiesced": True,
@@ -47,12 +59,15 @@ def build_report_line(digests: tuple[str, str] = (PYTORCH_DIGEST, BUSYBOX_DIGEST
 
 def published_metadata(snapshot_id: str = SNAPSHOT_ID, start: datetime | None = None) -> dict[str, Any]:
     """What the build's publish_snapshot writes to the metadata parameter."""
-    report = parse_build_report(build_report_line(), IMAGES, volume_id="vol-0123456789abcdef0",
-                                platform="linux/amd64")
+    resolved = resolution()
+    report = resolved.named_as_configured(parse_build_report(build_report_line(), resolved.pinned_images,
+                                                             volume_id="vol-0123456789abcdef0",
+                                                             platform="linux/amd64"))
     snapshot = {"SnapshotId": snapshot_id, "StartTime": start or datetime(2026, 11, 30, 3, 40, tzinfo=UTC)}
     return _json(snapshot_metadata(report=_json(report), snapshot=snapshot,
                                    fsr_states={"us-west-2b": "enabled", "us-west-2a": "enabled"},
-                                   run_id=BUILD_RUN_ID, arch="x86_64", platform="linux/amd64", volume_size_gib=60))
+                                   run_id=BUILD_RUN_ID, arch="x86_64", platform="linux/amd64",
+                                   volume_size_gib=resolved.volume_size_gib))
 
 
 def cache_extra() -> dict[str, Any]:

@@ -75,3 +75,15 @@ def test_the_xcom_round_trips_into_the_model():
     resolution = image_resolution(settings(), IMAGES)
     again = ImageResolution.model_validate(json.loads(json.dumps(resolution.model_dump(mode="json"))))
     assert again == resolution
+
+
+def test_the_published_images_are_the_configured_refs_at_the_resolved_digests():
+    """The builder reports the pinned refs it pulled; the metadata names them as configured, with the
+    digests resolve_images checked (the producers' real outputs, chained)."""
+    from tests.plugins.ml_cache import producers
+
+    resolved = producers.resolution()
+    assert all("@sha256:" in ref for ref in resolved.pinned_images)
+    published = producers.published_metadata()["images"]
+    assert [(i["ref"], i["digest"]) for i in published] == [(i.ref, i.digest) for i in resolved.images]
+    assert [i["ref"] for i in published] == producers.IMAGES
