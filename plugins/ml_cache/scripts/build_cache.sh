@@ -322,7 +322,7 @@ pull_one() { # pull_one INDEX REF: bounded retries; writes pull.INDEX.rc
       break
     fi
     if [[ -f "$WORK/secret.$host" ]]; then
-      helpers pty-pull "$WORK/secret.$host" "$logfile" "${args[@]}" "$ref" && rc=0 || rc=$?
+      secrets pty-pull "$WORK/secret.$host" "$logfile" "${args[@]}" "$ref" && rc=0 || rc=$?
     else
       "${args[@]}" "$ref" >>"$logfile" 2>&1 && rc=0 || rc=$?
     fi
