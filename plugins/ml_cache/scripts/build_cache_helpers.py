@@ -32,7 +32,8 @@ JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "nu
 # ECR registry hosts: <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]
 # https://docs.aws.amazon.com/AmazonECR/latest/userguide/Registries.html (registry URL), FIPS endpoints:
 # https://docs.aws.amazon.com/general/latest/gr/ecr.html, China: https://docs.amazonaws.cn/en_us/aws/latest/userguide/ecr.html
-ECR_HOST = re.compile(r"[0-9]{12}\.dkr\.ecr(?:-fips)?\.([a-z]{2}(?:-[a-z]+)+-[0-9]+)\.amazonaws\.com(?:\.cn)?\Z")
+ECR_HOST = re.compile(r"[0-9]{12}\.dkr\.ecr(?:-fips)?\.([a-z]{2}(?:-[a-z]+)+-[0-9]+)\.amazonaws\.com(?:\.cn)?\Z",
+                      re.IGNORECASE)  # DNS names are case-insensitive
 
 
 class SpecError(ValueError):
@@ -165,7 +166,7 @@ class SpecValidator:
 def ecr_region(host: str) -> str | None:
     """The region of an ECR registry host (where its token must come from), or None for another host."""
     match = ECR_HOST.match(host)
-    return match.group(1) if match else None
+    return match.group(1).lower() if match else None
 
 
 def credential_line(host: str, credential: dict) -> str | None:

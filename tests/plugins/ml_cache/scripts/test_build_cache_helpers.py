@@ -190,6 +190,7 @@ def test_parse_spec_prints_each_source_with_its_region_and_the_endpoints(tmp_pat
     ("123456789012.dkr.ecr.ap-southeast-3.amazonaws.com", "ap-southeast-3"),
     ("123456789012.dkr.ecr-fips.us-east-1.amazonaws.com", "us-east-1"),
     ("123456789012.dkr.ecr.cn-northwest-1.amazonaws.com.cn", "cn-northwest-1"),
+    ("123456789012.DKR.ECR.US-EAST-2.AMAZONAWS.COM", "us-east-2"),
     ("12345678901.dkr.ecr.us-west-2.amazonaws.com", None),  # accounts have 12 digits
     ("123456789012.dkr.ecr.us-west-2.amazonaws.com:443", None),
     ("123456789012.dkr.ecr.us-west-2.amazonaws.com.evil.example", None),
