@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_build_cache_helpers import python39
 
 from ml_cache.scripts import build_cache_secrets as secrets
 
@@ -153,3 +154,16 @@ def test_pty_pull_types_the_password_into_the_prompt_and_keeps_it_off_argv_and_l
 def test_unknown_subcommand_prints_usage() -> None:
     proc = subprocess.run([sys.executable, str(SECRETS), "print-secret"], capture_output=True, text=True, check=False)
     assert proc.returncode == 64 and "usage:" in proc.stderr
+
+
+def test_runs_on_the_builders_python_3_9(aws, tmp_path: Path) -> None:
+    python = python39()
+    if python is None:
+        pytest.skip("no Python 3.9 (the EKS AL2023 AMI's python3) installed")
+    set_answers, _, env = aws
+    set_answers({SECRET_ARGS: [json.dumps({"username": "u", "password": PASSWORD}), 0]})
+    out = tmp_path / "secret.nvcr.io"
+    proc = subprocess.run([python, str(SECRETS), "fetch", "nvcr.io", "secretsmanager", "eu-central-1", ARN, str(out)],
+                          capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() == f"u:{PASSWORD}"
