@@ -19,6 +19,7 @@ SSM_DOCUMENT_LIMIT = 64 * 1024
 PAYLOAD = {
     "build_cache.sh": "ML_CACHE_SCRIPT_EOF",
     "build_cache_helpers.py": "ML_CACHE_HELPERS_EOF",
+    "build_cache_secrets.py": "ML_CACHE_SECRETS_EOF",
     "build_spec.schema.json": "ML_CACHE_SCHEMA_EOF",
 }
 BOOTSTRAP_HEAD = [
@@ -78,7 +79,7 @@ def build_document(files: dict[str, str] | None = None) -> str:
             },
         }],
     }
-    content = json.dumps(document, indent=1, sort_keys=True)
+    content = json.dumps(document, sort_keys=True, separators=(",", ":"))  # compact: the 64 KB limit counts every byte
     if len(content.encode()) > SSM_DOCUMENT_LIMIT:
         raise ValueError(f"SSM document would be {len(content.encode())} bytes, over the 64 KB limit")
     return content

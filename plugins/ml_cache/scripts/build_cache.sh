@@ -5,17 +5,19 @@
 # local cloud. The spec is DATA, never shell text:
 #   - SSM: env var SSM_spec = base64 of the JSON spec (document parameter, interpolationType ENV_VAR)
 #   - local testing: path of a JSON spec file as $1
-# Spec: {"action": "build"|"quiesce", "images": [refs], "platform": "linux/amd64",
+# Spec: {"action": "build"|"quiesce", "images": ["host/repo:tag@sha256:…"], "platform": "linux/amd64",
 #        "volume_id": "vol-…", "parallel": 3,
-#        "registry_credentials": {"<host>": {"ssm_secure_parameter": "/name"}}}
+#        "registry_credentials": {"<host>": {"source": "ecr"|"secretsmanager"|"ssm_secure_parameter"|…}},
+#        "registry_endpoints": {"<host>": "http(s)://mirror[:port]"}}
 #   defined by build_spec.schema.json, checked by build_cache_helpers.py (both beside this script)
 #   before the volume is touched.
 # stdout: exactly one JSON line (the report). Logs: stderr, terse (SSM keeps 8,000 chars).
 # Exit status: 0 only when every image is pulled, verified and the volume is unmounted.
 # Pulled images go to namespace k8s.io, are labelled io.cri-containerd.image=managed and
-# io.cri-containerd.pinned=pinned (kubelet GC keeps them) and also named repo@digest (the name CRI
-# looks a digest-pinned pod image up by). The builder's architecture must match the platform
-# (`ctr images check` reports unpacking for the host platform).
+# io.cri-containerd.pinned=pinned (kubelet GC keeps them) under every name a pod may use: the pinned
+# ref as given, repo@digest (the name CRI looks a digest-pinned pod image up by) and repo:tag.
+# The builder's architecture must match the platform (`ctr images check` reports unpacking for the
+# host platform).
 #
 # Environment (defaults are the AWS ones):
 #   ML_CACHE_DEVICE_DIR=/dev/disk/by-id        data device: nvme-Amazon_Elastic_Block_Store_<volid>
@@ -27,16 +29,33 @@
 #   ML_CACHE_CONTAINERD_SERVICE=systemd | process   (process: our own child, stopped by PID)
 #   ML_CACHE_CONTAINERD_PIDFILE=/run/ml-cache-containerd.pid   (process mode; read by quiesce)
 #   ML_CACHE_PLAIN_HTTP_REGISTRIES=""          space-separated host:port list pulled with --plain-http
+#                                              (a host with a registry_endpoints entry uses that instead)
+#   ML_CACHE_ECR_TOKEN_MAX_AGE_SECONDS=21600   an ECR token older than this is fetched again before a pull
 #   ML_CACHE_WORK_DIR                          temp files (default: mktemp -d, removed at exit)
 #   ML_CACHE_PULL_ATTEMPTS=4  ML_CACHE_PULL_BACKOFF_SECONDS=2   bounded retries, exponential backoff
 #   ML_CACHE_QUIESCE_FSCK=1                    quiesce runs `xfs_repair -n` on the device
 #   ML_CACHE_TRACE                             non-empty: `set -x` (local debugging only; verbose)
 #
-# Credentials: a registry_credentials entry names an SSM SecureString holding "user:password".
-# It is fetched at run time (aws ssm get-parameter --with-decryption) into a 0600 file in the work
-# dir and typed into ctr's password prompt through a pseudo-terminal (ctr 1.6 only takes a
-# password from argv or from a terminal; hosts.toml headers cannot answer bearer-token challenges).
-# The secret never appears on a command line or in the environment of ctr.
+# Credentials (registry_credentials, per exact host; a host not listed, or "anonymous", pulls
+# without): fetched just in time by build_cache_secrets.py, before the volume is touched (a failure
+# names the host and the source, never the value), into one 0600 file per host (user:password)
+# in the work dir, removed at exit:
+#   ecr                   aws ecr get-login-password --region <the host's region>, user AWS. The
+#                         token lasts 12 h (https://docs.aws.amazon.com/AmazonECR/latest/userguide/registry_auth.html):
+#                         it is fetched again before any pull attempt once older than
+#                         ML_CACHE_ECR_TOKEN_MAX_AGE_SECONDS (6 h), so long builds never pull with a stale one.
+#   secretsmanager        aws secretsmanager get-secret-value (region of the ARN): SecretString JSON
+#                         {"username", "password"}, parsed in Python, never echoed.
+#   ssm_secure_parameter  aws ssm get-parameter --with-decryption: "user:password".
+# The password is typed into ctr's password prompt through a pseudo-terminal (ctr 1.6 only takes a
+# password from argv or from a terminal; hosts.toml headers cannot answer bearer-token challenges):
+# it never appears on a command line, in the environment of ctr, or in the logs.
+# Endpoints (registry_endpoints): <work>/hosts.d/<host>/hosts.toml with server = <url> and a
+# [host."<url>"] entry (pull, resolve), passed as `ctr images pull --hosts-dir`: the image keeps its
+# name (e.g. <account>.dkr.ecr.<region>.amazonaws.com/repo:tag@sha256:…) while the bytes come from
+# the endpoint, over plain HTTP for an http:// URL; --user's credentials go to the endpoint.
+# Measured with ctr 1.6.20: a hosts.toml with `server` alone is ignored (ctr went to https://<host>);
+# the [host."<url>"] entry is what routes the pull, `server` the same URL keeps the fallback there.
 # ctr does not honour Retry-After on 429; the retries below use exponential backoff instead.
 set -euo pipefail
 if [[ -n "${ML_CACHE_TRACE:-}" ]]; then set -x; fi
@@ -57,11 +76,14 @@ CD_CONFIG=${ML_CACHE_CONTAINERD_CONFIG:-/etc/containerd/config.toml}
 CD_SERVICE=${ML_CACHE_CONTAINERD_SERVICE:-systemd}
 CD_PIDFILE=${ML_CACHE_CONTAINERD_PIDFILE:-/run/ml-cache-containerd.pid}
 PLAIN_HTTP=${ML_CACHE_PLAIN_HTTP_REGISTRIES:-}
+ECR_TOKEN_MAX_AGE=${ML_CACHE_ECR_TOKEN_MAX_AGE_SECONDS:-21600}
 PULL_ATTEMPTS=${ML_CACHE_PULL_ATTEMPTS:-4}
 PULL_BACKOFF=${ML_CACHE_PULL_BACKOFF_SECONDS:-2}
 QUIESCE_FSCK=${ML_CACHE_QUIESCE_FSCK:-1}
 
-HELPERS="$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/build_cache_helpers.py"
+HERE="$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
+HELPERS="$HERE/build_cache_helpers.py"
+SECRETS="$HERE/build_cache_secrets.py"
 
 CD_PID=""            # containerd child we started (process mode)
 CD_STARTED_BY_US=0   # we started containerd (either mode) and must stop it
@@ -74,11 +96,13 @@ log() { printf '%s build_cache: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 now() { printf '%s' "${EPOCHREALTIME}"; }
 helpers() { python3 "$HELPERS" "$@"; } # the Python half, beside this script: JSON in and out
+secrets() { python3 "$SECRETS" "$@"; } # the part of it that handles registry credentials
 
-[[ -r "$HELPERS" ]] || die "helper module missing: $HELPERS"
+[[ -r "$HELPERS" && -r "$SECRETS" ]] || die "helper module missing beside $0"
 case "$CD_SERVICE" in systemd | process) ;; *) die "ML_CACHE_CONTAINERD_SERVICE must be systemd or process" ;; esac
 [[ "$PULL_ATTEMPTS" =~ ^[1-9][0-9]?$ ]] || die "ML_CACHE_PULL_ATTEMPTS must be 1..99"
 [[ "$PULL_BACKOFF" =~ ^[0-9]{1,3}$ ]] || die "ML_CACHE_PULL_BACKOFF_SECONDS must be 0..999"
+[[ "$ECR_TOKEN_MAX_AGE" =~ ^[0-9]{1,5}$ ]] || die "ML_CACHE_ECR_TOKEN_MAX_AGE_SECONDS must be 0..99999"
 
 if [[ -n "${ML_CACHE_WORK_DIR:-}" ]]; then
   WORK=$ML_CACHE_WORK_DIR
@@ -244,35 +268,61 @@ trap 'exit 143' TERM
 
 # --- pulls ---------------------------------------------------------------------------------
 
-fetch_credentials() { # one 0600 file per registry host, from SSM SecureString parameters
-  local entry host name
-  if [[ -z "${AWS_REGION:-}${AWS_DEFAULT_REGION:-}" ]]; then
-    AWS_DEFAULT_REGION=$(helpers imds-region 2>/dev/null) || die "no AWS region: set AWS_REGION (IMDS did not answer)"
-    export AWS_DEFAULT_REGION
-  fi
+fetch_credentials() { # one 0600 file per registry host: $WORK/secret.<host> holds user:password
+  local entry host source region reference what
   for entry in "${CREDENTIALS[@]}"; do
-    host=${entry%% *}
-    name=${entry#* }
-    log "fetching credentials for $host from SSM parameter $name"
-    AWS_PAGER="" aws ssm get-parameter --with-decryption --name "$name" --query Parameter.Value --output text \
-      >"$WORK/secret.$host" || die "cannot read SSM parameter $name (credentials for $host)"
-    grep -q ':' "$WORK/secret.$host" || die "SSM parameter $name must hold user:password (credentials for $host)"
+    read -r host source region reference <<<"$entry"
+    what=$source
+    [[ "$reference" == - ]] || what+=" $reference"
+    if [[ "$region" == - && -z "${AWS_REGION:-}${AWS_DEFAULT_REGION:-}" ]]; then
+      AWS_DEFAULT_REGION=$(helpers imds-region 2>/dev/null) || die "no AWS region: set AWS_REGION (IMDS did not answer)"
+      export AWS_DEFAULT_REGION
+    fi
+    log "fetching credentials for $host from $what"
+    secrets fetch "$host" "$source" "$region" "$reference" "$WORK/secret.$host" || die "no credentials for $host"
+  done
+}
+
+write_hosts_dir() { # containerd hosts.toml per endpoint (URLs are checked by the schema: no quotes)
+  local entry host url
+  for entry in "${ENDPOINTS[@]}"; do
+    read -r host url <<<"$entry"
+    mkdir -p "$WORK/hosts.d/$host"
+    printf 'server = "%s"\n\n[host."%s"]\n  capabilities = ["pull", "resolve"]\n' "$url" "$url" \
+      >"$WORK/hosts.d/$host/hosts.toml"
+    ENDPOINT_HOSTS+=" $host "
+  done
+}
+
+refresh_ecr_token() { # refresh_ecr_token HOST: a new token when the one held is older than the limit
+  local entry host source region reference
+  for entry in "${CREDENTIALS[@]}"; do
+    read -r host source region reference <<<"$entry"
+    [[ "$host" == "$1" && "$source" == ecr ]] || continue
+    secrets fetch "$host" "$source" "$region" "$reference" "$WORK/secret.$host" "$ECR_TOKEN_MAX_AGE"
   done
 }
 
 pull_one() { # pull_one INDEX REF: bounded retries; writes pull.INDEX.rc
-  local index=$1 ref=$2 host attempt tried=0 delay=$PULL_BACKOFF rc=1 last_lines
+  local index=$1 ref=$2 host attempt tried=0 delay=$PULL_BACKOFF rc=1 last_lines refreshed
   local -a args=(ctr -a "$CD_SOCKET" -n "$NAMESPACE" images pull --platform "$PLATFORM")
   local logfile="$WORK/pull.$index.log"
   host=${ref%%/*}
-  if [[ " $PLAIN_HTTP " == *" $host "* ]]; then
+  if [[ "$ENDPOINT_HOSTS" == *" $host "* ]]; then
+    args+=(--hosts-dir "$WORK/hosts.d")
+  elif [[ " $PLAIN_HTTP " == *" $host "* ]]; then
     args+=(--plain-http)
   fi
   for ((attempt = 1; attempt <= PULL_ATTEMPTS; attempt++)); do
     printf '=== attempt %s\n' "$attempt" >>"$logfile"
     tried=$attempt
+    if ! refreshed=$(refresh_ecr_token "$host" 2>&1); then
+      printf 'ctr: %s\n' "$refreshed" >>"$logfile" # names the host and the source, never the token
+      rc=1
+      break
+    fi
     if [[ -f "$WORK/secret.$host" ]]; then
-      helpers pty-pull "$WORK/secret.$host" "$logfile" "${args[@]}" "$ref" && rc=0 || rc=$?
+      secrets pty-pull "$WORK/secret.$host" "$logfile" "${args[@]}" "$ref" && rc=0 || rc=$?
     else
       "${args[@]}" "$ref" >>"$logfile" 2>&1 && rc=0 || rc=$?
     fi
@@ -320,15 +370,13 @@ pull_all() { # at most PARALLEL pulls at once; waits on the pull jobs only (cont
   ((failed == 0)) || die "$failed of ${#IMAGES[@]} image(s) failed to pull for $PLATFORM"
 }
 
-label_all() { # pin against kubelet GC; add the repo@digest name CRI looks images up by
-  local ref alias name
-  while IFS=$'\t' read -r ref _ _ _ alias; do
-    local -a names=("$ref")
-    if [[ "$alias" != "$ref" ]]; then
-      ctr -a "$CD_SOCKET" -n "$NAMESPACE" images tag --force "$ref" "$alias" >/dev/null
-      names+=("$alias")
-    fi
-    for name in "${names[@]}"; do
+label_all() { # every name a pod may use (see image_names), each pinned against kubelet GC
+  local ref names name
+  while IFS=$'\t' read -r ref _ _ _ names; do
+    for name in $names; do
+      if [[ "$name" != "$ref" ]]; then
+        ctr -a "$CD_SOCKET" -n "$NAMESPACE" images tag --force "$ref" "$name" >/dev/null
+      fi
       ctr -a "$CD_SOCKET" -n "$NAMESPACE" images label "$name" \
         io.cri-containerd.image=managed io.cri-containerd.pinned=pinned >/dev/null
     done
@@ -341,6 +389,7 @@ action_build() {
   local t0 t1 t2 t3 t4 fs_used
   t0=$(now)
   ((${#CREDENTIALS[@]} == 0)) || fetch_credentials
+  write_hosts_dir
   wait_for_device
   log "build: ${#IMAGES[@]} image(s) for $PLATFORM onto $VOLUME_ID ($DEVICE), parallel $PARALLEL"
   if [[ "$CD_SERVICE" == systemd ]]; then
@@ -414,7 +463,7 @@ else
 fi
 
 ACTION="" VOLUME_ID="" PLATFORM="" PARALLEL=3
-IMAGES=() CREDENTIALS=()
+IMAGES=() CREDENTIALS=() ENDPOINTS=() ENDPOINT_HOSTS=""
 helpers parse-spec "$SPEC_FILE" >"$WORK/spec.lines" || die "spec rejected"
 while IFS='=' read -r key value; do
   case "$key" in
@@ -424,6 +473,7 @@ while IFS='=' read -r key value; do
     parallel) PARALLEL=$value ;;
     image) IMAGES+=("$value") ;;
     credential) CREDENTIALS+=("$value") ;;
+    endpoint) ENDPOINTS+=("$value") ;;
     *) die "internal: unexpected spec line $key" ;;
   esac
 done <"$WORK/spec.lines"

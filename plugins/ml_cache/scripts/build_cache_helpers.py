@@ -10,13 +10,9 @@ The spec contract is build_spec.schema.json beside this file (Airflow checks it 
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
 import subprocess
 import sys
-import termios
-import time
 import urllib.request
 from pathlib import Path
 
@@ -33,6 +29,11 @@ KEYWORDS = {
 }
 SUPPORTED = ANNOTATIONS | set(KEYWORDS) | {"$ref", "then"}
 JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+# ECR registry hosts: <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]
+# https://docs.aws.amazon.com/AmazonECR/latest/userguide/Registries.html (registry URL), FIPS endpoints:
+# https://docs.aws.amazon.com/general/latest/gr/ecr.html, China: https://docs.amazonaws.cn/en_us/aws/latest/userguide/ecr.html
+ECR_HOST = re.compile(r"[0-9]{12}\.dkr\.ecr(?:-fips)?\.([a-z]{2}(?:-[a-z]+)+-[0-9]+)\.amazonaws\.com(?:\.cn)?\Z",
+                      re.IGNORECASE)  # DNS names are case-insensitive
 
 
 class SpecError(ValueError):
@@ -150,8 +151,38 @@ class SpecValidator:
             return
         if matched > 1:
             raise SpecError(f"{where}: {value!r} matches more than one of the allowed shapes")
-        raise SpecError(failures[0] if len(failures) == 1 else f"{where}: {value!r} matches none of: "
-                        + "; ".join(failures))
+        named = [failures[i] for i, choice in enumerate(choices) if self._selects(value, choice)]  # none matched
+        distinct = named if len(named) == 1 else list(dict.fromkeys(failures))
+        raise SpecError(distinct[0] if len(distinct) == 1 else f"{where}: {value!r} matches none of: "
+                        + "; ".join(distinct))
+
+    def _selects(self, value: object, choice: dict) -> bool:
+        """The value names this oneOf branch: one of its properties' enum (e.g. "source") matches."""
+        properties = self._resolve(choice["$ref"]).get("properties", {}) if "$ref" in choice else {}
+        return isinstance(value, dict) and any(
+            "enum" in rule and value.get(name) in rule["enum"] for name, rule in properties.items())
+
+
+def ecr_region(host: str) -> str | None:
+    """The region of an ECR registry host (where its token must come from), or None for another host."""
+    match = ECR_HOST.match(host)
+    return match.group(1).lower() if match else None
+
+
+def credential_line(host: str, credential: dict) -> str | None:
+    """`credential=HOST SOURCE REGION REFERENCE` (region and reference "-" where none; no secret ever)."""
+    source = credential["source"]
+    if source == "anonymous":
+        return None
+    if source == "ecr":
+        region = ecr_region(host)
+        if region is None:
+            raise SpecError(f"spec['registry_credentials'][{host!r}]: source ecr needs an ECR registry host "
+                            f"(<account>.dkr.ecr.<region>.amazonaws.com), got {host!r}")
+        return f"credential={host} ecr {region} -"
+    if source == "secretsmanager":
+        return f"credential={host} secretsmanager {credential['secret_arn'].split(':')[3]} {credential['secret_arn']}"
+    return f"credential={host} ssm_secure_parameter - {credential['parameter_name']}"
 
 
 def parse_spec(spec_file: str) -> list[str]:
@@ -166,8 +197,9 @@ def parse_spec(spec_file: str) -> list[str]:
     if spec["action"] == "build":
         lines += [f"platform={spec['platform']}", f"parallel={int(spec.get('parallel', 3))}"]
         lines += [f"image={ref}" for ref in dict.fromkeys(spec["images"])]
-        for host, source in (spec.get("registry_credentials") or {}).items():
-            lines.append(f"credential={host} {source['ssm_secure_parameter']}")
+        for host, credential in (spec.get("registry_credentials") or {}).items():
+            lines += filter(None, [credential_line(host, credential)])
+        lines += [f"endpoint={host} {url}" for host, url in (spec.get("registry_endpoints") or {}).items()]
     return lines
 
 
@@ -177,11 +209,16 @@ def _platform_matches(found: dict, want: list[str]) -> bool:
     return len(want) < 3 or not found.get("variant") or found.get("variant") == want[2]
 
 
-def image_alias(ref: str, digest: str) -> str:
-    """repo@digest: the name CRI looks a digest-pinned pod image up by."""
-    repository = ref.partition("@")[0]
-    head, _, last = repository.rpartition("/")
-    return f"{head}/{last.split(':')[0]}@{digest}"
+def image_names(ref: str, digest: str) -> list[str]:
+    """Every name the image is stored under: the ref as given, repo@digest (the name CRI looks a
+    digest-pinned pod image up by) and, for a tagged ref, repo:tag (a pod that names the tag)."""
+    name, _, pinned = ref.partition("@")
+    head, _, last = name.rpartition("/")
+    repository, _, tag = last.partition(":")
+    names = [ref, f"{head}/{repository}@{digest}"]
+    if tag and pinned:
+        names.append(name)
+    return list(dict.fromkeys(names))
 
 
 def ctr_table(text: str) -> dict[str, list[str]]:
@@ -191,7 +228,8 @@ def ctr_table(text: str) -> dict[str, list[str]]:
 
 def verify(socket: str, namespace: str, platform: str, refs_file: str) -> int:
     """`verify SOCKET NAMESPACE PLATFORM REFS_FILE`: per image resolved digest, platform, content size
-    and `ctr images check`. Prints TSV rows: ref, digest, unpacked, bytes (config + layers), alias."""
+    and `ctr images check`. Prints TSV rows: ref, digest, unpacked, bytes (config + layers), names
+    (space-separated, see image_names)."""
 
     def ctr(*args: str) -> str:
         proc = subprocess.run(["ctr", "-a", socket, "-n", namespace, *args], capture_output=True, text=True)
@@ -228,7 +266,7 @@ def verify(socket: str, namespace: str, platform: str, refs_file: str) -> int:
         if status != "complete" or unpacked != "true":
             errors.append(f"{ref}: ctr images check says status={status} unpacked={unpacked} for {platform}")
             continue
-        print(f"{ref}\t{digest}\ttrue\t{size}\t{image_alias(ref, digest)}")
+        print(f"{ref}\t{digest}\ttrue\t{size}\t{' '.join(image_names(ref, digest))}")
     for error in errors:
         print(f"verify failed: {error}", file=sys.stderr)
     return 1 if errors else 0
@@ -259,35 +297,6 @@ def report(kind: str, fields: dict[str, str], rows: str) -> dict:
     }
 
 
-def pty_pull(secret_file: str, log_file: str, argv: list[str]) -> int:
-    """`pty-pull SECRET_FILE LOG_FILE ctr-args... REF`: types the password ("user:password" in the
-    0600 secret file) into ctr's prompt through a pseudo-terminal; it never reaches a command line."""
-    with open(secret_file, encoding="utf-8") as handle:
-        user, _, password = handle.read().strip().partition(":")
-    pid, master = pty.fork()
-    if pid == 0:
-        os.execvp(argv[0], [*argv[:-1], "--user", user, argv[-1]])  # noqa: S606 - argv, no shell
-    buffer, answered = b"", False
-    with open(log_file, "ab") as log:
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            log.write(chunk)
-            buffer = (buffer + chunk)[-64:]
-            if not answered and b"Password:" in buffer:
-                deadline = time.monotonic() + 5
-                while termios.tcgetattr(master)[3] & termios.ECHO and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                os.write(master, password.encode() + b"\n")
-                answered = True
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
-
-
 def imds_region() -> str:
     """`imds-region`: this instance's region from IMDSv2 (the token stays off argv)."""
     base = "http://169.254.169.254/latest"
@@ -314,13 +323,11 @@ def main(argv: list[str]) -> int:
         rows = sys.stdin.read() if args[0] == "build" else ""
         print(json.dumps(report(args[0], fields, rows), separators=(",", ":")))
         return 0
-    if command == "pty-pull" and len(args) >= 3:
-        return pty_pull(args[0], args[1], args[2:])
     if command == "imds-region" and not args:
         print(imds_region())
         return 0
     print("usage: build_cache_helpers.py parse-spec FILE | verify SOCKET NAMESPACE PLATFORM REFS_FILE"
-          " | report build|quiesce KEY=VALUE... | pty-pull SECRET LOG CTR_ARGS... REF | imds-region", file=sys.stderr)
+          " | report build|quiesce KEY=VALUE... | imds-region", file=sys.stderr)
     return 64
 
 

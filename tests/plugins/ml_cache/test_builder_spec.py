@@ -17,17 +17,23 @@ from ml_cache.builder_spec import (
     encode_spec,
     spec_schema,
     validate_registry_credentials,
+    validate_registry_endpoints,
 )
 from ml_cache.images import InvalidInputs, parse_reference
+from ml_cache.registry import ResolvedImage
+from ml_cache.resolution import image_resolution
 from ml_cache.settings import load_config, resolve_build_settings
 
 REPO = Path(__file__).resolve().parents[3]
 HELPERS = REPO / "plugins" / "ml_cache" / "scripts" / "build_cache_helpers.py"
 VOL = "vol-0123456789abcdef0"
 SHA = "sha256:" + "0" * 64
+ECR = "123456789012.dkr.ecr.us-west-2.amazonaws.com"
+NGC_ARN = "arn:aws:secretsmanager:us-west-2:111122223333:secret:ngc-AbCdEf"
 HOSTILE = "registry.example.com/x:1;$(touch /tmp/pwned)`id`'\"\n"
-DEFAULTS = {"images": ["nvcr.io/nvidia/pytorch:24.05-py3"], "platform": "linux/amd64", "volume_id": VOL,
-            "parallel": 3, "registry_credentials": {"nvcr.io": {"ssm_secure_parameter": "/ml-cache/ngc"}}}
+DEFAULTS = {"images": [f"nvcr.io/nvidia/pytorch:24.05-py3@{SHA}"], "platform": "linux/amd64", "volume_id": VOL,
+            "parallel": 3, "registry_credentials": {"nvcr.io": {"source": "secretsmanager", "secret_arn": NGC_ARN}},
+            "registry_endpoints": {"nvcr.io": "https://nvcr-mirror.example.com"}}
 
 
 def spec_with(**changes: object) -> dict:
@@ -40,22 +46,37 @@ def parse_on_builder(spec_file: Path) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
-def test_settings_to_spec_to_the_builders_parser(tmp_path: Path) -> None:
+def resolved(ref: str, digest: str, authenticated: str) -> ResolvedImage:
+    return ResolvedImage(ref=ref, digest=digest, platform_digest=digest, platform="linux/amd64",
+                         compressed_bytes=1000, authenticated=authenticated)
+
+
+def test_settings_to_resolution_to_spec_to_the_builders_parser(tmp_path: Path) -> None:
+    """The settings' credentials become per-host references, the refs pinned ones, and the builder reads them."""
     config = load_config(str(REPO / "config" / "ml_container_cache.yaml"))
-    config["aws"]["registry_credentials"] = {"nvcr.io": {"ssm_secure_parameter": "/ml-cache/ngc"}}
-    params = {"images": ["nvcr.io/nvidia/pytorch:24.05-py3", "busybox", f"ghcr.io/team/app@{SHA}"]}
-    settings = resolve_build_settings(config, params, region="us-west-2")
-    spec = build_spec("build", images=settings.build.images, platform=settings.platform, volume_id=VOL,
-                      parallel=settings.build.pull_parallelism,
-                      registry_credentials=settings.aws.registry_credentials)
+    config["aws"]["registry_credentials"] = {ECR: {"source": "ecr"},
+                                             "nvcr.io": {"source": "secretsmanager", "secret_arn": NGC_ARN},
+                                             "ghcr.io": {"source": "anonymous"}}
+    config["aws"]["registry_endpoints"] = {ECR: "http://127.0.0.1:5000"}
+    config["build"]["allowed_registries"] += ["ghcr.io"]
+    refs = ["nvcr.io/nvidia/pytorch:24.05-py3", f"{ECR}/team/train:v1", f"ghcr.io/team/app@{SHA}"]
+    settings = resolve_build_settings(config, {"images": refs}, region="us-west-2")
+    digests = ["sha256:" + c * 64 for c in "12"] + [SHA]
+    sources = ("secretsmanager", "ecr", "anonymous")
+    resolution = image_resolution(settings, [resolved(*image) for image in zip(refs, digests, sources, strict=True)])
+    spec = build_spec("build", images=resolution.pinned_images, platform=settings.platform, volume_id=VOL,
+                      parallel=settings.build.pull_parallelism, registry_credentials=resolution.registry_credentials,
+                      registry_endpoints=resolution.registry_endpoints)
     # as on the builder: SSM_spec (base64) decoded to a file
     (tmp_path / "spec.json").write_bytes(base64.b64decode(encode_spec(spec)))
     proc = parse_on_builder(tmp_path / "spec.json")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
         "action=build", f"volume_id={VOL}", "platform=linux/amd64", "parallel=3",
-        "image=nvcr.io/nvidia/pytorch:24.05-py3", "image=docker.io/library/busybox:latest",
-        f"image=ghcr.io/team/app@{SHA}", "credential=nvcr.io /ml-cache/ngc",
+        f"image=nvcr.io/nvidia/pytorch:24.05-py3@{digests[0]}", f"image={ECR}/team/train:v1@{digests[1]}",
+        f"image=ghcr.io/team/app@{SHA}",
+        f"credential={ECR} ecr us-west-2 -", f"credential=nvcr.io secretsmanager us-west-2 {NGC_ARN}",
+        f"endpoint={ECR} http://127.0.0.1:5000",
     ]
 
 
@@ -67,14 +88,21 @@ def test_build_spec_is_the_documented_shape() -> None:
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"images": ["nvcr.io/a:1", HOSTILE]}, r"builder spec\['images'\]\[1\]: .*x:1;\$\(touch.* is not a fully"),
-    ({"images": ["busybox:1"]}, r"spec\['images'\]\[0\]: 'busybox:1' is not a fully qualified OCI image reference"),
+    ({"images": [f"nvcr.io/a:1@{SHA}", HOSTILE]},
+     r"builder spec\['images'\]\[1\]: .*x:1;\$\(touch.* is not an image reference pinned by digest"),
+    ({"images": ["busybox:1"]}, r"spec\['images'\]\[0\]: 'busybox:1' is not an image reference pinned by digest"),
+    ({"images": ["nvcr.io/nvidia/pytorch:24.05-py3"]}, r"'nvcr.io/nvidia/pytorch:24.05-py3' is not an image "
+                                                       r"reference pinned by digest"),
     ({"images": []}, r"spec\['images'\]: \[\] should be non-empty"),
     ({"platform": "linux/s390x"}, r"spec\['platform'\]: 'linux/s390x' is not linux/amd64 or linux/arm64"),
     ({"volume_id": "vol-1"}, r"spec\['volume_id'\]: 'vol-1' is not an EBS volume id"),
     ({"parallel": 0}, r"spec\['parallel'\]: 0 is less than the minimum of 1"),
     ({"registry_credentials": {"nvcr.io": "/ml-cache/ngc"}},
-     r"spec\['registry_credentials'\]\['nvcr.io'\]: '/ml-cache/ngc' is not of type 'object'"),
+     r"spec\['registry_credentials'\]\['nvcr.io'\]: '/ml-cache/ngc' matches none of the allowed shapes"),
+    ({"registry_credentials": {"*.dkr.ecr.*.amazonaws.com": {"source": "ecr"}}},
+     r"'\*.dkr.ecr.\*.amazonaws.com' is not a registry host\[:port\]"),  # the spec holds exact hosts
+    ({"registry_endpoints": {"nvcr.io": "nvcr-mirror.example.com"}},
+     r"spec\['registry_endpoints'\]\['nvcr.io'\]: 'nvcr-mirror.example.com' is not a registry URL"),
 ])
 def test_build_spec_rejects_naming_the_path_and_value(changes: dict, message: str) -> None:
     with pytest.raises(InvalidInputs, match=message):
@@ -93,32 +121,47 @@ def test_spec_is_one_base64_token_whatever_the_refs_contain() -> None:
 
 
 def test_credentials_in_the_schemas_shape_pass() -> None:
-    credentials = {"nvcr.io": {"ssm_secure_parameter": "/ml-cache/ngc"},
-                   "localhost:5000": {"ssm_secure_parameter": "ml-cache-local"}}
+    credentials = {"nvcr.io": {"source": "secretsmanager", "secret_arn": NGC_ARN},
+                   "*.dkr.ecr.*.amazonaws.com": {"source": "ecr"}, "docker.io": {"source": "anonymous"},
+                   "localhost:5000": {"source": "ssm_secure_parameter", "parameter_name": "ml-cache-local"}}
     assert validate_registry_credentials(credentials) == credentials
     assert validate_registry_credentials({}) == {}
 
 
+SHAPES = ('{"source": "ecr"}, {"source": "secretsmanager", "secret_arn": "<a Secrets Manager secret ARN>"}, '
+          '{"source": "ssm_secure_parameter", "parameter_name": "<an SSM parameter name>"}, {"source": "anonymous"}')
+
+
 @pytest.mark.parametrize(("value", "message"), [
     (["nvcr.io"], "registry_credentials must be a mapping of registry host to credential source"),
-    ({"nvcr.io": "/ml-cache/ngc"}, r"\['nvcr.io'\]: '/ml-cache/ngc' is not of type 'object'"),
-    ({"nvcr.io": {"ssm_secure_parameter": "not a name"}},
-     r"\['nvcr.io'\]\['ssm_secure_parameter'\]: 'not a name' is not an SSM parameter name"),
-    ({"nvcr.io": {"secretsmanager": "arn:aws:secretsmanager:us-west-2:1:secret:x"}},
-     r"\['nvcr.io'\]: \{'secretsmanager': .*\} matches none of the allowed shapes"),
-    ({"nvcr.io": {}}, r"\['nvcr.io'\]: 'ssm_secure_parameter' is a required property"),
-    ({"bad host/": {"ssm_secure_parameter": "/x"}}, r"registry 'bad host/' is not a registry host\[:port\]"),
+    ({"nvcr.io": "/ml-cache/ngc"},
+     r"\['nvcr.io'\]: '/ml-cache/ngc' matches none of the allowed shapes; a credential is one of"),
+    ({"nvcr.io": {"ssm_secure_parameter": "/ml-cache/ngc"}},  # the shape before the source key
+     r"\['nvcr.io'\]: \{'ssm_secure_parameter': '/ml-cache/ngc'\} matches none of the allowed shapes; a credential"),
+    ({"nvcr.io": {"source": "secretsmanager", "secret_arn": "ngc"}},
+     r"\['nvcr.io'\]\['secret_arn'\]: 'ngc' is not a Secrets Manager secret ARN"),
+    ({"nvcr.io": {"source": "secretsmanager"}},
+     r"\['nvcr.io'\]: \{'source': 'secretsmanager'\} is not a secretsmanager credential; "
+     r'write it as \{"source": "secretsmanager", "secret_arn": "<a Secrets Manager secret ARN>"\}'),
+    ({"nvcr.io": {}}, r"\['nvcr.io'\]: \{\} matches none of the allowed shapes"),
+    ({"bad host/": {"source": "ecr"}}, r"registry 'bad host/' is not a registry host\[:port\], or a pattern"),
 ])
 def test_bad_credentials_name_the_registry_and_the_problem(value: object, message: str) -> None:
-    with pytest.raises(InvalidInputs, match=message) as raised:
+    with pytest.raises(InvalidInputs, match=message):
         validate_registry_credentials(value)
-    if isinstance(value, dict) and "nvcr.io" in value:
-        assert 'a credential is one of {"ssm_secure_parameter": "<an SSM parameter name>"}' in str(raised.value)
 
 
 def test_credential_shapes_come_from_the_schema() -> None:
-    sources = spec_schema()["$defs"]["credential"]["oneOf"]
-    assert len(credential_shapes()) == len(sources) >= 1
+    assert ", ".join(credential_shapes()) == SHAPES
+
+
+def test_endpoints_are_urls_by_exact_host() -> None:
+    endpoints = {ECR: "http://127.0.0.1:5000", "docker.io": "https://mirror.example.com:8443"}
+    assert validate_registry_endpoints(endpoints) == endpoints
+    with pytest.raises(InvalidInputs, match=r"registry_endpoints\['docker.io'\]: 'https://m.example.com/v2' is not"):
+        validate_registry_endpoints({"docker.io": "https://m.example.com/v2"})
+    with pytest.raises(InvalidInputs, match=r"registry_endpoints: '\*.example.com' is not a registry host"):
+        validate_registry_endpoints({"*.example.com": "https://m.example.com"})
 
 
 # ---- image refs: the schema is the builder's narrowing of images.py's grammar ----

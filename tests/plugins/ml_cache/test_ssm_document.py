@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,9 @@ def test_the_document_runs_the_script_with_its_helpers_on_a_product_spec(tmp_pat
     """No root needed: the run stops at the missing data volume, after the spec passed the builder's parser."""
     env = {"ML_CACHE_DEVICE_DIR": str(tmp_path), "ML_CACHE_DEVICE_WAIT_SECONDS": "0",
            "ML_CACHE_CONTAINERD_SERVICE": "process", "ML_CACHE_CONTAINERD_PIDFILE": str(tmp_path / "pid")}
-    spec = build_spec("build", images=["nvcr.io/nvidia/pytorch:24.05-py3"], platform="linux/amd64", volume_id=VOL,
-                      parallel=3, registry_credentials={})
+    spec = build_spec("build", images=[f"nvcr.io/nvidia/pytorch:24.05-py3@sha256:{'a' * 64}"], platform="linux/amd64",
+                      volume_id=VOL, parallel=3, registry_credentials={"nvcr.io": {"source": "anonymous"}},
+                      registry_endpoints={"nvcr.io": "http://127.0.0.1:5000"})
     lines = run_command(build_document())
     proc = run_like_ssm(lines, tmp_path, SSM_spec=encode_spec(spec), **env)
     assert proc.returncode == 1 and proc.stdout == ""
@@ -72,7 +74,26 @@ def test_the_document_runs_the_script_with_its_helpers_on_a_product_spec(tmp_pat
     spec["images"].append("nvcr.io/x:1;id")
     proc = run_like_ssm(lines, tmp_path, SSM_spec=encode_spec(spec), **env)
     assert proc.returncode == 1
-    assert "invalid spec: spec['images'][1]: 'nvcr.io/x:1;id' is not a fully qualified" in proc.stderr
+    assert "invalid spec: spec['images'][1]: 'nvcr.io/x:1;id' is not an image reference pinned by digest" in proc.stderr
+
+
+def test_the_documents_secrets_helper_refuses_a_failed_fetch_naming_host_and_source(tmp_path: Path) -> None:
+    """The shipped credentials helper runs from the document too; a fetch that fails stops the run
+    before the data volume is looked at."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "aws").write_text("#!/bin/sh\necho 'An error occurred (AccessDeniedException)' >&2\nexit 254\n")
+    (bin_dir / "aws").chmod(0o755)
+    (bin_dir / "python3").symlink_to(sys.executable)  # not a pyenv shim: that would put a real aws first
+    arn = "arn:aws:secretsmanager:us-west-2:123456789012:secret:ngc-AbCdEf"
+    spec = build_spec("build", images=[f"nvcr.io/nvidia/pytorch:24.05-py3@sha256:{'a' * 64}"], platform="linux/amd64",
+                      volume_id=VOL, parallel=3,
+                      registry_credentials={"nvcr.io": {"source": "secretsmanager", "secret_arn": arn}})
+    proc = run_like_ssm(run_command(build_document()), tmp_path, SSM_spec=encode_spec(spec),
+                        PATH=f"{bin_dir}:{os.environ['PATH']}", ML_CACHE_DEVICE_DIR=str(tmp_path))
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert f"cannot use the credentials for nvcr.io from secretsmanager {arn}: An error occurred" in proc.stderr
+    assert "not attached" not in proc.stderr
 
 
 @pytest.mark.parametrize("name", list(PAYLOAD))

@@ -6,10 +6,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -63,15 +66,16 @@ def test_shellcheck_clean() -> None:
 
 def test_build_small_via_ssm_env_reports_pins_and_quiesces(registry, builder: Builder) -> None:
     _, refs = registry
-    by_tag = refs["small"].split("@")[0]
-    proc = builder.run(builder.build_spec([refs["small"], by_tag]), via="ssm")
+    by_tag, digest = refs["small"].split("@")
+    alias = f"{by_tag.rsplit(':', 1)[0]}@{digest}"
+    proc = builder.run(builder.build_spec([refs["small"], alias]), via="ssm")
     report = only_json_line(proc)
 
     assert report["schema"] == 1 and report["status"] == "ok" and report["action"] == "build"
     assert report["platform"] == PLATFORM and report["volume_id"] == VOLUME_ID
     assert report["quiesced"] is True
     served = registry_digest(refs["small"])
-    assert [image["ref"] for image in report["images"]] == [refs["small"], by_tag]
+    assert [image["ref"] for image in report["images"]] == [refs["small"], alias]  # the refs as given
     for image in report["images"]:
         assert image["digest"] == served
         assert image["unpacked"] is True
@@ -83,10 +87,10 @@ def test_build_small_via_ssm_env_reports_pins_and_quiesces(registry, builder: Bu
     assert len(proc.stderr) < 8000
     assert_quiet_machine(builder)
 
-    # The volume holds the images, pinned against kubelet GC, also under the name CRI looks up.
+    # The volume holds the images, pinned against kubelet GC, under the pinned ref, the name CRI looks
+    # a digest up by and the tag a pod may name.
     with builder.open_volume() as containerd:
         listing = containerd.ctr("images", "ls", check=True).stdout
-        alias = f"{by_tag.rsplit(':', 1)[0]}@{served}"
         for name in (refs["small"], by_tag, alias):
             row = next(line for line in listing.splitlines() if line.split()[0] == name)
             assert "io.cri-containerd.pinned=pinned" in row and "io.cri-containerd.image=managed" in row
@@ -97,7 +101,7 @@ def test_build_small_via_ssm_env_reports_pins_and_quiesces(registry, builder: Bu
 
 def test_missing_image_fails_and_names_it(registry, builder: Builder) -> None:
     reg, refs = registry
-    missing = f"{reg.address}/ml-cache-demo/does-not-exist:1.0"
+    missing = f"{reg.address}/ml-cache-demo/does-not-exist:1.0@sha256:{'0' * 64}"
     proc = builder.run(builder.build_spec([refs["small"], missing]))
     assert proc.returncode != 0
     assert proc.stdout == ""
@@ -113,6 +117,7 @@ def test_missing_image_fails_and_names_it(registry, builder: Builder) -> None:
     "127.0.0.1:5000/demo/small:1.0\ntouch /tmp/PWNED",
     "busybox:1.37",  # no registry host: ambiguous, ctr would not resolve it
     "127.0.0.1:5000/demo/small",  # neither tag nor digest
+    "127.0.0.1:5000/demo/small:1.0",  # not pinned by digest
 ])
 def test_refs_with_shell_metacharacters_are_rejected_before_touching_the_volume(
         registry, builder: Builder, bad_ref: str) -> None:
@@ -360,98 +365,197 @@ def test_large_image_snapshot_restores_and_runs_without_network(large_registry, 
         assert int(du.stdout.strip()) == 4 * 256 * 1024**2
 
 
-# --- credentials: SSM SecureString reference -> ctr's password prompt, never on a command line ----
+# --- private registries: credentials fetched just in time, endpoints through a hosts dir ------------
 
+ECR_HOST = "123456789012.dkr.ecr.us-west-2.amazonaws.com"
+SECRET_ARN = "arn:aws:secretsmanager:us-west-2:123456789012:secret:ml-cache/registry-AbCdEf"
 FAKE_AWS = """#!/bin/sh
-# Stand-in for the AWS CLI on the builder: answers one SecureString parameter, logs its argv.
+# Stand-in for the AWS CLI on the builder: logs its argv, answers the three credential sources.
 printf '%s\\n' "$*" >> "{log}"
 case "$*" in
-  *"ssm get-parameter --with-decryption --name /ml-cache/registry/demo "*) printf '%s\\n' "{secret}" ;;
-  *) echo "An error occurred (ParameterNotFound)" >&2; exit 254 ;;
+  "ecr get-login-password --region us-west-2") printf '%s\\n' "{token}" ;;
+  "secretsmanager get-secret-value --secret-id {arn} --region us-west-2 --query SecretString --output text")
+    printf '%s\\n' '{{"username": "demo", "password": "{password}"}}' ;;
+  "ssm get-parameter --with-decryption --name /ml-cache/registry/demo --query Parameter.Value --output text")
+    printf '%s\\n' "demo:{password}" ;;
+  *) echo "An error occurred (AccessDeniedException) when calling the operation" >&2; exit 254 ;;
 esac
 """
 
 
+@dataclass
+class AuthRegistry:
+    """A registry with basic auth: user demo (password) and user AWS (an ECR-style token)."""
+
+    registry: Registry
+    password: str
+    token: str
+    repository: str  # team/small:1.0@sha256:...
+
+    def ref(self, host: str) -> str:
+        return f"{host}/{self.repository}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.registry.address}"
+
+
 @pytest.fixture(scope="module")
-def auth_registry():
-    """A registry with basic auth (htpasswd, bcrypt) holding the small image."""
+def auth_registry() -> Iterator[AuthRegistry]:
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import crypt  # bcrypt through libxcrypt; the module is gone in Python 3.13
     base = short_tmp("mlc-a-")
-    password = "s3cret-pw-" + base.name[-6:]
-    (base / "htpasswd").write_text(f"demo:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")  # noqa: S324
+    password, token = "s3cret-pw-" + base.name[-6:], "ecr-token-" + base.name[-6:] + "x" * 40
+    (base / "htpasswd").write_text("".join(
+        f"{user}:{crypt.crypt(secret, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n"  # noqa: S324
+        for user, secret in (("demo", password), ("AWS", token))))
     try:
         with Registry(base / "storage", htpasswd=base / "htpasswd") as running:
             layout = build_layout(DEMO_IMAGES["small"], default_cache_dir())
+            target = f"docker://{running.address}/team/small:1.0"
             subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds",
-                            f"demo:{password}", f"oci:{layout}:1.0",
-                            f"docker://{running.address}/ml-cache-demo/small:1.0"], check=True)
-            yield running, f"{running.address}/ml-cache-demo/small:1.0", password
+                            f"demo:{password}", f"oci:{layout}:1.0", target], check=True)
+            inspect = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--creds", f"demo:{password}", target],
+                                     capture_output=True, text=True, check=True).stdout
+            yield AuthRegistry(running, password, token, f"team/small:1.0@{json.loads(inspect)['Digest']}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _command_lines_containing(needle: str, found: list[str], stop: threading.Event) -> None:
+def fake_aws(builder: Builder, auth: AuthRegistry) -> tuple[str, Path]:
+    """A PATH whose `aws` is the stand-in (and whose python3 is no pyenv shim: a shim would put
+    pyenv's own, real aws first on PATH); returns it and the stand-in's argv log."""
+    bin_dir = builder.base / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    log = builder.base / "aws.log"
+    (bin_dir / "aws").write_text(FAKE_AWS.format(log=log, token=auth.token, arn=SECRET_ARN, password=auth.password))
+    (bin_dir / "aws").chmod(0o755)
+    if not (bin_dir / "python3").exists():
+        (bin_dir / "python3").symlink_to(sys.executable)
+    return f"{bin_dir}:{os.environ['PATH']}", log
+
+
+def _processes_exposing(needle: str, found: list[str], stop: threading.Event) -> None:
+    """Every process's argv and environment, polled until `stop`: where the needle shows, noted."""
+    needle_bytes = needle.encode()
     while not stop.is_set():
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-            try:
-                text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if needle in text:
-                found.append(text)
+        for entry in Path("/proc").glob("[0-9]*"):
+            for name in ("cmdline", "environ"):
+                try:
+                    data = (entry / name).read_bytes()
+                except OSError:
+                    continue
+                if needle_bytes in data:
+                    found.append(f"{entry.name}/{name}: " + data.replace(b"\0", b" ").decode(errors="replace"))
         time.sleep(0.005)
 
 
-def test_private_registry_credentials_come_from_ssm_and_never_touch_argv(auth_registry, make_builder) -> None:
-    registry, ref, password = auth_registry
-    builder = make_builder([registry.address])
-    bin_dir = builder.base / "bin"
-    bin_dir.mkdir()
-    aws_log = builder.base / "aws.log"
-    (bin_dir / "aws").write_text(FAKE_AWS.format(log=aws_log, secret=f"demo:{password}"))
-    (bin_dir / "aws").chmod(0o755)
-    spec = builder.build_spec([ref], registry_credentials={
-        registry.address: {"ssm_secure_parameter": "/ml-cache/registry/demo"}})
-
+def run_watched(builder: Builder, spec: dict, secret: str, **env: str) -> tuple[subprocess.CompletedProcess[str],
+                                                                                  list[str]]:
     found: list[str] = []
     stop = threading.Event()
-    watcher = threading.Thread(target=_command_lines_containing, args=(password, found, stop), daemon=True)
+    watcher = threading.Thread(target=_processes_exposing, args=(secret, found, stop), daemon=True)
     watcher.start()
     try:
-        proc = builder.run(spec, via="ssm", PATH=f"{bin_dir}:{os.environ['PATH']}")
+        proc = builder.run(spec, via="ssm", **env)
     finally:
         stop.set()
         watcher.join()
+    return proc, found
+
+
+def test_the_watcher_sees_a_secret_in_argv_and_in_an_environment() -> None:
+    """The scan the tests below rely on does find a secret where one shows."""
+    needle = "needle-" + os.urandom(6).hex()
+    children = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", needle]),
+                subprocess.Popen(["sleep", "30"], env={**os.environ, "REGISTRY_PASSWORD": needle})]
+    found: list[str] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_processes_exposing, args=(needle, found, stop), daemon=True)
+    watcher.start()
+    time.sleep(0.3)
+    stop.set()
+    watcher.join()
+    for child in children:
+        child.kill()
+        child.wait()
+    assert {entry.split(":")[0].split("/")[1] for entry in found} == {"cmdline", "environ"}
+    assert {int(entry.split("/")[0]) for entry in found} == {child.pid for child in children}
+
+
+@pytest.mark.parametrize(("source", "host", "credential"), [
+    ("ecr", ECR_HOST, {"source": "ecr"}),
+    ("secretsmanager", "registry.example.test", {"source": "secretsmanager", "secret_arn": SECRET_ARN}),
+    ("ssm_secure_parameter", None, {"source": "ssm_secure_parameter", "parameter_name": "/ml-cache/registry/demo"}),
+])
+def test_each_source_pulls_a_private_image_and_the_secret_shows_nowhere(
+        auth_registry: AuthRegistry, make_builder, source: str, host: str | None, credential: dict) -> None:
+    """ecr and secretsmanager reach the registry through registry_endpoints under a made-up name;
+    ssm_secure_parameter reaches it by its own address (ML_CACHE_PLAIN_HTTP_REGISTRIES)."""
+    auth = auth_registry
+    host = host or auth.registry.address
+    ref = auth.ref(host)
+    endpoints = {} if host == auth.registry.address else {host: auth.endpoint}
+    builder = make_builder([auth.registry.address])
+    path, aws_log = fake_aws(builder, auth)
+    spec = builder.build_spec([ref], registry_credentials={host: credential}, registry_endpoints=endpoints)
+    secret = auth.token if source == "ecr" else auth.password
+
+    proc, exposed = run_watched(builder, spec, secret, PATH=path, AWS_REGION="us-west-2",
+                                ML_CACHE_ECR_TOKEN_MAX_AGE_SECONDS="0")  # ecr: fetched again before the pull
     report = only_json_line(proc)
-    assert report["images"][0]["unpacked"] is True
-    assert "--with-decryption --name /ml-cache/registry/demo" in aws_log.read_text()
-    assert found == [], "the registry password appeared on a command line"
-    assert password not in proc.stderr and password not in proc.stdout
+    assert report["images"] == [{"ref": ref, "digest": ref.split("@")[1], "unpacked": True,
+                                 "bytes": report["images"][0]["bytes"]}]
+    assert exposed == [], "the registry secret appeared in a process's argv or environment"
+    assert secret not in proc.stderr and secret not in proc.stdout
+    calls = aws_log.read_text().splitlines()
+    assert len(calls) == (2 if source == "ecr" else 1) and all(call.startswith(source.split("_")[0]) for call in calls)
+    assert f"fetching credentials for {host} from {source}" in proc.stderr
     assert_quiet_machine(builder)
+
+    # Cached under its own name (the bytes came from the endpoint), every name pinned.
+    with builder.open_volume() as containerd:
+        listing = containerd.ctr("images", "ls", check=True).stdout
+        name, digest = ref.split("@")
+        for stored in (ref, f"{name.rsplit(':', 1)[0]}@{digest}", name):
+            row = next(line for line in listing.splitlines() if line.split()[0] == stored)
+            assert "io.cri-containerd.pinned=pinned" in row and "io.cri-containerd.image=managed" in row
+        assert auth.registry.address not in listing or not endpoints
+    volumes.unmount(builder.base / "reopened" / "root")
 
 
 def test_private_registry_without_credentials_fails_once_naming_the_ref(auth_registry, make_builder) -> None:
-    registry, ref, _ = auth_registry
-    builder = make_builder([registry.address])
-    proc = builder.run(builder.build_spec([ref]))
+    auth = auth_registry
+    builder = make_builder([])
+    ref = auth.ref("registry.example.test")
+    proc = builder.run(builder.build_spec([ref], registry_endpoints={"registry.example.test": auth.endpoint}))
     assert proc.returncode != 0
     assert ref in proc.stderr and "401 Unauthorized" in proc.stderr and "1 attempt(s)" in proc.stderr
+    assert_quiet_machine(builder)
 
 
-def test_unreadable_credential_parameter_fails_before_touching_the_volume(auth_registry, make_builder) -> None:
-    registry, ref, _ = auth_registry
-    builder = make_builder([registry.address])
-    bin_dir = builder.base / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "aws").write_text(FAKE_AWS.format(log=builder.base / "aws.log", secret="unused"))
-    (bin_dir / "aws").chmod(0o755)
-    spec = builder.build_spec([ref], registry_credentials={
-        registry.address: {"ssm_secure_parameter": "/ml-cache/registry/missing"}})
-    proc = builder.run(spec, PATH=f"{bin_dir}:{os.environ['PATH']}")
-    assert proc.returncode != 0
-    assert "/ml-cache/registry/missing" in proc.stderr and registry.address in proc.stderr
+@pytest.mark.parametrize(("host", "credential", "named"), [
+    ("registry.example.test", {"source": "ssm_secure_parameter", "parameter_name": "/ml-cache/registry/missing"},
+     "ssm_secure_parameter /ml-cache/registry/missing"),
+    ("registry.example.test", {"source": "secretsmanager",
+                               "secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:other-AbCdEf"},
+     "secretsmanager arn:aws:secretsmanager:eu-west-1:123456789012:secret:other-AbCdEf"),
+    ("210987654321.dkr.ecr.eu-west-1.amazonaws.com", {"source": "ecr"}, "ecr"),  # no token in that region
+])
+def test_a_failed_fetch_fails_before_the_volume_is_touched(auth_registry, make_builder, host: str,
+                                                           credential: dict, named: str) -> None:
+    auth = auth_registry
+    builder = make_builder([])
+    path, _ = fake_aws(builder, auth)
+    spec = builder.build_spec([auth.ref(host)], registry_credentials={host: credential},
+                              registry_endpoints={host: auth.endpoint})
+    proc = builder.run(spec, PATH=path, AWS_REGION="us-west-2")
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert f"cannot use the credentials for {host} from {named}: An error occurred (AccessDeniedException)" \
+        in proc.stderr
+    assert "formatting" not in proc.stderr
     assert subprocess.run(["blkid", "-p", builder.device], capture_output=True, check=False).returncode == 2
+    assert_quiet_machine(builder)

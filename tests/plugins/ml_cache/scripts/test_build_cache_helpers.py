@@ -23,8 +23,11 @@ SCHEMA = json.loads(helpers.SCHEMA_PATH.read_text())
 VOL = "vol-0123456789abcdef0"
 SHA = "sha256:" + "ab" * 32
 REF = f"registry.example.com:5000/team/pytorch:24.05@{SHA}"
+ECR = "123456789012.dkr.ecr.us-west-2.amazonaws.com"
+ARN = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:ml-cache/ngc-AbCdEf"
 VALID = {"action": "build", "images": [REF], "platform": "linux/amd64", "volume_id": VOL, "parallel": 3,
-         "registry_credentials": {"registry.example.com:5000": {"ssm_secure_parameter": "/ml-cache/reg"}}}
+         "registry_credentials": {"registry.example.com:5000": {"source": "ssm_secure_parameter",
+                                                                "parameter_name": "/ml-cache/reg"}}}
 
 
 def spec(**changes: object) -> dict:
@@ -41,8 +44,12 @@ VALID_SPECS = [
     VALID,
     spec(parallel=None, registry_credentials=None),
     spec(parallel=3.0),  # JSON Schema: 3.0 is an integer
-    spec(images=[REF, REF, "localhost/a:1", "docker.io/library/busybox:1.37", f"ghcr.io/a/b@{SHA}"]),
+    spec(images=[REF, REF, f"localhost/a:1@{SHA}", f"docker.io/library/busybox:1.37@{SHA}", f"ghcr.io/a/b@{SHA}"]),
     spec(platform="linux/arm64/v8", parallel=32, registry_credentials={}),
+    spec(registry_credentials={ECR: {"source": "ecr"}, "nvcr.io": {"source": "secretsmanager", "secret_arn": ARN},
+                               "docker.io": {"source": "anonymous"}},
+         registry_endpoints={ECR: "http://127.0.0.1:5000", "docker.io": "https://mirror.example.com"}),
+    spec(registry_endpoints={}),
     {"action": "quiesce", "volume_id": VOL},
     spec(action="quiesce"),
 ]
@@ -71,6 +78,8 @@ INVALID_SPECS = [
     spec(images=["registry.example.com/a:`id`"]),
     spec(images=["registry.example.com/a:1\ntouch /tmp/x"]),
     spec(images=["registry.example.com/a:1\n"]),
+    spec(images=["registry.example.com/a:1"]),  # not pinned by digest
+    spec(images=[f"registry.example.com/a:1@{SHA}\n"]),
     spec(images=["busybox:1.37"]),  # no registry host
     spec(images=["team/busybox:1.37"]),  # "team" is not a host: no dot, port or localhost
     spec(images=["registry.example.com/a"]),  # neither tag nor digest
@@ -80,11 +89,22 @@ INVALID_SPECS = [
     spec(extra="x"),
     spec(registry_credentials=[]),
     spec(registry_credentials={"registry.example.com": "/ml-cache/reg"}),
-    spec(registry_credentials={"registry.example.com": {"ssm_secure_parameter": "/a b"}}),
-    spec(registry_credentials={"registry.example.com": {"ssm_secure_parameter": "/a", "x": 1}}),
+    spec(registry_credentials={"registry.example.com": {"ssm_secure_parameter": "/ml-cache/reg"}}),  # old shape
+    spec(registry_credentials={"registry.example.com": {"source": "ssm_secure_parameter", "parameter_name": "/a b"}}),
+    spec(registry_credentials={"registry.example.com": {"source": "ssm_secure_parameter"}}),
+    spec(registry_credentials={"registry.example.com": {"source": "ecr", "x": 1}}),
+    spec(registry_credentials={"registry.example.com": {"source": "anonymous", "secret_arn": ARN}}),
+    spec(registry_credentials={"registry.example.com": {"source": "secretsmanager"}}),
+    spec(registry_credentials={"registry.example.com": {"source": "secretsmanager", "secret_arn": "arn:aws:x"}}),
+    spec(registry_credentials={"registry.example.com": {"source": "vault"}}),
     spec(registry_credentials={"registry.example.com": {}}),
-    spec(registry_credentials={"bad host;": {"ssm_secure_parameter": "/a"}}),
-    spec(registry_credentials={"registry.example.com": {"secretsmanager": "arn:aws:secretsmanager:x"}}),
+    spec(registry_credentials={"bad host;": {"source": "ecr"}}),
+    spec(registry_credentials={"*.dkr.ecr.*.amazonaws.com": {"source": "ecr"}}),  # patterns: settings only
+    spec(registry_endpoints=[]),
+    spec(registry_endpoints={ECR: "ftp://127.0.0.1:5000"}),
+    spec(registry_endpoints={ECR: "http://127.0.0.1:5000/v2"}),
+    spec(registry_endpoints={ECR: 'http://a"]\n[x'}),
+    spec(registry_endpoints={"bad host;": "http://127.0.0.1:5000"}),
 ]
 
 
@@ -139,13 +159,54 @@ def test_one_of_reports_every_branch_when_none_matches() -> None:
 
 
 def test_parse_spec_prints_safe_lines(tmp_path: Path) -> None:
-    proc = parse(tmp_path, spec(images=[REF, "localhost/a:1", REF], parallel=2.0))
+    proc = parse(tmp_path, spec(images=[REF, f"localhost/a@{SHA}", REF], parallel=2.0))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
         "action=build", f"volume_id={VOL}", "platform=linux/amd64", "parallel=2",
-        f"image={REF}", "image=localhost/a:1",  # duplicates pulled once
-        "credential=registry.example.com:5000 /ml-cache/reg",
+        f"image={REF}", f"image=localhost/a@{SHA}",  # duplicates pulled once
+        "credential=registry.example.com:5000 ssm_secure_parameter - /ml-cache/reg",
     ]
+
+
+def test_parse_spec_prints_each_source_with_its_region_and_the_endpoints(tmp_path: Path) -> None:
+    credentials = {ECR: {"source": "ecr"}, "nvcr.io": {"source": "secretsmanager", "secret_arn": ARN},
+                   "docker.io": {"source": "anonymous"},
+                   "123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com": {"source": "ecr"},
+                   "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn": {"source": "ecr"}}
+    endpoints = {ECR: "http://127.0.0.1:5000", "docker.io": "https://mirror.example.com:8443"}
+    proc = parse(tmp_path, spec(registry_credentials=credentials, registry_endpoints=endpoints))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[5:] == [
+        f"credential={ECR} ecr us-west-2 -",
+        f"credential=nvcr.io secretsmanager eu-central-1 {ARN}",  # anonymous: nothing to fetch
+        "credential=123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com ecr us-gov-west-1 -",
+        "credential=123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn ecr cn-north-1 -",
+        f"endpoint={ECR} http://127.0.0.1:5000", "endpoint=docker.io https://mirror.example.com:8443",
+    ]
+
+
+@pytest.mark.parametrize(("host", "region"), [
+    (ECR, "us-west-2"),
+    ("123456789012.dkr.ecr.ap-southeast-3.amazonaws.com", "ap-southeast-3"),
+    ("123456789012.dkr.ecr-fips.us-east-1.amazonaws.com", "us-east-1"),
+    ("123456789012.dkr.ecr.cn-northwest-1.amazonaws.com.cn", "cn-northwest-1"),
+    ("123456789012.DKR.ECR.US-EAST-2.AMAZONAWS.COM", "us-east-2"),
+    ("12345678901.dkr.ecr.us-west-2.amazonaws.com", None),  # accounts have 12 digits
+    ("123456789012.dkr.ecr.us-west-2.amazonaws.com:443", None),
+    ("123456789012.dkr.ecr.us-west-2.amazonaws.com.evil.example", None),
+    ("public.ecr.aws", None),  # ECR Public: another API, anonymous pulls
+    ("123456789012.dkr.ecr.uswest2.amazonaws.com", None),
+    ("ghcr.io", None),
+])
+def test_ecr_host_rule_gives_the_region_of_the_token(host: str, region: str | None) -> None:
+    assert helpers.ecr_region(host) == region
+
+
+def test_parse_spec_refuses_ecr_as_the_source_of_another_registry(tmp_path: Path) -> None:
+    proc = parse(tmp_path, spec(registry_credentials={"ghcr.io": {"source": "ecr"}}))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("invalid spec: spec['registry_credentials']['ghcr.io']: source ecr needs an ECR "
+                                  "registry host (<account>.dkr.ecr.<region>.amazonaws.com), got 'ghcr.io'")
 
 
 def test_parse_spec_defaults_and_quiesce(tmp_path: Path) -> None:
@@ -156,9 +217,17 @@ def test_parse_spec_defaults_and_quiesce(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("value", "message"), [
     (spec(images=[REF, "registry.example.com/a:1;id"]),
-     "spec['images'][1]: 'registry.example.com/a:1;id' is not a fully qualified OCI image reference"),
+     "spec['images'][1]: 'registry.example.com/a:1;id' is not an image reference pinned by digest"),
     (spec(registry_credentials={"registry.example.com": "/ml-cache/reg"}),
      "spec['registry_credentials']['registry.example.com']: '/ml-cache/reg' is not of type 'object'"),
+    (spec(images=["registry.example.com/a:1"]),
+     "spec['images'][0]: 'registry.example.com/a:1' is not an image reference pinned by digest"),
+    (spec(registry_endpoints={ECR: "ftp://x"}),
+     f"spec['registry_endpoints']['{ECR}']: 'ftp://x' is not a registry URL like https://mirror.example.com"),
+    (spec(registry_credentials={"nvcr.io": {"source": "secretsmanager"}}),
+     "spec['registry_credentials']['nvcr.io']: 'secret_arn' is a required property"),
+    (spec(registry_credentials={ECR: {"source": "ecr", "secret_arn": ARN}}),
+     f"spec['registry_credentials']['{ECR}']: property 'secret_arn' is not allowed"),
     (spec(parallel=99), "spec['parallel']: 99 is greater than the maximum of 32"),
     (spec(extra=1), "spec: property 'extra' is not allowed"),
     ({"action": "build", "volume_id": VOL, "platform": "linux/amd64"}, "spec: 'images' is a required property"),
@@ -235,9 +304,10 @@ def test_quiesce_report() -> None:
 def test_ctr_table_alias_and_platform_matching() -> None:
     table = helpers.ctr_table("REF TYPE DIGEST\nr1 t1 d1\n\nr2 t2 d2\n")
     assert table == {"r1": ["r1", "t1", "d1"], "r2": ["r2", "t2", "d2"]}
-    assert helpers.image_alias("localhost:5000/a/b:1.0", SHA) == f"localhost:5000/a/b@{SHA}"
-    assert helpers.image_alias(f"localhost:5000/a/b:1.0@{SHA}", SHA) == f"localhost:5000/a/b@{SHA}"
-    assert helpers.image_alias(f"localhost:5000/b@{SHA}", SHA) == f"localhost:5000/b@{SHA}"
+    assert helpers.image_names(f"localhost:5000/a/b:1.0@{SHA}", SHA) == [
+        f"localhost:5000/a/b:1.0@{SHA}", f"localhost:5000/a/b@{SHA}", "localhost:5000/a/b:1.0"]
+    assert helpers.image_names(f"localhost:5000/b@{SHA}", SHA) == [f"localhost:5000/b@{SHA}"]
+    assert helpers.image_names("localhost:5000/a/b:1.0", SHA) == ["localhost:5000/a/b:1.0", f"localhost:5000/a/b@{SHA}"]
     assert helpers._platform_matches({"os": "linux", "architecture": "arm64", "variant": "v8"}, ["linux", "arm64"])
     assert helpers._platform_matches({"os": "linux", "architecture": "arm64"}, ["linux", "arm64", "v8"])
     assert not helpers._platform_matches({"os": "linux", "architecture": "arm64", "variant": "v7"},
@@ -275,8 +345,9 @@ def test_verify_measures_the_platforms_manifest_and_rejects_another_platform(tmp
         cfg_amd: {"os": "linux", "architecture": "amd64"},
         cfg_arm: {"os": "linux", "architecture": "arm64"},
     }
-    images = {"r.example.com/multi:1": ["application/vnd.oci.image.index.v1+json", index],
-              "r.example.com/arm:1": [manifest, arm]}
+    multi, stale = f"r.example.com/multi:1@{index}", f"r.example.com/stale:1@{amd}"
+    images = {multi: ["application/vnd.oci.image.index.v1+json", index],
+              "r.example.com/arm:1": [manifest, arm], stale: [manifest, arm]}
     (tmp_path / "blobs.json").write_text(json.dumps({"images": images, "content": content}))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -284,13 +355,16 @@ def test_verify_measures_the_platforms_manifest_and_rejects_another_platform(tmp
     (bin_dir / "ctr").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
-    (tmp_path / "refs").write_text("r.example.com/multi:1\n")
+    (tmp_path / "refs").write_text(f"{multi}\n")
     proc = run_helpers("verify", "/run/c.sock", "k8s.io", "linux/amd64", str(tmp_path / "refs"), env=env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == f"r.example.com/multi:1\t{index}\ttrue\t1124\tr.example.com/multi@{index}\n"
+    names = f"{multi} r.example.com/multi@{index} r.example.com/multi:1"
+    assert proc.stdout == f"{multi}\t{index}\ttrue\t1124\t{names}\n"
 
-    (tmp_path / "refs").write_text("r.example.com/multi:1\nr.example.com/arm:1\nr.example.com/gone:1\n")
+    (tmp_path / "refs").write_text(f"{multi}\nr.example.com/arm:1\nr.example.com/gone:1\n{stale}\n")
     proc = run_helpers("verify", "/run/c.sock", "k8s.io", "linux/amd64", str(tmp_path / "refs"), env=env)
     assert proc.returncode == 1
     assert "r.example.com/arm:1: image is for linux/arm64, not for platform linux/amd64" in proc.stderr
     assert "r.example.com/gone:1: not in the image store after pull" in proc.stderr
+    assert f"{stale}: resolved to {arm}, not the pinned digest" in proc.stderr
+    assert proc.stdout.startswith(f"{multi}\t")
