@@ -118,7 +118,8 @@ def test_sends_the_spec_the_builder_parses(ssm, builder) -> None:
     assert invocation["Status"] == "Success", invocation["StandardErrorContent"]  # version 2 ran
     received, *parsed = invocation["StandardOutputContent"].splitlines()
     assert json.loads(received) == spec  # as data, through the environment
-    assert "parallel=2" in parsed and "credential=nvcr.io /ml-cache/ngc" in parsed
+    assert "parallel=2" in parsed and f"credential=nvcr.io secretsmanager us-west-2 {NGC_SECRET}" in parsed
+    assert "endpoint=nvcr.io https://nvcr-mirror.example.com" in parsed
 
 
 def test_a_spec_the_schema_refuses_is_never_sent(ssm, builder) -> None:
