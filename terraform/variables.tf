@@ -241,3 +241,42 @@ variable "ml_cache_build_config" {
   type        = any
   default     = {}
 }
+
+################################################################################
+# Private registries (README.md, "Private registries")
+################################################################################
+
+variable "registry_credentials" {
+  description = "Registry host or host pattern -> where its credentials come from: {source = \"ecr\"}, {source = \"secretsmanager\", secret_arn = ARN}, {source = \"ssm_secure_parameter\", parameter_name = NAME} or {source = \"anonymous\"}. Becomes aws.registry_credentials of ml_cache_config; the builder role and the Airflow policy may read exactly these secrets and parameters (validated in modules/registry-read-policy)"
+  type = map(object({
+    source         = string
+    secret_arn     = optional(string)
+    parameter_name = optional(string)
+  }))
+  default = {}
+}
+
+variable "ecr_repository_arns" {
+  description = "Full ARNs of the ECR repositories images come from, in any account and region; the builder and Airflow may pull exactly these (no wildcard). A repository of another account must also grant both roles in its repository policy"
+  type        = list(string)
+  default     = []
+}
+
+variable "registry_kms_key_arns" {
+  description = "Customer managed KMS keys of the configured secrets and SecureString parameters (decrypt only through Secrets Manager and SSM); empty = the AWS managed keys aws/secretsmanager and aws/ssm"
+  type        = list(string)
+  default     = []
+}
+
+variable "registry_endpoints" {
+  description = "Registry host -> URL its registry API is reached at (a pull-through mirror); becomes aws.registry_endpoints of ml_cache_config. A host not listed is reached at https://<host>"
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition = alltrue([for host, url in var.registry_endpoints :
+      can(regex("^([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])([.]([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(:[0-9]{1,5})?$", host)) &&
+    can(regex("^https?://([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])([.]([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(:[0-9]{1,5})?$", url))])
+    error_message = "registry_endpoints maps an exact registry host[:port] (no pattern) to a URL like https://mirror.example.com or http://127.0.0.1:5000 (no path)."
+  }
+}
