@@ -62,17 +62,34 @@ data "aws_iam_policy_document" "builder_assume" {
 
 resource "aws_iam_role" "builder" {
   name               = local.builder_name
-  description        = "Cache builder instances: SSM Run Command and ECR pulls"
+  description        = "Cache builder instances: SSM Run Command and pulls from the configured registries"
   assume_role_policy = data.aws_iam_policy_document.builder_assume.json
 
   tags = local.tags
 }
 
 resource "aws_iam_role_policy_attachment" "builder" {
-  for_each = toset(["AmazonSSMManagedInstanceCore", "AmazonEC2ContainerRegistryReadOnly"])
-
   role       = aws_iam_role.builder.name
-  policy_arn = "arn:${local.partition}:iam::aws:policy/${each.value}"
+  policy_arn = "arn:${local.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
+}
+
+# Registry access for the configured sources only (the Airflow policy embeds the same statements):
+# no AmazonEC2ContainerRegistryReadOnly, which reads every repository the account can see.
+module "registry_read_policy" {
+  source = "./modules/registry-read-policy"
+
+  partition            = local.partition
+  region               = local.region
+  account_id           = local.account_id
+  registry_credentials = var.registry_credentials
+  ecr_repository_arns  = var.ecr_repository_arns
+  kms_key_arns         = var.registry_kms_key_arns
+}
+
+resource "aws_iam_role_policy" "builder_registry_read" {
+  name   = "registry-read"
+  role   = aws_iam_role.builder.id
+  policy = module.registry_read_policy.builder_json
 }
 
 resource "aws_iam_instance_profile" "builder" {

@@ -130,6 +130,11 @@ output "airflow_policy_arn" {
   value       = aws_iam_policy.airflow.arn
 }
 
+output "builder_registry_policy_json" {
+  description = "The builder role's registry policy, as attached (ECR, secrets and parameters of the configured sources only)"
+  value       = module.registry_read_policy.builder_json
+}
+
 output "airflow_policy_json" {
   description = "The Airflow policy document, as attached"
   value       = module.airflow_policy.json
@@ -148,6 +153,11 @@ output "ml_cache_config" {
       ssm_metadata_parameter = aws_ssm_parameter.snapshot_metadata.name
       ssm_document           = local.ssm_document_name
       kms_key_id             = var.kms_key_arn
+      # Terraform's entries win over the config file's: the IAM above is rendered from them.
+      registry_credentials = merge(lookup(lookup(local.ml_cache_base_config, "aws", {}), "registry_credentials", {}), {
+        for host, credential in var.registry_credentials : host => { for key, value in credential : key => value if value != null }
+      })
+      registry_endpoints = merge(lookup(lookup(local.ml_cache_base_config, "aws", {}), "registry_endpoints", {}), var.registry_endpoints)
     })
     build = merge(lookup(local.ml_cache_base_config, "build", {}), {
       architecture            = "x86_64"

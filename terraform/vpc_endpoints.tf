@@ -3,9 +3,11 @@
 ################################################################################
 
 locals {
-  interface_endpoint_services = var.enable_vpc_endpoints ? toset([
+  # Secrets Manager only when a registry credential lives there (the builder fetches it at pull time).
+  uses_secrets_manager = contains([for c in values(var.registry_credentials) : c.source], "secretsmanager")
+  interface_endpoint_services = var.enable_vpc_endpoints ? toset(concat([
     "ssm", "ssmmessages", "ec2messages", "ec2", "ecr.api", "ecr.dkr", "sts",
-  ]) : toset([])
+  ], local.uses_secrets_manager ? ["secretsmanager"] : [])) : toset([])
 }
 
 resource "aws_security_group" "vpc_endpoints" {

@@ -23,6 +23,8 @@ import yaml
 from botocore.exceptions import ClientError
 from tf_runner import PLUGIN_DIR, REPO, Terraform, copy_tree, skip_reason
 
+from ml_cache.builder_spec import validate_registry_credentials, validate_registry_endpoints
+
 pytestmark = [
     pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or ""),
     pytest.mark.slow,
@@ -31,6 +33,19 @@ pytestmark = [
 REGION = "us-west-2"
 PIPELINE = "ml-container-cache"
 GPU_LAUNCH_TEMPLATE = "module.ml_container_cache.aws_launch_template.gpu"
+
+# Private registries as a site configures them (README.md): auto-loaded by every apply, plan and destroy.
+REGISTRY_SECRET = f"arn:aws:secretsmanager:{REGION}:123456789012:secret:ngc-AbCdEf"
+REGISTRY_REPOSITORY = "arn:aws:ecr:us-east-1:444455556666:repository/team/vllm"
+REGISTRY_VARIABLES = {
+    "registry_credentials": {
+        "*.dkr.ecr.*.amazonaws.com": {"source": "ecr"},
+        "nvcr.io": {"source": "secretsmanager", "secret_arn": REGISTRY_SECRET},
+        "ghcr.io": {"source": "ssm_secure_parameter", "parameter_name": f"/{PIPELINE}/registry/ghcr"},
+    },
+    "ecr_repository_arns": [REGISTRY_REPOSITORY],
+    "registry_endpoints": {"docker.io": "https://dockerhub-mirror.example.com"},
+}
 
 
 @dataclass
@@ -69,6 +84,7 @@ def _report(timings: dict[str, float]) -> None:
 def deployment(local_cloud: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     tree = copy_tree(tmp_path_factory.mktemp("apply"))
     terraform = Terraform(tree / "examples" / "local-cloud")
+    (terraform.workdir / "registries.auto.tfvars.json").write_text(json.dumps(REGISTRY_VARIABLES))
     deployment = Deployment(terraform=terraform, endpoint=local_cloud.endpoint, outputs={})
     print(f"\nlocal cloud: {local_cloud.kind} at {local_cloud.endpoint}")
     # The first apply goes through apply.sh, the entry point `make run` uses.
@@ -157,7 +173,18 @@ def test_builder_profile_role_and_security_group(deployment: Deployment) -> None
     profile = iam.get_instance_profile(InstanceProfileName=deployment.outputs["builder_instance_profile_name"])
     role = profile["InstanceProfile"]["Roles"][0]["RoleName"]
     attached = {p["PolicyName"] for p in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]}
-    assert attached == {"AmazonSSMManagedInstanceCore", "AmazonEC2ContainerRegistryReadOnly"}
+    assert attached == {"AmazonSSMManagedInstanceCore"}  # no AmazonEC2ContainerRegistryReadOnly (every repository)
+    assert iam.list_role_policies(RoleName=role)["PolicyNames"] == ["registry-read"]
+    document = iam.get_role_policy(RoleName=role, PolicyName="registry-read")["PolicyDocument"]
+    if isinstance(document, str):
+        document = json.loads(document)
+    assert document == json.loads(deployment.outputs["builder_registry_policy_json"])
+    resources = {sid["Sid"]: sid.get("Resource", sid.get("NotResource")) for sid in document["Statement"]}
+    assert resources["RegistryEcrPullConfiguredRepositories"] == [REGISTRY_REPOSITORY]
+    assert resources["RegistryReadConfiguredSecrets"] == [REGISTRY_SECRET]
+    account = deployment.client("sts").get_caller_identity()["Account"]
+    ghcr_parameter = f"arn:aws:ssm:{REGION}:{account}:parameter/{PIPELINE}/registry/ghcr"
+    assert resources["RegistryDenyOtherParameters"] == [ghcr_parameter]
     group = deployment.client("ec2").describe_security_groups(
         GroupIds=[deployment.outputs["builder_security_group_id"]])["SecurityGroups"][0]
     assert group["IpPermissions"] == []
@@ -171,6 +198,9 @@ def test_airflow_policy_is_the_rendered_document(deployment: Deployment) -> None
     if isinstance(document, str):
         document = json.loads(document)
     assert document == json.loads(deployment.outputs["airflow_policy_json"])
+    registry = [statement["Sid"] for statement in document["Statement"] if statement["Sid"].startswith("Registry")]
+    assert registry == ["RegistryEcrAuthorizationToken", "RegistryEcrPullConfiguredRepositories",
+                        "RegistryReadConfiguredSecrets", "RegistryReadConfiguredParameters"]
 
 
 def test_dag_config_output_is_the_config_file_completed(deployment: Deployment) -> None:
@@ -188,6 +218,13 @@ def test_dag_config_output_is_the_config_file_completed(deployment: Deployment) 
     assert rendered["aws"]["ssm_parameter"] == f"/{PIPELINE}/snapshot-id"
     assert rendered["build"]["fsr_availability_zones"] == deployment.outputs["availability_zones"]
     assert rendered["rollout"]["launch_template_id"] == deployment.outputs["gpu_launch_template_id"]
+    # The credential model as the builder spec schema has it: no null keys for the unused fields.
+    assert rendered["aws"]["registry_credentials"] == REGISTRY_VARIABLES["registry_credentials"]
+    assert rendered["aws"]["registry_endpoints"] == REGISTRY_VARIABLES["registry_endpoints"]
+    # ... and the builder spec schema, the contract's one definition, accepts them as Terraform wrote them.
+    aws = rendered["aws"]
+    assert validate_registry_credentials(aws["registry_credentials"]) == aws["registry_credentials"]
+    assert validate_registry_endpoints(aws["registry_endpoints"]) == aws["registry_endpoints"]
 
 
 def test_dag_settings_accept_the_config_file_apply_sh_wrote(deployment: Deployment) -> None:

@@ -1,8 +1,9 @@
 """A small IAM policy evaluator: enough of the AWS evaluation logic to test our identity policy.
 
-It answers "does this identity policy allow this request?" the way IAM does for a single
-identity-based policy: an explicit Deny wins, otherwise any matching Allow allows, otherwise the
-implicit deny. Actions and resources match with `*`/`?` wildcards (actions case-insensitively),
+It answers "do these identity policies allow this request?" the way IAM does for the identity-based
+policies of one principal (its inline and attached policies): an explicit Deny in any of them wins,
+otherwise any matching Allow allows, otherwise the implicit deny. Actions and resources (and
+NotResource, which matches every resource it does not list) match with `*`/`?` wildcards (actions case-insensitively),
 condition keys case-insensitively, and a missing key fails every operator except `Null` and
 the `...IfExists` forms. Operators it does not know raise, so a new operator in the policy
 makes the tests fail instead of passing silently.
@@ -87,13 +88,15 @@ def _condition_holds(operator: str, key: str, expected: Any, context: Mapping[st
 
 
 def _statement_matches(statement: Mapping[str, Any], request: Request) -> bool:
-    if "NotAction" in statement or "NotResource" in statement or "Principal" in statement:
-        raise NotImplementedError("NotAction/NotResource/Principal are not modelled")
+    if "NotAction" in statement or "Principal" in statement:
+        raise NotImplementedError("NotAction/Principal are not modelled")
     actions = _as_list(statement["Action"])
     if not any(_wildcard(pattern, request.action, case_sensitive=False) for pattern in actions):
         return False
-    resources = _as_list(statement["Resource"])
-    if not any(_wildcard(pattern, request.resource, case_sensitive=True) for pattern in resources):
+    excluded = "NotResource" in statement
+    patterns = _as_list(statement["NotResource" if excluded else "Resource"])
+    listed = any(_wildcard(pattern, request.resource, case_sensitive=True) for pattern in patterns)
+    if listed == excluded:  # a Resource that is not listed, or a NotResource that is
         return False
     for operator, conditions in statement.get("Condition", {}).items():
         for key, expected in conditions.items():
@@ -107,9 +110,10 @@ def matching_statements(policy: Mapping[str, Any], request: Request) -> list[Map
     return [s for s in _as_list(policy["Statement"]) if _statement_matches(s, request)]
 
 
-def is_allowed(policy: Mapping[str, Any], request: Request) -> bool:
-    """True when the identity policy alone allows the request."""
-    statements = matching_statements(policy, request)
+def is_allowed(policies: Mapping[str, Any] | Sequence[Mapping[str, Any]], request: Request) -> bool:
+    """True when the identity policy, or the list of one principal's identity policies, allows the request."""
+    documents = [policies] if isinstance(policies, Mapping) else list(policies)
+    statements = [s for document in documents for s in matching_statements(document, request)]
     if any(s["Effect"] == "Deny" for s in statements):
         return False
     return any(s["Effect"] == "Allow" for s in statements)

@@ -24,6 +24,12 @@ module "ml_container_cache" {
   airflow_kubernetes_principal_arn = var.airflow_kubernetes_principal_arn
   ml_cache_build_config            = var.ml_cache_build_config
 
+  # Private registries: the builder and Airflow may read exactly these sources (README.md).
+  registry_credentials  = var.registry_credentials
+  ecr_repository_arns   = var.ecr_repository_arns
+  registry_kms_key_arns = var.registry_kms_key_arns
+  registry_endpoints    = var.registry_endpoints
+
   # The DAGs' config file, completed with this deployment's ids by the ml_cache_config output.
   ml_cache_base_config = file("${path.root}/../../../config/ml_container_cache.yaml")
 }

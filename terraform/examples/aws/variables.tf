@@ -63,3 +63,31 @@ variable "ml_cache_build_config" {
   type        = any
   default     = {}
 }
+
+variable "registry_credentials" {
+  description = "Registry host or pattern -> credential source (ecr, secretsmanager + secret_arn, ssm_secure_parameter + parameter_name, anonymous)"
+  type = map(object({
+    source         = string
+    secret_arn     = optional(string)
+    parameter_name = optional(string)
+  }))
+  default = {}
+}
+
+variable "ecr_repository_arns" {
+  description = "Full ARNs of the ECR repositories images come from (any account and region, no wildcard)"
+  type        = list(string)
+  default     = []
+}
+
+variable "registry_kms_key_arns" {
+  description = "Customer managed KMS keys of the registry secrets and parameters; empty = the AWS managed keys"
+  type        = list(string)
+  default     = []
+}
+
+variable "registry_endpoints" {
+  description = "Registry host -> URL of a pull-through mirror"
+  type        = map(string)
+  default     = {}
+}

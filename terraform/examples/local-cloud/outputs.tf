@@ -67,3 +67,8 @@ output "airflow_policy_json" {
   description = "The Airflow policy document"
   value       = module.ml_container_cache.airflow_policy_json
 }
+
+output "builder_registry_policy_json" {
+  description = "The builder role's registry policy (configured sources only)"
+  value       = module.ml_container_cache.builder_registry_policy_json
+}

@@ -223,7 +223,7 @@ locals {
       Action   = ["eks:DescribeUpdate"]
       Resource = local.cluster_arn
     },
-    ], var.kms_key_arn == null ? [] : [
+    ], var.registry_statements, var.kms_key_arn == null ? [] : [
     {
       Sid    = "UseCacheKmsKeyThroughEbs"
       Effect = "Allow"
