@@ -67,7 +67,8 @@ class Front:
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
+        if self.thread.is_alive():  # shutdown() of a server that never served would wait forever
+            self.server.shutdown()
         self.server.server_close()
 
     def describe(self) -> dict[str, str]:
