@@ -76,6 +76,10 @@ DEMO_IMAGES: dict[str, DemoImage] = {
     "large": DemoImage("large", data_layers=4, data_layer_mib=256, seed=20261129),
 }
 
+# The image `make run` serves through the ECR-style registry: a recipe of its own, so its digest
+# differs from the anonymous small image's.
+ECR_DEMO_IMAGE = DemoImage("tools")
+
 
 def busybox_path() -> Path:
     """The static busybox that becomes /bin/busybox in every demo image."""

@@ -212,12 +212,12 @@ def private_registry(devstack_server: Any, registry_backend: str) -> Iterator[Pr
 
 @pytest.fixture(scope="session")
 def ecr_registry(devstack_server: Any, registry_backend: str) -> Iterator[EcrRegistry]:
-    """ECR in the local cloud: account 123456789012, us-west-2, a repository created in moto with a pushed image."""
+    """ECR in the local cloud: account 123456789012, us-east-2, a repository created in moto with a pushed image."""
     import boto3
 
     from devstack import registries
 
-    account, region, repository = "123456789012", "us-west-2", "ml-cache-test/small"
+    account, region, repository = "123456789012", "us-east-2", "ml-cache-test/small"
     boto3.client("ecr", region_name=region, endpoint_url=devstack_server.endpoint, aws_access_key_id="testing",
                  aws_secret_access_key="testing").create_repository(repositoryName=repository)
     front = registries.start_ecr(account, region, registry_backend)
