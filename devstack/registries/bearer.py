@@ -77,7 +77,7 @@ class BearerPolicy:
             scopes = " ".join(form.get("scope", [])).split()
         else:
             user, password = self._basic(headers.get("Authorization") or headers.get("authorization"))
-            scopes = query.get("scope", [])
+            scopes = " ".join(query.get("scope", [])).split()
         if user is not None and self.users.get(user) != password:
             return 401, {"Content-Type": "application/json"}, json.dumps(
                 {"details": "incorrect username or password"}).encode()
