@@ -240,3 +240,24 @@ def registry_faults(devstack_server: Any) -> Iterator[Any]:
 
     yield apply
     requests.delete(f"{devstack_server.endpoint}/_devstack/faults", timeout=10).raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def private_registry_secret(devstack_server: Any, private_registry: PrivateRegistry) -> Any:
+    """`private_registry_secret(region="us-west-2") -> ARN`: the registry's login as a Secrets Manager secret
+    {"username", "password"} in the local cloud (one per region, created on first use)."""
+    import boto3
+
+    arns: dict[str, str] = {}
+
+    def arn(region: str = "us-west-2") -> str:
+        if region not in arns:
+            client = boto3.client("secretsmanager", region_name=region, endpoint_url=devstack_server.endpoint,
+                                  aws_access_key_id="testing", aws_secret_access_key="testing")
+            arns[region] = client.create_secret(
+                Name=f"ml-cache-test/registry/{private_registry.host.replace(':', '-')}",
+                SecretString=json.dumps({"username": private_registry.username,
+                                         "password": private_registry.password}))["ARN"]
+        return arns[region]
+
+    return arn

@@ -11,7 +11,10 @@ import re
 import subprocess
 from pathlib import Path
 
+import boto3
 import requests
+
+from devstack import sandbox
 
 MANIFEST_TYPES = ", ".join(["application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json"])
 
@@ -114,3 +117,14 @@ def test_skopeo_pulls_the_private_image_with_the_users_credentials(private_regis
                                capture_output=True, text=True, timeout=60, check=False)
     assert anonymous.returncode != 0
     assert re.search(r"unauthorized|authentication required", anonymous.stderr, re.IGNORECASE), anonymous.stderr
+
+
+def test_the_login_in_secrets_manager_gets_a_token_for_the_private_image(private_registry,
+                                                                          private_registry_secret) -> None:
+    arn = private_registry_secret("eu-west-1")
+    assert private_registry_secret("eu-west-1") == arn and ":eu-west-1:" in arn
+    client = boto3.client("secretsmanager", region_name="eu-west-1", endpoint_url=sandbox.endpoint())
+    login = json.loads(client.get_secret_value(SecretId=arn)["SecretString"])
+    repository, digest = _parts(private_registry.image)
+    token = _token(private_registry, repository, (login["username"], login["password"])).json()["token"]
+    assert _manifest(private_registry, repository, digest, token).status_code == 200
