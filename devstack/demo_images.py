@@ -76,6 +76,10 @@ DEMO_IMAGES: dict[str, DemoImage] = {
     "large": DemoImage("large", data_layers=4, data_layer_mib=256, seed=20261129),
 }
 
+# The image `make run` serves through the ECR-style registry: a recipe of its own, so its digest
+# differs from the anonymous small image's.
+ECR_DEMO_IMAGE = DemoImage("tools")
+
 
 def busybox_path() -> Path:
     """The static busybox that becomes /bin/busybox in every demo image."""
@@ -122,13 +126,14 @@ def _prune_older_recipes(layout: Path) -> None:
             shutil.rmtree(sibling, ignore_errors=True)
 
 
-def push_layout(layout: Path, image: DemoImage, address: str) -> str:
-    """Push with skopeo to ADDRESS/REPOSITORY:TAG (plain HTTP); return the manifest digest."""
+def push_layout(layout: Path, image: DemoImage, address: str, repository: str | None = None) -> str:
+    """Push with skopeo to ADDRESS/REPOSITORY:TAG (plain HTTP; `repository` defaults to the image's);
+    return the manifest digest."""
     with tempfile.TemporaryDirectory() as scratch:
         digest_file = Path(scratch) / "digest"
         subprocess.run(
             ["skopeo", "copy", "--quiet", "--all", "--dest-tls-verify=false", "--digestfile", str(digest_file),
-             f"oci:{layout}:{image.tag}", f"docker://{address}/{image.repository}:{image.tag}"],
+             f"oci:{layout}:{image.tag}", f"docker://{address}/{repository or image.repository}:{image.tag}"],
             check=True, capture_output=True, text=True,
         )
         return digest_file.read_text().strip()

@@ -14,8 +14,13 @@ the same errors it would get from AWS. Settings stay until changed or reset.
                                          (Failed, TimedOut, DeliveryTimedOut, Cancelled, Undeliverable,
                                          Terminated, InvalidPlatform, AccessDenied)
   nodegroup_update_failed                EKS node group updates end Failed with this error code
+  registry_429_manifests                 the registry fronts (devstack.registries) answer the next N
+                                         manifest requests 429 Too Many Requests with Retry-After
+  registry_retry_after_seconds           that Retry-After (default 1)
+  ecr_token_seconds                      lifetime of ECR tokens issued from now on (default 12 h)
   *_seconds                              delays (fsr_enabling, fsr_optimizing, fsr_disabling,
-                                         agent_online, invocation_absent, snapshot, nodegroup_update);
+                                         agent_online, invocation_absent, snapshot, nodegroup_update,
+                                         registry_retry_after, ecr_token);
                                          null = env DEVSTACK_<NAME> or the short default
 """
 
@@ -57,6 +62,9 @@ class Faults:
     snapshot_seconds: float | None = None
     nodegroup_update_seconds: float | None = None
     nodegroup_update_failed: str | None = None
+    registry_429_manifests: int = 0
+    registry_retry_after_seconds: float | None = None
+    ecr_token_seconds: float | None = None
 
 
 _lock = threading.Lock()
@@ -70,6 +78,9 @@ _ENV_DEFAULTS = {
     "invocation_absent_seconds": ("DEVSTACK_INVOCATION_ABSENT_SECONDS", 0.3),
     "snapshot_seconds": ("DEVSTACK_SNAPSHOT_SECONDS", 0.5),
     "nodegroup_update_seconds": ("DEVSTACK_NODEGROUP_UPDATE_SECONDS", 2.0),
+    "registry_retry_after_seconds": ("DEVSTACK_REGISTRY_RETRY_AFTER_SECONDS", 1.0),
+    # https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_GetAuthorizationToken.html: 12 hours
+    "ecr_token_seconds": ("DEVSTACK_ECR_TOKEN_SECONDS", 12 * 3600.0),
 }
 
 
@@ -103,6 +114,16 @@ def reset() -> dict[str, Any]:
     return as_dict()
 
 
+def take_one(name: str) -> bool:
+    """Use up one of a counted fault (e.g. registry_429_manifests): True while any was left."""
+    with _lock:
+        left = getattr(_current, name)
+        if left <= 0:
+            return False
+        setattr(_current, name, left - 1)
+        return True
+
+
 def delay(name: str) -> float:
     """A delay in seconds: the fault setting, else its env var, else the short default."""
     env_name, default = _ENV_DEFAULTS[name]
@@ -129,6 +150,10 @@ def _validate(key: str, value: Any) -> Any:
     if key == "nodegroup_update_failed":
         if value is not None and not isinstance(value, str):
             raise ValueError("nodegroup_update_failed must be an error code such as NodeCreationFailure")
+        return value
+    if key == "registry_429_manifests":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{key} must be a non-negative number of requests")
         return value
     if value is None:
         return None

@@ -59,6 +59,11 @@ def home() -> Path:
     return _home if _home is not None else configure()
 
 
+def endpoint() -> str | None:
+    """The local cloud's AWS endpoint (what nodes and builders talk to), once it listens."""
+    return _endpoint
+
+
 def set_endpoint(endpoint: str | None) -> None:
     """The local cloud's AWS endpoint, given to commands as AWS_ENDPOINT_URL (the instance's "AWS")."""
     global _endpoint

@@ -1,7 +1,8 @@
 """The local cloud's HTTP endpoint: moto's server + the pinned extension + the local agent.
 
 One werkzeug server on 127.0.0.1 answers the AWS APIs (what boto3/aiobotocore talk to with
-endpoint_url=http://127.0.0.1:PORT) and the devstack routes (/_devstack/faults, /_devstack/state).
+endpoint_url=http://127.0.0.1:PORT) and the devstack routes (/_devstack/faults, /_devstack/state,
+/_devstack/registries: the private registry fronts, which run in this process to check ECR tokens).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
-from devstack import faults, k8s, nodes, sandbox
+from devstack import faults, k8s, nodes, registries, sandbox
 from devstack import moto_ext as _moto_ext
 from devstack.agent import models as agent_state
 from devstack.agent import runner
@@ -42,6 +43,14 @@ class DevstackApp:
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
         return [payload]
 
+    @staticmethod
+    def json_body(environ: dict[str, Any]) -> dict[str, Any]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = json.loads(environ["wsgi.input"].read(length) or b"{}")
+        if not isinstance(body, dict):
+            raise ValueError("expected a JSON object")
+        return body
+
     def devstack_route(self, method: str, path: str, environ: dict[str, Any]) -> tuple[str, Any]:
         if path == "/_devstack/faults":
             if method == "GET":
@@ -50,14 +59,15 @@ class DevstackApp:
                 return "200 OK", faults.reset()
             if method in ("POST", "PUT", "PATCH"):
                 try:
-                    length = int(environ.get("CONTENT_LENGTH") or 0)
-                    changes = json.loads(environ["wsgi.input"].read(length) or b"{}")
-                    if not isinstance(changes, dict):
-                        raise ValueError("expected a JSON object")
-                    return "200 OK", faults.update(changes)
+                    return "200 OK", faults.update(self.json_body(environ))
                 except ValueError as error:
                     return "400 Bad Request", {"error": str(error)}
             return "405 Method Not Allowed", {"error": f"{method} not allowed"}
+        if path == "/_devstack/registries":
+            try:
+                return registries.route(method, self.json_body(environ) if method == "POST" else None)
+            except ValueError as error:
+                return "400 Bad Request", {"error": str(error)}
         if path == "/_devstack/state" and method == "GET":
             return "200 OK", state()
         return "404 Not Found", {"error": f"no devstack route {path}"}
@@ -88,6 +98,7 @@ def state() -> dict[str, Any]:
         "faults": faults.as_dict(),
         "kubernetes": {"url": k8s.url(), "kubeconfig": str(sandbox.home() / "kubeconfig") if k8s.url() else None},
         "nodes": [node.describe() for node in nodes.all_nodes()],
+        "registries": registries.route("GET", None)[1],
     }
 
 
@@ -114,6 +125,7 @@ class Handle:
         k8s.stop(self.home)  # kills pods' containers first
         nodes.stop(self.home)  # then nodes: containerd stopped, instances terminated, volume copies deleted
         shutdown_sandboxes(self.home)
+        registries.stop_all()
         self.server.stop()
 
     def __enter__(self) -> Handle:

@@ -127,3 +127,137 @@ def cloud_nodegroup(cloud_conn: AwsEndpoint) -> Iterator[Nodegroup]:
     yield Nodegroup(cluster=name, name="gpu", template_id=template_id)
     eks.delete_nodegroup(clusterName=name, nodegroupName="gpu")  # no later test that runs nodes may see it
     eks.delete_cluster(name=name)
+
+
+# --- private registries of the local cloud (devstack/registries) -----------------------------------
+
+def registry_tools_missing() -> str | None:
+    """Why the registry fixtures cannot run here (docker-registry, skopeo, static busybox), or None."""
+    import shutil
+
+    from devstack.volumes import is_static_elf
+
+    for tool in ("docker-registry", "skopeo"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed"
+    busybox = shutil.which("busybox")
+    return None if busybox and is_static_elf(Path(busybox)) else "static busybox is not installed"
+
+
+@dataclass
+class PrivateRegistry:
+    """The Docker Hub/NGC-style registry (bearer token flow) and what a client needs to pull from it."""
+
+    host: str  # 127.0.0.1:PORT, the registry host the refs name (also where it listens)
+    endpoint: str  # http://127.0.0.1:PORT
+    username: str
+    password: str
+    image: str  # a private image (needs the user): HOST/private/ml-cache-demo/small:1.0@sha256:...
+    public_image: str  # an image any anonymous token pulls: HOST/ml-cache-demo/small:1.0@sha256:...
+    endpoints: dict[str, str]  # {host: endpoint}, the shape of the settings' aws.registry_endpoints
+
+
+@dataclass
+class EcrRegistry:
+    """An ECR-style registry of the local cloud: host <account>.dkr.ecr.<region>.amazonaws.com served on loopback."""
+
+    account: str
+    region: str
+    host: str
+    endpoint: str  # http://127.0.0.1:PORT, where the host's registry API is reached
+    repository: str  # created with moto's ECR CreateRepository
+    image: str  # HOST/REPOSITORY:1.0@sha256:...
+    endpoints: dict[str, str]  # {host: endpoint}
+    cloud_endpoint: str  # the local cloud's AWS endpoint (ECR GetAuthorizationToken, Secrets Manager)
+
+
+@pytest.fixture(scope="session")
+def registry_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """host:port of a plain docker-registry that only the fronts (and seeding pushes) talk to."""
+    reason = registry_tools_missing()
+    if reason:
+        pytest.skip(f"private registries need {reason}")
+    from devstack.registry import Registry
+
+    root = tmp_path_factory.mktemp("registry-backend")
+    with Registry(root / "storage", work_dir=root) as backend:
+        yield backend.address
+
+
+def _push_small(backend: str, repository: str) -> str:
+    """Push the small demo image to the backend as `repository`:1.0; its manifest digest."""
+    from devstack.demo_images import DEMO_IMAGES, build_layout, default_cache_dir, push_layout
+
+    image = DEMO_IMAGES["small"]
+    return push_layout(build_layout(image, default_cache_dir()), image, backend, repository)
+
+
+@pytest.fixture(scope="session")
+def private_registry(devstack_server: Any, registry_backend: str) -> Iterator[PrivateRegistry]:
+    """The bearer-token registry front (user + random password), a private and a public pushed image."""
+    import secrets
+
+    from devstack import registries
+
+    password = secrets.token_urlsafe(24)
+    front = registries.start_bearer(registry_backend, {"ml-cache-puller": password})
+    private = _push_small(registry_backend, "private/ml-cache-demo/small")
+    public = _push_small(registry_backend, "ml-cache-demo/small")
+    yield PrivateRegistry(host=front.host, endpoint=front.endpoint, username="ml-cache-puller", password=password,
+                          image=f"{front.host}/private/ml-cache-demo/small:1.0@{private}",
+                          public_image=f"{front.host}/ml-cache-demo/small:1.0@{public}",
+                          endpoints={front.host: front.endpoint})
+    registries.stop(front.host)
+
+
+@pytest.fixture(scope="session")
+def ecr_registry(devstack_server: Any, registry_backend: str) -> Iterator[EcrRegistry]:
+    """ECR in the local cloud: account 123456789012, us-east-2, a repository created in moto with a pushed image."""
+    import boto3
+
+    from devstack import registries
+
+    account, region, repository = "123456789012", "us-east-2", "ml-cache-test/small"
+    boto3.client("ecr", region_name=region, endpoint_url=devstack_server.endpoint, aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_repository(repositoryName=repository)
+    front = registries.start_ecr(account, region, registry_backend)
+    digest = _push_small(registry_backend, repository)
+    yield EcrRegistry(account=account, region=region, host=front.host, endpoint=front.endpoint,
+                      repository=repository, image=f"{front.host}/{repository}:1.0@{digest}",
+                      endpoints={front.host: front.endpoint}, cloud_endpoint=devstack_server.endpoint)
+    registries.stop(front.host)
+
+
+@pytest.fixture
+def registry_faults(devstack_server: Any) -> Iterator[Any]:
+    """`registry_faults(registry_429_manifests=N, registry_retry_after_seconds=S, ecr_token_seconds=T)`; reset after."""
+    import requests
+
+    def apply(**changes: Any) -> dict[str, Any]:
+        answer = requests.post(f"{devstack_server.endpoint}/_devstack/faults", json=changes, timeout=10)
+        answer.raise_for_status()
+        return answer.json()
+
+    yield apply
+    requests.delete(f"{devstack_server.endpoint}/_devstack/faults", timeout=10).raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def private_registry_secret(devstack_server: Any, private_registry: PrivateRegistry) -> Any:
+    """`private_registry_secret(region="us-west-2") -> ARN`: the registry's login as a Secrets Manager secret
+    {"username", "password"} in the local cloud (one per region, created on first use)."""
+    import boto3
+
+    arns: dict[str, str] = {}
+
+    def arn(region: str = "us-west-2") -> str:
+        if region not in arns:
+            client = boto3.client("secretsmanager", region_name=region, endpoint_url=devstack_server.endpoint,
+                                  aws_access_key_id="testing", aws_secret_access_key="testing")
+            arns[region] = client.create_secret(
+                Name=f"ml-cache-test/registry/{private_registry.host.replace(':', '-')}",
+                SecretString=json.dumps({"username": private_registry.username,
+                                         "password": private_registry.password}))["ARN"]
+        return arns[region]
+
+    return arn

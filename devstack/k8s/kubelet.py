@@ -3,7 +3,7 @@
 The scheduler thread binds Pending pods (nodeName, nodeSelector, tolerations vs taints) or
 records FailedScheduling. Each bound pod gets a thread that does what kubelet does, with real
 timestamps: look the image up in the NODE's containerd ("already present on machine") or pull it
-for real from the loopback registry (Pulling/Pulled), create and start the container with
+for real through devstack.k8s.image_pull (Pulling/Pulled), create and start the container with
 `ctr`, then record its exit. Conditions carry whole-second lastTransitionTime like the real API;
 events carry eventTime in microseconds, which is what start-up stages are measured from.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack import nodes as local_nodes
-from devstack import sandbox
+from devstack.k8s import image_pull
 from devstack.k8s import nodes as node_objects
 from devstack.k8s.models import Store, now, rfc3339
 
@@ -250,13 +250,11 @@ class PodWorker(threading.Thread):
         else:
             self.event("Pulling", f'Pulling image "{image}"', container["name"])
             started = time.monotonic()
-            args = ["images", "pull"]
-            if registry_host(image) in sandbox.plain_http_registries():
-                args.append("--plain-http")
-            proc = self.node.ctr(*args, ref, timeout=3600)
+            assert self.node.containerd is not None
+            returncode, output = image_pull.pull(self.node.containerd.address, registry_host(image), ref)
             seconds = time.monotonic() - started
-            if proc.returncode != 0:
-                reason = (proc.stderr.strip().splitlines() or ["pull failed"])[-1]
+            if returncode != 0:
+                reason = (output.strip().splitlines() or ["pull failed"])[-1]
                 self.event("Failed", f'Failed to pull image "{image}": {reason}', container["name"], "Warning")
                 self.pull_failed(index, container, "ErrImagePull", reason)
                 return False

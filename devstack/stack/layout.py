@@ -40,6 +40,20 @@ class Layout:
         return f"127.0.0.1:{self.registry_port}"
 
     @property
+    def private_backend(self) -> str:
+        """The docker-registry holding private content, reached only by the fronts (and seeding pushes)."""
+        return f"127.0.0.1:{self.registry_port + 1}"
+
+    @property
+    def ecr_front_port(self) -> int:
+        return self.registry_port + 2
+
+    @property
+    def private_front_port(self) -> int:
+        """The Docker Hub/NGC-style registry (bearer tokens); its host is 127.0.0.1:<this port>."""
+        return self.registry_port + 3
+
+    @property
     def airflow_url(self) -> str:
         return f"http://127.0.0.1:{self.airflow_port}"
 

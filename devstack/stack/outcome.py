@@ -22,8 +22,10 @@ def print_phases(run: dict[str, Any], tis: list[dict[str, Any]]) -> None:
         print(f"Failed tasks: {failed}")
 
 
-def print_build_outcome(layout: Layout, run: dict[str, Any], tis: list[dict[str, Any]]) -> None:
-    """Phases, then (on success) the published snapshot, its images and FSR per AZ."""
+def print_build_outcome(layout: Layout, run: dict[str, Any], tis: list[dict[str, Any]],
+                        resolved: dict[str, Any] | None = None) -> None:
+    """Phases, then (on success) the published snapshot, its images with how each was authenticated
+    (from `resolved`, the resolve_images XCom), the computed data volume and FSR per AZ."""
     print_phases(run, tis)
     if run["state"] != "success":
         print(f"Logs under {layout.home / 'airflow' / 'logs'}")
@@ -34,11 +36,31 @@ def print_build_outcome(layout: Layout, run: dict[str, Any], tis: list[dict[str,
     snapshot_id = parameter["Value"]
     print(f"Snapshot: {snapshot_id}  (SSM {parameter['Name']} version {parameter['Version']})")
     print(f"Image set: {metadata['image_set']}")
-    for image in metadata["images"]:
-        print(f"  {image['ref'].split('@')[0]:<55} {image['digest']}  {image.get('bytes') or 0:>12,} bytes")
+    print_images(metadata["images"], resolved)
     restores = ec2.describe_fast_snapshot_restores(Filters=[{"Name": "snapshot-id", "Values": [snapshot_id]}])
     for entry in sorted(restores["FastSnapshotRestores"], key=lambda e: e["AvailabilityZone"]):
         print(f"  FSR {entry['AvailabilityZone']}: {entry['State']}")
+
+
+def how_authenticated(value: Any) -> str:
+    """`authenticated: <source>` for a credential source (ecr, secretsmanager, ...), else `anonymous`."""
+    if value in (None, False, "", "anonymous"):
+        return "anonymous"
+    return "authenticated" if value is True else f"authenticated: {value}"
+
+
+def print_images(images: list[dict[str, Any]], resolved: dict[str, Any] | None) -> None:
+    """One line per cached image: name, digest, bytes, and how resolve_images authenticated to its registry."""
+    entries = (resolved or {}).get("images", [])
+    by_digest = {entry.get("digest"): entry for entry in entries}
+    by_name = {entry.get("ref", "").split("@")[0]: entry for entry in entries}
+    if resolved and resolved.get("volume_size_gib"):
+        print(f"Data volume: {resolved['volume_size_gib']} GiB (computed from the resolved image sizes)")
+    for image in images:
+        name = image["ref"].split("@")[0]
+        entry = by_digest.get(image["digest"]) or by_name.get(name)
+        auth = how_authenticated(entry.get("authenticated")) if entry else "not resolved"
+        print(f"  {name:<72} {image['digest']}  {image.get('bytes') or 0:>12,} bytes  {auth}")
 
 
 def print_validation(report: dict[str, Any]) -> None:

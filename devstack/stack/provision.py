@@ -9,12 +9,15 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import yaml
 
 from devstack.stack.layout import REGION, REPO, Layout, say
+
+if TYPE_CHECKING:
+    from devstack.stack.private_registries import PrivateRegistries
 
 BASELINE_NODE_GROUP = "ml-container-cache-gpu-uncached"
 TERRAFORM_APPLY = REPO / "terraform" / "examples" / "local-cloud" / "apply.sh"
@@ -86,12 +89,19 @@ def add_baseline_node_group(layout: Layout, rollout: dict[str, Any]) -> None:
     )
 
 
-def write_config(layout: Layout, config: dict[str, Any], refs: dict[str, str]) -> None:
-    """The provisioned config, with the demo images, local Kubernetes access and local deadlines."""
+def write_config(layout: Layout, config: dict[str, Any], refs: dict[str, str],
+                 private: PrivateRegistries) -> None:
+    """The provisioned config, with the demo images (anonymous, ECR, Secrets Manager), the registry
+    credentials and endpoints, local Kubernetes access and local deadlines. No volume size: the
+    build computes it from the sizes resolve_images finds."""
     config["build"].update({
-        "images": [refs["small"], refs["large"]],
-        "allowed_registries": [layout.registry],
-        "volume_size_gib": 8,
+        "images": [refs["small"], refs["ecr"], refs["private"]],
+        "allowed_registries": [layout.registry, *private.endpoints],
+    })
+    config["build"].pop("volume_size_gib", None)
+    config["aws"].update({
+        "registry_credentials": private.credentials,
+        "registry_endpoints": {layout.registry: f"http://{layout.registry}", **private.endpoints},
     })
     config.setdefault("timeouts", {}).update({"poll_seconds": 2, "update_seconds": 600, "validation_seconds": 300})
     if "rollout" in config:

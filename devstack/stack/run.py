@@ -19,8 +19,10 @@ def run(layout: Layout, keep: bool) -> int:
     try:
         up(layout)
         with_rollout = rollout_configured(layout)
-        build_run, tis = watch(layout, BUILD_DAG_ID, trigger_build(layout, with_rollout))
-        print_build_outcome(layout, build_run, tis)
+        build_id = trigger_build(layout, with_rollout)
+        build_run, tis = watch(layout, BUILD_DAG_ID, build_id)
+        resolved = xcom(layout, BUILD_DAG_ID, build_id, "resolve_images") if build_run["state"] == "success" else None
+        print_build_outcome(layout, build_run, tis, resolved)
         if build_run["state"] != "success":
             return 1
         if not with_rollout:

@@ -16,7 +16,7 @@ from pathlib import Path
 from devstack import process, volumes
 from devstack.stack.layout import REPO, Layout, say
 
-SERVICES = ("airflow", "cloud", "registry")  # stop order
+SERVICES = ("airflow", "cloud", "registry", "registry-private")  # stop order
 STOP_SECONDS = {"cloud": 60.0}  # the server tears its sandboxes and nodes down on SIGTERM
 KEPT_ACROSS_RUNS = {"cache"}  # built demo image layouts; everything else belongs to one run
 
@@ -28,14 +28,14 @@ def preflight() -> None:
 
 
 def start_registry(layout: Layout) -> dict[str, str]:
-    """The loopback registry, seeded with the demo images; their pinned refs by name."""
+    """The loopback registry anyone pulls from, seeded with the small demo image; {"small": pinned ref}."""
     from devstack.demo_images import seed_registry
     from devstack.registry import Registry
 
     Registry(layout.home / "registry" / "storage", layout.registry_port, work_dir=layout.home / "registry",
              pid_file=layout.pid_file("registry")).start()
     timings: dict[str, float] = {}
-    refs = seed_registry(layout.registry, layout.home / "cache", timings=timings)
+    refs = seed_registry(layout.registry, layout.home / "cache", include_large=False, timings=timings)
     say(f"registry {layout.registry} seeded: {json.dumps(timings)}")
     return refs
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from devstack.stack import services
+from devstack.stack import private_registries, services
 from devstack.stack.airflow_standalone import start_airflow
 from devstack.stack.layout import Layout, say
 from devstack.stack.provision import add_baseline_node_group, provision, write_config
@@ -16,18 +16,21 @@ CLOUD_ENV = {
 
 
 def up(layout: Layout) -> dict[str, str]:
-    """Stop and forget an earlier (maybe interrupted) run, start everything; the demo image refs."""
+    """Stop and forget an earlier (maybe interrupted) run, start everything; the demo image refs
+    ({"small": anonymous, "ecr": through ECR, "private": through the bearer registry})."""
     services.preflight()
     services.down(layout)
     services.forget(layout)
     layout.home.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     refs = services.start_registry(layout)
-    services.start_cloud(layout, (layout.registry,), CLOUD_ENV)
+    services.start_cloud(layout, (layout.registry, f"127.0.0.1:{layout.private_front_port}"), CLOUD_ENV)
+    private = private_registries.start(layout)
+    refs = {**refs, **private.refs}
     config = provision(layout)
     if "rollout" in config:
         add_baseline_node_group(layout, config["rollout"])
-    write_config(layout, config, refs)
+    write_config(layout, config, refs, private)
     say(f"local cloud at {layout.endpoint} ({time.monotonic() - started:.1f} s); starting Airflow")
     start_airflow(layout)
     say(f"Airflow UI: {layout.airflow_url} (config {layout.config_path})")

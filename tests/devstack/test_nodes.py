@@ -208,6 +208,22 @@ def test_cached_node_starts_without_pulling_and_blank_node_pulls(gpu, core) -> N
             core.delete_namespaced_pod(name, "default")
 
 
+
+def test_blank_node_pulls_private_images_with_the_nodes_credentials(gpu, core, private_registry,
+                                                                    ecr_registry) -> None:
+    """The uncached baseline: kubelet pulls a private (bearer) and an ECR image as a real node would."""
+    blank = wait_for(lambda: ready_nodes(gpu["cluster"], "blank"), 120, "blank node Ready")[0]
+    pods = {"private-pull": private_registry.image, "ecr-pull": ecr_registry.image}
+    try:
+        for name, image in pods.items():
+            pod, events = run_pod(core, name, blank.name, image)
+            assert pod.status.phase == "Succeeded", [(e.reason, e.message) for e in events]
+            assert [e.reason for e in events] == ["Pulling", "Pulled", "Created", "Started"]
+            assert image in blank.ctr("images", "ls", "-q").stdout.split()
+    finally:
+        for name in pods:
+            core.delete_namespaced_pod(name, "default")
+
 def second_version(gpu: dict[str, Any]) -> None:
     """Version 2: the same cache snapshot on a bigger instance type (every field given, as the DAG does)."""
     ec2 = gpu["ec2"]

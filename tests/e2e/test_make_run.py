@@ -22,6 +22,8 @@ def _missing() -> str | None:
 @pytest.mark.slow
 @pytest.mark.skipif(bool(_missing()), reason=f"make run needs the data plane: {_missing()}")
 def test_make_run_builds_publishes_and_rolls_out(tmp_path):
+    """Three images: anonymous (127.0.0.1:5077), ECR-style (repository in the local cloud's ECR) and
+    the Docker Hub/NGC-style registry (127.0.0.1:5080, login in Secrets Manager)."""
     env = {
         **os.environ,
         "DEVSTACK_HOME": str(tmp_path / "devstack"),
@@ -38,15 +40,23 @@ def test_make_run_builds_publishes_and_rolls_out(tmp_path):
     assert re.search(r"Snapshot: snap-[0-9a-f]+ +\(SSM /ml-container-cache/snapshot-id version \d+\)", output)
     zones = re.findall(r"FSR (us-west-2[a-z]): (\w+)", output)
     assert zones and all(state == "enabled" for _, state in zones), output[-3000:]
-    assert len(re.findall(r"sha256:[0-9a-f]{64}", output)) >= 2
+    assert len(re.findall(r"sha256:[0-9a-f]{64}", output)) >= 3
     assert "publish_snapshot" in output
+    # every image resolved before launch says how it authenticated (the resolve_images XCom)
+    assert re.search(r"^  127\.0\.0\.1:5077/ml-cache-demo/small:1\.0 .*  anonymous$", output, re.M), output[-4000:]
+    assert re.search(r"^  123456789012\.dkr\.ecr\.us-west-2\.amazonaws\.com/ml-cache-demo/tools:1\.0 .*"
+                     r"  authenticated: ecr$", output, re.M), output[-4000:]
+    assert re.search(r"^  127\.0\.0\.1:5080/private/ml-cache-demo/large:1\.0 .*  authenticated: secretsmanager$",
+                     output, re.M), output[-4000:]
+    assert re.search(r"^Data volume: \d+ GiB \(computed from the resolved image sizes\)$", output, re.M)
     # the rollout the build's Asset event started: every new node had every image (a cache hit)
     assert re.search(r"ml_container_cache_rollout run \S+: SUCCESS", output), output[-4000:]
     assert "### Cache validation passed" in output  # the validate_nodes report's own Markdown
     rows = [line for line in output.splitlines() if "ml-cache-demo/" in line and " PASS" in line]
-    assert len(rows) >= 2 and all(" hit " in row for row in rows), rows
-    # the large image: cached start versus the uncached baseline on the same instance type
-    ratios = re.findall(r"ml-cache-demo/large:1.0: cached start .* (\d+)x faster", output)
+    assert len(rows) >= 3 and all(" hit " in row for row in rows), rows
+    # the large (private) image: cached start versus the uncached baseline, which pulled it through
+    # the bearer registry with the node's credentials, on the same instance type
+    ratios = re.findall(r"127\.0\.0\.1:5080/private/ml-cache-demo/large:1.0: cached start .* (\d+)x faster", output)
     assert ratios and int(ratios[0]) >= 30, output[-3000:]
     # make run stops what it started: nothing of ours stays mounted
     mounts = Path("/proc/self/mounts").read_text()

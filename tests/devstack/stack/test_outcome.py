@@ -47,3 +47,31 @@ def test_phases_list_each_task_with_its_seconds_and_the_failed_ones(capsys) -> N
     assert lines[4].split()[1:] == ["3.5", "success"]
     assert lines[5].split()[1] == "-"
     assert lines[6] == "Failed tasks: ['run_build_script']"
+
+
+def test_each_image_line_says_how_resolve_images_authenticated(capsys) -> None:
+    from devstack.stack.outcome import print_images
+
+    small = "127.0.0.1:5000/ml-cache-demo/small:1.0@sha256:" + "1" * 64
+    tools = "123456789012.dkr.ecr.us-west-2.amazonaws.com/ml-cache-demo/tools:1.0@sha256:" + "2" * 64
+    large = "127.0.0.1:5003/private/ml-cache-demo/large:1.0@sha256:" + "3" * 64
+    images = [{"ref": ref, "digest": ref.split("@")[1], "bytes": 10} for ref in (small, tools, large)]
+    resolved = {"volume_size_gib": 4, "images": [
+        {"ref": small, "digest": small.split("@")[1], "authenticated": "anonymous"},
+        {"ref": tools, "digest": tools.split("@")[1], "authenticated": "ecr"},
+        {"ref": large, "digest": large.split("@")[1], "authenticated": "secretsmanager"}]}
+    print_images(images, resolved)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Data volume: 4 GiB (computed from the resolved image sizes)"
+    assert lines[1].startswith("  127.0.0.1:5000/ml-cache-demo/small:1.0 ") and lines[1].endswith("  anonymous")
+    assert "ml-cache-demo/tools:1.0" in lines[2] and lines[2].endswith("  authenticated: ecr")
+    assert "private/ml-cache-demo/large:1.0" in lines[3] and lines[3].endswith("  authenticated: secretsmanager")
+
+
+def test_an_image_resolve_images_did_not_report_is_marked_so(capsys) -> None:
+    from devstack.stack.outcome import how_authenticated, print_images
+
+    print_images([{"ref": "h:1/r:1@sha256:" + "4" * 64, "digest": "sha256:" + "4" * 64}], None)
+    assert capsys.readouterr().out.rstrip().endswith("0 bytes  not resolved")
+    assert [how_authenticated(v) for v in (None, "", "anonymous", "ssm_secure_parameter")] == [
+        "anonymous", "anonymous", "anonymous", "authenticated: ssm_secure_parameter"]
