@@ -88,19 +88,27 @@ def test_an_expired_ecr_token_fails_naming_the_image(cloud, build_dag, ecr_regis
 
 
 def test_a_token_of_another_account_fails_naming_the_image(cloud, build_dag, ecr_registry, registry_backend, capfd):
-    """Airflow's role gets tokens for its own account; a repository of another account refuses them."""
+    """Airflow's role gets tokens for its own account; a repository of another account, with no
+    repository policy granting that account, refuses them (403, not a missing image)."""
+    import boto3
+
     from devstack import registries
 
-    front = registries.start_ecr(FOREIGN_ACCOUNT, REGION, registry_backend)
+    # the other account's admin (moto gives an assumed role of another account its own state)
+    session = cloud.client("sts").assume_role(RoleArn=f"arn:aws:iam::{FOREIGN_ACCOUNT}:role/admin",
+                                              RoleSessionName="other-team")["Credentials"]
+    boto3.client("ecr", region_name=ecr_registry.region, endpoint_url=cloud.endpoint,
+                 aws_access_key_id=session["AccessKeyId"], aws_secret_access_key=session["SecretAccessKey"],
+                 aws_session_token=session["SessionToken"]).create_repository(repositoryName=ecr_registry.repository)
+    front = registries.start_ecr(FOREIGN_ACCOUNT, ecr_registry.region, registry_backend)
     try:
         image = f"{front.host}/{ecr_registry.repository}:1.0"
-        configure(cloud, [image], {"*.dkr.ecr.*.amazonaws.com": {"source": "ecr"}}, {front.host: front.endpoint},
-                  allowed_registries=["*.dkr.ecr.*.amazonaws.com"])
+        configure(cloud, [image], {"*.dkr.ecr.*.amazonaws.com": {"source": "ecr"}}, {front.host: front.endpoint})
         before = instance_count(cloud)
         run, states = run_dag(build_dag)
     finally:
         registries.stop(front.host)
-    assert_failed_in_resolve(cloud, run, states, before, rf"{image}.*unauthorized", capfd)
+    assert_failed_in_resolve(cloud, run, states, before, rf"{image}.*unauthorized.*not authorized to perform", capfd)
 
 
 def test_a_missing_tag_fails_naming_the_image(cloud, build_dag, ecr_registry, capfd):
@@ -153,15 +161,18 @@ class SecretWatch:
         self._thread.join()
 
 
-def ssm_traces(cloud: Any) -> str:
-    """Every SSM command's parameters and its invocations' output, as the API shows them to anybody."""
+def ssm_traces(cloud: Any, run: Any) -> str:
+    """The run's SSM commands (build, quiesce) on its builder: parameters and output, as the API shows
+    them to anybody allowed to list commands."""
     ssm = cloud.client("ssm")
+    builder = run.get_task_instance("wait_for_builder").xcom_pull(task_ids="wait_for_builder")["instance_id"]
+    commands = [c for c in ssm.list_commands()["Commands"] if c.get("Comment", "").endswith(run.run_id)]
+    assert len(commands) == 2, commands
     texts = []
-    for command in ssm.list_commands()["Commands"]:
+    for command in commands:
         texts.append(json.dumps(command["Parameters"]))
-        for instance_id in command.get("InstanceIds", []):
-            invocation = ssm.get_command_invocation(CommandId=command["CommandId"], InstanceId=instance_id)
-            texts += [invocation.get("StandardOutputContent", ""), invocation.get("StandardErrorContent", "")]
+        invocation = ssm.get_command_invocation(CommandId=command["CommandId"], InstanceId=builder)
+        texts += [invocation.get("StandardOutputContent", ""), invocation.get("StandardErrorContent", "")]
     return "\n".join(texts)
 
 
@@ -198,5 +209,6 @@ def test_private_images_are_cached_by_their_resolved_digests_and_the_secret_is_n
     assert metadata["volume_size_gib"] == resolved["volume_size_gib"]
 
     assert watch.found == [], "the registry password was on a command line or in an environment"
-    for where, text in (("task logs", output), ("XCom", xcom_values(run)), ("SSM commands", ssm_traces(cloud))):
+    traces = (("task logs", output), ("XCom", xcom_values(run)), ("SSM commands", ssm_traces(cloud, run)))
+    for where, text in traces:
         assert private_registry.password not in text, f"the registry password is in the {where}"
