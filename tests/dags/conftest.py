@@ -53,6 +53,15 @@ class LocalCloud:
         )
         return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
+    def disable_fast_snapshot_restores(self) -> None:
+        """FSR off on every snapshot: a Region allows it on 5 snapshots at once, and a published build
+        leaves it on (retiring it is the janitor's job), so later tests would hit the limit."""
+        ec2 = self.client("ec2")
+        for entry in ec2.describe_fast_snapshot_restores()["FastSnapshotRestores"]:
+            if entry["State"] in ("enabling", "optimizing", "enabled"):
+                ec2.disable_fast_snapshot_restores(AvailabilityZones=[entry["AvailabilityZone"]],
+                                                   SourceSnapshotIds=[entry["SnapshotId"]])
+
     def parameter(self, name: str = PARAMETER) -> str:
         return self.client("ssm").get_parameter(Name=name)["Parameter"]["Value"]
 
@@ -118,6 +127,13 @@ def cloud_server(tmp_path_factory, demo_registry) -> Iterator[Any]:
         handle.stop()
 
 
+@pytest.fixture(scope="session")
+def devstack_server(cloud_server) -> Any:
+    """The shared registry fixtures (tests/conftest.py) run their fronts against this directory's local
+    cloud: a second server in this process would take the sandboxes' home and endpoint from it."""
+    return cloud_server
+
+
 @pytest.fixture
 def cloud(cloud_server, demo_registry, airflow_db, tmp_path, monkeypatch) -> Iterator[LocalCloud]:
     """Per test: connection + config pointing at the local cloud, faults reset, a previous snapshot published."""
@@ -143,6 +159,7 @@ def cloud(cloud_server, demo_registry, airflow_db, tmp_path, monkeypatch) -> Ite
     local.reset_faults()
     for instance in local.live_instances():  # never leak into the next test
         local.client("ec2").terminate_instances(InstanceIds=[instance["InstanceId"]])
+    local.disable_fast_snapshot_restores()
 
 
 def load_dag(dag_id: str):

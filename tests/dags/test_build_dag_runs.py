@@ -92,10 +92,13 @@ def test_happy_path_publishes_after_fsr(cloud, build_dag):
 
 
 @needs_data_plane
-def test_missing_image_fails_with_its_name(cloud, build_dag, capfd):
+def test_missing_image_fails_with_its_name_before_any_instance(cloud, build_dag, capfd):
+    """resolve_images asks the registry first: a missing image launches nothing (fault catalog 17/19)."""
     missing = f"{cloud.registry}/ml-cache-demo/does-not-exist:1.0"
     run, states = run_dag(build_dag, images=[missing])
-    assert_clean_failure(cloud, run, states, "run_build_script", r"does-not-exist", capfd)
+    assert_failed_with(run, states, "resolve_images", rf"{missing}: not found", capfd, retried=False)
+    assert states["launch_builder"] == "upstream_failed"
+    assert cloud.live_instances() == [] and cloud.parameter() == PREVIOUS_SNAPSHOT
 
 
 @needs_data_plane

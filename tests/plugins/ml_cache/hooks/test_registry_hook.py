@@ -1,5 +1,6 @@
-"""CacheRegistryHook against a real docker-registry with htpasswd (credentials from moto) and, for what
-that registry cannot do on demand (429, bearer realm, lying digest header), a protocol-level one."""
+"""CacheRegistryHook against a real docker-registry with htpasswd (credentials from moto), the local
+cloud's ECR-style registry (tokens from its GetAuthorizationToken) and, for what those cannot do on
+demand (429, bearer realm, lying digest header), a protocol-level one."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
-import boto3
 import pytest
 from airflow.sdk.log import redact
 from throttling_registry import CONFIG, LAYER_SIZES, MANIFEST_DIGEST, REPOSITORY, TOKEN, Behaviour, ThrottlingRegistry
@@ -29,9 +29,6 @@ from ml_cache.hooks.registry import CacheRegistryHook
 from ml_cache.registry import ImageResolutionFailed
 
 MISSING = next((tool for tool in ("docker-registry", "skopeo", "busybox") if shutil.which(tool) is None), None)
-ECR_ACCOUNT = "123456789012"
-ECR_HOST = f"{ECR_ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com"
-FOREIGN_ECR_HOST = "210987654321.dkr.ecr.eu-west-1.amazonaws.com"
 PLATFORM = f"linux/{machine_architecture()}"
 OTHER_ARCHITECTURE = "arm64" if machine_architecture() == "amd64" else "amd64"
 SMALL = DemoImage("small")
@@ -51,14 +48,7 @@ class Served:
 
     def endpoints(self) -> dict[str, str]:
         url = f"http://{self.registry.address}"
-        return {self.registry.address: url, ECR_HOST: url, FOREIGN_ECR_HOST: url}
-
-
-def _ecr_password(moto_endpoint: str, account: str) -> str:
-    """What moto's GetAuthorizationToken hands out for `account` (the local registry's AWS user)."""
-    ecr = boto3.client("ecr", region_name="eu-west-1", endpoint_url=moto_endpoint)
-    token = ecr.get_authorization_token(registryIds=[account])["authorizationData"][0]["authorizationToken"]
-    return base64.b64decode(token).decode().partition(":")[2]
+        return {self.registry.address: url}
 
 
 def _blob(layout: Path, digest: str) -> dict:
@@ -66,15 +56,15 @@ def _blob(layout: Path, digest: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def served(moto_endpoint: str) -> Iterator[Served]:
-    """docker-registry with basic auth: user demo (for secrets) and user AWS with moto's token for ECR_ACCOUNT."""
+def served() -> Iterator[Served]:
+    """docker-registry with basic auth: user demo (its login is what the secrets hold)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import crypt  # bcrypt through libxcrypt; the module is gone in Python 3.13
 
     base = Path(tempfile.mkdtemp(prefix="mlc-hook-"))
     password = "s3cret-pw-" + base.name[-6:]
-    users = {"demo": password, "AWS": _ecr_password(moto_endpoint, ECR_ACCOUNT)}
+    users = {"demo": password}
     (base / "htpasswd").write_text("".join(
         f"{user}:{crypt.crypt(secret, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n" for user, secret in users.items()))  # noqa: S324
     try:
@@ -165,17 +155,26 @@ def test_ssm_secure_parameter_login_resolves(moto_conn, served: Served) -> None:
     assert hook.resolve(served.ref("small"), PLATFORM).authenticated == "ssm_secure_parameter"
 
 
-@needs_registry
-def test_ecr_host_gets_a_token_for_its_account_through_the_endpoint_mapping(moto_conn, served: Served) -> None:
-    hook = _hook(moto_conn.conn_id, served, {"*.dkr.ecr.*.amazonaws.com": {"source": "ecr"}})
-    image = hook.resolve(served.ref("small", ECR_HOST), PLATFORM)
-    assert image.authenticated == "ecr" and image.digest == served.digests["small"]
+def test_ecr_host_gets_a_token_for_its_account_through_the_endpoint_mapping(ecr_registry, registry_faults,
+                                                                            monkeypatch) -> None:
+    """The local cloud's ECR registry takes only tokens its GetAuthorizationToken issued, unexpired."""
+    monkeypatch.setenv("AIRFLOW_CONN_ECR_LOCAL", json.dumps(
+        {"conn_type": "aws", "login": "testing", "password": "testing",
+         "extra": {"region_name": "us-west-2", "endpoint_url": ecr_registry.cloud_endpoint}}))
+    hook = CacheRegistryHook(aws_conn_id="ecr_local", credentials={"*.dkr.ecr.*.amazonaws.com": {"source": "ecr"}},
+                             endpoints=ecr_registry.endpoints)
+    ref, digest = ecr_registry.image.split("@")
+    image = hook.resolve(ref, PLATFORM)  # a token of the host's region (us-east-2), not the connection's
+    assert (image.authenticated, image.digest) == ("ecr", digest)
 
-    with pytest.raises(ImageResolutionFailed) as error:  # moto's token for another account: not this registry's
-        hook.resolve(served.ref("small", FOREIGN_ECR_HOST), PLATFORM)
-    ref, reason, detail = _failure(error)
-    assert (ref, reason) == (served.ref("small", FOREIGN_ECR_HOST), "unauthorized")
-    assert "HTTP 401" in detail and "UNAUTHORIZED" in detail
+    registry_faults(ecr_token_seconds=0)  # every new token has expired already
+    fresh = CacheRegistryHook(aws_conn_id="ecr_local", credentials={ecr_registry.host: {"source": "ecr"}},
+                              endpoints=ecr_registry.endpoints)
+    with pytest.raises(ImageResolutionFailed) as error:
+        fresh.resolve(ref, PLATFORM)
+    failed_ref, reason, detail = _failure(error)
+    assert (failed_ref, reason) == (ref, "unauthorized")
+    assert "Your authorization token has expired" in detail
 
 
 @needs_registry
