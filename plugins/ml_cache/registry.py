@@ -16,12 +16,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ml_cache.builder_spec import spec_schema
 from ml_cache.images import DOCKER_HUB, parse_reference, registry_allowed
-
-# ECR registry host names: <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]
-# https://docs.aws.amazon.com/AmazonECR/latest/userguide/Registries.html (registry URL) and
-# https://docs.aws.amazon.com/general/latest/gr/ecr.html (FIPS and China endpoints).
-ECR_HOST = re.compile(r"^(?P<account>[0-9]{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
 
 ANONYMOUS = {"source": "anonymous"}
 # Docker Hub's registry API is not served at docker.io itself (Docker's and containerd's default host).
@@ -51,9 +47,10 @@ FILESYSTEM_OVERHEAD_GIB = 1
 
 
 def ecr_registry(host: str) -> tuple[str, str] | None:
-    """(account, region) of an ECR registry host, None for any other registry."""
-    match = ECR_HOST.fullmatch(host.lower())
-    return (match["account"], match["region"]) if match else None
+    """(account, region) of an ECR registry host (the builder spec schema's $defs/ecr_registry_host),
+    None for any other registry."""
+    match = re.search(spec_schema()["$defs"]["ecr_registry_host"]["pattern"], host.lower())
+    return (match[1], match[2]) if match else None
 
 
 def credential_for(host: str, credentials: dict[str, dict]) -> dict:

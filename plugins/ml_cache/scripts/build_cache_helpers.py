@@ -29,10 +29,8 @@ KEYWORDS = {
 }
 SUPPORTED = ANNOTATIONS | set(KEYWORDS) | {"$ref", "then"}
 JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
-# ECR registry hosts: <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]
-# https://docs.aws.amazon.com/AmazonECR/latest/userguide/Registries.html (registry URL), FIPS endpoints:
-# https://docs.aws.amazon.com/general/latest/gr/ecr.html, China: https://docs.amazonaws.cn/en_us/aws/latest/userguide/ecr.html
-ECR_HOST = re.compile(r"[0-9]{12}\.dkr\.ecr(?:-fips)?\.([a-z]{2}(?:-[a-z]+)+-[0-9]+)\.amazonaws\.com(?:\.cn)?\Z",
+# ECR registry hosts: the schema's $defs/ecr_registry_host (one definition with Airflow's side).
+ECR_HOST = re.compile(json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))["$defs"]["ecr_registry_host"]["pattern"],
                       re.IGNORECASE)  # DNS names are case-insensitive
 
 
@@ -166,7 +164,7 @@ class SpecValidator:
 def ecr_region(host: str) -> str | None:
     """The region of an ECR registry host (where its token must come from), or None for another host."""
     match = ECR_HOST.match(host)
-    return match.group(1).lower() if match else None
+    return match.group(2).lower() if match else None
 
 
 def credential_line(host: str, credential: dict) -> str | None:
