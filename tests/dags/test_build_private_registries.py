@@ -42,7 +42,8 @@ def configure(cloud: Any, images: list[str], credentials: dict[str, dict], endpo
 
 
 def secret_arn(cloud: Any, name: str, username: str, password: str) -> str:
-    """A Secrets Manager secret in the local cloud holding {"username", "password"}."""
+    """A Secrets Manager secret in the local cloud holding {"username", "password"} (a wrong login;
+    the registry's own is the `private_registry_secret` fixture)."""
     secrets = cloud.client("secretsmanager")
     value = json.dumps({"username": username, "password": password})
     try:
@@ -119,8 +120,9 @@ def test_a_missing_tag_fails_naming_the_image(cloud, build_dag, ecr_registry, ca
     assert_failed_in_resolve(cloud, run, states, before, rf"{image}.*not found", capfd)
 
 
-def test_a_missing_architecture_fails_naming_the_image(cloud, build_dag, private_registry, capfd):
-    arn = secret_arn(cloud, "ml-cache/puller", private_registry.username, private_registry.password)
+def test_a_missing_architecture_fails_naming_the_image(cloud, build_dag, private_registry, private_registry_secret,
+                                                      capfd):
+    arn = private_registry_secret()
     image = unpinned(private_registry.image)
     configure(cloud, [image], {private_registry.host: {"source": "secretsmanager", "secret_arn": arn}},
               private_registry.endpoints, architecture="arm64")  # the demo image is built for this machine only
@@ -183,10 +185,9 @@ def xcom_values(run: Any) -> str:
 @needs_data_plane
 @pytest.mark.parametrize("source", ["secretsmanager", "ssm_secure_parameter"])
 def test_private_images_are_cached_by_their_resolved_digests_and_the_secret_is_nowhere(
-        cloud, build_dag, private_registry, ecr_registry, source, capfd):
+        cloud, build_dag, private_registry, private_registry_secret, ecr_registry, source, capfd):
     if source == "secretsmanager":
-        credential = {"source": "secretsmanager", "secret_arn": secret_arn(
-            cloud, "ml-cache/puller", private_registry.username, private_registry.password)}
+        credential = {"source": "secretsmanager", "secret_arn": private_registry_secret()}
     else:
         name = "/ml-cache/registry/puller"
         cloud.client("ssm").put_parameter(Name=name, Type="SecureString", Overwrite=True,
