@@ -27,6 +27,8 @@ CredentialSource = Literal["ecr", "secretsmanager", "ssm_secure_parameter", "ano
 FailureReason = Literal["not found", "unauthorized", "no such platform", "rate-limited", "unreachable",
                         "invalid manifest"]
 FAILURE_REASONS: tuple[str, ...] = get_args(FailureReason)
+# What waiting does not cure (the others were retried already and may pass on a later try).
+PERMANENT_REASONS = frozenset({"not found", "unauthorized", "no such platform", "invalid manifest"})
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -114,6 +116,11 @@ class ImageResolutionFailed(Exception):
         self.failures = list(failures)
         lines = [f"{ref}: {reason} ({detail})" if detail else f"{ref}: {reason}" for ref, reason, detail in failures]
         super().__init__(f"{len(failures)} image(s) could not be resolved: " + "; ".join(lines))
+
+    @property
+    def permanent(self) -> bool:
+        """Every failure is one that waiting does not cure: retrying the task cannot help."""
+        return all(reason in PERMANENT_REASONS for _, reason, _ in self.failures)
 
 
 class ResolutionError(Exception):

@@ -28,11 +28,6 @@ def validate_inputs(params: dict[str, Any] | None, *, aws_conn_id: str) -> dict[
     return resolve_build_settings(load_config(), dict(params or {}), region=region).model_dump(mode="json")
 
 
-# Reasons that waiting does not cure: the run fails at once. Rate limits and unreachable
-# registries were retried by the hook already and get the task's retries too.
-PERMANENT_REASONS = frozenset({"not found", "unauthorized", "no such platform", "invalid manifest"})
-
-
 def resolve_images(settings: BuildSettings, *, aws_conn_id: str) -> dict[str, Any]:
     """Every image resolved to its digest for our platform with its own credentials, and the volume
     sized for them, before any EC2 call: a missing image, architecture or credential fails here."""
@@ -43,7 +38,7 @@ def resolve_images(settings: BuildSettings, *, aws_conn_id: str) -> dict[str, An
         images = hook.resolve_all(settings.build.images, settings.platform)
         return image_resolution(settings, images).model_dump(mode="json")
     except ImageResolutionFailed as failed:
-        if all(reason in PERMANENT_REASONS for _, reason, _ in failed.failures):
+        if failed.permanent:  # fails at once; rate limits and unreachable registries get the task's retries
             raise AirflowFailException(str(failed)) from None
         raise
     except InvalidInputs as error:

@@ -207,3 +207,11 @@ def test_compressed_bytes_is_config_plus_layers() -> None:
     assert compressed_bytes({"config": {"size": 100}, "layers": [{"size": 1000}, {"size": 20}]}) == 1120
     with pytest.raises(ResolutionError, match="no valid size"):
         compressed_bytes({"config": {"size": 1}, "layers": [{"size": -1}]})
+
+
+def test_only_failures_that_waiting_cannot_cure_are_permanent():
+    from ml_cache.registry import FAILURE_REASONS, PERMANENT_REASONS
+
+    assert ImageResolutionFailed([("a/b:1", "not found", ""), ("a/c:1", "unauthorized", "")]).permanent
+    assert not ImageResolutionFailed([("a/b:1", "not found", ""), ("a/c:1", "rate-limited", "")]).permanent
+    assert set(FAILURE_REASONS) - PERMANENT_REASONS == {"rate-limited", "unreachable"}
