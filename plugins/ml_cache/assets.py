@@ -69,6 +69,9 @@ def cache_event_extra(metadata: Mapping[str, Any]) -> dict[str, Any]:
         "arch": metadata["arch"],
         "fsr_availability_zones": list(metadata["fsr_availability_zones"]),
         "run_id": metadata["run_id"],
+        "fingerprint": metadata.get("fingerprint"),
+        "build": metadata.get("build"),
+        "cost": metadata.get("cost"),
     }
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict
 
+from ml_cache.fingerprint import fingerprint
 from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.images import image_set_digest
 
@@ -29,8 +30,22 @@ class ImageMetadata(TypedDict):
     bytes: int | None
 
 
+class BuildProvenance(TypedDict):
+    """How the snapshot's volume started: from the previously published snapshot (`incremental`: only
+    new layers pulled, the snapshot stores changed blocks) or blank (`fresh`, `reason` says why)."""
+
+    mode: str  # "incremental" | "fresh"
+    base_snapshot_id: str | None
+    reason: str
+    bytes_pulled: int | None  # content the builder fetched (the report's volume.bytes_pulled)
+
+
 class SnapshotMetadata(TypedDict):
-    """What the metadata parameter holds after a build (the cache event is cut from it)."""
+    """What the metadata parameter holds after a build (the cache event is cut from it).
+
+    `fingerprint`/`fingerprint_inputs` (ml_cache.fingerprint) decide whether a later run is up to date;
+    `cost` is ml_cache.cost's report of the run, with the pipeline's running total.
+    """
 
     snapshot_id: str
     image_set: str
@@ -42,6 +57,10 @@ class SnapshotMetadata(TypedDict):
     snapshot_start_time: str
     run_id: str
     totals: dict[str, Any]
+    fingerprint: str | None
+    fingerprint_inputs: dict[str, Any] | None
+    build: BuildProvenance | None
+    cost: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -58,7 +77,9 @@ class Published:
 
 
 def snapshot_metadata(*, report: Mapping[str, Any], snapshot: Mapping[str, Any], fsr_states: Mapping[str, str],
-                      run_id: str, arch: str, platform: str, volume_size_gib: int) -> SnapshotMetadata:
+                      run_id: str, arch: str, platform: str, volume_size_gib: int,
+                      fingerprint_inputs: dict[str, Any] | None = None, build: BuildProvenance | None = None,
+                      cost: dict[str, Any] | None = None) -> SnapshotMetadata:
     """What consumers need to know about the snapshot, with digests (tags move, digests do not).
 
     `report` is the builder's verified report, `snapshot` EC2's DescribeSnapshots entry.
@@ -77,6 +98,10 @@ def snapshot_metadata(*, report: Mapping[str, Any], snapshot: Mapping[str, Any],
         snapshot_start_time=start.isoformat() if isinstance(start, datetime) else str(start),
         run_id=run_id,
         totals=report.get("totals", {}),
+        fingerprint=fingerprint(fingerprint_inputs) if fingerprint_inputs else None,
+        fingerprint_inputs=fingerprint_inputs,
+        build=build,
+        cost=cost,
     )
 
 

@@ -80,6 +80,10 @@ class BuildConfig(Section):
     fsr_availability_zones: f.unique_list(f.AvailabilityZone) = Field(
         [], description="AZs of the GPU node group, where FSR is enabled.")
     pull_parallelism: f.PullParallelism = Field(3, description="Images pulled at once on the builder.")
+    incremental: bool = Field(True, description="Start the data volume from the published snapshot: only new "
+                                                "layers are pulled and the new snapshot is incremental.")
+    force_rebuild: bool = Field(False, description="Build even when the image set, the builder and the volume "
+                                                   "settings are unchanged (else such a run ends as up to date).")
 
     @model_validator(mode="after")
     def _rules(self) -> BuildConfig:
@@ -108,6 +112,35 @@ class RolloutConfig(Section):
     baseline_node_group_name: f.EksName | None = None
 
 
+class LifecycleConfig(Section):
+    """How long the cache's resources live (the FSR guard, the rollout's FSR retirement, the janitor)."""
+
+    fsr_max_snapshots: int = Field(2, ge=1, le=5, description="Snapshots of this pipeline with FSR at once: the "
+                                   "live one, plus the previous one only while a rollout to a new one runs.")
+    fsr_region_quota: int = Field(5, ge=1, description="FSR-enabled snapshots the region allows (Service Quotas; "
+                                                       "AWS's default is 5), ours and others'.")
+    keep_published_snapshots: int = Field(3, ge=1, description="Published snapshots kept, newest first; older "
+                                          "ones are deleted unless something still references them.")
+    parameter_history_versions: int = Field(10, ge=1, description="Recent versions of the SSM parameter whose "
+                                            "snapshots count as referenced (never deleted).")
+    keep_document_versions: int = Field(5, ge=1, description="Newest SSM document versions kept (the default "
+                                                             "version is always kept).")
+    unpublished_snapshot_hours: float = Field(24, gt=0, description="A snapshot no run published (a failed "
+                                              "build) is deleted once this old, unless referenced.")
+
+
+class Prices(Section):
+    """USD list prices for the cost report and the janitor's savings (us-west-2 on-demand, December 2026:
+    set your region's and your discounts)."""
+
+    fsr_per_az_hour: float = Field(0.75, ge=0, description="Fast Snapshot Restore, per snapshot per AZ-hour.")
+    snapshot_per_gb_month: float = Field(0.05, ge=0, description="EBS snapshot storage (standard tier).")
+    volume_per_gb_month: float = Field(0.08, ge=0, description="gp3 volume storage (the builder's volumes).")
+    instance_per_hour: dict[str, float] = Field(
+        {"c6i.2xlarge": 0.34, "m6i.2xlarge": 0.384, "c5.2xlarge": 0.34},
+        description="On-demand price per builder instance type; a type not listed is reported without a price.")
+
+
 class Timeouts(Section):
     """Deadlines of the deferred waits, in seconds."""
 
@@ -127,6 +160,8 @@ class RunSettings(Section):
     region: f.Region
     aws: AwsConfig
     timeouts: Timeouts = Timeouts()
+    lifecycle: LifecycleConfig = LifecycleConfig()
+    prices: Prices = Prices()
 
     @model_validator(mode="after")
     def _same_region(self) -> RunSettings:
@@ -185,4 +220,12 @@ class RolloutSettings(RunSettings):
     """A rollout run's validated settings (config `rollout:` merged with the trigger form)."""
 
     rollout: RolloutConfig
+
+
+class JanitorSettings(RunSettings):
+    """A janitor run's validated settings: what it may clean up (`lifecycle`), where the cache is live
+    (`rollout`: the node group and its launch template) and whether it only reports (`dry_run`)."""
+
+    rollout: RolloutConfig
+    dry_run: bool = False
 

@@ -11,12 +11,13 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ml_cache.images import InvalidInputs, show
-from ml_cache.settings.models import BuildConfig, BuildSettings, RolloutSettings
+from ml_cache.settings.models import BuildConfig, BuildSettings, JanitorSettings, RolloutSettings
 
-CONFIG_SECTIONS = ("pipeline", "aws", "build", "rollout", "timeouts")
+CONFIG_SECTIONS = ("pipeline", "aws", "build", "rollout", "timeouts", "lifecycle", "prices")
 # Form fields: every BuildConfig field but the allow-list (an allow-list a run can widen is no allow-list).
 BUILD_FORM_FIELDS = tuple(name for name in BuildConfig.model_fields if name != "allowed_registries")
 ROLLOUT_FORM_FIELDS = ("snapshot_id", "max_startup_seconds", "force_update", "uncached_baseline")
+JANITOR_FORM_FIELDS = ("dry_run",)
 
 Settings = TypeVar("Settings", bound=BaseModel)
 
@@ -61,7 +62,8 @@ def _merged(config: dict[str, Any], section: str, params: dict[str, Any] | None,
 
 def _common(config: dict[str, Any], region: str) -> dict[str, Any]:
     return {"pipeline": config.get("pipeline"), "region": region, "aws": config.get("aws"),
-            "timeouts": config.get("timeouts") or {}}
+            "timeouts": config.get("timeouts") or {}, "lifecycle": config.get("lifecycle") or {},
+            "prices": config.get("prices") or {}}
 
 
 def resolve_build_settings(config: dict[str, Any], params: dict[str, Any] | None, *, region: str) -> BuildSettings:
@@ -75,3 +77,19 @@ def resolve_rollout_settings(config: dict[str, Any], params: dict[str, Any] | No
     """Config `rollout:` (Terraform's output) with the run's Params over it, validated."""
     rollout = _merged(config, "rollout", params, ROLLOUT_FORM_FIELDS)
     return validated(RolloutSettings, {**_common(config, region), "rollout": rollout})
+
+
+def resolve_janitor_settings(config: dict[str, Any], params: dict[str, Any] | None, *,
+                             region: str) -> JanitorSettings:
+    """Config `lifecycle:` and `rollout:` (where the cache is live) with the run's `dry_run`, validated."""
+    params = params or {}
+    if not isinstance(params, dict):
+        raise InvalidInputs(f"params must be a mapping, got {show(params)}")
+    unknown = sorted(key for key in params if key not in JANITOR_FORM_FIELDS)
+    if unknown:
+        raise InvalidInputs(f"unknown parameter(s) {unknown}; the form has {list(JANITOR_FORM_FIELDS)}")
+    rollout = _merged(config, "rollout", {}, ())
+    data = {**_common(config, region), "rollout": rollout}
+    if params.get("dry_run") is not None:
+        data["dry_run"] = params["dry_run"]
+    return validated(JanitorSettings, data)

@@ -54,9 +54,10 @@ def test_build_event_round_trips_into_the_rollout_target():
 
 
 def test_build_event_carries_no_sizes_or_platform():
-    """The event is the contract's six keys; sizes and totals stay in the metadata parameter."""
+    """The event is the contract's six keys plus how it was built and what it cost; sizes and totals
+    stay in the metadata parameter."""
     assert set(producers.cache_extra()) == {"snapshot_id", "image_set", "images", "arch",
-                                            "fsr_availability_zones", "run_id"}
+                                            "fsr_availability_zones", "run_id", "fingerprint", "build", "cost"}
     assert all(set(image) == {"ref", "digest"} for image in producers.cache_extra()["images"])
 
 
