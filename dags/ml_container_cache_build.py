@@ -5,11 +5,13 @@ Pre-pulls ML container images into containerd on an EBS volume, snapshots it, en
 Snapshot Restore (FSR) and publishes the snapshot id, so new EKS GPU nodes start pods in seconds.
 
 ```
-validate_inputs ─► resolve_images ─► resolve_ami ─► register_build_script ─► launch_builder (setup)
+validate_inputs ─► resolve_images ─► decide_build ─► build_or_skip ─┬► up_to_date (nothing launched, no event)
+  ┌──────────────────────────────────────────────────────────────────┘
+  └► resolve_ami ─► register_build_script ─► launch_builder (setup)
   ─► wait_for_builder ─► run_build_script ─► verify_build_report ─► quiesce_builder
   ─► verify_quiesced ─► create_snapshot ─┬► terminate_builder (teardown: runs whatever failed)
                                           └► enable_fast_snapshot_restore ─► publish_snapshot
-                                                               ─► Asset ml_container_cache
+                       ─► Asset ml_container_cache          └► retire_unpublished_fsr (teardown)
 ```
 
 * Defaults come from `config/ml_container_cache.yaml` (or `$ML_CACHE_CONFIG`), read when the run
@@ -19,12 +21,21 @@ validate_inputs ─► resolve_images ─► resolve_ami ─► register_build_s
   platform and its size, before any EC2 call: a missing tag or architecture, or a credential that
   does not work, fails the run there, naming the image. The builder pulls exactly those digests,
   and the data volume is sized from those sizes (unless the form sets a size that is enough).
+* `decide_build` compares this run's fingerprint (resolved digests, platform, builder script,
+  volume settings) with the published one: when equal, and the published snapshot exists, is
+  complete and has FSR as configured, the run ends at `up_to_date`: no instance, no snapshot, no
+  event, so no rollout. `force_rebuild` overrides. Otherwise the builder's data volume starts from
+  the published snapshot (only new layers are pulled; the new snapshot is incremental), or blank
+  when that cannot be (the task log says why).
+* FSR is enabled only within the Region's quota and the pipeline's limit (`lifecycle:`), and a
+  snapshot this run made but did not publish never keeps it (`retire_unpublished_fsr`).
 * Publish is last: a failed run leaves the SSM parameter and the previous snapshot untouched,
   and `terminate_builder` leaves no instance running.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import timedelta
 from typing import Any
@@ -43,8 +54,10 @@ from ml_cache.settings.params import build_params
 from ml_cache.steps import build as steps
 
 AWS_CONN_ID = "aws_default"
+log = logging.getLogger(__name__)
 SETTINGS = EarlierResult("validate_inputs", BuildSettings)  # far-travelling results: no edges drawn
 RESOLVED = EarlierResult("resolve_images", ImageResolution)
+DECISION = EarlierResult("decide_build")
 BUILDER = EarlierResult("wait_for_builder")
 POLL = SETTINGS["timeouts.poll_seconds"]
 
@@ -75,6 +88,29 @@ with DAG(
         return steps.resolve_images(settings, aws_conn_id=AWS_CONN_ID)
 
     @task
+    def decide_build(settings: BuildSettings, resolution: ImageResolution) -> dict[str, Any]:
+        """Up to date, or build (from the published snapshot when it can): compares fingerprints."""
+        decision = steps.decide_build(settings, resolution, aws_conn_id=AWS_CONN_ID)
+        for reason in decision["reasons"]:
+            log.info("%s: %s", "Up to date" if decision["up_to_date"] else "Build needed", reason)
+        if not decision["up_to_date"]:
+            log.info("Data volume: %s (%s)", decision["base"]["mode"], decision["base"]["reason"])
+        return decision
+
+    @task.branch
+    def build_or_skip(decision: dict[str, Any]) -> str:
+        """The pipeline's fork: `up_to_date` ends the run with nothing launched."""
+        return "up_to_date" if decision["up_to_date"] else "resolve_ami"
+
+    @task
+    def up_to_date(decision: dict[str, Any], **context: Any) -> dict[str, Any]:
+        """Nothing changed: no instance, no snapshot, no Asset event (hence no rollout)."""
+        summary = steps.up_to_date_summary(decision, context["dag_run"].start_date)
+        log.info("UP TO DATE: %s is live; 0 instances launched; decided in %s s", summary["snapshot_id"],
+                 summary["decided_in_seconds"])
+        return summary
+
+    @task
     def resolve_ami(settings: BuildSettings) -> str:
         """The EKS-optimized AL2023 AMI, from its public SSM parameter."""
         return steps.resolve_ami(settings, aws_conn_id=AWS_CONN_ID)
@@ -96,13 +132,22 @@ with DAG(
         return steps.verify_quiesced(builder, command_id, aws_conn_id=AWS_CONN_ID)
 
     @task(outlets=[ML_CONTAINER_CACHE])
-    def publish_snapshot(settings: BuildSettings, resolution: ImageResolution, report: dict[str, Any],
-                         snapshot_id: str, fsr_states: dict[str, str], **context: Any) -> dict[str, Any]:
-        """Last step: SSM parameter (bare id), metadata sibling, Asset event."""
-        published, extra = steps.publish_snapshot(settings, resolution, report, snapshot_id, fsr_states,
+    def publish_snapshot(settings: BuildSettings, resolution: ImageResolution, decision: dict[str, Any],
+                         report: dict[str, Any], snapshot_id: str, fsr_states: dict[str, str],
+                         **context: Any) -> dict[str, Any]:
+        """Last step: published tag, SSM parameter (bare id), metadata sibling, Asset event."""
+        published, extra = steps.publish_snapshot(settings, resolution, decision, report, snapshot_id, fsr_states,
                                                   context["run_id"], aws_conn_id=AWS_CONN_ID)
         context["outlet_events"][ML_CONTAINER_CACHE].extra = extra
         return published
+
+    @task
+    def retire_unpublished_fsr(settings: BuildSettings, snapshot_id: str) -> list[str]:
+        """Teardown: FSR off on this run's snapshot unless it is the published one."""
+        zones = steps.retire_unpublished_fsr(settings, snapshot_id, aws_conn_id=AWS_CONN_ID)
+        if zones:
+            log.info("FSR disabled on unpublished %s in %s", snapshot_id, zones)
+        return zones
 
     script = {"builder": BUILDER, "document": EarlierResult("register_build_script"),
               "images": RESOLVED["pinned_images"], "platform": SETTINGS["platform"],
@@ -113,10 +158,15 @@ with DAG(
 
     settings = validate_inputs()
     resolved = resolve_images(SETTINGS)
+    decision = decide_build(SETTINGS, RESOLVED)
+    fork = build_or_skip(DECISION)
+    nothing_to_do = up_to_date(DECISION)
     ami = resolve_ami(SETTINGS)
     document = register_build_script(SETTINGS)
     launch = LaunchBuilderOperator(task_id="launch_builder", launch=SETTINGS["builder_launch"],
-                                   image_id=EarlierResult("resolve_ami"), volume_size_gib=RESOLVED["volume_size_gib"])
+                                   image_id=EarlierResult("resolve_ami"),
+                                   volume_size_gib=DECISION["base.volume_size_gib"],
+                                   base_snapshot_id=DECISION["base.snapshot_id"])
     builder = WaitForBuilderOperator(task_id="wait_for_builder", builder=launch.output,
                                      timeout_seconds=SETTINGS["timeouts.agent_online_seconds"], poll_seconds=POLL)
     build = RunBuilderScriptOperator(task_id="run_build_script", action="build", **script)
@@ -130,14 +180,16 @@ with DAG(
     fsr = EnableFastSnapshotRestoreOperator(
         task_id="enable_fast_snapshot_restore", snapshot_id=snapshot.output,
         enabled=SETTINGS["build.enable_fast_snapshot_restore"],
-        availability_zones=SETTINGS["build.fsr_availability_zones"],
-        timeout_seconds=SETTINGS["timeouts.fsr_seconds"], poll_seconds=POLL)
-    published = publish_snapshot(SETTINGS, RESOLVED, EarlierResult("verify_build_report"),
+        availability_zones=SETTINGS["build.fsr_availability_zones"], pipeline=SETTINGS["pipeline"],
+        lifecycle=SETTINGS["lifecycle"], timeout_seconds=SETTINGS["timeouts.fsr_seconds"], poll_seconds=POLL)
+    published = publish_snapshot(SETTINGS, RESOLVED, DECISION, EarlierResult("verify_build_report"),
                                  EarlierResult("create_snapshot"), fsr.output)
     terminate = TerminateBuilderOperator(task_id="terminate_builder", pipeline=SETTINGS["pipeline"],
                                          builder=launch.output)
+    unpublished = retire_unpublished_fsr(SETTINGS, EarlierResult("create_snapshot"))
 
-    chain(settings, resolved, ami, document, launch, builder, build, report, quiesce, quiesced, snapshot, fsr,
-          published)
+    chain(settings, resolved, decision, fork, [nothing_to_do, ami])
+    chain(ami, document, launch, builder, build, report, quiesce, quiesced, snapshot, fsr, published)
     snapshot >> terminate  # the builder is not needed once the snapshot is complete
     terminate.as_teardown(setups=launch)
+    published >> unpublished.as_teardown(setups=launch)  # also when FSR or publish failed

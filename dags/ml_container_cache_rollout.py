@@ -6,9 +6,11 @@ the images were already present, and only then tells data teams (Asset `ml_conta
 
 ```
 validate_inputs ─► resolve_snapshot ─► precheck_node_group ─► create_launch_template_version
-  ─► update_node_group ─► validate_nodes ─► publish_ready ─► Asset ml_container_cache_ready
+  ─► update_node_group ─► validate_nodes ─► publish_ready ─► retire_superseded_fsr
+                 │                │              └► Asset ml_container_cache_ready
                  │                └► delete_validation_pods (teardown: runs whatever happened)
-                 └──(any failure after the update)──► rollback_node_group, restore_snapshot_parameter
+                 └──(any failure after the update)──► rollback_node_group,
+                                        restore_snapshot_parameter ─► retire_rejected_fsr
 ```
 
 * Runs on each `ml_container_cache` event (the build DAG's publish), or manually with a snapshot.
@@ -17,6 +19,8 @@ validate_inputs ─► resolve_snapshot ─► precheck_node_group ─► create
 * On a failed update or a failed validation the node group goes back to its previous launch
   template version and the SSM parameter back to the previous snapshot; the run ends FAILED.
   `force` is used only when the `force_update` parameter asks for it.
+* Fast Snapshot Restore stays on the live snapshot only: once validated, the snapshot the nodes ran
+  before loses it; after a rollback, the rejected one does.
 """
 
 from __future__ import annotations
@@ -94,6 +98,16 @@ with DAG(
         """The SSM parameter goes back to the snapshot the node group ran before this rollout."""
         return steps.restore_snapshot_parameter(settings, target, current, aws_conn_id=AWS_CONN_ID)
 
+    @task
+    def retire_superseded_fsr(settings: RolloutSettings, target: RolloutTarget, current: dict[str, Any]) -> list[str]:
+        """Validated: FSR off on the snapshot the nodes ran before (no rollback target any more)."""
+        return steps.retire_superseded_fsr(settings, target, current, aws_conn_id=AWS_CONN_ID)
+
+    @task
+    def retire_rejected_fsr(settings: RolloutSettings, target: RolloutTarget) -> list[str]:
+        """Rolled back: FSR off on the snapshot that failed validation."""
+        return steps.retire_rejected_fsr(settings, target, aws_conn_id=AWS_CONN_ID)
+
     node_group = {"cluster_name": SETTINGS["rollout.cluster_name"],
                   "node_group_name": SETTINGS["rollout.node_group_name"],
                   "launch_template_id": SETTINGS["rollout.launch_template_id"],
@@ -116,7 +130,7 @@ with DAG(
                                        trigger_rule="one_failed", **node_group)
     restored = restore_snapshot_parameter(SETTINGS, TARGET, CURRENT)
 
-    chain(settings, target, current, version, update, report, ready)
+    chain(settings, target, current, version, update, report, ready, retire_superseded_fsr(SETTINGS, TARGET, CURRENT))
     report >> delete_pods.as_teardown()
     [update, report] >> rollback
-    [update, report] >> restored
+    [update, report] >> restored >> retire_rejected_fsr(SETTINGS, TARGET)

@@ -44,9 +44,10 @@ def deadman_user_data(minutes: int) -> str:
 
 
 def builder_request(launch: BuilderLaunch, image_id: str, volume_size_gib: int, instance_type: str,
-                    subnet: str | None, tags: dict[str, str]) -> dict[str, Any]:
+                    subnet: str | None, tags: dict[str, str], *, base_snapshot_id: str | None = None) -> dict[str, Any]:
     """RunInstances parameters: IMDSv2 only, no public IP, encrypted volumes, terminate on shutdown.
-    The data volume's size is resolve_images' (sized for the resolved images)."""
+    The data volume is sized by decide_build (for the resolved images, never below its base) and starts
+    from `base_snapshot_id` (incremental: it keeps that snapshot's KMS key unless one is configured)."""
     data_ebs: dict[str, Any] = {
         "VolumeSize": volume_size_gib,
         "VolumeType": "gp3",
@@ -55,6 +56,8 @@ def builder_request(launch: BuilderLaunch, image_id: str, volume_size_gib: int, 
         "Encrypted": True,
         "DeleteOnTermination": True,
     }
+    if base_snapshot_id:
+        data_ebs["SnapshotId"] = base_snapshot_id
     if launch.kms_key_id:
         data_ebs["KmsKeyId"] = launch.kms_key_id
     name_tag = {"Name": f"{launch.pipeline}-builder"}

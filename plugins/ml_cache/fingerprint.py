@@ -52,6 +52,10 @@ def differences(published: Mapping[str, Any] | None, current: Mapping[str, Any])
         changes.append(f"platform {published.get('platform')} -> {current['platform']}")
     if published.get("builder_sha256") != current["builder_sha256"]:
         changes.append("the builder script changed")
-    if published.get("volume") != current["volume"]:
-        changes.append(f"volume {published.get('volume')} -> {current['volume']}")
+    before_volume, after_volume = published.get("volume") or {}, current["volume"]
+    if before_volume.get("size_gib") != after_volume["size_gib"]:
+        changes.append(f"data volume {before_volume.get('size_gib')} GiB -> {after_volume['size_gib']} GiB")
+    if before_volume.get("kms_key_id") != after_volume["kms_key_id"]:
+        changes.append(f"KMS key {before_volume.get('kms_key_id') or 'default'} -> "
+                       f"{after_volume['kms_key_id'] or 'default'}")
     return changes

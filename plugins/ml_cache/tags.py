@@ -7,6 +7,7 @@ from typing import Any
 
 PIPELINE_TAG = "ml-cache:pipeline"
 RUN_ID_TAG = "ml-cache:run-id"
+PUBLISHED_TAG = "ml-cache:published"  # on a snapshot a build published: when (ISO 8601 UTC)
 CLIENT_TOKEN_MAX = 64  # RunInstances ClientToken: at most 64 ASCII characters
 
 

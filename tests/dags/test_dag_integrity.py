@@ -68,19 +68,23 @@ def test_build_graph_draws_the_pipeline_and_nothing_else(dagbag):
     """The graph view shows the pipeline's order: no bundle of settings/builder edges across the DAG."""
     dag = dagbag.dags["ml_container_cache_build"]
     edges = {(task.task_id, down) for task in dag.tasks for down in task.downstream_task_ids}
-    pipeline = ["validate_inputs", "resolve_images", "resolve_ami", "register_build_script", "launch_builder",
-                "wait_for_builder", "run_build_script", "verify_build_report", "quiesce_builder", "verify_quiesced",
-                "create_snapshot", "enable_fast_snapshot_restore", "publish_snapshot"]
-    teardown = {("launch_builder", "terminate_builder"), ("create_snapshot", "terminate_builder")}
-    assert edges == set(itertools.pairwise(pipeline)) | teardown
+    pipeline = ["validate_inputs", "resolve_images", "decide_build", "build_or_skip", "resolve_ami",
+                "register_build_script", "launch_builder", "wait_for_builder", "run_build_script",
+                "verify_build_report", "quiesce_builder", "verify_quiesced", "create_snapshot",
+                "enable_fast_snapshot_restore", "publish_snapshot"]
+    fork = {("build_or_skip", "up_to_date")}
+    teardown = {("launch_builder", "terminate_builder"), ("create_snapshot", "terminate_builder"),
+                ("launch_builder", "retire_unpublished_fsr"), ("publish_snapshot", "retire_unpublished_fsr")}
+    assert edges == set(itertools.pairwise(pipeline)) | fork | teardown
 
 
 def test_rollout_graph_draws_the_pipeline_and_its_rollback(dagbag):
     dag = dagbag.dags["ml_container_cache_rollout"]
     edges = {(task.task_id, down) for task in dag.tasks for down in task.downstream_task_ids}
     pipeline = ["validate_inputs", "resolve_snapshot", "precheck_node_group", "create_launch_template_version",
-                "update_node_group", "validate_nodes", "publish_ready"]
-    aftercare = {("validate_nodes", "delete_validation_pods")} | {
+                "update_node_group", "validate_nodes", "publish_ready", "retire_superseded_fsr"]
+    aftercare = {("validate_nodes", "delete_validation_pods"),
+                 ("restore_snapshot_parameter", "retire_rejected_fsr")} | {
         (failed, undo) for failed in ("update_node_group", "validate_nodes")
         for undo in ("rollback_node_group", "restore_snapshot_parameter")}
     assert edges == set(itertools.pairwise(pipeline)) | aftercare
@@ -105,11 +109,25 @@ def test_terminate_is_the_teardown_of_the_launch(dagbag):
     assert "terminate_builder" not in dag.get_task("publish_snapshot").get_flat_relative_ids(upstream=True)
 
 
+def test_an_unpublished_snapshot_loses_fsr_whatever_failed(dagbag):
+    """A teardown, so it runs after a failed FSR or publish and never decides the run's state."""
+    dag = dagbag.dags["ml_container_cache_build"]
+    retire = dag.get_task("retire_unpublished_fsr")
+    assert retire.is_teardown
+    assert {"launch_builder", "publish_snapshot"} <= retire.upstream_task_ids
+
+
+def test_an_up_to_date_run_forks_before_anything_is_launched(dagbag):
+    dag = dagbag.dags["ml_container_cache_build"]
+    assert dag.get_task("build_or_skip").downstream_task_ids == {"up_to_date", "resolve_ami"}
+    assert "launch_builder" in dag.get_task("resolve_ami").get_flat_relative_ids(upstream=False)
+
+
 def test_build_params_form(dagbag):
     params = dagbag.dags["ml_container_cache_build"].params
     expected = {"images", "architecture", "kubernetes_version", "instance_types", "fsr_availability_zones",
                 "enable_fast_snapshot_restore", "volume_size_gib", "volume_iops", "volume_throughput_mibps",
-                "snapshot_name", "snapshot_description", "pull_parallelism"}
+                "snapshot_name", "snapshot_description", "pull_parallelism", "incremental", "force_rebuild"}
     assert expected <= set(params)
     for name in expected:  # empty means "config default", so a plain trigger validates
         assert params.get_param(name).value is None

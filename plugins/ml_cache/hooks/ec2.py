@@ -7,7 +7,7 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
 from ml_cache.hooks._waiters import CustomWaitersMixin
-from ml_cache.tags import tag_filters, tag_specifications
+from ml_cache.tags import tag_filters, tag_list, tag_specifications
 
 LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped"]
 
@@ -62,6 +62,9 @@ class CacheEc2Hook(CustomWaitersMixin, AwsBaseHook):
     def delete_snapshot(self, snapshot_id: str) -> None:
         self.conn.delete_snapshot(SnapshotId=snapshot_id)
 
+    def tag_resource(self, resource_id: str, tags: dict[str, str]) -> None:
+        self.conn.create_tags(Resources=[resource_id], Tags=tag_list(tags))
+
     # -- fast snapshot restore -------------------------------------------------------------
     def enable_fast_snapshot_restores(self, snapshot_id: str, zones: list[str]) -> dict[str, Any]:
         """Returns Successful and Unsuccessful lists: a partial failure is not an exception."""
@@ -75,6 +78,11 @@ class CacheEc2Hook(CustomWaitersMixin, AwsBaseHook):
             Filters=[{"Name": "snapshot-id", "Values": [snapshot_id]}]
         )
         return response["FastSnapshotRestores"]
+
+    def describe_all_fast_snapshot_restores(self) -> list[dict[str, Any]]:
+        """Every FSR entry of the Region, any owner (the quota counts them all)."""
+        paginator = self.conn.get_paginator("describe_fast_snapshot_restores")
+        return [entry for page in paginator.paginate() for entry in page["FastSnapshotRestores"]]
 
     # -- launch templates ------------------------------------------------------------------
     def describe_launch_template_version(self, template_id: str, version: str) -> dict[str, Any]:

@@ -38,13 +38,15 @@ class LaunchBuilderOperator(CacheAwsOperator[CacheEc2Hook]):
     """
 
     aws_hook_class = CacheEc2Hook
-    template_fields: Sequence[str] = aws_template_fields("launch", "image_id", "volume_size_gib")
+    template_fields: Sequence[str] = aws_template_fields("launch", "image_id", "volume_size_gib", "base_snapshot_id")
 
-    def __init__(self, *, launch: BuilderLaunch, image_id: str, volume_size_gib: int, **kwargs: Any) -> None:
+    def __init__(self, *, launch: BuilderLaunch, image_id: str, volume_size_gib: int,
+                 base_snapshot_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.launch = launch
         self.image_id = image_id
         self.volume_size_gib = volume_size_gib
+        self.base_snapshot_id = base_snapshot_id
 
     def execute(self, context: Any) -> dict[str, Any]:
         ti = context["ti"]
@@ -56,7 +58,8 @@ class LaunchBuilderOperator(CacheAwsOperator[CacheEc2Hook]):
         failures = []
         for instance_type, subnet in self.launch.candidates():
             token = client_token(ti.dag_id, ti.run_id, ti.task_id, ti.map_index, instance_type, subnet or "")
-            request = builder_request(self.launch, self.image_id, self.volume_size_gib, instance_type, subnet, tags)
+            request = builder_request(self.launch, self.image_id, self.volume_size_gib, instance_type, subnet, tags,
+                                      base_snapshot_id=self.base_snapshot_id)
             try:
                 instance = self.hook.run_instance(ClientToken=token, **request)
             except ClientError as error:

@@ -7,13 +7,14 @@ from typing import Any
 
 from airflow.providers.amazon.aws.utils import validate_execute_complete_event
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.providers.common.compat.sdk import AirflowFailException
 
+from ml_cache.fsr_lifecycle import BILLED_FSR_STATES, FsrQuotaExceeded, check_fsr_quota
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.operators.base import CacheAwsOperator
+from ml_cache.settings.models import LifecycleConfig
 from ml_cache.tags import run_tags
 from ml_cache.triggers.ec2 import FastSnapshotRestoreEnabledTrigger, SnapshotCompletedTrigger
-
-BILLED_FSR_STATES = ("enabling", "optimizing", "enabled")
 
 
 class SnapshotFailed(RuntimeError):
@@ -75,19 +76,22 @@ class CreateCacheSnapshotOperator(CacheAwsOperator[CacheEc2Hook]):
 
 
 class EnableFastSnapshotRestoreOperator(CacheAwsOperator[CacheEc2Hook]):
-    """Enable FSR in the chosen AZs and defer until `enabled` in all of them.
+    """Check the FSR limits, enable FSR in the chosen AZs and defer until `enabled` in all of them.
 
-    EnableFastSnapshotRestores answers 200 with an `Unsuccessful` list: any entry there fails the
-    run (after disabling what did succeed, so a failed run costs nothing).
+    Over the Region's quota or the pipeline's limit the task fails at once, naming the snapshots
+    that hold FSR. EnableFastSnapshotRestores answers 200 with an `Unsuccessful` list: any entry
+    there fails the run (after disabling what did succeed, so a failed run costs nothing).
     """
 
     aws_hook_class = CacheEc2Hook
     template_fields: Sequence[str] = aws_template_fields(
-        "snapshot_id", "enabled", "availability_zones", "timeout_seconds", "poll_seconds")
+        "snapshot_id", "enabled", "availability_zones", "pipeline", "lifecycle", "timeout_seconds", "poll_seconds")
 
-    def __init__(self, *, snapshot_id: str, enabled: bool, availability_zones: list[str], timeout_seconds: int,
-                 poll_seconds: int, **kwargs: Any) -> None:
+    def __init__(self, *, snapshot_id: str, enabled: bool, availability_zones: list[str], pipeline: str,
+                 lifecycle: LifecycleConfig, timeout_seconds: int, poll_seconds: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.pipeline = pipeline
+        self.lifecycle = lifecycle
         self.snapshot_id = snapshot_id
         self.enabled = enabled
         self.availability_zones = availability_zones
@@ -98,6 +102,10 @@ class EnableFastSnapshotRestoreOperator(CacheAwsOperator[CacheEc2Hook]):
         if not self.enabled:
             self.log.info("Fast Snapshot Restore disabled for this run")
             return {}
+        try:
+            check_fsr_quota(self.hook, snapshot_id=self.snapshot_id, pipeline=self.pipeline, lifecycle=self.lifecycle)
+        except FsrQuotaExceeded as error:
+            raise AirflowFailException(str(error)) from None  # waiting does not free a slot
         response = self.hook.enable_fast_snapshot_restores(self.snapshot_id, list(self.availability_zones))
         unsuccessful = response.get("Unsuccessful", [])
         if unsuccessful:

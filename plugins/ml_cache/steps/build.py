@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
+from botocore.exceptions import ClientError
 
 from ml_cache.assets import cache_event_extra
+from ml_cache.fsr_lifecycle import retire_fsr
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.hooks.registry import CacheRegistryHook
 from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.images import InvalidInputs
+from ml_cache.published import BuildProvenance, read_published, snapshot_metadata
 from ml_cache.published import publish_snapshot as publish_to_ssm
-from ml_cache.published import snapshot_metadata
+from ml_cache.refresh import BuildDecision, decide
 from ml_cache.registry import ImageResolutionFailed
 from ml_cache.report import parse_build_report, parse_quiesce_report
 from ml_cache.resolution import ImageResolution, image_resolution
 from ml_cache.settings import BuildSettings, load_config, resolve_build_settings
-from ml_cache.ssm_document import register_document
-from ml_cache.tags import PIPELINE_TAG
+from ml_cache.ssm_document import build_document, document_digest, register_document
+from ml_cache.tags import PIPELINE_TAG, PUBLISHED_TAG
 
 
 def validate_inputs(params: dict[str, Any] | None, *, aws_conn_id: str) -> dict[str, Any]:
@@ -43,6 +47,38 @@ def resolve_images(settings: BuildSettings, *, aws_conn_id: str) -> dict[str, An
         raise
     except InvalidInputs as error:
         raise AirflowFailException(str(error)) from None
+
+
+def decide_build(settings: BuildSettings, resolution: ImageResolution, *, aws_conn_id: str) -> BuildDecision:
+    """Up to date (nothing to build) or build, and from which base volume: see ml_cache.refresh."""
+    published = read_published(CacheSsmHook(aws_conn_id=aws_conn_id), parameter=settings.aws.ssm_parameter,
+                               metadata_parameter=settings.aws.ssm_metadata_parameter)
+    snapshot, fsr_states = None, {}
+    if published.snapshot_id:
+        ec2 = CacheEc2Hook(aws_conn_id=aws_conn_id)
+        snapshot = _existing_snapshot(ec2, published.snapshot_id)
+        if snapshot is not None:
+            fsr_states = {entry["AvailabilityZone"]: entry["State"]
+                          for entry in ec2.describe_fast_snapshot_restores(published.snapshot_id)}
+    return decide(settings, resolution, builder_sha256=document_digest(build_document()), published=published,
+                  snapshot=snapshot, fsr_states=fsr_states)
+
+
+def _existing_snapshot(ec2: CacheEc2Hook, snapshot_id: str) -> dict[str, Any] | None:
+    try:
+        return ec2.describe_snapshot(snapshot_id)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "InvalidSnapshot.NotFound":
+            return None
+        raise
+
+
+def up_to_date_summary(decision: BuildDecision, started: datetime | None) -> dict[str, Any]:
+    """What an up-to-date run reports: the live snapshot, why nothing was built, how long deciding took."""
+    seconds = (datetime.now(UTC) - started).total_seconds() if started else None
+    return {"outcome": "up to date", "snapshot_id": decision["published_snapshot_id"],
+            "fingerprint": decision["fingerprint"], "reasons": decision["reasons"],
+            "instances_launched": 0, "decided_in_seconds": None if seconds is None else round(seconds, 1)}
 
 
 def resolve_ami(settings: BuildSettings, *, aws_conn_id: str) -> str:
@@ -80,16 +116,43 @@ def verify_quiesced(builder: dict[str, Any], command_id: str, *, aws_conn_id: st
     return parse_quiesce_report(_stdout(builder, command_id, aws_conn_id), volume_id=builder["data_volume_id"])
 
 
-def publish_snapshot(settings: BuildSettings, resolution: ImageResolution, report: dict[str, Any], snapshot_id: str,
-                     fsr_states: dict[str, str], run_id: str, *,
+def build_provenance(decision: BuildDecision, report: dict[str, Any]) -> BuildProvenance:
+    """How the snapshot's volume started, as the builder found it: a restored volume it had to
+    reformat (unreadable) makes the build fresh after all."""
+    base, volume = decision["base"], report.get("volume") or {}
+    if base["mode"] == "incremental" and volume.get("reformatted_reason"):
+        return BuildProvenance(mode="fresh", base_snapshot_id=None, bytes_pulled=volume.get("bytes_pulled"),
+                               reason=f"the volume restored from {base['snapshot_id']} was unreadable and "
+                                      f"reformatted: {volume['reformatted_reason']}")
+    return BuildProvenance(mode=base["mode"], base_snapshot_id=base["snapshot_id"], reason=base["reason"],
+                           bytes_pulled=volume.get("bytes_pulled"))
+
+
+def publish_snapshot(settings: BuildSettings, resolution: ImageResolution, decision: BuildDecision,
+                     report: dict[str, Any], snapshot_id: str, fsr_states: dict[str, str], run_id: str, *,
                      aws_conn_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The SSM parameters (bare id, metadata) and the `ml_container_cache` event's extra, in that order:
-    an older run never overwrites a newer published snapshot (StalePublish)."""
-    snapshot = CacheEc2Hook(aws_conn_id=aws_conn_id).describe_snapshot(snapshot_id)
+    """The published tag on the snapshot, the SSM parameters (bare id, metadata) and the
+    `ml_container_cache` event's extra, in that order: an older run never overwrites a newer
+    published snapshot (StalePublish)."""
+    ec2 = CacheEc2Hook(aws_conn_id=aws_conn_id)
+    snapshot = ec2.describe_snapshot(snapshot_id)
     metadata = snapshot_metadata(report=report, snapshot=snapshot, fsr_states=fsr_states, run_id=run_id,
                                  arch=settings.build.architecture, platform=settings.platform,
-                                 volume_size_gib=resolution.volume_size_gib)
+                                 volume_size_gib=resolution.volume_size_gib,
+                                 fingerprint_inputs=decision["fingerprint_inputs"],
+                                 build=build_provenance(decision, report))
+    ec2.tag_resource(snapshot_id, {PUBLISHED_TAG: datetime.now(UTC).isoformat(timespec="seconds")})
     published = publish_to_ssm(CacheSsmHook(aws_conn_id=aws_conn_id), parameter=settings.aws.ssm_parameter,
                                metadata_parameter=settings.aws.ssm_metadata_parameter, metadata=metadata)
     extra = cache_event_extra(metadata)
     return {**published, **extra}, extra
+
+
+def retire_unpublished_fsr(settings: BuildSettings, snapshot_id: str, *, aws_conn_id: str) -> list[str]:
+    """A snapshot this run made but did not publish keeps no FSR (it would cost $0.75 per AZ-hour and
+    hold one of the Region's 5 slots); the published one keeps it."""
+    published = read_published(CacheSsmHook(aws_conn_id=aws_conn_id), parameter=settings.aws.ssm_parameter,
+                               metadata_parameter=settings.aws.ssm_metadata_parameter)
+    if published.snapshot_id == snapshot_id:
+        return []
+    return retire_fsr(CacheEc2Hook(aws_conn_id=aws_conn_id), snapshot_id)

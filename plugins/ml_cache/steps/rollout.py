@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ml_cache.assets import ML_CONTAINER_CACHE, latest_event, read_cache_event, ready_event_extra
+from ml_cache.fsr_lifecycle import retire_fsr
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.hooks.eks import CacheEksHook
 from ml_cache.hooks.ssm import CacheSsmHook
@@ -101,3 +102,26 @@ def restore_snapshot_parameter(settings: RolloutSettings, target: RolloutTarget,
                             metadata_parameter=settings.aws.ssm_metadata_parameter,
                             failed_snapshot_id=target["snapshot_id"],
                             previous_snapshot_id=current.get("previous_snapshot_id"))
+
+
+def retire_superseded_fsr(settings: RolloutSettings, target: RolloutTarget, current: dict[str, Any], *,
+                          aws_conn_id: str) -> list[str]:
+    """Validated: the snapshot the nodes ran before is no rollback target any more, so it loses FSR
+    (unless it is the one rolled out, or still the published one)."""
+    previous = current.get("previous_snapshot_id")
+    if not previous or previous == target["snapshot_id"] or previous == _published_id(settings, aws_conn_id):
+        return []
+    return retire_fsr(CacheEc2Hook(aws_conn_id=aws_conn_id), previous)
+
+
+def retire_rejected_fsr(settings: RolloutSettings, target: RolloutTarget, *, aws_conn_id: str) -> list[str]:
+    """Rolled back: the rejected snapshot is neither live nor a rollback target, so it loses FSR
+    (unless someone published it again meanwhile)."""
+    if target["snapshot_id"] == _published_id(settings, aws_conn_id):
+        return []
+    return retire_fsr(CacheEc2Hook(aws_conn_id=aws_conn_id), target["snapshot_id"])
+
+
+def _published_id(settings: RolloutSettings, aws_conn_id: str) -> str | None:
+    return read_published(CacheSsmHook(aws_conn_id=aws_conn_id), parameter=settings.aws.ssm_parameter,
+                          metadata_parameter=settings.aws.ssm_metadata_parameter).snapshot_id

@@ -1,6 +1,6 @@
 """The producers' real outputs, chained as in a build then a rollout, for round-trip tests.
 
-resolve_images' result -> the builder's report line for its pinned refs -> parse_build_report and
+resolve_images' result -> decide_build's decision -> the builder's report line for its pinned refs -> parse_build_report and
 named_as_configured (verify_build_report) -> snapshot_metadata (published) -> cache_event_extra
 -> read_cache_event -> snapshot_from_event (the rollout's target) -> ready_event_extra with the
 report that validation's evaluate makes from a recorded pod. Each step's output goes through JSON,
@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ml_cache.assets import cache_event_extra, read_cache_event, ready_event_extra
-from ml_cache.published import snapshot_metadata
+from ml_cache.published import Published, snapshot_metadata
+from ml_cache.refresh import decide
 from ml_cache.registry import ResolvedImage
 from ml_cache.report import parse_build_report
 from ml_cache.resolution import ImageResolution
 from ml_cache.rollout_target import snapshot_from_event
+from ml_cache.settings import load_config, resolve_build_settings
+from ml_cache.steps.build import build_provenance
 from ml_cache.validation.report import evaluate, node_result, report_markdown
 
 FIXTURES = Path(__file__).parent / "validation" / "fixtures"
@@ -57,6 +60,27 @@ def build_report_line(digests: tuple[str, str] = (PYTORCH_DIGEST, BUSYBOX_DIGEST
     }) + "\n"
 
 
+def build_settings(**build: Any) -> Any:
+    """The settings of a build of IMAGES (the repo's config with the form's `build` values over it)."""
+    config = load_config(str(Path(__file__).resolve().parents[3] / "config" / "ml_container_cache.yaml"))
+    config["build"]["images"] = list(IMAGES)
+    config["build"]["allowed_registries"] = ["nvcr.io", "public.ecr.aws"]
+    return resolve_build_settings(config, build, region="us-west-2")
+
+
+BUILDER_SHA256 = "ee" * 32
+
+
+def decision(published: Published | None = None, **build: Any) -> dict[str, Any]:
+    """decide_build's result (through JSON, as its XCom) for IMAGES against `published` (default: nothing)."""
+    published = published or Published(snapshot_id=None)
+    snapshot = ({"SnapshotId": published.snapshot_id, "State": "completed", "VolumeSize": 60, "Encrypted": True,
+                 "KmsKeyId": "arn:aws:kms:us-west-2:123456789012:key/k"} if published.snapshot_id else None)
+    fsr = {"us-west-2a": "enabled", "us-west-2b": "enabled", "us-west-2c": "enabled"}
+    return _json(decide(build_settings(**build), resolution(), builder_sha256=BUILDER_SHA256, published=published,
+                        snapshot=snapshot, fsr_states=fsr))
+
+
 def published_metadata(snapshot_id: str = SNAPSHOT_ID, start: datetime | None = None) -> dict[str, Any]:
     """What the build's publish_snapshot writes to the metadata parameter."""
     resolved = resolution()
@@ -67,7 +91,9 @@ def published_metadata(snapshot_id: str = SNAPSHOT_ID, start: datetime | None = 
     return _json(snapshot_metadata(report=_json(report), snapshot=snapshot,
                                    fsr_states={"us-west-2b": "enabled", "us-west-2a": "enabled"},
                                    run_id=BUILD_RUN_ID, arch="x86_64", platform="linux/amd64",
-                                   volume_size_gib=resolved.volume_size_gib))
+                                   volume_size_gib=resolved.volume_size_gib,
+                                   fingerprint_inputs=decision()["fingerprint_inputs"],
+                                   build=build_provenance(decision(), _json(report))))
 
 
 def cache_extra() -> dict[str, Any]:
