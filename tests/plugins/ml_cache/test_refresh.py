@@ -62,7 +62,8 @@ def test_a_moved_tag_is_named_with_both_digests():
 
 @pytest.mark.parametrize(("snapshot", "fsr", "reason"), [
     ({}, None, f"the published snapshot {SNAPSHOT_ID} no longer exists"),
-    ({"SnapshotId": SNAPSHOT_ID, "State": "error"}, None, f"the published snapshot {SNAPSHOT_ID} is error, not completed"),
+    ({"SnapshotId": SNAPSHOT_ID, "State": "error"}, None,
+     f"the published snapshot {SNAPSHOT_ID} is error, not completed"),
     (None, {"us-west-2a": "enabled", "us-west-2b": "disabled"}, f"Fast Snapshot Restore of {SNAPSHOT_ID} is not on "
                                                                 "in us-west-2b, us-west-2c"),
 ])
