@@ -1,8 +1,8 @@
 """The producers' real outputs, chained as in a build then a rollout, for round-trip tests.
 
 resolve_images' result -> decide_build's decision -> the builder's report line for its pinned refs
--> parse_build_report and named_as_configured (verify_build_report) -> snapshot_metadata (published) -> cache_event_extra
--> read_cache_event -> snapshot_from_event (the rollout's target) -> ready_event_extra with the
+-> parse_build_report and named_as_configured (verify_build_report) -> snapshot_metadata (published)
+-> cache_event_extra -> read_cache_event -> snapshot_from_event (the rollout's target) -> ready_event_extra with the
 report that validation's evaluate makes from a recorded pod. Each step's output goes through JSON,
 as Airflow stores XComs and event extras.
 """
