@@ -1,0 +1,82 @@
+"""The weekly refresh on the local cloud: an unchanged image set launches nothing, a rebuild starts
+from the published snapshot, and no snapshot a run did not publish keeps Fast Snapshot Restore."""
+
+from __future__ import annotations
+
+import json
+
+from tests.dags.conftest import METADATA_PARAMETER, PREVIOUS_SNAPSHOT, assert_failed_with, needs_data_plane, run_dag
+
+
+def cache_events() -> int:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    with create_session() as session:
+        return session.scalar(select(func.count()).select_from(AssetEvent).join(
+            AssetModel, AssetEvent.asset_id == AssetModel.id).where(AssetModel.name == "ml_container_cache"))
+
+
+def fsr_states(cloud, snapshot_id: str) -> dict[str, str]:
+    entries = cloud.client("ec2").describe_fast_snapshot_restores(
+        Filters=[{"Name": "snapshot-id", "Values": [snapshot_id]}])["FastSnapshotRestores"]
+    return {entry["AvailabilityZone"]: entry["State"] for entry in entries}
+
+
+def instance_count(cloud) -> int:
+    return sum(len(r["Instances"]) for r in cloud.client("ec2").describe_instances()["Reservations"])
+
+
+@needs_data_plane
+def test_unchanged_weeks_launch_nothing_and_a_rebuild_starts_from_the_published_snapshot(cloud, build_dag):
+    run, states = run_dag(build_dag)
+    assert str(run.state) == "success", states
+    first = cloud.parameter()
+    metadata = json.loads(cloud.parameter(METADATA_PARAMETER))
+    assert metadata["build"]["mode"] == "fresh"
+    assert metadata["build"]["reason"] == f"the published snapshot {PREVIOUS_SNAPSHOT} is gone"
+    assert states["up_to_date"] == "skipped"
+    launched, events = instance_count(cloud), cache_events()
+
+    run, states = run_dag(build_dag)  # next week, nothing changed
+    assert str(run.state) == "success", states
+    assert states["up_to_date"] == "success"
+    assert {states[t] for t in ("resolve_ami", "launch_builder", "create_snapshot", "publish_snapshot",
+                                "terminate_builder", "retire_unpublished_fsr")} == {"skipped"}
+    assert instance_count(cloud) == launched and cache_events() == events
+    assert cloud.parameter() == first
+    (summary,) = [ti.xcom_pull(task_ids="up_to_date") for ti in run.get_task_instances() if ti.task_id == "up_to_date"]
+    assert summary["outcome"] == "up to date" and summary["snapshot_id"] == first
+    assert summary["instances_launched"] == 0 and summary["decided_in_seconds"] < 30
+
+    run, states = run_dag(build_dag, force_rebuild=True)
+    assert str(run.state) == "success", states
+    second = cloud.parameter()
+    metadata = json.loads(cloud.parameter(METADATA_PARAMETER))
+    assert second != first and cache_events() == events + 1
+    assert metadata["build"] == {"mode": "incremental", "base_snapshot_id": first, "bytes_pulled": None,
+                                 "reason": f"the data volume starts from the published snapshot {first}"} \
+        or metadata["build"]["bytes_pulled"] is not None
+    assert metadata["fingerprint"] == json.loads(json.dumps(metadata))["fingerprint"]
+    tags = {t["Key"]: t["Value"] for t in cloud.client("ec2").describe_snapshots(
+        SnapshotIds=[second])["Snapshots"][0]["Tags"]}
+    assert "ml-cache:published" in tags
+    # the previous snapshot keeps FSR until a rollout validates the new one (its rollback target)
+    assert set(fsr_states(cloud, first).values()) == {"enabled"} == set(fsr_states(cloud, second).values())
+
+
+@needs_data_plane
+def test_a_snapshot_that_was_not_published_loses_fsr(cloud, build_dag, capfd):
+    """publish_snapshot refuses to overwrite a newer snapshot (StalePublish): the teardown takes FSR off
+    the snapshot this run made, so a failed run keeps no Region slot and costs nothing."""
+    newer = {"snapshot_id": "snap-0newer0000000000", "snapshot_start_time": "2999-01-01T00:00:00+00:00"}
+    cloud.client("ssm").put_parameter(Name=METADATA_PARAMETER, Value=json.dumps(newer), Type="String",
+                                      Overwrite=True)
+    run, states = run_dag(build_dag)
+    assert_failed_with(run, states, "publish_snapshot", r"already holds snap-0newer0000000000", capfd)
+    assert states["retire_unpublished_fsr"] == "success"
+    (snapshot,) = cloud.client("ec2").describe_snapshots(
+        OwnerIds=["self"], Filters=[{"Name": "tag:ml-cache:run-id", "Values": [run.run_id]}])["Snapshots"]
+    assert set(fsr_states(cloud, snapshot["SnapshotId"]).values()) <= {"disabling", "disabled"}
+    assert cloud.parameter() == PREVIOUS_SNAPSHOT
