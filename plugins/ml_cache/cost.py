@@ -195,7 +195,7 @@ def render_cost(report: Mapping[str, Any]) -> str:
         lines.append(f"- FSR in {len(fsr['availability_zones'])} AZs: {fsr['az_hours_so_far']:.2f} AZ-hours so far "
                      f"(${fsr['usd_so_far']:.2f}), ${fsr['usd_per_month']:,.2f}/month while enabled")
     if total:
-        lines.append(f"- running total: ${total['usd']:,.2f} over {total['runs']} builds since {total['since']}")
+        lines.append(f"- running total: ${total['usd']:,.2f} over {total['runs']} build(s) since {total['since']}")
     lines.extend(f"- not priced: {item}" for item in report.get("unpriced", []))
     return "\n".join(lines)
 
