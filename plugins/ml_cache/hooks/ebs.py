@@ -3,8 +3,10 @@
 These are how AWS exposes a snapshot's size on its own (DescribeSnapshots gives only the volume size):
 https://docs.aws.amazon.com/ebs/latest/userguide/ebs-accessing-snapshot.html
 They are priced per request (ListSnapshotBlocks and ListChangedBlocks: $0.0006 per 1,000 requests,
-https://aws.amazon.com/ebs/pricing/); a page holds up to 10,000 blocks of 512 KiB, so sizing a
-100 GiB snapshot takes about 20 requests.
+https://docs.aws.amazon.com/ebs/latest/userguide/ebsapi-pricing.html); a page holds up to 10,000
+blocks of 512 KiB, so sizing a 100 GiB snapshot takes about 20 requests. ListSnapshotBlocks lists only
+blocks with data written, and a page may be empty yet carry a NextToken (the APIs' FAQ,
+https://docs.aws.amazon.com/ebs/latest/userguide/ebsapi-faq.html): only a missing token ends the list.
 """
 
 from __future__ import annotations

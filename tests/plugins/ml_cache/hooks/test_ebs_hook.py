@@ -48,17 +48,23 @@ def test_snapshot_blocks_and_changed_blocks_against_the_parent(moto_conn) -> Non
 
 
 class _PagedBlocks(BaseHTTPRequestHandler):
-    """ListSnapshotBlocks over REST-JSON, 250 blocks in pages of 100 linked by NextToken (moto does not page)."""
+    """ListSnapshotBlocks over REST-JSON: 250 blocks in pages of 100 and an empty one, linked by NextToken
+    (moto does not page)."""
 
     requests: list[dict[str, list[str]]] = []
 
     def do_GET(self) -> None:
         query = parse_qs(urlparse(self.path).query)
         self.requests.append(query)
-        start = int(query.get("pageToken", ["0"])[0])
-        end = min(start + 100, 250)
-        body = {"Blocks": [{"BlockIndex": i, "BlockToken": f"t{i}"} for i in range(start, end)],
-                "VolumeSize": 1, "BlockSize": 524288, **({"NextToken": str(end)} if end < 250 else {})}
+        token = query.get("pageToken", ["0"])[0]
+        if token == "sparse":  # AWS may answer an empty page that still has a next one
+            body = {"Blocks": [], "VolumeSize": 1, "BlockSize": 524288, "NextToken": "100"}
+        else:
+            start = int(token)
+            end = min(start + 100, 250)
+            following = "sparse" if end == 100 else str(end)
+            body = {"Blocks": [{"BlockIndex": i, "BlockToken": f"t{i}"} for i in range(start, end)],
+                    "VolumeSize": 1, "BlockSize": 524288, **({"NextToken": following} if end < 250 else {})}
         payload = json.dumps(body).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -87,5 +93,5 @@ def test_pages_are_followed_until_no_next_token(paged_endpoint, monkeypatch) -> 
     count = CacheEbsHook(aws_conn_id=aws.conn_id).list_snapshot_blocks("snap-0123456789abcdef0")
 
     assert count == BlockCount(blocks=250, block_size=524288)
-    assert [r.get("pageToken") for r in _PagedBlocks.requests] == [None, ["100"], ["200"]]
+    assert [r.get("pageToken") for r in _PagedBlocks.requests] == [None, ["sparse"], ["100"], ["200"]]
     assert all(r["maxResults"] == [str(MAX_RESULTS)] for r in _PagedBlocks.requests)
