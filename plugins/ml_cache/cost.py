@@ -61,6 +61,8 @@ def fsr_az_hours(entries: Iterable[Mapping[str, Any]], *, now: datetime, since: 
     An enable runs from EnablingTime to DisabledTime (else DisablingTime, else `now`) and bills whole
     minutes, at least 60. Windows add up: the hours of (a, b] plus those of (b, c] are those of (a, c].
     """
+    if since is not None and since >= now:
+        return 0.0  # an empty window (or clocks that disagree)
     minutes = 0
     for entry in entries:
         start = entry["EnablingTime"]

@@ -64,6 +64,7 @@ def test_fsr_windows_add_up_to_the_whole_enable_with_the_minimum_in_the_first() 
     assert parts[:3] == [1.0, 0.0, pytest.approx(35 / 60)]  # the first hour is billed at once
     assert sum(parts) == pytest.approx(whole) == 5.0
     assert fsr_az_hours([entry], since=T0 - timedelta(days=1), now=cuts[0]) == 1.0  # window before the enable
+    assert fsr_az_hours([entry], since=cuts[1], now=cuts[0]) == 0.0  # an inverted window bills nothing
 
 
 def _instance(state: str, reason: str = "", launched: datetime = T0) -> dict:
