@@ -42,7 +42,8 @@ def served() -> Iterator[tuple[Registry, dict[str, str], dict[str, dict[str, int
                 layout = build_layout(image, base / "layouts")  # A2's build prunes A's layout: read it first
                 blobs[key] = {f"sha256:{blob.name}": blob.stat().st_size
                               for blob in (layout / "blobs" / "sha256").iterdir()}
-                refs[key] = f"{running.address}/{image.repository}:{image.tag}@{push_layout(layout, image, running.address)}"
+                digest = push_layout(layout, image, running.address)
+                refs[key] = f"{running.address}/{image.repository}:{image.tag}@{digest}"
             yield running, refs, blobs
     finally:
         shutil.rmtree(base, ignore_errors=True)
