@@ -18,6 +18,9 @@
 # ref as given, repo@digest (the name CRI looks a digest-pinned pod image up by) and repo:tag.
 # The builder's architecture must match the platform (`ctr images check` reports unpacking for the
 # host platform).
+# Incremental: a volume restored from the last cache keeps what the set still uses; names not in the
+# set go (old versions of requested repositories only after the pull, so shared layers are not pulled
+# again), GC runs synchronously and freed blocks are trimmed. The report's "volume" says what happened.
 #
 # Environment (defaults are the AWS ones):
 #   ML_CACHE_DEVICE_DIR=/dev/disk/by-id        data device: nvme-Amazon_Elastic_Block_Store_<volid>
