@@ -149,6 +149,37 @@ def _check_timings(report: dict[str, Any]) -> dict[str, float]:
     return {name: float(seconds) for name, seconds in timings.items()}
 
 
+VOLUME_FLAGS = ("restored", "grown", "trimmed")
+VOLUME_BYTES = ("filesystem_bytes_before", "filesystem_bytes_after", "bytes_pruned", "bytes_pulled")
+VOLUME_LISTS = ("removed_images", "reused_images")  # capped by the builder; `<name>_total` counts all
+
+
+def _check_volume(report: dict[str, Any]) -> dict[str, Any] | None:
+    """How the builder found its data volume and what it changed (None from a builder that predates it)."""
+    volume = report.get("volume")
+    if volume is None:
+        return None
+    if not isinstance(volume, dict):
+        raise BuildReportError(f"report volume is not an object: {show(volume)}")
+    for name in VOLUME_FLAGS:
+        if type(volume.get(name)) is not bool:
+            raise BuildReportError(f"volume.{name} must be true or false, got {show(volume.get(name))}")
+    reason = volume.get("reformatted_reason")
+    if reason is not None and (not isinstance(reason, str) or not reason or volume["restored"]):
+        raise BuildReportError(f"volume.reformatted_reason must be null or, on a volume not restored, "
+                               f"a non-empty reason; got {show(reason)} (restored={volume['restored']})")
+    checked = {name: _non_negative_int(volume.get(name), f"volume.{name}") for name in VOLUME_BYTES}
+    for name in VOLUME_LISTS:
+        names = volume.get(name)
+        if not isinstance(names, list) or not all(isinstance(item, str) for item in names):
+            raise BuildReportError(f"volume.{name} must be a list of image names, got {show(names)}")
+        total = _non_negative_int(volume.get(f"{name}_total", len(names)), f"volume.{name}_total")
+        if total < len(names):
+            raise BuildReportError(f"volume.{name}_total is {total} but {len(names)} names are listed")
+        checked |= {name: names, f"{name}_total": total}
+    return {**volume, **checked, "reformatted_reason": reason}
+
+
 def parse_build_report(
     stdout: str,
     expected_refs: list[str],
@@ -156,8 +187,8 @@ def parse_build_report(
     volume_id: str | None = None,
     platform: str | None = None,
 ) -> dict:
-    """Return the build report with refs canonical and images in `expected_refs` order,
-    or raise BuildReportError saying what is wrong with it."""
+    """Return the build report with refs canonical, images in `expected_refs` order and `volume` checked
+    (None when absent), or raise BuildReportError saying what is wrong with it."""
     if not expected_refs:
         raise BuildReportError("no expected image refs given to check the report against")
     report = _last_json_line(stdout)
@@ -179,6 +210,7 @@ def parse_build_report(
         "images": images,
         "totals": _check_totals(report, images),
         "timings": _check_timings(report),
+        "volume": _check_volume(report),
     }
 
 

@@ -18,6 +18,9 @@
 # ref as given, repo@digest (the name CRI looks a digest-pinned pod image up by) and repo:tag.
 # The builder's architecture must match the platform (`ctr images check` reports unpacking for the
 # host platform).
+# Incremental: a volume restored from the last cache keeps what the set still uses; names not in the
+# set go (old versions of requested repositories only after the pull, so shared layers are not pulled
+# again), GC runs synchronously and freed blocks are trimmed. The report's "volume" says what happened.
 #
 # Environment (defaults are the AWS ones):
 #   ML_CACHE_DEVICE_DIR=/dev/disk/by-id        data device: nvme-Amazon_Elastic_Block_Store_<volid>
@@ -90,6 +93,7 @@ CD_STARTED_BY_US=0   # we started containerd (either mode) and must stop it
 MOUNTED_BY_US=0      # we mounted the data device and must unmount it
 WORK_DIR_OWNED=0
 DEVICE=""
+RESTORED=0 REASON="" FS_BEFORE=0 FS_AFTER=0 # what prepare_volume found and did (the report's "volume")
 MAIN_PID=$BASHPID
 
 log() { printf '%s build_cache: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -207,13 +211,14 @@ unmount_tree() { # unmount_tree MOUNTPOINT: nested mounts first
   done < <(findmnt -R -n -l -o TARGET --mountpoint "$1" 2>/dev/null | sort -r)
 }
 
+fs_bytes() { df -B1 --output="$1" "$CD_ROOT" | tail -n 1 | tr -d ' '; } # fs_bytes size|used
+
+# An XFS found on the device is a restored volume (from the published snapshot, or this run's earlier
+# attempt): it is kept when it mounts and `xfs_repair -n` finds nothing, then grown to the device.
 prepare_volume() {
   local fstype
   fstype=$(device_fs_type)
-  if [[ -z "$fstype" ]]; then
-    log "formatting $DEVICE ($VOLUME_ID) with XFS"
-    mkfs.xfs -q -L ml-cache "$DEVICE"
-  elif [[ "$fstype" != xfs ]]; then
+  if [[ -n "$fstype" && "$fstype" != xfs ]]; then
     die "refusing to format $DEVICE for $VOLUME_ID: it already holds a $fstype filesystem"
   fi
   local targets
@@ -228,8 +233,26 @@ prepare_volume() {
     die "$CD_ROOT is already a mount point of another device"
   fi
   mkdir -p "$CD_ROOT"
+  if [[ -z "$fstype" ]]; then
+    log "formatting $DEVICE ($VOLUME_ID) with XFS"
+    mkfs.xfs -q -L ml-cache "$DEVICE"
+  elif ! mount -t xfs "$DEVICE" "$CD_ROOT" 2>"$WORK/fs.log"; then # a mount replays a dirty log
+    REASON="mount failed"
+  elif ! umount "$CD_ROOT" || ! xfs_repair -n "$DEVICE" >"$WORK/fs.log" 2>&1; then
+    REASON="xfs_repair -n found problems"
+  else
+    RESTORED=1
+  fi
+  if [[ -n "$REASON" ]]; then
+    REASON+=": $({ grep -m 1 -iE 'bad|corrupt|invalid|error|needs' "$WORK/fs.log" || tail -n 1 "$WORK/fs.log"; } | cut -c1-200)"
+    log "restored filesystem unusable ($REASON); reformatting"
+    mkfs.xfs -q -f -L ml-cache "$DEVICE"
+  fi
   mount -t xfs -o noatime "$DEVICE" "$CD_ROOT"
   MOUNTED_BY_US=1
+  FS_BEFORE=$(fs_bytes size)
+  xfs_growfs -d "$CD_ROOT" >/dev/null
+  FS_AFTER=$(fs_bytes size)
 }
 
 release_volume() {
@@ -386,7 +409,7 @@ label_all() { # every name a pod may use (see image_names), each pinned against 
 # --- actions -------------------------------------------------------------------------------
 
 action_build() {
-  local t0 t1 t2 t3 t4 fs_used
+  local t0 t1 t2 t3 t4 fs_used trimmed=1
   t0=$(now)
   ((${#CREDENTIALS[@]} == 0)) || fetch_credentials
   write_hosts_dir
@@ -399,22 +422,27 @@ action_build() {
   fi
   prepare_volume
   start_containerd
+  printf '%s\n' "${IMAGES[@]}" >"$WORK/refs.txt"
+  # images no one asked for go before the pull, old versions of requested ones after it (shared layers)
+  helpers prune before "$CD_SOCKET" "$NAMESPACE" "$CD_ROOT" "$WORK/prune.json" "$WORK/refs.txt"
   t1=$(now)
   pull_all
   t2=$(now)
-  printf '%s\n' "${IMAGES[@]}" >"$WORK/refs.txt"
   helpers verify "$CD_SOCKET" "$NAMESPACE" "$PLATFORM" "$WORK/refs.txt" >"$WORK/verified.tsv" \
     || die "verification failed for $PLATFORM (see above)"
   label_all
+  helpers prune after "$CD_SOCKET" "$NAMESPACE" "$CD_ROOT" "$WORK/prune.json"
   t3=$(now)
   stop_containerd
+  fstrim "$CD_ROOT" || { trimmed=0 && log "fstrim failed: freed blocks stay in the snapshot"; }
   sync
-  fs_used=$(df -B1 --output=used "$CD_ROOT" | tail -n 1 | tr -d ' ')
+  fs_used=$(fs_bytes used)
   release_volume
   t4=$(now)
   log "build: ok, $(wc -l <"$WORK/verified.tsv") image(s), volume quiesced"
   helpers report build "schema=$SCHEMA" "platform=$PLATFORM" "volume_id=$VOLUME_ID" "fs_used=$fs_used" \
-    "started=$t0" "prepared=$t1" "pulled=$t2" "verified=$t3" "quiesced=$t4" <"$WORK/verified.tsv" >&3
+    "restored=$RESTORED" "reason=$REASON" "fs_before=$FS_BEFORE" "fs_after=$FS_AFTER" "trimmed=$trimmed" \
+    "prune=$WORK/prune.json" "started=$t0" "prepared=$t1" "pulled=$t2" "verified=$t3" "quiesced=$t4" <"$WORK/verified.tsv" >&3
 }
 
 action_quiesce() {

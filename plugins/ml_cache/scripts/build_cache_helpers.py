@@ -14,10 +14,12 @@ import re
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 SCHEMA_PATH = Path(__file__).resolve().with_name("build_spec.schema.json")
 INDEXES = {"application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"}
+LIST_CAP = 20  # names per list in the report: SSM keeps 24,000 characters of stdout
 TIMING_MARKS = ("started", "prepared", "pulled", "verified", "quiesced")
 ANNOTATIONS = {"$schema", "$defs", "title", "description", "$comment"}
 # keyword -> SpecValidator method, in the order they are checked (type first: clearer errors)
@@ -224,17 +226,78 @@ def ctr_table(text: str) -> dict[str, list[str]]:
     return {fields[0]: fields for fields in (line.split() for line in text.splitlines()[1:]) if fields}
 
 
-def verify(socket: str, namespace: str, platform: str, refs_file: str) -> int:
-    """`verify SOCKET NAMESPACE PLATFORM REFS_FILE`: per image resolved digest, platform, content size
-    and `ctr images check`. Prints TSV rows: ref, digest, unpacked, bytes (config + layers), names
-    (space-separated, see image_names)."""
-
+def _ctr(socket: str, namespace: str) -> Callable[..., str]:
     def ctr(*args: str) -> str:
         proc = subprocess.run(["ctr", "-a", socket, "-n", namespace, *args], capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"ctr {args[0]} {args[1]} failed: {proc.stderr.strip()[-300:]}")
         return proc.stdout
+    return ctr
 
+
+def _repository(name: str) -> str:
+    head, _, last = name.partition("@")[0].rpartition("/")
+    return f"{head}/{last.partition(':')[0]}"
+
+
+def prune_plan(listed: dict[str, str], refs: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """Stored names (-> digest) to remove before the pull, to remove after it, and refs already present. An
+    old version of a requested repository stays until the pull reused its layers (else pulled again)."""
+    keep = {name for ref in refs for name in image_names(ref, ref.rpartition("@")[2])}
+    repositories = {_repository(ref) for ref in refs}
+    stale = [name for name in listed if name not in keep]
+    later = [name for name in stale if _repository(name) in repositories]
+    present = set(listed.values())
+    return [name for name in stale if name not in later], later, [r for r in refs if r.rpartition("@")[2] in present]
+
+
+def blob_sizes(root: str) -> dict[str, int]:
+    """The content store's blobs on the volume, digest -> exact size (read from its files)."""
+    blobs = Path(root, "io.containerd.content.v1.content", "blobs", "sha256")
+    return {f"sha256:{blob.name}": blob.stat().st_size for blob in blobs.iterdir()} if blobs.is_dir() else {}
+
+
+def _remove(ctr: Callable[..., str], names: list[str]) -> None:
+    """Remove image names, then collect garbage now (deleting a lease with --sync runs the whole GC)."""
+    if names:
+        ctr("images", "rm", *names)
+    ctr("leases", "rm", "--sync", ctr("leases", "create").split()[0])
+
+
+def prune(phase: str, socket: str, namespace: str, root: str, state_file: str, refs_file: str = "") -> None:
+    """`prune before|after SOCKET NAMESPACE ROOT STATE [REFS_FILE]` (around the pull): STATE gets the counts."""
+    ctr, state = _ctr(socket, namespace), Path(state_file)
+    if phase == "before":
+        listed = {row[0]: row[2] for row in ctr_table(ctr("images", "ls")).values()}
+        now, later, reused = prune_plan(listed, Path(refs_file).read_text(encoding="utf-8").split())
+        before = blob_sizes(root)
+        _remove(ctr, now)
+        result = {"before": before, "pruned": blob_sizes(root), "removed": now, "later": later, "reused": reused}
+    else:
+        saved, pulled = json.loads(state.read_text()), blob_sizes(root)
+        _remove(ctr, saved["later"])
+        end = blob_sizes(root)
+        removed, reused = saved["removed"] + saved["later"], saved["reused"]
+        result = {"removed_images": removed[:LIST_CAP], "removed_images_total": len(removed),
+                  "reused_images": reused[:LIST_CAP], "reused_images_total": len(reused),
+                  "bytes_pruned": sum(size for digest, size in saved["before"].items() if digest not in end),
+                  "bytes_pulled": sum(size for digest, size in pulled.items() if digest not in saved["pruned"])}
+    state.write_text(json.dumps(result))
+
+
+def volume_report(fields: dict[str, str]) -> dict:
+    """The report's "volume": how the filesystem was found and what the build changed on it."""
+    before, after = int(fields["fs_before"]), int(fields["fs_after"])
+    return {"restored": fields["restored"] == "1", "reformatted_reason": fields["reason"] or None,
+            "filesystem_bytes_before": before, "filesystem_bytes_after": after, "grown": after > before,
+            "trimmed": fields["trimmed"] == "1", **json.loads(Path(fields["prune"]).read_text())}
+
+
+def verify(socket: str, namespace: str, platform: str, refs_file: str) -> int:
+    """`verify SOCKET NAMESPACE PLATFORM REFS_FILE`: per image resolved digest, platform, content size
+    and `ctr images check`. Prints TSV rows: ref, digest, unpacked, bytes (config + layers), names
+    (space-separated, see image_names)."""
+    ctr = _ctr(socket, namespace)
     want = platform.split("/")
     listed, checked = ctr_table(ctr("images", "ls")), ctr_table(ctr("images", "check"))
     errors = []
@@ -291,7 +354,7 @@ def report(kind: str, fields: dict[str, str], rows: str) -> dict:
         "totals": {"images": len(images), "bytes": sum(i["bytes"] for i in images),
                    "filesystem_used_bytes": int(fields["fs_used"])},
         "timings": {phase: round(marks[i + 1] - marks[i], 2) for i, phase in enumerate(phases)},
-        "quiesced": True,
+        "quiesced": True, "volume": volume_report(fields),
     }
 
 
@@ -314,6 +377,9 @@ def main(argv: list[str]) -> int:
             print(f"invalid spec: {error}", file=sys.stderr)
             return 2
         return 0
+    if command == "prune" and len(args) in (5, 6) and args[0] in ("before", "after"):
+        prune(*args)
+        return 0
     if command == "verify" and len(args) == 4:
         return verify(*args)
     if command == "report" and args and args[0] in ("build", "quiesce"):
@@ -325,6 +391,7 @@ def main(argv: list[str]) -> int:
         print(imds_region())
         return 0
     print("usage: build_cache_helpers.py parse-spec FILE | verify SOCKET NAMESPACE PLATFORM REFS_FILE"
+          " | prune before|after SOCKET NAMESPACE ROOT STATE [REFS_FILE]"
           " | report build|quiesce KEY=VALUE... | imds-region", file=sys.stderr)
     return 64
 

@@ -17,6 +17,13 @@ VOLUME = "vol-0123456789abcdef0"
 EXPECTED = ["busybox:1.37", f"nvcr.io/nvidia/pytorch:24.08-py3@{SHA_B}"]
 
 
+VOLUME_REPORT = {
+    "restored": True, "reformatted_reason": None, "filesystem_bytes_before": 1000, "filesystem_bytes_after": 2000,
+    "grown": True, "trimmed": True, "removed_images": ["r.example.com/old:1"], "removed_images_total": 3,
+    "reused_images": [EXPECTED[0]], "reused_images_total": 1, "bytes_pruned": 10, "bytes_pulled": 20,
+}
+
+
 def build_report(**overrides):
     report = {
         "schema": 1,
@@ -41,6 +48,7 @@ def build_report(**overrides):
             "quiesce_seconds": 0.8,
         },
         "quiesced": True,
+        "volume": dict(VOLUME_REPORT),
     }
     report.update(overrides)
     return report
@@ -66,7 +74,45 @@ def test_valid_report_is_returned_normalised():
     assert parsed["totals"] == {"images": 2, "bytes": 123, "filesystem_used_bytes": 5678}
     assert parsed["timings"]["pull_seconds"] == 20.1
     assert parsed["quiesced"] is True
+    assert parsed["volume"] == VOLUME_REPORT
     json.dumps(parsed)  # XCom-safe
+
+
+def test_a_report_without_volume_comes_back_with_none_and_list_totals_default_to_the_lists():
+    assert parse_build_report(stdout_of(build_report(volume=None)), EXPECTED)["volume"] is None
+    volume = {**VOLUME_REPORT, "restored": False, "reformatted_reason": "mount failed: bad superblock"}
+    del volume["removed_images_total"], volume["reused_images_total"]
+    parsed = parse_build_report(stdout_of(build_report(volume=volume)), EXPECTED)["volume"]
+    assert parsed == {**volume, "removed_images_total": 1, "reused_images_total": 1}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"restored": 1}, "volume.restored must be true or false, got 1"),
+        ({"grown": None}, "volume.grown must be true or false"),
+        ({"trimmed": "yes"}, "volume.trimmed must be true or false"),
+        ({"reformatted_reason": "mount failed"}, r"on a volume not restored, a non-empty reason.*restored=True"),
+        ({"restored": False, "reformatted_reason": ""}, "reformatted_reason"),
+        ({"restored": False, "reformatted_reason": 3}, "reformatted_reason"),
+        ({"bytes_pulled": -1}, "volume.bytes_pulled must be a non-negative integer"),
+        ({"bytes_pruned": 1.5}, "volume.bytes_pruned must be a non-negative integer"),
+        ({"filesystem_bytes_after": None}, "volume.filesystem_bytes_after"),
+        ({"removed_images": "a b"}, "volume.removed_images must be a list of image names"),
+        ({"reused_images": [1]}, "volume.reused_images must be a list of image names"),
+        ({"removed_images_total": 0}, "volume.removed_images_total is 0 but 1 names are listed"),
+        ({"reused_images_total": True}, "volume.reused_images_total must be a non-negative integer"),
+    ],
+)
+def test_bad_volume_object_is_named(changes, message):
+    report = build_report(volume={**VOLUME_REPORT, **changes})
+    with pytest.raises(BuildReportError, match=message):
+        parse_build_report(stdout_of(report), EXPECTED)
+
+
+def test_volume_that_is_not_an_object():
+    with pytest.raises(BuildReportError, match="report volume is not an object"):
+        parse_build_report(stdout_of(build_report(volume=[])), EXPECTED)
 
 
 def test_images_come_back_in_the_requested_order_and_as_given_refs_match():

@@ -273,11 +273,17 @@ def test_unknown_subcommand_prints_usage() -> None:
 # ---- report ----
 
 
-def test_build_report_is_one_json_line_with_phase_timings() -> None:
+PRUNED = {"removed_images": ["r.example.com/old:1"], "removed_images_total": 1, "reused_images": [],
+          "reused_images_total": 0, "bytes_pruned": 10, "bytes_pulled": 20}
+
+
+def test_build_report_is_one_json_line_with_phase_timings(tmp_path: Path) -> None:
+    (tmp_path / "prune.json").write_text(json.dumps(PRUNED))
     rows = f"{REF}\t{SHA}\ttrue\t1500\talias\nlocalhost/a:1\t{SHA}\ttrue\t500\tlocalhost/a@{SHA}\n"
     proc = run_helpers("report", "build", "schema=1", "platform=linux/amd64", f"volume_id={VOL}",
-                       "fs_used=9000", "started=100.0", "prepared=101.5", "pulled=110.25", "verified=111",
-                       "quiesced=111.333", stdin=rows)
+                       "fs_used=9000", "restored=1", "reason=", "fs_before=1000", "fs_after=3000", "trimmed=1",
+                       f"prune={tmp_path / 'prune.json'}", "started=100.0", "prepared=101.5", "pulled=110.25",
+                       "verified=111", "quiesced=111.333", stdin=rows)
     assert proc.returncode == 0 and proc.stdout.count("\n") == 1
     report = json.loads(proc.stdout)
     assert report["images"] == [{"ref": REF, "digest": SHA, "unpacked": True, "bytes": 1500},
@@ -286,6 +292,41 @@ def test_build_report_is_one_json_line_with_phase_timings() -> None:
     assert report["timings"] == {"prepare_seconds": 1.5, "pull_seconds": 8.75, "verify_seconds": 0.75,
                                  "quiesce_seconds": 0.33}
     assert (report["schema"], report["action"], report["status"], report["quiesced"]) == (1, "build", "ok", True)
+    assert report["volume"] == {"restored": True, "reformatted_reason": None, "filesystem_bytes_before": 1000,
+                                "filesystem_bytes_after": 3000, "grown": True, "trimmed": True, **PRUNED}
+
+
+def test_report_of_a_reformatted_volume_keeps_the_reason_with_its_equal_signs(tmp_path: Path) -> None:
+    (tmp_path / "prune.json").write_text(json.dumps(PRUNED))
+    fields = {"restored": "0", "reason": "mount failed: a=b", "fs_before": "5", "fs_after": "5", "trimmed": "0",
+              "prune": str(tmp_path / "prune.json")}
+    assert helpers.volume_report(fields) == {
+        "restored": False, "reformatted_reason": "mount failed: a=b", "filesystem_bytes_before": 5,
+        "filesystem_bytes_after": 5, "grown": False, "trimmed": False, **PRUNED}
+
+
+def test_prune_plan_keeps_the_new_names_and_old_versions_of_requested_repositories_until_after_the_pull() -> None:
+    new, old, other = ("sha256:" + c * 64 for c in "abc")
+    refs = [f"r.example.com/team/app:2@{new}", f"r.example.com/team/tool:1@{other}"]
+    listed = {
+        f"r.example.com/team/app:1@{old}": old, f"r.example.com/team/app@{old}": old,
+        "r.example.com/team/app:2": old,  # the tag moved: its name stays, label_all points it at the new digest
+        f"r.example.com/team/gone:1@{old}": old, "r.example.com/team/gone:1": old,
+        f"r.example.com/team/tool:1@{other}": other, "r.example.com/team/tool-x:1": other,
+    }
+    now, later, reused = helpers.prune_plan(listed, refs)
+    assert now == [f"r.example.com/team/gone:1@{old}", "r.example.com/team/gone:1", "r.example.com/team/tool-x:1"]
+    assert later == [f"r.example.com/team/app:1@{old}", f"r.example.com/team/app@{old}"]
+    assert reused == [f"r.example.com/team/tool:1@{other}"]
+    assert helpers.prune_plan({}, refs) == ([], [], [])
+
+
+def test_blob_sizes_reads_the_content_store_files(tmp_path: Path) -> None:
+    assert helpers.blob_sizes(str(tmp_path)) == {}  # a fresh volume has no content store yet
+    blobs = tmp_path / "io.containerd.content.v1.content" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (blobs / ("a" * 64)).write_bytes(b"x" * 7)
+    assert helpers.blob_sizes(str(tmp_path)) == {"sha256:" + "a" * 64: 7}
 
 
 def test_quiesce_report() -> None:
