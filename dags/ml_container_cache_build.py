@@ -44,6 +44,7 @@ from airflow.sdk import DAG, chain, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from ml_cache.assets import ML_CONTAINER_CACHE
+from ml_cache.cost import render_cost
 from ml_cache.earlier_result import EarlierResult
 from ml_cache.operators.build_script import RunBuilderScriptOperator
 from ml_cache.operators.builder import LaunchBuilderOperator, TerminateBuilderOperator, WaitForBuilderOperator
@@ -103,11 +104,11 @@ with DAG(
         return "up_to_date" if decision["up_to_date"] else "resolve_ami"
 
     @task
-    def up_to_date(decision: dict[str, Any], **context: Any) -> dict[str, Any]:
+    def up_to_date(settings: BuildSettings, decision: dict[str, Any], **context: Any) -> dict[str, Any]:
         """Nothing changed: no instance, no snapshot, no Asset event (hence no rollout)."""
-        summary = steps.up_to_date_summary(decision, context["dag_run"].start_date)
-        log.info("UP TO DATE: %s is live; 0 instances launched; decided in %s s", summary["snapshot_id"],
-                 summary["decided_in_seconds"])
+        summary = steps.up_to_date_summary(settings, decision, context["dag_run"].start_date, aws_conn_id=AWS_CONN_ID)
+        log.info("UP TO DATE: %s is live; 0 instances launched; decided in %s s\n%s", summary["snapshot_id"],
+                 summary["decided_in_seconds"], render_cost(summary["cost"]))
         return summary
 
     @task
@@ -133,11 +134,13 @@ with DAG(
 
     @task(outlets=[ML_CONTAINER_CACHE])
     def publish_snapshot(settings: BuildSettings, resolution: ImageResolution, decision: dict[str, Any],
-                         report: dict[str, Any], snapshot_id: str, fsr_states: dict[str, str],
-                         **context: Any) -> dict[str, Any]:
-        """Last step: published tag, SSM parameter (bare id), metadata sibling, Asset event."""
+                         builder: dict[str, Any], report: dict[str, Any], snapshot_id: str,
+                         fsr_states: dict[str, str], **context: Any) -> dict[str, Any]:
+        """Last step: the run's cost, published tag, SSM parameter (bare id), metadata sibling, Asset event."""
+        cost = steps.run_cost(settings, decision, builder, snapshot_id, fsr_states, aws_conn_id=AWS_CONN_ID)
+        log.info("%s", render_cost(cost) if "error" not in cost else cost)
         published, extra = steps.publish_snapshot(settings, resolution, decision, report, snapshot_id, fsr_states,
-                                                  context["run_id"], aws_conn_id=AWS_CONN_ID)
+                                                  context["run_id"], cost, aws_conn_id=AWS_CONN_ID)
         context["outlet_events"][ML_CONTAINER_CACHE].extra = extra
         return published
 
@@ -160,7 +163,7 @@ with DAG(
     resolved = resolve_images(SETTINGS)
     decision = decide_build(SETTINGS, RESOLVED)
     fork = build_or_skip(DECISION)
-    nothing_to_do = up_to_date(DECISION)
+    nothing_to_do = up_to_date(SETTINGS, DECISION)
     ami = resolve_ami(SETTINGS)
     document = register_build_script(SETTINGS)
     launch = LaunchBuilderOperator(task_id="launch_builder", launch=SETTINGS["builder_launch"],
@@ -182,7 +185,7 @@ with DAG(
         enabled=SETTINGS["build.enable_fast_snapshot_restore"],
         availability_zones=SETTINGS["build.fsr_availability_zones"], pipeline=SETTINGS["pipeline"],
         lifecycle=SETTINGS["lifecycle"], timeout_seconds=SETTINGS["timeouts.fsr_seconds"], poll_seconds=POLL)
-    published = publish_snapshot(SETTINGS, RESOLVED, DECISION, EarlierResult("verify_build_report"),
+    published = publish_snapshot(SETTINGS, RESOLVED, DECISION, BUILDER, EarlierResult("verify_build_report"),
                                  EarlierResult("create_snapshot"), fsr.output)
     terminate = TerminateBuilderOperator(task_id="terminate_builder", pipeline=SETTINGS["pipeline"],
                                          builder=launch.output)

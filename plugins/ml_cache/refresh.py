@@ -6,12 +6,14 @@ Pure logic over what `decide_build` read from AWS, so every rule is unit-tested 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
 from ml_cache.fingerprint import differences, fingerprint, fingerprint_inputs
 from ml_cache.fsr_lifecycle import BILLED_FSR_STATES  # on its way to enabled counts: a rebuild is no sooner
 from ml_cache.published import Published
+from ml_cache.registry import GIB, volume_size_gib
 from ml_cache.resolution import ImageResolution
 from ml_cache.settings import BuildSettings
 
@@ -114,10 +116,21 @@ def incremental_base(settings: BuildSettings, resolution: ImageResolution, publi
     if not same_kms_key(settings.aws.kms_key_id, snapshot.get("KmsKeyId")):
         return fresh(f"the published snapshot {snapshot_id} is encrypted with {snapshot.get('KmsKeyId')}, not "
                      f"{settings.aws.kms_key_id}: a volume re-encrypted from it would snapshot in full")
-    size = max(needed, int(snapshot.get("VolumeSize") or 0))
+    size = max(needed, int(snapshot.get("VolumeSize") or 0), peak_gib(resolution, published.metadata_of(snapshot_id)))
     grown = f", grown from {snapshot.get('VolumeSize')} to {size} GiB" if size > int(snapshot["VolumeSize"]) else ""
     return VolumeBase(mode="incremental", snapshot_id=snapshot_id, volume_size_gib=size,
                       reason=f"the data volume starts from the published snapshot {snapshot_id}{grown}")
+
+
+def peak_gib(resolution: ImageResolution, metadata: Mapping[str, Any]) -> int:
+    """The space an incremental build needs at its peak: what the restored volume holds (the previous
+    build's `filesystem_used_bytes`) plus the images it does not hold yet, sized like a fresh volume.
+    The builder removes an older version of a requested image only after the new one is pulled (their
+    shared layers are not fetched again), so both are on the volume for a while."""
+    held = {image["digest"] for image in metadata.get("images") or []}
+    new = [image for image in resolution.images if image.digest not in held]
+    used = int((metadata.get("totals") or {}).get("filesystem_used_bytes") or 0)
+    return math.ceil(used / GIB) + (volume_size_gib(new) if new else 0)
 
 
 def same_kms_key(configured: str | None, snapshot_key: str | None) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
@@ -18,6 +20,13 @@ class CacheEc2Hook(CustomWaitersMixin, AwsBaseHook):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["client_type"] = "ec2"
         super().__init__(*args, **kwargs)
+
+    def aws_now(self) -> datetime:
+        """Now on AWS's clock: the `Date` header of an EC2 answer (a worker's clock may be skewed; the
+        local cloud's clock can be advanced), else the worker's UTC clock."""
+        response = self.conn.describe_availability_zones(ZoneNames=[])
+        date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        return parsedate_to_datetime(date) if date else datetime.now(UTC)
 
     # -- instances -------------------------------------------------------------------------
     def run_instance(self, **request: Any) -> dict[str, Any]:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ml_cache.assets import cache_event_extra
+from ml_cache.cost import up_to_date_cost_report
+from ml_cache.cost_report import gather_run_cost
 from ml_cache.fsr_lifecycle import retire_fsr
+from ml_cache.hooks.ebs import CacheEbsHook
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.hooks.registry import CacheRegistryHook
 from ml_cache.hooks.ssm import CacheSsmHook
@@ -23,6 +27,8 @@ from ml_cache.resolution import ImageResolution, image_resolution
 from ml_cache.settings import BuildSettings, load_config, resolve_build_settings
 from ml_cache.ssm_document import build_document, document_digest, register_document
 from ml_cache.tags import PIPELINE_TAG, PUBLISHED_TAG
+
+log = logging.getLogger(__name__)
 
 
 def validate_inputs(params: dict[str, Any] | None, *, aws_conn_id: str) -> dict[str, Any]:
@@ -73,12 +79,19 @@ def _existing_snapshot(ec2: CacheEc2Hook, snapshot_id: str) -> dict[str, Any] | 
         raise
 
 
-def up_to_date_summary(decision: BuildDecision, started: datetime | None) -> dict[str, Any]:
-    """What an up-to-date run reports: the live snapshot, why nothing was built, how long deciding took."""
+def up_to_date_summary(settings: BuildSettings, decision: BuildDecision, started: datetime | None, *,
+                       aws_conn_id: str) -> dict[str, Any]:
+    """What an up-to-date run reports: the live snapshot, why nothing was built, how long deciding took,
+    and its cost ($0: no builder; the live snapshot's monthly rates)."""
     seconds = (datetime.now(UTC) - started).total_seconds() if started else None
+    published = read_published(CacheSsmHook(aws_conn_id=aws_conn_id), parameter=settings.aws.ssm_parameter,
+                               metadata_parameter=settings.aws.ssm_metadata_parameter)
+    cost = up_to_date_cost_report(settings.prices, now=CacheEc2Hook(aws_conn_id=aws_conn_id).aws_now(),
+                                  published_metadata=published.metadata)
     return {"outcome": "up to date", "snapshot_id": decision["published_snapshot_id"],
             "fingerprint": decision["fingerprint"], "reasons": decision["reasons"],
-            "instances_launched": 0, "decided_in_seconds": None if seconds is None else round(seconds, 1)}
+            "instances_launched": 0, "decided_in_seconds": None if seconds is None else round(seconds, 1),
+            "cost": cost}
 
 
 def resolve_ami(settings: BuildSettings, *, aws_conn_id: str) -> str:
@@ -128,9 +141,26 @@ def build_provenance(decision: BuildDecision, report: dict[str, Any]) -> BuildPr
                            bytes_pulled=volume.get("bytes_pulled"))
 
 
+def run_cost(settings: BuildSettings, decision: BuildDecision, builder: dict[str, Any], snapshot_id: str,
+             fsr_states: dict[str, str], *, aws_conn_id: str) -> dict[str, Any]:
+    """This run's cost report with the pipeline's running total (ml_cache.cost_report); a cost that
+    cannot be gathered is reported as such and never stops a good cache from being published."""
+    ec2 = CacheEc2Hook(aws_conn_id=aws_conn_id)
+    previous = read_published(CacheSsmHook(aws_conn_id=aws_conn_id), parameter=settings.aws.ssm_parameter,
+                              metadata_parameter=settings.aws.ssm_metadata_parameter)
+    try:
+        return gather_run_cost(ec2, CacheEbsHook(aws_conn_id=aws_conn_id), prices=settings.prices,
+                               builder_instance_id=builder["instance_id"], snapshot_id=snapshot_id,
+                               parent_snapshot_id=decision["base"]["snapshot_id"], fsr_zones=sorted(fsr_states),
+                               previous_metadata=previous.metadata, now=ec2.aws_now())
+    except (ClientError, BotoCoreError) as error:
+        log.warning("No cost report for %s: %s", snapshot_id, error)
+        return {"currency": "USD", "error": str(error)}
+
+
 def publish_snapshot(settings: BuildSettings, resolution: ImageResolution, decision: BuildDecision,
-                     report: dict[str, Any], snapshot_id: str, fsr_states: dict[str, str], run_id: str, *,
-                     aws_conn_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+                     report: dict[str, Any], snapshot_id: str, fsr_states: dict[str, str], run_id: str,
+                     cost: dict[str, Any], *, aws_conn_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The published tag on the snapshot, the SSM parameters (bare id, metadata) and the
     `ml_container_cache` event's extra, in that order: an older run never overwrites a newer
     published snapshot (StalePublish)."""
@@ -140,7 +170,7 @@ def publish_snapshot(settings: BuildSettings, resolution: ImageResolution, decis
                                  arch=settings.build.architecture, platform=settings.platform,
                                  volume_size_gib=resolution.volume_size_gib,
                                  fingerprint_inputs=decision["fingerprint_inputs"],
-                                 build=build_provenance(decision, report))
+                                 build=build_provenance(decision, report), cost=cost)
     ec2.tag_resource(snapshot_id, {PUBLISHED_TAG: datetime.now(UTC).isoformat(timespec="seconds")})
     published = publish_to_ssm(CacheSsmHook(aws_conn_id=aws_conn_id), parameter=settings.aws.ssm_parameter,
                                metadata_parameter=settings.aws.ssm_metadata_parameter, metadata=metadata)

@@ -130,3 +130,19 @@ def test_metadata_that_describes_another_snapshot_gives_no_base():
     decision = decide(snapshot=snapshot, current=current)
     assert decision["up_to_date"] is False
     assert decision["base"]["reason"] == "no metadata describes snap-0fedcba9876543210: its platform is unknown"
+
+
+def test_an_incremental_volume_holds_the_old_set_and_the_new_images_at_once():
+    """Old versions are removed only after the new ones are pulled: the peak is what the restored volume
+    holds plus the images it does not hold yet (sized like a fresh volume: blobs + unpacked + margin)."""
+    from ml_cache.registry import GIB
+
+    metadata = {**producers.published_metadata(), "totals": {"filesystem_used_bytes": 58 * GIB}}
+    images = [image.model_copy(update={"digest": "sha256:" + "99" * 32, "compressed_bytes": 5 * GIB})
+              if image.ref.startswith("nvcr") else image for image in resolution().images]
+    changed = resolution().model_copy(update={"images": images})
+    base = decide(resolved=changed, current=Published(snapshot_id=SNAPSHOT_ID, metadata=metadata))["base"]
+    assert base["mode"] == "incremental"
+    assert base["volume_size_gib"] == 58 + 21  # 5 GiB x (1 + 2.2 unpacked) x 1.25 + 1 GiB, rounded up
+    unchanged = decide(current=Published(snapshot_id=SNAPSHOT_ID, metadata=metadata))["base"]
+    assert unchanged["volume_size_gib"] == 60  # nothing new: the snapshot's size
