@@ -9,6 +9,7 @@ from http import HTTPStatus
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowSkipException
+from airflow.sdk.api.client import ServerResponseError
 from airflow.sdk.exceptions import AirflowRuntimeError
 
 from ml_cache.hooks.ec2 import CacheEc2Hook
@@ -31,12 +32,18 @@ def validate_inputs(params: dict[str, Any] | None, *, aws_conn_id: str) -> dict[
 
 
 def build_run_state(ti: Any) -> Callable[[str], str | None]:
-    """The state of a build run through the Task SDK (the API server): None when no such run exists."""
+    """The state of a build run through the Task SDK (the API server): None when no such run exists.
+    A worker's supervisor relays the API's 404 as AirflowRuntimeError; `dag.test()`'s in-process one
+    raises the client's ServerResponseError itself."""
     def state(run_id: str) -> str | None:
         try:
             found = ti.get_dagrun_state(dag_id=BUILD_DAG_ID, run_id=run_id)
         except AirflowRuntimeError as error:
             if (error.error.detail or {}).get("status_code") == HTTPStatus.NOT_FOUND:
+                return None
+            raise
+        except ServerResponseError as error:
+            if error.response.status_code == HTTPStatus.NOT_FOUND:
                 return None
             raise
         return str(getattr(found, "value", found))
