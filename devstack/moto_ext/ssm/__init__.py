@@ -18,6 +18,8 @@ def install() -> None:
     _patch.replace(SimpleSystemManagerResponse, "list_command_invocations",
                    lambda _orig: responses.list_command_invocations)
     _patch.replace(SimpleSystemManagerResponse, "cancel_command", lambda _orig: responses.cancel_command)
+    _patch.replace(SimpleSystemManagerResponse, "list_document_versions",
+                   lambda _orig: responses.list_document_versions)
     _patch.replace(Command, "response_object", responses.command_response_object)
     for name in ("get_parameter", "get_parameters", "get_parameters_by_path"):
         _patch.replace(SimpleSystemManagerResponse, name, responses.with_eks_amis)

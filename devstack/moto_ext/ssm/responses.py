@@ -222,3 +222,12 @@ def with_eks_amis(original: Any) -> Any:
         return original(self)
 
     return handler
+
+
+def list_document_versions(self: Any) -> ActionResult:
+    """ListDocumentVersions (moto lacks it): every version of a document, InvalidDocument when absent."""
+    documents = self.ssm_backend._get_documents(self._get_param("Name"))
+    items = [{"Name": doc.name, "DocumentVersion": doc.document_version, "CreatedDate": doc.created_date,
+              "IsDefaultVersion": version == documents.default_version, "DocumentFormat": doc.document_format,
+              "Status": doc.status} for version, doc in documents.versions.items()]
+    return ActionResult({"DocumentVersions": items})

@@ -121,3 +121,25 @@ class CacheEc2Hook(CustomWaitersMixin, AwsBaseHook):
             return []
         response = self.conn.describe_instances(InstanceIds=instance_ids)
         return [instance for reservation in response["Reservations"] for instance in reservation["Instances"]]
+
+    # -- the janitor -----------------------------------------------------------------------
+    def server_date(self) -> str | None:
+        """The `Date` header of an EC2 answer: AWS's clock, so a skewed worker clock cannot age a resource."""
+        response = self.conn.describe_availability_zones()
+        return response["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+
+    def find_volumes(self, tags: dict[str, str]) -> list[dict[str, Any]]:
+        """Volumes carrying all `tags`, in any state (`available` = detached)."""
+        paginator = self.conn.get_paginator("describe_volumes")
+        return [volume for page in paginator.paginate(Filters=tag_filters(tags)) for volume in page["Volumes"]]
+
+    def delete_volume(self, volume_id: str) -> None:
+        self.conn.delete_volume(VolumeId=volume_id)
+
+    def find_fast_snapshot_restores(self, snapshot_ids: list[str]) -> list[dict[str, Any]]:
+        """FSR entries (one per snapshot and AZ, any state) of `snapshot_ids`."""
+        if not snapshot_ids:
+            return []
+        paginator = self.conn.get_paginator("describe_fast_snapshot_restores")
+        filters = [{"Name": "snapshot-id", "Values": snapshot_ids}]
+        return [entry for page in paginator.paginate(Filters=filters) for entry in page["FastSnapshotRestores"]]

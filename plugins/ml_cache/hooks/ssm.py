@@ -51,3 +51,23 @@ class CacheSsmHook(CustomWaitersMixin, SsmHook):
 
     def set_default_document_version(self, name: str, version: str) -> None:
         self.conn.update_document_default_version(Name=name, DocumentVersion=version)
+
+    def get_parameter_history(self, name: str) -> list[dict[str, Any]]:
+        """Every stored version of `name` (Value, Version, LastModifiedDate), oldest first; [] when absent."""
+        paginator = self.conn.get_paginator("get_parameter_history")
+        try:
+            return [item for page in paginator.paginate(Name=name) for item in page["Parameters"]]
+        except self.conn.exceptions.ParameterNotFound:
+            return []
+
+    def list_document_versions(self, name: str) -> list[dict[str, Any]]:
+        """Every version of document `name` (DocumentVersion, IsDefaultVersion, CreatedDate); [] when absent."""
+        paginator = self.conn.get_paginator("list_document_versions")
+        try:
+            return [item for page in paginator.paginate(Name=name) for item in page["DocumentVersions"]]
+        except self.conn.exceptions.InvalidDocument:
+            return []
+
+    def delete_document_version(self, name: str, version: str) -> None:
+        """DeleteDocument of one version (AWS refuses the default version)."""
+        self.conn.delete_document(Name=name, DocumentVersion=version)
