@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
@@ -14,6 +14,16 @@ from ml_cache.tags import tag_filters, tag_list, tag_specifications
 LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped"]
 
 
+def clock_from_date(date_header: str | None, worker_now: datetime) -> tuple[datetime, Literal["aws", "worker"]]:
+    """AWS's time from an answer's `Date` header (RFC 7231), else the worker's UTC clock."""
+    if date_header:
+        try:
+            return parsedate_to_datetime(date_header).astimezone(UTC), "aws"
+        except (TypeError, ValueError):
+            pass
+    return worker_now.astimezone(UTC), "worker"
+
+
 class CacheEc2Hook(CustomWaitersMixin, AwsBaseHook):
     """EC2 client hook with the `fast_snapshot_restores_enabled` waiter (botocore has none)."""
 
@@ -21,12 +31,10 @@ class CacheEc2Hook(CustomWaitersMixin, AwsBaseHook):
         kwargs["client_type"] = "ec2"
         super().__init__(*args, **kwargs)
 
-    def aws_now(self) -> datetime:
-        """Now on AWS's clock: the `Date` header of an EC2 answer (a worker's clock may be skewed; the
-        local cloud's clock can be advanced), else the worker's UTC clock."""
-        response = self.conn.describe_availability_zones(ZoneNames=[])
-        date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-        return parsedate_to_datetime(date) if date else datetime.now(UTC)
+    def aws_now(self) -> tuple[datetime, Literal["aws", "worker"]]:
+        """Now on AWS's clock (a worker's clock may be skewed; the local cloud's can be advanced) and
+        which clock it is: see `clock_from_date`."""
+        return clock_from_date(self.server_date(), datetime.now(UTC))
 
     # -- instances -------------------------------------------------------------------------
     def run_instance(self, **request: Any) -> dict[str, Any]:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ml_cache.fsr_lifecycle import disable_fsr
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.hooks.ssm import CacheSsmHook
-from ml_cache.janitor.inventory import snapshots
-from ml_cache.janitor.plan import FSR_ON, Action, Plan
+from ml_cache.janitor.plan import Action, Plan
 
 log = logging.getLogger(__name__)
 
@@ -23,28 +23,6 @@ ALREADY_GONE = {"InvalidInstanceID.NotFound", "InvalidVolume.NotFound", "Invalid
 
 class CleanupFailed(RuntimeError):
     """Some actions failed; the others were done. A retry re-plans from a fresh inventory."""
-
-
-def disable_fsr(ec2: CacheEc2Hook, snapshot_id: str, zones: list[str]) -> None:
-    """FSR off in `zones`; a partial failure (HTTP 200 with `Unsuccessful`) is an error naming the AZs."""
-    response = ec2.disable_fast_snapshot_restores(snapshot_id, zones)
-    errors = [f"{e['AvailabilityZone']}: {e['Error']['Code']} {e['Error']['Message']}"
-              for item in response.get("Unsuccessful", []) for e in item["FastSnapshotRestoreStateErrors"]]
-    if errors:
-        raise RuntimeError(f"disabling FSR on {snapshot_id} failed in {'; '.join(errors)}")
-
-
-def retire_fast_snapshot_restores(ec2: CacheEc2Hook, keep: Iterable[str], pipeline: str) -> list[tuple[str, list[str]]]:
-    """FSR off on every cache snapshot of `pipeline` not in `keep`; returns (snapshot id, AZs) disabled.
-    For the rollout once the new snapshot is validated (keep: the new one), and for a failed build."""
-    keep = set(keep)
-    disabled = []
-    for snapshot in snapshots(ec2, pipeline):
-        zones = sorted(zone for zone, state in snapshot.fsr.items() if state in FSR_ON)
-        if zones and snapshot.snapshot_id not in keep:
-            disable_fsr(ec2, snapshot.snapshot_id, zones)
-            disabled.append((snapshot.snapshot_id, zones))
-    return disabled
 
 
 def wait_fsr_disabled(ec2: CacheEc2Hook, snapshot_ids: list[str], *, timeout_seconds: float, poll_seconds: float,

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ml_cache.hooks.ec2 import CacheEc2Hook
+from ml_cache.hooks.ec2 import CacheEc2Hook, clock_from_date
 from ml_cache.hooks.eks import CacheEksHook
 from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.launch_template import LaunchTemplateError, cache_snapshot
@@ -73,16 +72,6 @@ class Inventory(Record):
     references: dict[str, list[str]] = {}  # snapshot -> every reason it must never be deleted
     document: str = ""
     document_versions: list[DocumentVersion] = []
-
-
-def aws_now(date_header: str | None, worker_now: datetime) -> tuple[datetime, Literal["aws", "worker"]]:
-    """AWS's time from an answer's `Date` header (RFC 7231), else the worker's UTC clock."""
-    if date_header:
-        try:
-            return parsedate_to_datetime(date_header).astimezone(UTC), "aws"
-        except (TypeError, ValueError):
-            pass
-    return worker_now.astimezone(UTC), "worker"
 
 
 def _tags(resource: dict[str, Any]) -> dict[str, str]:
@@ -174,7 +163,7 @@ def node_group_versions(eks: CacheEksHook, settings: JanitorSettings) -> dict[st
 def take_inventory(settings: JanitorSettings, run_state: Callable[[str], str | None], *, ec2: CacheEc2Hook,
                    ssm: CacheSsmHook, eks: CacheEksHook, worker_now: datetime) -> Inventory:
     """The whole picture, read-only. `run_state(run_id)` is the build run's state (None: no such run)."""
-    now, clock = aws_now(ec2.server_date(), worker_now)
+    now, clock = clock_from_date(ec2.server_date(), worker_now)
     pipeline = settings.pipeline
     pipeline_volumes = ec2.find_volumes({PIPELINE_TAG: pipeline})
     found_builders, found_volumes = builders(ec2, pipeline, pipeline_volumes), volumes(pipeline_volumes)

@@ -14,11 +14,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from ml_cache.cost import GIB, HOURS_PER_MONTH, fsr_monthly, instance_cost, snapshot_monthly, volume_monthly
+from ml_cache.fsr_lifecycle import BILLED_FSR_STATES
 from ml_cache.janitor.inventory import Inventory, Snapshot
 from ml_cache.settings import JanitorSettings
 
 ACTIVE_RUN_STATES = ("queued", "running")
-FSR_ON = ("enabling", "optimizing", "enabled")
 FSR_GOING = ("disabling", "disabled")
 
 ActionKind = Literal["terminate_builder", "delete_volume", "disable_fast_snapshot_restore", "delete_snapshot",
@@ -120,7 +120,7 @@ def _fsr(inventory: Inventory, settings: JanitorSettings) -> tuple[list[Action],
     keep = fsr_keep(inventory)
     actions, kept = [], []
     for snapshot in inventory.snapshots:
-        zones = sorted(zone for zone, state in snapshot.fsr.items() if state in FSR_ON)
+        zones = sorted(zone for zone, state in snapshot.fsr.items() if state in BILLED_FSR_STATES)
         if not zones:
             continue
         active, run = _run(inventory, snapshot.run_id)

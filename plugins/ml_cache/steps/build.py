@@ -86,7 +86,7 @@ def up_to_date_summary(settings: BuildSettings, decision: BuildDecision, started
     seconds = (datetime.now(UTC) - started).total_seconds() if started else None
     published = read_published(CacheSsmHook(aws_conn_id=aws_conn_id), parameter=settings.aws.ssm_parameter,
                                metadata_parameter=settings.aws.ssm_metadata_parameter)
-    cost = up_to_date_cost_report(settings.prices, now=CacheEc2Hook(aws_conn_id=aws_conn_id).aws_now(),
+    cost = up_to_date_cost_report(settings.prices, now=CacheEc2Hook(aws_conn_id=aws_conn_id).aws_now()[0],
                                   published_metadata=published.metadata)
     return {"outcome": "up to date", "snapshot_id": decision["published_snapshot_id"],
             "fingerprint": decision["fingerprint"], "reasons": decision["reasons"],
@@ -152,7 +152,7 @@ def run_cost(settings: BuildSettings, decision: BuildDecision, builder: dict[str
         return gather_run_cost(ec2, CacheEbsHook(aws_conn_id=aws_conn_id), prices=settings.prices,
                                builder_instance_id=builder["instance_id"], snapshot_id=snapshot_id,
                                parent_snapshot_id=decision["base"]["snapshot_id"], fsr_zones=sorted(fsr_states),
-                               previous_metadata=previous.metadata, now=ec2.aws_now())
+                               previous_metadata=previous.metadata, now=ec2.aws_now()[0])
     except (ClientError, BotoCoreError) as error:
         log.warning("No cost report for %s: %s", snapshot_id, error)
         return {"currency": "USD", "error": str(error)}

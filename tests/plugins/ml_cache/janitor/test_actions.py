@@ -1,4 +1,4 @@
-"""The janitor's actions on the local cloud: FSR retirement, deletion after FSR is off, idempotency."""
+"""The janitor's actions on the local cloud: deletion after FSR is off, idempotency."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import uuid
 
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.hooks.ssm import CacheSsmHook
-from ml_cache.janitor import retire_fast_snapshot_restores
 from ml_cache.janitor.actions import apply_plan
 from ml_cache.janitor.plan import Action, Plan
 
@@ -28,19 +27,6 @@ def _fsr(cloud_conn, snapshot: str) -> dict[str, str]:
     entries = cloud_conn.client("ec2").describe_fast_snapshot_restores(
         Filters=[{"Name": "snapshot-id", "Values": [snapshot]}])["FastSnapshotRestores"]
     return {e["AvailabilityZone"]: e["State"] for e in entries}
-
-
-def test_retire_disables_fsr_on_every_pipeline_snapshot_but_those_kept(cloud_conn):
-    cloud_conn.set_faults(fsr_enabling_seconds=0, fsr_optimizing_seconds=0, fsr_disabling_seconds=0)
-    pipeline = f"retire-{uuid.uuid4().hex[:8]}"
-    new, old = _cache_snapshot(cloud_conn, pipeline), _cache_snapshot(cloud_conn, pipeline)
-    other = _cache_snapshot(cloud_conn, "another-pipeline")
-    ec2 = CacheEc2Hook(aws_conn_id=cloud_conn.conn_id)
-    assert retire_fast_snapshot_restores(ec2, {new}, pipeline) == [(old, ZONES)]
-    assert _fsr(cloud_conn, old) == dict.fromkeys(ZONES, "disabled")
-    assert _fsr(cloud_conn, new) == dict.fromkeys(ZONES, "enabled")
-    assert _fsr(cloud_conn, other) == dict.fromkeys(ZONES, "enabled")  # not ours
-    assert retire_fast_snapshot_restores(ec2, {new}, pipeline) == []  # nothing left to retire
 
 
 def test_a_snapshot_is_deleted_once_its_fsr_is_off_and_a_second_apply_finds_it_gone(cloud_conn):

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ml_cache.janitor.inventory import Builder, DocumentVersion, Inventory, Snapshot, Volume, aws_now
+from ml_cache.hooks.ec2 import clock_from_date
+from ml_cache.janitor.inventory import Builder, DocumentVersion, Inventory, Snapshot, Volume
 from ml_cache.janitor.plan import build_deadline, plan_cleanup
 from ml_cache.settings import JanitorSettings
 
@@ -89,7 +90,7 @@ def test_ages_are_measured_on_the_inventory_clock_not_the_workers():
     """A worker clock a day ahead cannot age a builder: the plan reads only the inventory's `now`,
     which is AWS's Date header when there is one."""
     worker_ahead = NOW + timedelta(days=1)
-    now, clock = aws_now("Mon, 01 Mar 2027 12:00:00 GMT", worker_ahead)
+    now, clock = clock_from_date("Mon, 01 Mar 2027 12:00:00 GMT", worker_ahead)
     assert (now, clock) == (NOW, "aws")
     young = builder("i-young", timedelta(hours=1), "f")
     plan = plan_cleanup(Inventory(now=now, clock=clock, builders=[young], run_states={"f": "failed"}), settings())
@@ -98,7 +99,7 @@ def test_ages_are_measured_on_the_inventory_clock_not_the_workers():
 
 @pytest.mark.parametrize("header", [None, "", "not a date"])
 def test_without_a_date_header_the_worker_clock_is_used(header):
-    assert aws_now(header, NOW) == (NOW, "worker")
+    assert clock_from_date(header, NOW) == (NOW, "worker")
 
 
 def test_leftover_volume_is_deleted_attached_or_young_or_running_are_kept():
