@@ -19,7 +19,7 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
-from devstack import faults, k8s, nodes, registries, sandbox
+from devstack import billing, clock, faults, k8s, nodes, registries, sandbox
 from devstack import moto_ext as _moto_ext
 from devstack.agent import models as agent_state
 from devstack.agent import runner
@@ -36,6 +36,7 @@ class DevstackApp:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
+        start_response = dated(start_response)
         if not path.startswith("/_devstack/"):
             return self.moto_app(environ, start_response)
         status, body = self.devstack_route(environ["REQUEST_METHOD"], path, environ)
@@ -68,9 +69,37 @@ class DevstackApp:
                 return registries.route(method, self.json_body(environ) if method == "POST" else None)
             except ValueError as error:
                 return "400 Bad Request", {"error": str(error)}
+        if path == "/_devstack/clock":
+            return clock_route(method, environ)
+        if path == "/_devstack/billing" and method == "GET":
+            return "200 OK", billing.report()
         if path == "/_devstack/state" and method == "GET":
             return "200 OK", state()
         return "404 Not Found", {"error": f"no devstack route {path}"}
+
+
+def clock_route(method: str, environ: dict[str, Any]) -> tuple[str, Any]:
+    """GET shows {"now", "offset_seconds"}; POST {"advance_seconds": N} moves it forward; DELETE resets."""
+    if method == "GET":
+        return "200 OK", clock.as_dict()
+    if method == "DELETE":
+        return "200 OK", clock.reset()
+    if method == "POST":
+        try:
+            return "200 OK", clock.advance(DevstackApp.json_body(environ).get("advance_seconds"))
+        except ValueError as error:
+            return "400 Bad Request", {"error": str(error)}
+    return "405 Method Not Allowed", {"error": f"{method} not allowed"}
+
+
+def dated(start_response: Any) -> Any:
+    """start_response that sets `Date` from the simulated clock (werkzeug then adds none of its own)."""
+
+    def start(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+        headers = [(name, value) for name, value in headers if name.lower() != "date"]
+        return start_response(status, [*headers, ("Date", clock.http_date())], *args)
+
+    return start
 
 
 def instances() -> list[dict[str, Any]]:

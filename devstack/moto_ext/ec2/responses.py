@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape
 from moto.core.responses import ActionResult
 
 from devstack import faults
-from devstack.moto_ext.ec2 import models
+from devstack.moto_ext.ec2 import fsr, models
 
 
 def capacity_error(instance_type: str, zone: str | None) -> tuple[str, dict[str, Any]]:
@@ -76,13 +76,13 @@ def _change_fsr(self: Any, change: Any) -> ActionResult:
 
 
 def enable_fast_snapshot_restores(self: Any) -> ActionResult:
-    return _change_fsr(self, models.enable_fsr)
+    return _change_fsr(self, fsr.enable_fsr)
 
 
 def disable_fast_snapshot_restores(self: Any) -> ActionResult:
-    return _change_fsr(self, models.disable_fsr)
+    return _change_fsr(self, fsr.disable_fsr)
 
 
 def describe_fast_snapshot_restores(self: Any) -> ActionResult:
     filters = {f["Name"]: set(f.get("Values", [])) for f in self._get_param("Filters", []) or []}
-    return ActionResult({"FastSnapshotRestores": models.describe_fsr(self.current_account, self.region, filters)})
+    return ActionResult({"FastSnapshotRestores": fsr.describe_fsr(self.current_account, self.region, filters)})
