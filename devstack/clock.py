@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any
 
 _lock = threading.Lock()
@@ -30,11 +29,6 @@ def naive_utcnow() -> datetime:
 def time() -> float:
     """Simulated epoch seconds (the clock's time.time())."""
     return now().timestamp()
-
-
-def http_date() -> str:
-    """The `Date` header value for an answer given now (RFC 7231 IMF-fixdate)."""
-    return format_datetime(now(), usegmt=True)
 
 
 def advance(seconds: float) -> dict[str, Any]:

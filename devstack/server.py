@@ -36,7 +36,6 @@ class DevstackApp:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
-        start_response = dated(start_response)
         if not path.startswith("/_devstack/"):
             return self.moto_app(environ, start_response)
         status, body = self.devstack_route(environ["REQUEST_METHOD"], path, environ)
@@ -92,16 +91,6 @@ def clock_route(method: str, environ: dict[str, Any]) -> tuple[str, Any]:
     return "405 Method Not Allowed", {"error": f"{method} not allowed"}
 
 
-def dated(start_response: Any) -> Any:
-    """start_response that sets `Date` from the simulated clock (werkzeug then adds none of its own)."""
-
-    def start(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
-        headers = [(name, value) for name, value in headers if name.lower() != "date"]
-        return start_response(status, [*headers, ("Date", clock.http_date())], *args)
-
-    return start
-
-
 def instances() -> list[dict[str, Any]]:
     """Every EC2 instance moto holds (all accounts and regions touched so far)."""
     from moto.ec2.models import ec2_backends
@@ -131,12 +120,19 @@ def state() -> dict[str, Any]:
     }
 
 
+class DevstackRequestHandler(MotoRequestHandler):
+    """Answers carry the simulated clock's time in their `Date` header (http.server writes it)."""
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        return super().date_time_string(clock.time() if timestamp is None else timestamp)
+
+
 class DevstackServer(ThreadedMotoServer):
     """ThreadedMotoServer whose WSGI app is wrapped by DevstackApp."""
 
     def _server_entry(self) -> None:
         app = DevstackApp(DomainDispatcherApplication(create_backend_app))
-        self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+        self._server = make_server(self._ip_address, self._port, app, True, request_handler=DevstackRequestHandler)
         self._server_ready_event.set()
         self._server.serve_forever()
 
