@@ -10,6 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 BLOCK = 524288
+EKS_AMI = "/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/nvidia/recommended/image_id"
 
 
 @pytest.fixture
@@ -124,6 +125,21 @@ def test_bigger_volume_from_snapshot_grows_the_file_smaller_is_refused(ec2, disk
         f"Volume of size 1 is smaller than snapshot {parent}, expect size >= 2")
     made = ec2.describe_volumes(Filters=[{"Name": "snapshot-id", "Values": [parent]}])["Volumes"]
     assert [v["Size"] for v in made] == [3]
+
+
+def test_run_instances_with_a_mapping_smaller_than_its_snapshot_launches_nothing(ec2, ssm, disks) -> None:
+    base_volume, _ = disks.volume(Size=2)
+    parent = disks.snapshot(base_volume)
+    before = {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+    image_id = ssm.get_parameter(Name=EKS_AMI)["Parameter"]["Value"]
+    with pytest.raises(ClientError) as error:
+        ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, InstanceType="g5.xlarge", BlockDeviceMappings=[
+            {"DeviceName": "/dev/xvdb", "Ebs": {"SnapshotId": parent, "VolumeSize": 1}}])
+    assert error.value.response["Error"]["Code"] == "InvalidBlockDeviceMapping"
+    assert error.value.response["Error"]["Message"] == (
+        f"Volume of size 1GB is smaller than snapshot '{parent}', expect size >= 2GB")
+    after = {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+    assert after == before
 
 
 def test_list_changed_blocks_paginates_like_aws(disks, ebs) -> None:
