@@ -84,8 +84,11 @@ def record(snapshot: Any, copy: Path) -> SnapshotBlocks:
         in_copy = set(data)
         removed = [index for index in parent.data_blocks if index not in in_copy]
     else:
-        changed, removed = blocks.diff(parent_file, parent.data_blocks, copy, data)
-        incremental, reason = True, f"incremental against {parent_id}"
+        try:
+            changed, removed = blocks.diff(parent_file, parent.data_blocks, copy, data)
+            incremental, reason = True, f"incremental against {parent_id}"
+        except OSError as error:  # the parent was deleted meanwhile: EBS would still store it all
+            reason = f"parent snapshot {parent_id} unreadable ({error})"
     entry = SnapshotBlocks(
         snapshot_id=snapshot.id, account=snapshot.ec2_backend.account_id, region=snapshot.ec2_backend.region_name,
         volume_size_gib=volume.size, kms_key_id=key, parent_snapshot_id=parent_id, incremental=incremental,

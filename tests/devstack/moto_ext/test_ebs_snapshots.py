@@ -9,6 +9,9 @@ import os
 import pytest
 from botocore.exceptions import ClientError
 
+from devstack import volumes
+from devstack.volumes import data_plane_missing
+
 BLOCK = 524288
 EKS_AMI = "/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/nvidia/recommended/image_id"
 
@@ -193,3 +196,32 @@ def test_moto_own_ebs_direct_snapshots_keep_moto_answers(ebs) -> None:
     ebs.complete_snapshot(SnapshotId=snapshot_id, ChangedBlocksCount=1)
     assert [b["BlockIndex"] for b in ebs.list_snapshot_blocks(SnapshotId=snapshot_id)["Blocks"]] == [7]
 
+
+
+@pytest.mark.root
+@pytest.mark.skipif(data_plane_missing() is not None, reason=str(data_plane_missing()))
+def test_xfs_volume_restored_and_extended_snapshots_about_what_was_added(tmp_path, disks, ebs) -> None:
+    """As the incremental build does: a restored XFS volume gets a new file; its snapshot stores about
+    that file (plus some metadata and log blocks), not the whole filesystem."""
+    base_volume, base_file = disks.volume(Size=1)
+    volumes.make_xfs(base_file)
+    mountpoint = tmp_path / "mnt"
+    volumes.mount(base_file, mountpoint)
+    try:
+        (mountpoint / "old-layer").write_bytes(os.urandom(24 * 1024**2))
+    finally:
+        volumes.unmount(mountpoint)
+    parent = disks.snapshot(base_volume)
+    restored, restored_file = disks.volume(Size=1, SnapshotId=parent)
+    volumes.mount(restored_file, mountpoint, nouuid=True)
+    try:
+        (mountpoint / "new-layer").write_bytes(os.urandom(8 * 1024**2))
+    finally:
+        volumes.unmount(mountpoint)
+    child = disks.snapshot(restored)
+
+    full = _all_pages(ebs.list_snapshot_blocks, "Blocks", SnapshotId=child)
+    changed = _all_pages(ebs.list_changed_blocks, "ChangedBlocks", FirstSnapshotId=parent, SecondSnapshotId=child)
+    stored = [c for c in changed if "SecondBlockToken" in c]
+    assert len(full) * BLOCK >= 32 * 1024**2
+    assert 8 * 1024**2 <= len(stored) * BLOCK <= 8 * 1024**2 + 12 * 1024**2, len(stored)
