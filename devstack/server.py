@@ -19,7 +19,7 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
-from devstack import faults, k8s, nodes, registries, sandbox
+from devstack import billing, clock, faults, k8s, nodes, registries, sandbox
 from devstack import moto_ext as _moto_ext
 from devstack.agent import models as agent_state
 from devstack.agent import runner
@@ -68,9 +68,27 @@ class DevstackApp:
                 return registries.route(method, self.json_body(environ) if method == "POST" else None)
             except ValueError as error:
                 return "400 Bad Request", {"error": str(error)}
+        if path == "/_devstack/clock":
+            return clock_route(method, environ)
+        if path == "/_devstack/billing" and method == "GET":
+            return "200 OK", billing.report()
         if path == "/_devstack/state" and method == "GET":
             return "200 OK", state()
         return "404 Not Found", {"error": f"no devstack route {path}"}
+
+
+def clock_route(method: str, environ: dict[str, Any]) -> tuple[str, Any]:
+    """GET shows {"now", "offset_seconds"}; POST {"advance_seconds": N} moves it forward; DELETE resets."""
+    if method == "GET":
+        return "200 OK", clock.as_dict()
+    if method == "DELETE":
+        return "200 OK", clock.reset()
+    if method == "POST":
+        try:
+            return "200 OK", clock.advance(DevstackApp.json_body(environ).get("advance_seconds"))
+        except ValueError as error:
+            return "400 Bad Request", {"error": str(error)}
+    return "405 Method Not Allowed", {"error": f"{method} not allowed"}
 
 
 def instances() -> list[dict[str, Any]]:
@@ -102,12 +120,19 @@ def state() -> dict[str, Any]:
     }
 
 
+class DevstackRequestHandler(MotoRequestHandler):
+    """Answers carry the simulated clock's time in their `Date` header (http.server writes it)."""
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        return super().date_time_string(clock.time() if timestamp is None else timestamp)
+
+
 class DevstackServer(ThreadedMotoServer):
     """ThreadedMotoServer whose WSGI app is wrapped by DevstackApp."""
 
     def _server_entry(self) -> None:
         app = DevstackApp(DomainDispatcherApplication(create_backend_app))
-        self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+        self._server = make_server(self._ip_address, self._port, app, True, request_handler=DevstackRequestHandler)
         self._server_ready_event.set()
         self._server.serve_forever()
 

@@ -10,9 +10,11 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from devstack import clock
 
 STDOUT_LIMIT = 24_000  # GetCommandInvocation StandardOutputContent
 STDERR_LIMIT = 8_000  # GetCommandInvocation StandardErrorContent
@@ -53,7 +55,7 @@ class Invocation:
     env: dict[str, str]
     cwd: Path
     forced_status: str | None = None
-    requested: datetime = field(default_factory=lambda: datetime.now(UTC))
+    requested: datetime = field(default_factory=clock.now)
     created_monotonic: float = field(default_factory=time.monotonic)
     visible_after: float = 0.0
     status: str = "Pending"

@@ -12,11 +12,10 @@ import os
 import subprocess
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from devstack import faults, process
+from devstack import clock, faults, process
 from devstack.agent import models
 from devstack.agent.documents import plan
 from devstack.agent.models import Invocation, PluginRun
@@ -85,7 +84,7 @@ def _run(invocation: Invocation) -> None:
         with invocation.lock:
             plugin = invocation.current_plugin()
             plugin.status = plugin.status_details = "Failed"
-            plugin.finished = plugin.finished or datetime.now(UTC)
+            plugin.finished = plugin.finished or clock.now()
             with contextlib.suppress(OSError), plugin.stderr_path.open("a") as err:
                 err.write(f"devstack agent error: {error}\n")
             invocation.status = invocation.status_details = "Failed"
@@ -97,7 +96,7 @@ def _run_plugin(invocation: Invocation, plugin: PluginRun) -> None:
     script_path = plugin.stdout_path.with_name(plugin.stdout_path.name.replace("stdout", "script.sh"))
     script_path.write_text(plugin.script)
     cwd = Path(plugin.working_directory) if plugin.working_directory else invocation.cwd
-    plugin.started = datetime.now(UTC)
+    plugin.started = clock.now()
     plugin.status = plugin.status_details = "InProgress"
     try:
         child = process.start(["bash", str(script_path)], plugin.stdout_path, errors_path=plugin.stderr_path,
@@ -105,7 +104,7 @@ def _run_plugin(invocation: Invocation, plugin: PluginRun) -> None:
     except OSError as error:
         with plugin.stderr_path.open("a") as err:
             err.write(f"failed to start: {error}\n")
-        plugin.finished = datetime.now(UTC)
+        plugin.finished = clock.now()
         plugin.status = plugin.status_details = "Failed"
         plugin.response_code = 1
         return
@@ -125,7 +124,7 @@ def _run_plugin(invocation: Invocation, plugin: PluginRun) -> None:
                 timed_out = True
                 process.stop(child, KILL_GRACE_SECONDS)
     process.stop(child, KILL_GRACE_SECONDS)  # stray children of a finished script belong to the command too
-    plugin.finished = datetime.now(UTC)
+    plugin.finished = clock.now()
     plugin.response_code = child.returncode
     if invocation.stop_reason:
         _mark_stopped(invocation, plugin)
@@ -138,7 +137,7 @@ def _run_plugin(invocation: Invocation, plugin: PluginRun) -> None:
 
 
 def _mark_stopped(invocation: Invocation, plugin: PluginRun) -> None:
-    plugin.finished = plugin.finished or datetime.now(UTC)
+    plugin.finished = plugin.finished or clock.now()
     plugin.response_code = -1
     if invocation.stop_reason == "Terminated":
         # CommandInvocationStatus has no "Terminated": the instance is gone, so the command Failed.
@@ -152,13 +151,13 @@ def _finish_forced(invocation: Invocation) -> None:
     plugin = invocation.plugins[0]
     with invocation.lock:
         invocation.status = invocation.status_details = "InProgress"
-    plugin.started = datetime.now(UTC)
+    plugin.started = clock.now()
     plugin.status = "InProgress"
     time.sleep(0.2)
     fault = invocation.forced_status or "Failed"
     plugin.stdout_path.write_text("")
     plugin.stderr_path.write_text(f"devstack fault: ssm_command_status={fault}\n")
-    plugin.finished = datetime.now(UTC)
+    plugin.finished = clock.now()
     plugin.response_code = 1 if fault == "Failed" else -1
     plugin.status, plugin.status_details = faults.SSM_FAULT_STATUSES[fault]
     with invocation.lock:

@@ -84,6 +84,19 @@ class LocalCloud:
                                    "snapshot_seconds": 120, "fsr_seconds": 60})
         self.config_path.write_text(yaml.safe_dump(config))
 
+    def advance_clock(self, seconds: float) -> dict[str, Any]:
+        """Move the local cloud's clock forward (FSR states, LaunchTime, the Date header follow);
+        returns {"now", "offset_seconds"}. `DELETE /_devstack/clock` puts it back."""
+        answer = requests.post(f"{self.endpoint}/_devstack/clock", json={"advance_seconds": seconds}, timeout=10)
+        answer.raise_for_status()
+        return answer.json()
+
+    def billing(self) -> dict[str, Any]:
+        """What AWS would bill so far on the simulated clock: {"now", "fsr", "instances", "snapshots", "totals"}."""
+        answer = requests.get(f"{self.endpoint}/_devstack/billing", timeout=30)
+        answer.raise_for_status()
+        return answer.json()
+
 
 def _data_plane_reason() -> str | None:
     from devstack.volumes import data_plane_missing

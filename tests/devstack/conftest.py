@@ -38,6 +38,19 @@ def _reset_faults(request: pytest.FixtureRequest) -> Iterator[None]:
     devstack_call(handle, "DELETE", "/_devstack/faults")
 
 
+@pytest.fixture
+def advance_clock(cloud: server.Handle) -> Iterator[Callable[[float], dict[str, Any]]]:
+    """Move the local cloud's clock forward; it is reset after the test (clean up what the test made first)."""
+
+    def advance(seconds: float) -> dict[str, Any]:
+        status, body = devstack_call(cloud, "POST", "/_devstack/clock", {"advance_seconds": seconds})
+        assert status == 200, body
+        return body
+
+    yield advance
+    devstack_call(cloud, "DELETE", "/_devstack/clock")
+
+
 def devstack_call(handle: server.Handle, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(handle.endpoint + path, data=data, method=method,  # noqa: S310

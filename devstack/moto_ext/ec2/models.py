@@ -1,9 +1,9 @@
-"""EC2 state the extension adds to moto's models: FSR records, snapshot copies, instance sandboxes.
+"""EC2 state the extension adds to moto's models: snapshot copies, volumes from snapshots, sandboxes.
 
-FSR states move with time: enabling -> optimizing -> enabled, disabling -> disabled. Delays come
-from the fault settings, else moto's state manager (model `ec2::fast_snapshot_restore`, progression
-"time"), else env DEVSTACK_FSR_*_SECONDS, else 1 s. A snapshot of a sandbox volume is a real copy of
-its file, `pending` until done; every instance gets a sandbox that its termination tears down.
+A snapshot of a sandbox volume is a real copy of its file, `pending` until the copy and its block
+records (devstack.moto_ext.ebs: what EBS would store, full or incremental) are done; every instance
+gets a sandbox that its termination tears down, and its termination time is kept for billing.
+Fast Snapshot Restore lives in devstack.moto_ext.ec2.fsr.
 """
 
 from __future__ import annotations
@@ -12,194 +12,21 @@ import copy
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models.elastic_block_store import Snapshot
 from moto.ec2.models.instances import Instance
-from moto.moto_api import state_manager
 
-from devstack import faults, sandbox, volumes
+from devstack import clock, faults, sandbox, volumes
 from devstack.agent import runner
+from devstack.moto_ext.ebs import models as ebs_models
+from devstack.moto_ext.ec2 import fsr
 
 log = logging.getLogger(__name__)
 
-FSR_QUOTA_PER_REGION = 5
-STATE_MODEL = "ec2::fast_snapshot_restore"
 AMAZON_LINUX_ROOT_DEVICE = "/dev/xvda"
-
-
-# --- Fast Snapshot Restore ------------------------------------------------------------------------
-
-@dataclass
-class FsrRecord:
-    snapshot_id: str
-    availability_zone: str
-    owner_id: str
-    enabling_time: datetime
-    optimizing_time: datetime
-    enabled_time: datetime
-    disabling_time: datetime | None = None
-    disabled_time: datetime | None = None
-
-    def state(self, now: datetime) -> str:
-        if self.disabling_time is not None:
-            return "disabled" if now >= self.disabled_time else "disabling"  # type: ignore[operator]
-        if now < self.optimizing_time:
-            return "enabling"
-        return "optimizing" if now < self.enabled_time else "enabled"
-
-    def describe(self, now: datetime) -> dict[str, Any]:
-        state = self.state(now)
-        item: dict[str, Any] = {
-            "SnapshotId": self.snapshot_id,
-            "AvailabilityZone": self.availability_zone,
-            "State": state,
-            "StateTransitionReason": "Client.UserInitiated"
-            if state in ("enabling", "disabling")
-            else "Client.UserInitiated - Lifecycle state transition",
-            "OwnerId": self.owner_id,
-            "EnablingTime": self.enabling_time,
-        }
-        if now >= self.optimizing_time:
-            item["OptimizingTime"] = self.optimizing_time
-        if now >= self.enabled_time:
-            item["EnabledTime"] = self.enabled_time
-        if self.disabling_time is not None:
-            item["DisablingTime"] = self.disabling_time
-            if state == "disabled":
-                item["DisabledTime"] = self.disabled_time
-        return item
-
-
-_lock = threading.Lock()
-_records: dict[tuple[str, str], dict[tuple[str, str], FsrRecord]] = {}
-
-
-def reset() -> None:
-    with _lock:
-        _records.clear()
-
-
-def forget_snapshot(account: str, region: str, snapshot_id: str) -> None:
-    """A deleted snapshot loses its FSR (and frees its quota slot)."""
-    with _lock:
-        records = _records.get((account, region), {})
-        for key in [k for k in records if k[0] == snapshot_id]:
-            del records[key]
-
-
-def fsr_delays() -> tuple[float, float]:
-    """(enabling, optimizing) seconds."""
-    enabling = faults.current().fsr_enabling_seconds
-    optimizing = faults.current().fsr_optimizing_seconds
-    transition = state_manager._transitions.get(STATE_MODEL)  # only an explicit set-transition
-    if transition and transition.get("progression") == "time" and "seconds" in transition:
-        seconds = float(transition["seconds"])
-        enabling = seconds if enabling is None else enabling
-        optimizing = seconds if optimizing is None else optimizing
-    return (
-        enabling if enabling is not None else faults.delay("fsr_enabling_seconds"),
-        optimizing if optimizing is not None else faults.delay("fsr_optimizing_seconds"),
-    )
-
-
-def _error(az: str, code: str, message: str) -> dict[str, Any]:
-    return {"AvailabilityZone": az, "Error": {"Code": code, "Message": message}}
-
-
-def enable_fsr(backend: Any, account: str, region: str, snapshot_ids: list[str], zones: list[str]
-               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(Successful, Unsuccessful) entries: unknown snapshot or zone, the fault's AZs, the quota."""
-    valid_zones = {zone.name for zone in backend.describe_availability_zones()}
-    fault_zones = set(faults.current().fsr_unsuccessful_azs)
-    enabling_delay, optimizing_delay = fsr_delays()
-    now = datetime.now(UTC)
-    successful, unsuccessful = [], []
-    with _lock:
-        records = _records.setdefault((account, region), {})
-        for snapshot_id in snapshot_ids:
-            errors = []
-            snapshot = backend.snapshots.get(snapshot_id)
-            active = {sid for (sid, _), rec in records.items() if rec.state(now) != "disabled"}
-            for zone in zones:
-                if snapshot is None:
-                    errors.append(_error(zone, "InvalidSnapshot.NotFound",
-                                         f"The snapshot '{snapshot_id}' does not exist."))
-                elif zone not in valid_zones:
-                    errors.append(_error(zone, "InvalidParameterValue",
-                                         f"The availability zone '{zone}' is not valid in {region}."))
-                elif zone in fault_zones:
-                    errors.append(_error(zone, "InternalError",
-                                         f"devstack fault: fast snapshot restore failed in {zone}."))
-                elif snapshot_id not in active and len(active) >= FSR_QUOTA_PER_REGION:
-                    errors.append(_error(
-                        zone, "FastSnapshotRestoreLimitExceeded",
-                        f"You can enable fast snapshot restore for at most {FSR_QUOTA_PER_REGION} "
-                        f"snapshots per Region; {len(active)} already have it in {region}.",
-                    ))
-                else:
-                    record = records.get((snapshot_id, zone))
-                    if record is None or record.state(now) in ("disabling", "disabled"):
-                        optimizing_at = now + timedelta(seconds=enabling_delay)
-                        record = FsrRecord(
-                            snapshot_id=snapshot_id, availability_zone=zone, owner_id=snapshot.owner_id,
-                            enabling_time=now, optimizing_time=optimizing_at,
-                            enabled_time=optimizing_at + timedelta(seconds=optimizing_delay),
-                        )
-                        records[(snapshot_id, zone)] = record
-                        active.add(snapshot_id)
-                    successful.append(record.describe(now))
-            if errors:
-                unsuccessful.append({"SnapshotId": snapshot_id, "FastSnapshotRestoreStateErrors": errors})
-    return successful, unsuccessful
-
-
-def disable_fsr(backend: Any, account: str, region: str, snapshot_ids: list[str], zones: list[str]
-                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    now = datetime.now(UTC)
-    disabling_delay = faults.delay("fsr_disabling_seconds")
-    successful, unsuccessful = [], []
-    with _lock:
-        records = _records.setdefault((account, region), {})
-        for snapshot_id in snapshot_ids:
-            if snapshot_id not in backend.snapshots:
-                unsuccessful.append({"SnapshotId": snapshot_id, "FastSnapshotRestoreStateErrors": [
-                    _error(zone, "InvalidSnapshot.NotFound", f"The snapshot '{snapshot_id}' does not exist.")
-                    for zone in zones
-                ]})
-                continue
-            for zone in zones:
-                record = records.get((snapshot_id, zone))
-                if record is None:
-                    successful.append({"SnapshotId": snapshot_id, "AvailabilityZone": zone, "State": "disabled",
-                                       "StateTransitionReason": "Client.UserInitiated"})
-                    continue
-                if record.disabling_time is None:
-                    record.disabling_time = now
-                    record.disabled_time = now + timedelta(seconds=disabling_delay)
-                successful.append(record.describe(now))
-    return successful, unsuccessful
-
-
-def describe_fsr(account: str, region: str, filters: dict[str, set[str]]) -> list[dict[str, Any]]:
-    now = datetime.now(UTC)
-    with _lock:
-        records = list(_records.get((account, region), {}).values())
-    items = []
-    for record in records:
-        item = record.describe(now)
-        checks = {
-            "snapshot-id": item["SnapshotId"],
-            "availability-zone": item["AvailabilityZone"],
-            "state": item["State"],
-            "owner-id": item["OwnerId"],
-        }
-        if all(checks.get(name) in values for name, values in filters.items() if name in checks):
-            items.append(item)
-    return items
 
 
 # --- snapshots of sandbox volumes -----------------------------------------------------------------
@@ -232,6 +59,7 @@ def _copy(snapshot: Snapshot, source: Path, target: Path, fail: bool) -> None:
             time.sleep(max(0.0, done_at - time.monotonic()))
             raise RuntimeError("devstack fault: snapshot_error")
         volumes.copy_volume_file(source, target)
+        ebs_models.record(snapshot, target)
         time.sleep(max(0.0, done_at - time.monotonic()))
     except (RuntimeError, OSError) as error:
         log.warning("snapshot %s failed: %s", snapshot.id, error)
@@ -248,7 +76,8 @@ def _copy(snapshot: Snapshot, source: Path, target: Path, fail: bool) -> None:
 
 def delete_snapshot_file(account: str, region: str, snapshot_id: str) -> None:
     sandbox.snapshot_file(snapshot_id).unlink(missing_ok=True)
-    forget_snapshot(account, region, snapshot_id)
+    fsr.forget_snapshot(account, region, snapshot_id)
+    ebs_models.mark_deleted(snapshot_id)
 
 
 def delete_volume(original: Any) -> Any:
@@ -261,6 +90,30 @@ def delete_volume(original: Any) -> Any:
         return result
 
     return delete
+
+
+def create_volume(original: Any) -> Any:
+    """A volume from a snapshot: at least the snapshot's size, and its KMS key unless another is given.
+
+    https://docs.aws.amazon.com/ebs/latest/userguide/ebs-creating-volume.html: the size must be at
+    least the snapshot's; a volume from an encrypted snapshot is encrypted, with the snapshot's key
+    unless you specify another one (https://docs.aws.amazon.com/ebs/latest/userguide/encryption-examples.html).
+    """
+
+    def create(self: Any, size: int, zone_name: str, snapshot_id: str | None = None, encrypted: bool = False,
+               kms_key_id: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        snapshot = self.get_snapshot(snapshot_id) if snapshot_id else None
+        if snapshot is not None:
+            minimum = snapshot.volume.size
+            if size is not None and int(size) < minimum:
+                raise EC2ClientError("InvalidParameterValue", f"Volume of size {size} is smaller than snapshot "
+                                     f"{snapshot_id}, expect size >= {minimum}")
+            if snapshot.encrypted:
+                encrypted = True
+                kms_key_id = kms_key_id or snapshot.kms_key_id or snapshot.volume.kms_key_id
+        return original(self, size, zone_name, snapshot_id, encrypted, kms_key_id, *args, **kwargs)
+
+    return create
 
 
 # --- instances and their volumes --------------------------------------------------------------------
@@ -306,6 +159,7 @@ def terminate(original: Any) -> Any:
         if self.state != "terminated":
             runner.terminate_instance(self.id)
             sandbox.teardown(self.id)
+            self.devstack_terminated_at = clock.now()
         return original(self)
 
     return terminate_instance

@@ -14,7 +14,18 @@ from xml.sax.saxutils import escape
 from moto.core.responses import ActionResult
 
 from devstack import faults
-from devstack.moto_ext.ec2 import models
+from devstack.moto_ext.ec2 import fsr, models
+
+
+def ec2_error(code: str, message: str, status: int = 400) -> tuple[str, dict[str, Any]]:
+    """An EC2 XML error answer."""
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Response><Errors><Error><Code>{code}</Code>"
+        f"<Message>{escape(message)}</Message></Error></Errors>"
+        f"<RequestID>{uuid.uuid4()}</RequestID></Response>"
+    )
+    return body, {"status": status, "Content-Type": "text/xml"}
 
 
 def capacity_error(instance_type: str, zone: str | None) -> tuple[str, dict[str, Any]]:
@@ -26,24 +37,32 @@ def capacity_error(instance_type: str, zone: str | None) -> tuple[str, dict[str,
         f"{instance_type} capacity by not specifying an Availability Zone in your request or "
         "choosing a different Availability Zone."
     )
-    body = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        "<Response><Errors><Error><Code>InsufficientInstanceCapacity</Code>"
-        f"<Message>{escape(message)}</Message></Error></Errors>"
-        f"<RequestID>{uuid.uuid4()}</RequestID></Response>"
-    )
-    return body, {"status": 500, "Content-Type": "text/xml"}
+    return ec2_error("InsufficientInstanceCapacity", message, 500)
+
+
+def too_small_for_snapshot(backend: Any, mappings: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+    """InvalidBlockDeviceMapping for a mapping whose VolumeSize is below its snapshot's size, checked
+    before moto creates anything (AWS launches nothing then)."""
+    for mapping in mappings or []:
+        ebs = mapping.get("Ebs") or {}
+        snapshot = backend.snapshots.get(ebs.get("SnapshotId"))
+        if snapshot is not None and ebs.get("VolumeSize") and int(ebs["VolumeSize"]) < snapshot.volume.size:
+            return ec2_error("InvalidBlockDeviceMapping", f"Volume of size {ebs['VolumeSize']}GB is smaller than "
+                             f"snapshot '{snapshot.id}', expect size >= {snapshot.volume.size}GB")
+    return None
 
 
 def run_instances(original: Any) -> Any:
     def handler(self: Any) -> Any:
         instance_type = self._get_param("InstanceType")
-        if instance_type is None and self._get_param("LaunchTemplate"):
+        mappings = self._get_param("BlockDeviceMappings")
+        if self._get_param("LaunchTemplate"):
             template = self.ec2_backend._get_template_from_args(self._get_param("LaunchTemplate"))
-            instance_type = template.data.get("InstanceType") if template else None
+            instance_type = instance_type or (template.data.get("InstanceType") if template else None)
+            mappings = mappings or (template.data.get("BlockDeviceMappings") if template else None)
         if instance_type and instance_type in faults.current().insufficient_capacity_instance_types:
             return capacity_error(instance_type, self._get_param("Placement.AvailabilityZone"))
-        return original(self)
+        return too_small_for_snapshot(self.ec2_backend, mappings) or original(self)
 
     return handler
 
@@ -76,13 +95,13 @@ def _change_fsr(self: Any, change: Any) -> ActionResult:
 
 
 def enable_fast_snapshot_restores(self: Any) -> ActionResult:
-    return _change_fsr(self, models.enable_fsr)
+    return _change_fsr(self, fsr.enable_fsr)
 
 
 def disable_fast_snapshot_restores(self: Any) -> ActionResult:
-    return _change_fsr(self, models.disable_fsr)
+    return _change_fsr(self, fsr.disable_fsr)
 
 
 def describe_fast_snapshot_restores(self: Any) -> ActionResult:
     filters = {f["Name"]: set(f.get("Values", [])) for f in self._get_param("Filters", []) or []}
-    return ActionResult({"FastSnapshotRestores": models.describe_fsr(self.current_account, self.region, filters)})
+    return ActionResult({"FastSnapshotRestores": fsr.describe_fsr(self.current_account, self.region, filters)})

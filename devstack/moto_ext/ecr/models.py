@@ -14,11 +14,10 @@ import json
 import re
 import secrets
 import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from devstack import faults
+from devstack import clock, faults
 
 TOKEN_SECONDS = 12 * 3600  # "The authorization token is valid for 12 hours." (API reference above)
 HOST = re.compile(r"^(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com$")
@@ -56,7 +55,7 @@ _tokens: dict[str, Token] = {}
 def issue(account: str, region: str) -> Token:
     """A new token for this caller (account) in this region; lifetime from fault `ecr_token_seconds`."""
     token = Token(password=secrets.token_urlsafe(48), account=account, region=region,
-                  expires_at=time.time() + faults.delay("ecr_token_seconds"))
+                  expires_at=clock.time() + faults.delay("ecr_token_seconds"))
     with _lock:
         _tokens[token.password] = token
     return token
@@ -82,7 +81,7 @@ def check_pull(password: str, host: str, repository: str | None) -> Token:
         token = _tokens.get(password)
     if token is None:
         raise Denied(401, "DENIED", "Not Authorized")
-    if token.expires_at <= time.time():
+    if token.expires_at <= clock.time():
         raise Denied(403, "DENIED", EXPIRED)
     if token.region != region:
         raise Denied(403, "DENIED", OTHER_REGION)

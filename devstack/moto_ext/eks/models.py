@@ -13,12 +13,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from moto.eks.exceptions import InvalidParameterException, ResourceInUseException
 
-from devstack import faults
+from devstack import clock, faults
 
 
 @dataclass
@@ -33,7 +33,7 @@ class NodegroupUpdate:
     new_launch_template: dict[str, str] | None
     new_version: str | None
     new_release_version: str | None
-    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    created_at: datetime = field(default_factory=clock.now)
     status: str = "InProgress"
     errors: list[dict[str, Any]] = field(default_factory=list)
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.amis import Ami
 from moto.ssm.models import Parameter, ssm_backends
 
-from devstack import faults, sandbox
+from devstack import clock, faults, sandbox
 from devstack.agent.documents import BUILTIN_DOCUMENTS, parse_document
 from devstack.moto_ext.ssm.exceptions import SsmError
 
@@ -30,7 +29,7 @@ EKS_AMI_OWNER = "602401143452"
 
 def ping_status(instance: Any, box: sandbox.Sandbox) -> str | None:
     """Online, ConnectionLost, or None while the agent has never registered."""
-    now = datetime.now(UTC)
+    now = clock.now()
     online = (
         instance.state == "running"
         and not box.terminated
@@ -105,7 +104,7 @@ def ensure_eks_amis(account: str, region: str) -> None:
                         dict.__setitem__(parameters, name, [Parameter(
                             account_id=account, name=name, value=ami_id, parameter_type="String",
                             description=None, allowed_pattern=None, keyid=None,
-                            last_modified_date=time.time(), version=1, data_type="aws:ec2:image",
+                            last_modified_date=clock.time(), version=1, data_type="aws:ec2:image",
                         )])
         _amis_loaded.add((account, region))
 

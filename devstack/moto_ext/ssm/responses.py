@@ -3,13 +3,14 @@ that really runs (moto's reports `Success` at once and runs nothing), the EKS AM
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from moto.core.responses import ActionResult
 from moto.ssm.models import Command
 
+from devstack import clock
 from devstack.agent import documents, runner
 from devstack.agent import models as agent_state
 from devstack.agent.models import Invocation, PluginRun
@@ -106,7 +107,7 @@ def _iso(moment: datetime | None) -> str:
 def _elapsed(plugin: PluginRun) -> str:
     if plugin.started is None:
         return ""
-    end = plugin.finished or datetime.now(UTC)
+    end = plugin.finished or clock.now()
     return f"PT{(end - plugin.started).total_seconds():.3f}S"
 
 
