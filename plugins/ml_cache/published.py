@@ -149,10 +149,21 @@ def restore_snapshot(ssm: CacheSsmHook, *, parameter: str, metadata_parameter: s
         return None  # someone published something else meanwhile: leave it
     previous = previous_snapshot_id or NO_CACHE
     ssm.put_parameter(parameter, previous, description=f"Restored after the rollout of {failed_snapshot_id} failed")
-    ssm.put_parameter(metadata_parameter,
-                      json.dumps({"snapshot_id": previous, "rolled_back_from": failed_snapshot_id}),
+    restored = {**_metadata_in_history(ssm, metadata_parameter, previous), "snapshot_id": previous,
+                "rolled_back_from": failed_snapshot_id}
+    ssm.put_parameter(metadata_parameter, json.dumps(restored, sort_keys=True),
                       description="Metadata of the restored snapshot", tier="Intelligent-Tiering")
     return previous
+
+
+def _metadata_in_history(ssm: CacheSsmHook, metadata_parameter: str, snapshot_id: str) -> dict[str, Any]:
+    """The newest metadata once published for `snapshot_id` (its images, fingerprint, cost), so a restored
+    cache is described as fully as when it was built and the next build compares against it; {} if none."""
+    for version in reversed(ssm.get_parameter_history(metadata_parameter)):
+        metadata = _json_object(version["Value"])
+        if metadata.get("snapshot_id") == snapshot_id:
+            return {key: value for key, value in metadata.items() if key != "rolled_back_from"}
+    return {}
 
 
 def _json_object(value: str) -> dict[str, Any]:

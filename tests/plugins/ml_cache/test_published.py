@@ -79,6 +79,13 @@ def test_restore_after_a_failed_rollout(ssm, names):
     publish_snapshot(ssm, **names, metadata=metadata(OLD, 3))
     publish_snapshot(ssm, **names, metadata=metadata(NEW, 4))
     assert restore_snapshot(ssm, **names, failed_snapshot_id=NEW, previous_snapshot_id=OLD) == OLD
+    # described as fully as when it was built (images, fingerprint), so the next build compares against it
+    assert read_published(ssm, **names) == Published(OLD, {**metadata(OLD, 3), "rolled_back_from": NEW})
+
+
+def test_restore_of_a_snapshot_the_history_does_not_describe(ssm, names):
+    publish_snapshot(ssm, **names, metadata=metadata(NEW, 4))
+    assert restore_snapshot(ssm, **names, failed_snapshot_id=NEW, previous_snapshot_id=OLD) == OLD
     assert read_published(ssm, **names) == Published(OLD, {"snapshot_id": OLD, "rolled_back_from": NEW})
 
 
