@@ -11,52 +11,8 @@ import json
 import subprocess
 
 import pytest
-import yaml
 
-from tests.dags.conftest import METADATA_PARAMETER, needs_data_plane, run_dag
-
-CLUSTER = "ml-cache-e2e"
-NODEGROUP = "ml-cache-e2e-gpu"
-
-
-@pytest.fixture
-def nodes_on():
-    from devstack import nodes
-
-    nodes.enable(True)
-    yield
-    nodes.enable(None)
-
-
-@pytest.fixture
-def gpu_node_group(cloud, nodes_on):
-    """One GPU node from a launch template whose cache volume has no snapshot yet (a fresh cluster)."""
-    ec2, eks, iam = cloud.client("ec2"), cloud.client("eks"), cloud.client("iam")
-    template = ec2.create_launch_template(
-        LaunchTemplateName="ml-cache-e2e-gpu",
-        LaunchTemplateData={"InstanceType": "g6e.xlarge", "BlockDeviceMappings": [
-            {"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 4, "VolumeType": "gp3", "DeleteOnTermination": True}}]},
-    )["LaunchTemplate"]["LaunchTemplateId"]
-    role = iam.create_role(RoleName="ml-cache-e2e-node", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    subnets = [s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]][:1]
-    eks.create_cluster(name=CLUSTER, roleArn=role, resourcesVpcConfig={"subnetIds": subnets})
-    eks.create_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP, nodeRole=role, subnets=subnets,
-                         launchTemplate={"id": template, "version": "1"},
-                         taints=[{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}],
-                         scalingConfig={"minSize": 1, "maxSize": 1, "desiredSize": 1})
-    yield template
-    eks.delete_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP)
-    eks.delete_cluster(name=CLUSTER)
-    ec2.delete_launch_template(LaunchTemplateId=template)
-    iam.delete_role(RoleName="ml-cache-e2e-node")
-
-
-def configure_rollout(cloud, template: str) -> None:
-    config = yaml.safe_load(cloud.config_path.read_text())
-    config["rollout"].update({"cluster_name": CLUSTER, "node_group_name": NODEGROUP, "launch_template_id": template,
-                              "kubernetes_conn_id": "kubernetes_local", "max_startup_seconds": 30})
-    config.setdefault("timeouts", {}).update({"update_seconds": 300, "validation_seconds": 120})
-    cloud.config_path.write_text(yaml.safe_dump(config))
+from tests.dags.conftest import CLUSTER, METADATA_PARAMETER, NODEGROUP, configure_rollout, needs_data_plane, run_dag
 
 
 def validation_report(run) -> dict:
