@@ -167,7 +167,7 @@ def load_dag() -> Any:
 
     from airflow.dag_processing.dagbag import DagBag
 
-    dag = DagBag(dag_folder=str(REPO / "dags"), include_examples=False).dags[DAG_ID]
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags[DAG_ID]
     for task in dag.tasks:
         task.retry_delay = timedelta(0)
     return dag
@@ -258,7 +258,8 @@ def benchmark(base: Path, layer_mib: int, log_path: Path) -> None:
             incremental = run_build(dag, log_path, "week 3: one image changed")
             incremental_meta = cloud.published_metadata()
 
-            cloud.retire_fsr(first_meta["snapshot_id"])
+            with output_to(log_path):
+                cloud.retire_fsr(first_meta["snapshot_id"])
             unchanged_images = [image for key, image in images.items() if key != "trainer"]
             new_set = sum(set_blobs(registry.address, [*unchanged_images, changed_image]).values())
             fresh = run_build(dag, log_path, "the same set, built fresh", force_rebuild=True, incremental=False)
@@ -276,15 +277,19 @@ def main() -> int:
     args = parser.parse_args()
     missing = volumes.data_plane_missing()
     if missing:
-        print(f"cannot run: {missing} (the builder runs the real script on loop devices: run as root with the "
-              f"Debian packages of `make run`)", file=sys.stderr)
+        print(f"cannot run: {missing} (the builders run the real build script: root and the Debian packages "
+              f"`make run` installs)", file=sys.stderr)
         return 2
     base = Path(tempfile.mkdtemp(prefix="mlc-weekly-", dir="/tmp"))
-    log_path = Path(f"{base}.log")  # the runs' task logs: kept
+    log_path = Path(f"{base}.log")  # the runs' task logs: kept when something failed
     airflow_environment(base / "airflow")
-    print(f"task logs: {log_path}", file=sys.stderr)
     try:
         benchmark(base, args.layer_mib, log_path)
+    except BaseException:
+        print(f"task logs: {log_path}", file=sys.stderr)
+        raise
+    else:
+        log_path.unlink(missing_ok=True)
     finally:
         volumes.cleanup_under(base)
         shutil.rmtree(base, ignore_errors=True)
