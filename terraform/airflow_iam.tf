@@ -11,8 +11,9 @@ module "airflow_policy" {
   account_id = local.account_id
   pipeline   = local.name
 
-  pipeline_tag_key = local.pipeline_tag_key
-  run_id_tag_key   = local.run_id_tag_key
+  pipeline_tag_key  = local.pipeline_tag_key
+  run_id_tag_key    = local.run_id_tag_key
+  published_tag_key = local.published_tag_key
 
   parameter_names              = [local.snapshot_id_parameter_name, local.snapshot_metadata_parameter_name]
   ssm_document_name            = local.ssm_document_name

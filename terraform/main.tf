@@ -27,9 +27,11 @@ locals {
     sort(data.aws_availability_zones.available.names), 0, var.availability_zone_count
   )
 
-  # Tag keys the DAGs put on everything they create; the Airflow policy is scoped by them.
-  pipeline_tag_key = "ml-cache:pipeline"
-  run_id_tag_key   = "ml-cache:run-id"
+  # Tag keys the DAGs put on everything they create (and `published` on the snapshot a build
+  # publishes); the Airflow policy is scoped by them.
+  pipeline_tag_key  = "ml-cache:pipeline"
+  run_id_tag_key    = "ml-cache:run-id"
+  published_tag_key = "ml-cache:published"
 
   tags = merge(var.tags, {
     (local.pipeline_tag_key) = local.name

@@ -7,6 +7,7 @@ of a tiny configuration, then evaluated with tf_iam_eval: no AWS and no provider
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ EC2 = f"arn:aws:ec2:{REGION}:{ACCOUNT}"
 SSM = f"arn:aws:ssm:{REGION}:{ACCOUNT}"
 EKS = f"arn:aws:eks:{REGION}:{ACCOUNT}"
 SNAPSHOT = f"arn:aws:ec2:{REGION}::snapshot/snap-0abc"
+PARENT_SNAPSHOT = f"arn:aws:ec2:{REGION}::snapshot/snap-0parent"
 INSTANCE = f"{EC2}:instance/i-0abc"
 VOLUME = f"{EC2}:volume/vol-0abc"
 PARAMETER = f"{SSM}:parameter/ml-container-cache/snapshot-id"
@@ -39,6 +41,7 @@ METADATA_PARAMETER = f"{SSM}:parameter/ml-container-cache/snapshot-metadata"
 DOCUMENT = f"{SSM}:document/ml-container-cache-build"
 CLUSTER_ARN = f"{EKS}:cluster/{CLUSTER}"
 NODE_GROUP_ARN = f"{EKS}:nodegroup/{CLUSTER}/{NODE_GROUP}/6ec5a4f2-0000-0000-0000-000000000000"
+SYSTEM_NODE_GROUP_ARN = f"{EKS}:nodegroup/{CLUSTER}/ml-container-cache-system/7fd6b5a3-0000-0000-0000-000000000000"
 AMI_PARAMETER = (
     f"arn:aws:ssm:{REGION}::parameter/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/"
     "standard/recommended/image_id"
@@ -57,6 +60,14 @@ BUILDER_INSTANCE = {
     "ec2:InstanceProfile": BUILDER_PROFILE,
 }
 IN_OUR_VPC = {"ec2:Vpc": VPC_ARN}
+PUBLISHED_TAG = "ml-cache:published"
+MARK_PUBLISHED = {
+    **OUR_RESOURCE, "aws:TagKeys": [PUBLISHED_TAG], f"aws:RequestTag/{PUBLISHED_TAG}": "2026-11-29T00:00:00+00:00",
+}
+# https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html: managed policy size,
+# 6,144 characters (whitespace excluded), not adjustable.
+MANAGED_POLICY_CHARACTERS = 6144
+PLUGINS = Path(__file__).resolve().parents[2] / "plugins" / "ml_cache"
 
 # The calls the DAGs make (build and rollout), with the context a correct call carries.
 DAG_CALLS = [
@@ -99,6 +110,23 @@ DAG_CALLS = [
     Request("ssm:PutParameter", PARAMETER),
     Request("ssm:PutParameter", METADATA_PARAMETER),
     Request("ec2:TerminateInstances", INSTANCE, OUR_RESOURCE),
+    # Incremental build: the builder's data volume starts from the published snapshot; publish marks the
+    # new snapshot and sizes it (EBS direct APIs) for the cost report.
+    Request("ec2:RunInstances", SNAPSHOT),
+    Request("ec2:CreateTags", SNAPSHOT, MARK_PUBLISHED),
+    Request("ebs:ListSnapshotBlocks", SNAPSHOT, OUR_RESOURCE),
+    Request("ebs:ListChangedBlocks", SNAPSHOT, OUR_RESOURCE),
+    Request("ebs:ListChangedBlocks", PARENT_SNAPSHOT, OUR_RESOURCE),
+    # Janitor: orphans, FSR retirement, retention, document versions, and what still references a snapshot
+    Request("ec2:DeleteVolume", VOLUME, OUR_RESOURCE),
+    Request("ssm:GetParameterHistory", PARAMETER),
+    Request("ssm:ListDocumentVersions", DOCUMENT),
+    Request("ssm:DeleteDocument", DOCUMENT),
+    Request("eks:DescribeNodegroup", SYSTEM_NODE_GROUP_ARN),
+    Request("eks:ListUpdates", NODE_GROUP_ARN),
+    Request("eks:ListUpdates", SYSTEM_NODE_GROUP_ARN),
+    Request("eks:DescribeUpdate", SYSTEM_NODE_GROUP_ARN),
+    Request("eks:ListUpdates", CLUSTER_ARN),
     # Rollout
     Request("ec2:DescribeLaunchTemplates", "*"),
     Request("ec2:DescribeLaunchTemplateVersions", "*"),
@@ -121,7 +149,8 @@ CONTRACT_ACTIONS = {
     "ec2:DescribeFastSnapshotRestores", "ec2:DescribeAvailabilityZones", "ssm:PutParameter",
     "ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions", "ec2:CreateLaunchTemplateVersion",
     "eks:DescribeCluster", "eks:DescribeNodegroup", "eks:UpdateNodegroupVersion", "eks:DescribeUpdate",
-    "eks:ListNodegroups",
+    "eks:ListNodegroups", "eks:ListUpdates", "ec2:DeleteVolume", "ebs:ListSnapshotBlocks", "ebs:ListChangedBlocks",
+    "ssm:GetParameterHistory", "ssm:ListDocumentVersions", "ssm:DeleteDocument",
 }
 
 
@@ -175,6 +204,38 @@ REFUSED_CALLS = {
     "stop an instance": Request("ec2:StopInstances", INSTANCE, OUR_RESOURCE),
     "delete a parameter": Request("ssm:DeleteParameter", PARAMETER),
     "delete the node group": Request("eks:DeleteNodegroup", NODE_GROUP_ARN),
+    "mark another pipeline's snapshot published": Request(
+        "ec2:CreateTags", SNAPSHOT, {**MARK_PUBLISHED, "aws:ResourceTag/ml-cache:pipeline": "other"}),
+    "mark an untagged snapshot published": Request(
+        "ec2:CreateTags", SNAPSHOT, _without(MARK_PUBLISHED, "aws:ResourceTag/ml-cache:pipeline")),
+    "retag our snapshot's pipeline": Request(
+        "ec2:CreateTags", SNAPSHOT, {**OUR_RESOURCE, "aws:TagKeys": ["ml-cache:pipeline"]}),
+    "add another key along with published": Request(
+        "ec2:CreateTags", SNAPSHOT, {**MARK_PUBLISHED, "aws:TagKeys": [PUBLISHED_TAG, "Name"]}),
+    "tag our snapshot without tag keys": Request("ec2:CreateTags", SNAPSHOT, OUR_RESOURCE),
+    "mark an existing instance published": Request(
+        "ec2:CreateTags", INSTANCE, {**MARK_PUBLISHED}),
+    "mark an existing volume published": Request("ec2:CreateTags", VOLUME, {**MARK_PUBLISHED}),
+    "count blocks of another pipeline's snapshot": Request(
+        "ebs:ListSnapshotBlocks", SNAPSHOT, {"aws:ResourceTag/ml-cache:pipeline": "other"}),
+    "diff an untagged snapshot": Request("ebs:ListChangedBlocks", PARENT_SNAPSHOT, {}),
+    "read a snapshot's data": Request("ebs:GetSnapshotBlock", SNAPSHOT, OUR_RESOURCE),
+    "write a snapshot": Request("ebs:StartSnapshot", SNAPSHOT, OUR_RESOURCE),
+    "delete an untagged volume": Request("ec2:DeleteVolume", VOLUME, {}),
+    "delete another pipeline's volume": Request(
+        "ec2:DeleteVolume", VOLUME, {"aws:ResourceTag/ml-cache:pipeline": "other"}),
+    "delete another document": Request("ssm:DeleteDocument", f"{SSM}:document/other"),
+    "delete an AWS document": Request("ssm:DeleteDocument", f"arn:aws:ssm:{REGION}::document/AWS-RunShellScript"),
+    "list versions of another document": Request("ssm:ListDocumentVersions", f"{SSM}:document/other"),
+    "read another parameter's history": Request("ssm:GetParameterHistory", f"{SSM}:parameter/prod/db-password"),
+    "describe a node group of another cluster": Request(
+        "eks:DescribeNodegroup", f"{EKS}:nodegroup/other/{NODE_GROUP}/6ec5a4f2"),
+    "list updates of another cluster": Request("eks:ListUpdates", f"{EKS}:cluster/other"),
+    "list updates of a node group of another cluster": Request(
+        "eks:ListUpdates", f"{EKS}:nodegroup/other/{NODE_GROUP}/6ec5a4f2"),
+    "update the system node group": Request("eks:UpdateNodegroupVersion", SYSTEM_NODE_GROUP_ARN),
+    "delete a volume of another account": Request(
+        "ec2:DeleteVolume", f"arn:aws:ec2:{REGION}:444455556666:volume/vol-0abc", OUR_RESOURCE),
 }
 
 
@@ -236,12 +297,38 @@ def test_every_dag_call_is_in_the_contract() -> None:
     assert {call.action for call in DAG_CALLS} == CONTRACT_ACTIONS
 
 
+def _client_operations() -> set[str]:
+    """Every boto3 operation the Airflow side names on a client: `.conn.<op>`, paginators, custom waiters."""
+    names: set[str] = set()
+    for source in PLUGINS.rglob("*.py"):
+        if "scripts" in source.parts:  # runs on the builder, under the builder role
+            continue
+        text = source.read_text()
+        names |= set(re.findall(r"\.conn\.([a-z_]+)", text)) | set(re.findall(r'get_paginator\("([a-z_]+)"\)', text))
+    names -= {"exceptions", "get_paginator", "meta"}
+    operations = {"".join(word.capitalize() for word in name.split("_")) for name in names}
+    for waiters in (PLUGINS / "waiters").glob("*.json"):
+        operations |= {w["operation"] for w in json.loads(waiters.read_text())["waiters"].values()}
+    return operations
+
+
+def test_every_client_operation_of_the_plugins_is_allowed(policy: dict[str, Any]) -> None:
+    operations = _client_operations()
+    assert {"DeleteVolume", "ListChangedBlocks", "GetParameterHistory", "DeleteDocument"} <= operations
+    allowed = {action.split(":", 1)[1] for action in allowed_actions(policy)}
+    assert operations - allowed == set(), "operations the plugins call that the Airflow policy does not allow"
+
+
+def _iam_size(policy: dict[str, Any]) -> int:
+    """Characters IAM counts against the managed policy limit (whitespace outside strings excluded)."""
+    return len(json.dumps(policy, separators=(",", ":")))
+
+
 def test_is_valid_iam_json_under_the_size_limit(policy: dict[str, Any]) -> None:
     assert policy["Version"] == "2012-10-17"
     sids = [statement["Sid"] for statement in policy["Statement"]]
     assert len(sids) == len(set(sids)), "Sids must be unique"
-    # Managed policies are limited to 6,144 characters, whitespace excluded.
-    assert len(json.dumps(policy, separators=(",", ":"))) <= 6144
+    assert _iam_size(policy) <= MANAGED_POLICY_CHARACTERS
 
 
 def test_customer_managed_key_adds_kms_through_ec2_only(tmp_path: Path) -> None:
@@ -251,3 +338,4 @@ def test_customer_managed_key_adds_kms_through_ec2_only(tmp_path: Path) -> None:
     assert is_allowed(policy, Request("kms:GenerateDataKeyWithoutPlaintext", KMS_KEY, via_ec2))
     assert not is_allowed(policy, Request("kms:Decrypt", KMS_KEY, {}))
     assert not is_allowed(policy, Request("kms:CreateGrant", f"{KMS_KEY}-other", via_ec2))
+    assert _iam_size(policy) <= MANAGED_POLICY_CHARACTERS

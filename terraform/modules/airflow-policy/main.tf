@@ -4,6 +4,8 @@
 # Rendered with jsonencode (no provider needed), so tests can evaluate the very document
 # Terraform attaches. Scoping: creation calls require our tags in the request, calls on
 # existing resources require our pipeline tag on the resource, named resources are ARNs.
+# The janitor (dags/ml_container_cache_janitor.py) deletes only what carries our pipeline tag
+# or is our document, and reads every node group of our cluster to learn which snapshots run.
 ################################################################################
 
 locals {
@@ -20,6 +22,7 @@ locals {
   document_arn     = "${local.ssm_account}:document/${var.ssm_document_name}"
   cluster_arn      = "${local.eks_account}:cluster/${var.cluster_name}"
   node_group_arns  = "${local.eks_account}:nodegroup/${var.cluster_name}/${var.node_group_name}/*"
+  cluster_groups   = "${local.eks_account}:nodegroup/${var.cluster_name}/*/*"
   launch_template  = "${local.ec2_account}:launch-template/${var.launch_template_id}"
   request_pipeline = "aws:RequestTag/${var.pipeline_tag_key}"
   request_run_id   = "aws:RequestTag/${var.run_id_tag_key}"
@@ -54,27 +57,27 @@ locals {
       ])
     },
     {
+      # History: the janitor never deletes a snapshot that a recent value of the parameter held.
       Sid      = "PublishSnapshotParameters"
       Effect   = "Allow"
-      Action   = ["ssm:PutParameter"]
+      Action   = ["ssm:GetParameterHistory", "ssm:PutParameter"]
       Resource = local.parameter_arns
     },
     {
+      # The janitor prunes old versions. IAM cannot tell a version from the whole document (DeleteDocument
+      # without DocumentVersion deletes them all): the janitor always names one, and a build re-creates it.
       Sid    = "RegisterBuildDocument"
       Effect = "Allow"
       Action = [
         "ssm:CreateDocument",
+        "ssm:DeleteDocument",
         "ssm:DescribeDocument",
         "ssm:GetDocument",
+        "ssm:ListDocumentVersions",
+        "ssm:SendCommand",
         "ssm:UpdateDocument",
         "ssm:UpdateDocumentDefaultVersion",
       ]
-      Resource = local.document_arn
-    },
-    {
-      Sid      = "SendBuildDocument"
-      Effect   = "Allow"
-      Action   = ["ssm:SendCommand"]
       Resource = local.document_arn
     },
     {
@@ -159,15 +162,6 @@ locals {
       }
     },
     {
-      Sid      = "TerminatePipelineInstances"
-      Effect   = "Allow"
-      Action   = ["ec2:TerminateInstances"]
-      Resource = local.instance_arns
-      Condition = {
-        StringEquals = { (local.tagged_pipeline) = var.pipeline }
-      }
-    },
-    {
       Sid      = "SnapshotPipelineVolumes"
       Effect   = "Allow"
       Action   = ["ec2:CreateSnapshot"]
@@ -187,16 +181,36 @@ locals {
       }
     },
     {
-      Sid    = "ManagePipelineSnapshots"
+      # One statement for size (managed policies hold 6,144 characters): each action authorizes only
+      # its own resource type (instance, volume or snapshot), so none reaches another type here.
+      # The janitor terminates orphaned builders and deletes their volumes; the EBS direct APIs
+      # (block lists only, never data) give the cost report's full and incremental snapshot sizes.
+      Sid    = "ManagePipelineResources"
       Effect = "Allow"
       Action = [
+        "ebs:ListChangedBlocks",
+        "ebs:ListSnapshotBlocks",
         "ec2:DeleteSnapshot",
+        "ec2:DeleteVolume",
         "ec2:DisableFastSnapshotRestores",
         "ec2:EnableFastSnapshotRestores",
+        "ec2:TerminateInstances",
       ]
-      Resource = local.snapshot_arns
+      Resource = [local.instance_arns, local.volume_arns, local.snapshot_arns]
       Condition = {
         StringEquals = { (local.tagged_pipeline) = var.pipeline }
+      }
+    },
+    {
+      # Publish marks the snapshot; no other key may be added or overwritten on an existing snapshot.
+      Sid      = "MarkSnapshotPublished"
+      Effect   = "Allow"
+      Action   = ["ec2:CreateTags"]
+      Resource = local.snapshot_arns
+      Condition = {
+        StringEquals                = { (local.tagged_pipeline) = var.pipeline }
+        "ForAllValues:StringEquals" = { "aws:TagKeys" = [var.published_tag_key] }
+        Null                        = { "aws:TagKeys" = "false" }
       }
     },
     {
@@ -208,20 +222,21 @@ locals {
     {
       Sid      = "ReadCluster"
       Effect   = "Allow"
-      Action   = ["eks:DescribeCluster", "eks:ListNodegroups"]
+      Action   = ["eks:DescribeCluster", "eks:DescribeUpdate", "eks:ListNodegroups", "eks:ListUpdates"]
       Resource = local.cluster_arn
     },
     {
       Sid      = "UpdateGpuNodeGroup"
       Effect   = "Allow"
-      Action   = ["eks:DescribeNodegroup", "eks:DescribeUpdate", "eks:UpdateNodegroupVersion"]
+      Action   = ["eks:UpdateNodegroupVersion"]
       Resource = local.node_group_arns
     },
     {
-      Sid      = "DescribeClusterUpdates"
+      # The janitor keeps every snapshot a node group of the cluster runs or is being updated to.
+      Sid      = "ReadClusterNodeGroups"
       Effect   = "Allow"
-      Action   = ["eks:DescribeUpdate"]
-      Resource = local.cluster_arn
+      Action   = ["eks:DescribeNodegroup", "eks:DescribeUpdate", "eks:ListUpdates"]
+      Resource = local.cluster_groups
     },
     ], var.registry_statements, var.kms_key_arn == null ? [] : [
     {

@@ -30,6 +30,12 @@ variable "run_id_tag_key" {
   default     = "ml-cache:run-id"
 }
 
+variable "published_tag_key" {
+  description = "Tag key publish adds to an existing snapshot (the only key the policy lets Airflow add after creation)"
+  type        = string
+  default     = "ml-cache:published"
+}
+
 variable "parameter_names" {
   description = "SSM parameters the build DAG reads and writes (snapshot id, metadata), with their leading slash"
   type        = list(string)
