@@ -53,6 +53,12 @@ class LocalCloud:
         )
         return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
+    def instance_count(self) -> int:
+        """Instances in any state: the local cloud is shared by the session's tests, so a test compares
+        the count before and after, never against zero."""
+        reservations = self.client("ec2").describe_instances()["Reservations"]
+        return sum(len(r["Instances"]) for r in reservations)
+
     def disable_fast_snapshot_restores(self) -> None:
         """FSR off on every snapshot: a Region allows it on 5 snapshots at once, and a build published
         without a rollout keeps it on (the rollout retires the superseded one), so later tests would hit

@@ -28,17 +28,19 @@ def assert_clean_failure(cloud, run, states, failed_task, cause, capfd):
 
 
 def test_invalid_image_fails_before_any_aws_call(cloud, build_dag, capfd):
+    before = cloud.instance_count()
     run, states = run_dag(build_dag, images=["busybox;rm -rf /"])
     assert_clean_failure(cloud, run, states, "validate_inputs", r"busybox;rm -rf /", capfd)
     assert states["launch_builder"] == "upstream_failed"
-    assert cloud.client("ec2").describe_instances()["Reservations"] == []
+    assert cloud.instance_count() == before
 
 
 def test_unknown_availability_zone_fails_before_any_aws_call(cloud, build_dag, capfd):
+    before = cloud.instance_count()
     run, states = run_dag(build_dag, fsr_availability_zones=["us-east-1a"])
     assert_clean_failure(cloud, run, states, "validate_inputs", r"\['us-east-1a'\] are not availability zones",
                          capfd)
-    assert cloud.client("ec2").describe_instances()["Reservations"] == []
+    assert cloud.instance_count() == before
 
 
 def test_no_capacity_for_any_instance_type(cloud, build_dag, capfd):

@@ -53,16 +53,11 @@ def secret_arn(cloud: Any, name: str, username: str, password: str) -> str:
         return secrets.describe_secret(SecretId=name)["ARN"]
 
 
-def instance_count(cloud: Any) -> int:
-    reservations = cloud.client("ec2").describe_instances()["Reservations"]
-    return sum(len(r["Instances"]) for r in reservations)
-
-
 def assert_failed_in_resolve(cloud: Any, run: Any, states: dict[str, str], before: int, cause: str, capfd) -> None:
     """FAILED at resolve_images, at once (waiting does not cure it), naming the cause; no instance launched."""
     assert_failed_with(run, states, "resolve_images", cause, capfd, retried=False)
     assert states["launch_builder"] == "upstream_failed"
-    assert instance_count(cloud) == before
+    assert cloud.instance_count() == before
     assert states["publish_snapshot"] != "success"
 
 
@@ -74,7 +69,7 @@ def test_a_wrong_password_fails_naming_the_image(cloud, build_dag, private_regis
     image = unpinned(private_registry.image)
     configure(cloud, [image], {private_registry.host: {"source": "secretsmanager", "secret_arn": arn}},
               private_registry.endpoints)
-    before = instance_count(cloud)
+    before = cloud.instance_count()
     run, states = run_dag(build_dag)
     assert_failed_in_resolve(cloud, run, states, before, rf"{image}.*unauthorized", capfd)
 
@@ -83,7 +78,7 @@ def test_an_expired_ecr_token_fails_naming_the_image(cloud, build_dag, ecr_regis
     registry_faults(ecr_token_seconds=0)  # every token the local ECR hands out has already expired
     image = unpinned(ecr_registry.image)
     configure(cloud, [image], {ecr_registry.host: {"source": "ecr"}}, ecr_registry.endpoints)
-    before = instance_count(cloud)
+    before = cloud.instance_count()
     run, states = run_dag(build_dag)
     assert_failed_in_resolve(cloud, run, states, before, rf"{image}.*unauthorized.*expired", capfd)
 
@@ -105,7 +100,7 @@ def test_a_token_of_another_account_fails_naming_the_image(cloud, build_dag, ecr
     try:
         image = f"{front.host}/{ecr_registry.repository}:1.0"
         configure(cloud, [image], {"*.dkr.ecr.*.amazonaws.com": {"source": "ecr"}}, {front.host: front.endpoint})
-        before = instance_count(cloud)
+        before = cloud.instance_count()
         run, states = run_dag(build_dag)
     finally:
         registries.stop(front.host)
@@ -115,7 +110,7 @@ def test_a_token_of_another_account_fails_naming_the_image(cloud, build_dag, ecr
 def test_a_missing_tag_fails_naming_the_image(cloud, build_dag, ecr_registry, capfd):
     image = f"{ecr_registry.host}/{ecr_registry.repository}:no-such-tag"
     configure(cloud, [image], {ecr_registry.host: {"source": "ecr"}}, ecr_registry.endpoints)
-    before = instance_count(cloud)
+    before = cloud.instance_count()
     run, states = run_dag(build_dag)
     assert_failed_in_resolve(cloud, run, states, before, rf"{image}.*not found", capfd)
 
@@ -126,7 +121,7 @@ def test_a_missing_architecture_fails_naming_the_image(cloud, build_dag, private
     image = unpinned(private_registry.image)
     configure(cloud, [image], {private_registry.host: {"source": "secretsmanager", "secret_arn": arn}},
               private_registry.endpoints, architecture="arm64")  # the demo image is built for this machine only
-    before = instance_count(cloud)
+    before = cloud.instance_count()
     run, states = run_dag(build_dag)
     assert_failed_in_resolve(cloud, run, states, before, rf"{image}.*no such platform.*linux/arm64", capfd)
 

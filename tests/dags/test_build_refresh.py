@@ -24,10 +24,6 @@ def fsr_states(cloud, snapshot_id: str) -> dict[str, str]:
     return {entry["AvailabilityZone"]: entry["State"] for entry in entries}
 
 
-def instance_count(cloud) -> int:
-    return sum(len(r["Instances"]) for r in cloud.client("ec2").describe_instances()["Reservations"])
-
-
 @needs_data_plane
 def test_unchanged_weeks_launch_nothing_and_a_rebuild_starts_from_the_published_snapshot(cloud, build_dag):
     run, states = run_dag(build_dag)
@@ -37,14 +33,14 @@ def test_unchanged_weeks_launch_nothing_and_a_rebuild_starts_from_the_published_
     assert metadata["build"]["mode"] == "fresh"
     assert metadata["build"]["reason"] == f"the published snapshot {PREVIOUS_SNAPSHOT} is gone"
     assert states["up_to_date"] == "skipped"
-    launched, events = instance_count(cloud), cache_events()
+    launched, events = cloud.instance_count(), cache_events()
 
     run, states = run_dag(build_dag)  # next week, nothing changed
     assert str(run.state) == "success", states
     assert states["up_to_date"] == "success"
     assert {states[t] for t in ("resolve_ami", "launch_builder", "create_snapshot", "publish_snapshot",
                                 "terminate_builder", "retire_unpublished_fsr")} == {"skipped"}
-    assert instance_count(cloud) == launched and cache_events() == events
+    assert cloud.instance_count() == launched and cache_events() == events
     assert cloud.parameter() == first
     (summary,) = [ti.xcom_pull(task_ids="up_to_date") for ti in run.get_task_instances() if ti.task_id == "up_to_date"]
     assert summary["outcome"] == "up to date" and summary["snapshot_id"] == first
