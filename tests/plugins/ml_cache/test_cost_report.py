@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,29 +12,19 @@ from ml_cache.hooks.ebs import CacheEbsHook
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.settings.models import Prices
 from ml_cache.tags import tag_specifications
+from tests.plugins.ml_cache.cloud_snapshots import ebs_direct_snapshot
 
 ZONES = ["ca-central-1a", "ca-central-1b", "ca-central-1d"]
 TAGS = {"ml-cache:pipeline": "cost-report-test", "ml-cache:run-id": "cost-report-test"}
-
-
-def _snapshot(ebs, blocks: dict[int, bytes]) -> str:
-    """A completed snapshot holding `blocks`, written with the EBS direct APIs."""
-    snapshot_id = ebs.start_snapshot(VolumeSize=1, Description="cost report test")["SnapshotId"]
-    for index, data in blocks.items():
-        ebs.put_snapshot_block(SnapshotId=snapshot_id, BlockIndex=index, BlockData=data, DataLength=len(data),
-                               Checksum=base64.b64encode(hashlib.sha256(data).digest()).decode(),
-                               ChecksumAlgorithm="SHA256")
-    ebs.complete_snapshot(SnapshotId=snapshot_id, ChangedBlocksCount=len(blocks))
-    return snapshot_id
 
 
 def test_gather_run_cost_reads_builder_sizes_and_fsr_and_carries_earlier_snapshots(cloud_conn) -> None:
     cloud_conn.set_faults(fsr_enabling_seconds=0, fsr_optimizing_seconds=0, fsr_disabling_seconds=0)
     ec2, ebs = cloud_conn.client("ec2"), cloud_conn.client("ebs")
     ec2_hook, ebs_hook = CacheEc2Hook(aws_conn_id=cloud_conn.conn_id), CacheEbsHook(aws_conn_id=cloud_conn.conn_id)
-    two_back = _snapshot(ebs, {0: b"x" * 64})
-    previous = _snapshot(ebs, {0: b"a" * 64, 1: b"b" * 64, 2: b"c" * 64})
-    current = _snapshot(ebs, {0: b"a" * 64, 1: b"B" * 64, 2: b"c" * 64})
+    two_back = ebs_direct_snapshot(ebs, {0: b"x" * 64})
+    previous = ebs_direct_snapshot(ebs, {0: b"a" * 64, 1: b"b" * 64, 2: b"c" * 64})
+    current = ebs_direct_snapshot(ebs, {0: b"a" * 64, 1: b"B" * 64, 2: b"c" * 64})
     ec2_hook.enable_fast_snapshot_restores(two_back, ZONES[:1])
     ec2_hook.disable_fast_snapshot_restores(two_back, ZONES[:1])  # retired long ago
     ec2_hook.enable_fast_snapshot_restores(previous, ZONES[:2])
@@ -79,7 +67,7 @@ def test_gather_run_cost_reads_builder_sizes_and_fsr_and_carries_earlier_snapsho
 def test_gather_run_cost_without_a_parent_counts_the_whole_snapshot_as_new(cloud_conn) -> None:
     ec2, ebs = cloud_conn.client("ec2"), cloud_conn.client("ebs")
     ec2_hook, ebs_hook = CacheEc2Hook(aws_conn_id=cloud_conn.conn_id), CacheEbsHook(aws_conn_id=cloud_conn.conn_id)
-    current = _snapshot(ebs, {0: b"a" * 64, 5: b"b" * 64})
+    current = ebs_direct_snapshot(ebs, {0: b"a" * 64, 5: b"b" * 64})
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     builder = ec2_hook.run_instance(ImageId=image, InstanceType="g9.unknown",
                                     TagSpecifications=tag_specifications(["instance"], TAGS))["InstanceId"]

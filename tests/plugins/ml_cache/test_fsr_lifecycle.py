@@ -3,63 +3,43 @@ pipeline's limit only ours), and retirement, on the local cloud (it enforces AWS
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
+import requests
 
 from ml_cache.fsr_lifecycle import QUOTA_FSR_STATES, FsrQuotaExceeded, check_fsr_quota, fsr_snapshots, retire_fsr
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.settings.models import LifecycleConfig
-
-ZONES = ["ca-central-1a", "ca-central-1b"]
-
-
-def snapshot(cloud_conn, pipeline: str | None, fsr: bool = True) -> str:
-    ec2 = cloud_conn.client("ec2")
-    volume = ec2.create_volume(AvailabilityZone=ZONES[0], Size=1)["VolumeId"]
-    tags = [{"Key": "ml-cache:pipeline", "Value": pipeline}, {"Key": "ml-cache:role", "Value": "cache"}]
-    specs = [{"ResourceType": "snapshot", "Tags": tags}] if pipeline else []
-    snapshot_id = ec2.create_snapshot(VolumeId=volume, TagSpecifications=specs)["SnapshotId"]
-    if fsr:
-        ec2.enable_fast_snapshot_restores(AvailabilityZones=ZONES, SourceSnapshotIds=[snapshot_id])
-    return snapshot_id
-
-
-def states(cloud_conn, snapshot_id: str) -> dict[str, str]:
-    entries = cloud_conn.client("ec2").describe_fast_snapshot_restores(
-        Filters=[{"Name": "snapshot-id", "Values": [snapshot_id]}])["FastSnapshotRestores"]
-    return {e["AvailabilityZone"]: e["State"] for e in entries}
+from tests.plugins.ml_cache.cloud_snapshots import ZONES, cache_snapshot, fsr_states
 
 
 @pytest.fixture
 def ec2(cloud_conn):
-    """The hook, once the Region's quota is free again (an earlier test's FSR may still be `disabling`)."""
+    """The hook, an hour later on the local cloud's clock: FSR an earlier test left `disabling` is off."""
+    requests.post(f"{cloud_conn.endpoint}/_devstack/clock", json={"advance_seconds": 3600}, timeout=10)
     cloud_conn.set_faults(fsr_enabling_seconds=0, fsr_optimizing_seconds=0, fsr_disabling_seconds=0)
-    client = cloud_conn.client("ec2")
-    deadline = time.monotonic() + 10
-    while any(e["State"] != "disabled" for e in client.describe_fast_snapshot_restores()["FastSnapshotRestores"]):
-        assert time.monotonic() < deadline, "FSR of an earlier test never went off"
-        time.sleep(0.2)
+    entries = cloud_conn.client("ec2").describe_fast_snapshot_restores()["FastSnapshotRestores"]
+    assert {e["State"] for e in entries} <= {"disabled"}
     return CacheEc2Hook(aws_conn_id=cloud_conn.conn_id)
 
 
 def test_the_pipeline_limit_counts_only_its_own_snapshots(cloud_conn, ec2):
     pipeline = f"fsr-{uuid.uuid4().hex[:8]}"
-    live, new = snapshot(cloud_conn, pipeline), snapshot(cloud_conn, pipeline, fsr=False)
-    snapshot(cloud_conn, "another-pipeline")
+    live, new = cache_snapshot(cloud_conn, pipeline), cache_snapshot(cloud_conn, pipeline, fsr=False)
+    cache_snapshot(cloud_conn, "another-pipeline")
     check_fsr_quota(ec2, snapshot_id=new, pipeline=pipeline, lifecycle=LifecycleConfig())  # live + new = 2
     with pytest.raises(FsrQuotaExceeded, match=rf"pipeline {pipeline} already has Fast Snapshot Restore on 1 "
                                                rf"snapshot\(s\) \({live} in {'/'.join(ZONES)}\); "
                                                r"lifecycle.fsr_max_snapshots is 1"):
         check_fsr_quota(ec2, snapshot_id=new, pipeline=pipeline, lifecycle=LifecycleConfig(fsr_max_snapshots=1))
-    assert states(cloud_conn, new) == {}  # nothing was enabled
+    assert fsr_states(cloud_conn, new) == {}  # nothing was enabled
 
 
 def test_the_region_quota_counts_every_owners_snapshots_and_fails_before_aws_would(cloud_conn, ec2):
     """A snapshot holds its slot until `disabled` (the local cloud models it so): `disabling` counts."""
-    others = [snapshot(cloud_conn, None) for _ in range(5)]  # not ours: untagged
-    new = snapshot(cloud_conn, "ours", fsr=False)
+    others = [cache_snapshot(cloud_conn, None) for _ in range(5)]  # not ours: untagged
+    new = cache_snapshot(cloud_conn, "ours", fsr=False)
     with pytest.raises(FsrQuotaExceeded, match=r"5 snapshot\(s\) in ca-central-1 already have it .* the quota is 5"):
         check_fsr_quota(ec2, snapshot_id=new, pipeline="ours", lifecycle=LifecycleConfig())
     # the rule the guard anticipates: AWS answers Unsuccessful FastSnapshotRestoreLimitExceeded per AZ
@@ -79,14 +59,14 @@ def test_a_snapshot_holds_its_quota_slot_until_disabled():
 
 def test_a_retry_after_enabling_does_not_count_its_own_snapshot(cloud_conn, ec2):
     pipeline = f"fsr-{uuid.uuid4().hex[:8]}"
-    new = snapshot(cloud_conn, pipeline)
+    new = cache_snapshot(cloud_conn, pipeline)
     check_fsr_quota(ec2, snapshot_id=new, pipeline=pipeline, lifecycle=LifecycleConfig(fsr_max_snapshots=1))
 
 
 def test_retire_disables_fsr_on_that_snapshot_only(cloud_conn, ec2):
     pipeline = f"retire-{uuid.uuid4().hex[:8]}"
-    new, old = snapshot(cloud_conn, pipeline), snapshot(cloud_conn, pipeline)
+    new, old = cache_snapshot(cloud_conn, pipeline), cache_snapshot(cloud_conn, pipeline)
     assert retire_fsr(ec2, old) == ZONES
-    assert states(cloud_conn, old) == dict.fromkeys(ZONES, "disabled")
-    assert states(cloud_conn, new) == dict.fromkeys(ZONES, "enabled")
+    assert fsr_states(cloud_conn, old) == dict.fromkeys(ZONES, "disabled")
+    assert fsr_states(cloud_conn, new) == dict.fromkeys(ZONES, "enabled")
     assert retire_fsr(ec2, old) == []  # nothing left to retire

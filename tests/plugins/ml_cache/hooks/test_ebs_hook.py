@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -14,17 +12,7 @@ import pytest
 
 from ml_cache.hooks.ebs import MAX_RESULTS, BlockCount, CacheEbsHook
 from tests.conftest import use_aws_connection
-
-
-def _snapshot(ebs, blocks: dict[int, bytes]) -> str:
-    """A completed snapshot holding `blocks` (StartSnapshot, PutSnapshotBlock, CompleteSnapshot)."""
-    snapshot_id = ebs.start_snapshot(VolumeSize=1, Description="cost test")["SnapshotId"]
-    for index, data in blocks.items():
-        ebs.put_snapshot_block(SnapshotId=snapshot_id, BlockIndex=index, BlockData=data, DataLength=len(data),
-                               Checksum=base64.b64encode(hashlib.sha256(data).digest()).decode(),
-                               ChecksumAlgorithm="SHA256")
-    ebs.complete_snapshot(SnapshotId=snapshot_id, ChangedBlocksCount=len(blocks))
-    return snapshot_id
+from tests.plugins.ml_cache.cloud_snapshots import ebs_direct_snapshot
 
 
 def test_block_count_bytes_are_blocks_times_block_size() -> None:
@@ -34,8 +22,8 @@ def test_block_count_bytes_are_blocks_times_block_size() -> None:
 
 def test_snapshot_blocks_and_changed_blocks_against_the_parent(moto_conn) -> None:
     ebs = moto_conn.client("ebs")
-    parent = _snapshot(ebs, {0: b"a" * 64, 1: b"b" * 64, 2: b"c" * 64, 3: b"d" * 64})
-    child = _snapshot(ebs, {0: b"a" * 64, 1: b"B" * 64, 2: b"c" * 64, 3: b"D" * 64})
+    parent = ebs_direct_snapshot(ebs, {0: b"a" * 64, 1: b"b" * 64, 2: b"c" * 64, 3: b"d" * 64})
+    child = ebs_direct_snapshot(ebs, {0: b"a" * 64, 1: b"B" * 64, 2: b"c" * 64, 3: b"D" * 64})
     hook = CacheEbsHook(aws_conn_id=moto_conn.conn_id)
 
     full = hook.list_snapshot_blocks(child)

@@ -8,30 +8,12 @@ from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.janitor.actions import apply_plan
 from ml_cache.janitor.plan import Action, Plan
-
-ZONES = ["ca-central-1a", "ca-central-1b"]
-
-
-def _cache_snapshot(cloud_conn, pipeline: str, fsr: bool = True) -> str:
-    ec2 = cloud_conn.client("ec2")
-    volume = ec2.create_volume(AvailabilityZone=ZONES[0], Size=1)["VolumeId"]
-    tags = [{"Key": "ml-cache:pipeline", "Value": pipeline}, {"Key": "ml-cache:role", "Value": "cache"}]
-    snapshot = ec2.create_snapshot(VolumeId=volume, TagSpecifications=[{"ResourceType": "snapshot",
-                                                                        "Tags": tags}])["SnapshotId"]
-    if fsr:
-        ec2.enable_fast_snapshot_restores(AvailabilityZones=ZONES, SourceSnapshotIds=[snapshot])
-    return snapshot
-
-
-def _fsr(cloud_conn, snapshot: str) -> dict[str, str]:
-    entries = cloud_conn.client("ec2").describe_fast_snapshot_restores(
-        Filters=[{"Name": "snapshot-id", "Values": [snapshot]}])["FastSnapshotRestores"]
-    return {e["AvailabilityZone"]: e["State"] for e in entries}
+from tests.plugins.ml_cache.cloud_snapshots import ZONES, cache_snapshot, fsr_states
 
 
 def test_a_snapshot_is_deleted_once_its_fsr_is_off_and_a_second_apply_finds_it_gone(cloud_conn):
     cloud_conn.set_faults(fsr_enabling_seconds=0, fsr_optimizing_seconds=0, fsr_disabling_seconds=1)
-    snapshot = _cache_snapshot(cloud_conn, f"apply-{uuid.uuid4().hex[:8]}")
+    snapshot = cache_snapshot(cloud_conn, f"apply-{uuid.uuid4().hex[:8]}")
     plan = Plan(actions=[
         Action(action="disable_fast_snapshot_restore", resource=snapshot, reason="r", monthly_savings_usd=1.0,
                zones=ZONES),
@@ -49,7 +31,7 @@ def test_a_snapshot_is_deleted_once_its_fsr_is_off_and_a_second_apply_finds_it_g
 
 def test_a_snapshot_whose_fsr_does_not_go_off_in_time_is_left_for_the_next_run(cloud_conn):
     cloud_conn.set_faults(fsr_enabling_seconds=0, fsr_optimizing_seconds=0, fsr_disabling_seconds=60)
-    snapshot = _cache_snapshot(cloud_conn, f"slow-{uuid.uuid4().hex[:8]}")
+    snapshot = cache_snapshot(cloud_conn, f"slow-{uuid.uuid4().hex[:8]}")
     plan = Plan(actions=[
         Action(action="disable_fast_snapshot_restore", resource=snapshot, reason="r", monthly_savings_usd=1.0,
                zones=ZONES),
@@ -57,4 +39,4 @@ def test_a_snapshot_whose_fsr_does_not_go_off_in_time_is_left_for_the_next_run(c
     results = apply_plan(plan, ec2=CacheEc2Hook(aws_conn_id=cloud_conn.conn_id),
                          ssm=CacheSsmHook(aws_conn_id=cloud_conn.conn_id), fsr_timeout_seconds=0.5, poll_seconds=0.2)
     assert results[1]["outcome"].startswith("skipped: FSR not disabled after 0.5 s")
-    assert _fsr(cloud_conn, snapshot) == dict.fromkeys(ZONES, "disabling")  # still there, FSR going off
+    assert fsr_states(cloud_conn, snapshot) == dict.fromkeys(ZONES, "disabling")  # still there, FSR going off
