@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from devstack.volumes import is_static_elf
@@ -76,9 +76,11 @@ DEMO_IMAGES: dict[str, DemoImage] = {
     "large": DemoImage("large", data_layers=4, data_layer_mib=256, seed=20261129),
 }
 
-# The image `make run` serves through the ECR-style registry: a recipe of its own, so its digest
-# differs from the anonymous small image's.
-ECR_DEMO_IMAGE = DemoImage("tools")
+# The image `make run` serves through the ECR-style registry: busybox plus one small tools layer,
+# so its digest differs from the anonymous small image's. Its next week's version (the same tag
+# re-pushed) changes only that layer, the usual weekly change of an image.
+ECR_DEMO_IMAGE = DemoImage("tools", data_layers=1, data_layer_mib=8, seed=1)
+ECR_DEMO_IMAGE_NEXT_WEEK = replace(ECR_DEMO_IMAGE, seed=2)
 
 
 def busybox_path() -> Path:

@@ -24,8 +24,13 @@ def trigger_build(layout: Layout, with_rollout: bool) -> str:
     """Unpause the DAGs (the rollout too when there is a cluster) and trigger one build run."""
     for dag_id in (BUILD_DAG_ID, ROLLOUT_DAG_ID) if with_rollout else (BUILD_DAG_ID,):
         api(layout, "PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-    run = api(layout, "POST", f"/dags/{BUILD_DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})
-    say(f"triggered {BUILD_DAG_ID} run {run['dag_run_id']}")
+    return trigger(layout, BUILD_DAG_ID)
+
+
+def trigger(layout: Layout, dag_id: str) -> str:
+    """One manual run of `dag_id` with its default Params (as the weekly schedule runs it); its run id."""
+    run = api(layout, "POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": {}})
+    say(f"triggered {dag_id} run {run['dag_run_id']}")
     return run["dag_run_id"]
 
 
@@ -48,14 +53,20 @@ def watch(layout: Layout, dag_id: str, run_id: str, timeout: float = 1800
     raise SystemExit(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
 
 
-def rollout_run_id(layout: Layout, timeout: float = 180) -> str:
-    """The rollout run the build's Asset event started."""
+def rollout_runs(layout: Layout) -> set[str]:
+    """Ids of the rollout runs so far."""
+    return {run["dag_run_id"] for run in api(layout, "GET", f"/dags/{ROLLOUT_DAG_ID}/dagRuns")["dag_runs"]}
+
+
+def rollout_run_id(layout: Layout, earlier: set[str] | frozenset[str] = frozenset(), timeout: float = 180) -> str:
+    """The rollout run the build's Asset event started: the newest one not in `earlier`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runs = api(layout, "GET", f"/dags/{ROLLOUT_DAG_ID}/dagRuns", params={"order_by": "-run_after"})["dag_runs"]
-        if runs:
-            say(f"{ROLLOUT_DAG_ID} run {runs[0]['dag_run_id']} started by the ml_container_cache event")
-            return runs[0]["dag_run_id"]
+        new = [run["dag_run_id"] for run in runs if run["dag_run_id"] not in earlier]
+        if new:
+            say(f"{ROLLOUT_DAG_ID} run {new[0]} started by the ml_container_cache event")
+            return new[0]
         time.sleep(2)
     raise SystemExit(f"no {ROLLOUT_DAG_ID} run within {timeout:.0f} s of the build's Asset event")
 
@@ -65,3 +76,9 @@ def xcom(layout: Layout, dag_id: str, run_id: str, task_id: str) -> Any:
                 params={"deserialize": "true"})
     value = entry["value"]
     return json.loads(value) if isinstance(value, str) else value
+
+
+def asset_events(layout: Layout, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """The Asset events one run emitted."""
+    return api(layout, "GET", "/assets/events",
+               params={"source_dag_id": dag_id, "source_run_id": run_id})["asset_events"]

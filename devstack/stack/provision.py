@@ -91,11 +91,12 @@ def add_baseline_node_group(layout: Layout, rollout: dict[str, Any]) -> None:
 
 def write_config(layout: Layout, config: dict[str, Any], refs: dict[str, str],
                  private: PrivateRegistries) -> None:
-    """The provisioned config, with the demo images (anonymous, ECR, Secrets Manager), the registry
-    credentials and endpoints, local Kubernetes access and local deadlines. No volume size: the
-    build computes it from the sizes resolve_images finds."""
+    """The provisioned config, with the demo images (anonymous, ECR, Secrets Manager) by tag (each run
+    resolves them: a moved tag is next week's change), the registry credentials and endpoints, local
+    Kubernetes access and local deadlines. No volume size: the build computes it from the sizes
+    resolve_images finds."""
     config["build"].update({
-        "images": [refs["small"], refs["ecr"], refs["private"]],
+        "images": [refs[key].partition("@")[0] for key in ("small", "ecr", "private")],
         "allowed_registries": [layout.registry, *private.endpoints],
     })
     config["build"].pop("volume_size_gib", None)

@@ -21,9 +21,10 @@ def _missing() -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(bool(_missing()), reason=f"make run needs the data plane: {_missing()}")
-def test_make_run_builds_publishes_and_rolls_out(tmp_path):
+def test_make_run_builds_publishes_rolls_out_and_refreshes_weekly(tmp_path):
     """Three images: anonymous (127.0.0.1:5077), ECR-style (repository in the local cloud's ECR) and
-    the Docker Hub/NGC-style registry (127.0.0.1:5080, login in Secrets Manager)."""
+    the Docker Hub/NGC-style registry (127.0.0.1:5080, login in Secrets Manager); then two weekly
+    ticks: one image changed (incremental build and rollout), nothing changed (up to date)."""
     env = {
         **os.environ,
         "DEVSTACK_HOME": str(tmp_path / "devstack"),
@@ -58,6 +59,22 @@ def test_make_run_builds_publishes_and_rolls_out(tmp_path):
     # the bearer registry with the node's credentials, on the same instance type
     ratios = re.findall(r"127\.0\.0\.1:5080/private/ml-cache-demo/large:1.0: cached start .* (\d+)x faster", output)
     assert ratios and int(ratios[0]) >= 30, output[-3000:]
+    # week 2 (clock +7 days): the tools image's tag moved to a version with one layer changed
+    first = re.search(r"^Snapshot: (snap-[0-9a-f]+) ", output, re.M).group(1)
+    assert re.search(rf"^Week 2 build: incremental from {first} ", output, re.M), output[-4000:]
+    pulled, changed = (int(n.replace(",", "")) for n in re.search(
+        r"^Bytes pulled: ([\d,]+) vs the changed layers' ([\d,]+) ", output, re.M).groups())
+    assert changed / 1.1 <= pulled <= changed * 1.1, (pulled, changed)
+    second, incremental, full = re.search(r"^Snapshot (snap-[0-9a-f]+): ([\d,]+) bytes incremental of ([\d,]+) full",
+                                          output, re.M).groups()
+    assert second != first and 0 < int(incremental.replace(",", "")) < int(full.replace(",", ""))
+    assert len(re.findall(r"ml_container_cache_rollout run \S+: SUCCESS", output)) == 2, output[-4000:]
+    assert re.search(rf"^FSR on the superseded snapshot {first}: retired \(", output, re.M), output[-4000:]
+    # week 3 (clock +7 days again): nothing changed
+    assert re.search(rf"^Week 3 build: up to date: {second} ", output, re.M), output[-3000:]
+    assert re.search(r"^Instances launched: 0$", output, re.M) and "Asset events: 0 (no rollout)" in output
+    decided = float(re.search(r"^Decided in ([\d.]+) s", output, re.M).group(1))
+    assert decided < 30, output[-2000:]
     # make run stops what it started: nothing of ours stays mounted
     mounts = Path("/proc/self/mounts").read_text()
     assert str(tmp_path) not in mounts

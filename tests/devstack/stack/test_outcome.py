@@ -75,3 +75,75 @@ def test_an_image_resolve_images_did_not_report_is_marked_so(capsys) -> None:
     assert capsys.readouterr().out.rstrip().endswith("0 bytes  not resolved")
     assert [how_authenticated(v) for v in (None, "", "anonymous", "ssm_secure_parameter")] == [
         "anonymous", "anonymous", "anonymous", "authenticated: ssm_secure_parameter"]
+
+
+def _week_two_cost(full: int, incremental: int) -> dict:
+    from datetime import UTC, datetime
+
+    from ml_cache.cost import run_cost_report
+    from ml_cache.settings.models import Prices
+
+    return run_cost_report(Prices(), now=datetime(2026, 12, 10, tzinfo=UTC), instance_id="i-2",
+                           instance_type="c6i.2xlarge", builder_hours=0.05, snapshot_id="snap-new",
+                           parent_snapshot_id="snap-old", full_bytes=full, incremental_bytes=incremental,
+                           fsr_zones=["us-west-2a", "us-west-2b"], fsr_az_hours_so_far=2.0, previous_cost=None,
+                           carried_fsr_az_hours=336.0, fsr_accruing_snapshot_ids=["snap-new"])
+
+
+def test_a_changed_week_prints_incremental_bytes_pulled_against_the_changed_blobs_and_the_retired_fsr(capsys) -> None:
+    from devstack.stack.outcome import print_changed_week
+
+    metadata = {"snapshot_id": "snap-new", "cost": _week_two_cost(2_000_000_000, 20_000_000),
+                "build": {"mode": "incremental", "base_snapshot_id": "snap-old", "reason": "restored",
+                          "bytes_pulled": 8_400_000}}
+    restores = [{"AvailabilityZone": "us-west-2b", "State": "disabled"},
+                {"AvailabilityZone": "us-west-2a", "State": "disabling"}]
+    print_changed_week(metadata, {"sha256:m": 400, "sha256:c": 600, "sha256:l": 8_399_000}, "snap-old", restores)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "Week 2 build: incremental from snap-old (restored)"
+    assert lines[2] == ("Bytes pulled: 8,400,000 vs the changed layers' 8,400,000 (3 new blobs incl. manifest and "
+                        "config): 1.00x")
+    assert lines[3] == "Snapshot snap-new: 20,000,000 bytes incremental of 2,000,000,000 full (1.0%)"
+    assert lines[4] == ("FSR on the superseded snapshot snap-old: retired (us-west-2a disabling, "
+                        "us-west-2b disabled)")
+    assert lines[5].startswith("**Cost of this run: $") and "running total" in lines[-1]
+
+
+def test_a_fresh_build_and_fsr_left_enabled_are_said_plainly(capsys) -> None:
+    from devstack.stack.outcome import print_changed_week
+
+    metadata = {"snapshot_id": "snap-new", "cost": None,
+                "build": {"mode": "fresh", "base_snapshot_id": None, "reason": "incremental is off",
+                          "bytes_pulled": None}}
+    print_changed_week(metadata, {"sha256:m": 10}, "snap-old",
+                       [{"AvailabilityZone": "us-west-2a", "State": "enabled"}])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "Week 2 build: fresh, not incremental (incremental is off)"
+    assert lines[2].startswith("Bytes pulled: unknown vs the changed layers' 10 ") and lines[2].endswith(": n/a")
+    assert lines[3] == "FSR on the superseded snapshot snap-old: NOT retired (us-west-2a enabled)"
+    print_changed_week(metadata, {"sha256:m": 10}, "snap-old", [])
+    assert "NOT retired (no FSR entry)" in capsys.readouterr().out
+
+
+def test_an_unchanged_week_prints_up_to_date_no_instance_no_event_and_the_seconds_to_decide(capsys) -> None:
+    from datetime import UTC, datetime
+
+    from devstack.stack.outcome import print_unchanged_week, run_seconds
+    from ml_cache.cost import up_to_date_cost_report
+    from ml_cache.settings.models import Prices
+
+    published = {"snapshot_id": "snap-new", "fsr_availability_zones": ["us-west-2a"],
+                 "cost": _week_two_cost(2_000_000_000, 20_000_000)}
+    summary = {"outcome": "up to date", "snapshot_id": "snap-new", "reasons": ["snap-new already holds them"],
+               "instances_launched": 0, "decided_in_seconds": 4.2,
+               "cost": up_to_date_cost_report(Prices(), now=datetime(2026, 12, 17, tzinfo=UTC),
+                                              published_metadata=published)}
+    seconds = run_seconds({"start_date": "2026-12-17T03:00:00.5+00:00", "end_date": "2026-12-17T03:00:09+00:00"})
+    print_unchanged_week(summary, [], 0, seconds)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:5] == ["Week 3 build: up to date: snap-new already holds them", "Instances launched: 0",
+                          "Asset events: 0 (no rollout)", "Decided in 4.2 s (the whole run: 8.5 s)"]
+    assert lines[5] == "**Cost of this run: $0.00**"
+    print_unchanged_week(summary, ["i-1"], 1, run_seconds({"start_date": None, "end_date": None}))
+    assert capsys.readouterr().out.splitlines()[2:5] == ["Instances launched: 1 i-1", "Asset events: 1",
+                                                         "Decided in 4.2 s"]

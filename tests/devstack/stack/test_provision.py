@@ -1,4 +1,4 @@
-"""The DAG config `make run` writes: the three demo images, their credentials and endpoints, no volume size."""
+"""The DAG config `make run` writes: the three demo images by tag, their credentials and endpoints, no volume size."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ def test_config_names_every_registry_with_its_credential_source_and_endpoint(tmp
     config = {"build": {"volume_size_gib": 8, "architecture": "x86_64"}, "aws": {"region": "us-west-2"}}
     write_config(layout, config, refs, private)
     written = yaml.safe_load(layout.config_path.read_text())
-    assert written["build"]["images"] == [refs["small"], refs["ecr"], refs["private"]]
+    # by tag, as a user writes them: each run resolves them, so a moved tag is the next week's change
+    assert written["build"]["images"] == ["127.0.0.1:5000/ml-cache-demo/small:1.0", f"{ECR}/ml-cache-demo/tools:1.0",
+                                          "127.0.0.1:5003/private/ml-cache-demo/large:1.0"]
     assert "volume_size_gib" not in written["build"]  # computed from the resolved sizes
     assert written["build"]["allowed_registries"] == ["127.0.0.1:5000", ECR, "127.0.0.1:5003"]
     assert written["aws"]["registry_credentials"] == {
