@@ -1,6 +1,9 @@
 ################################################################################
-# Airflow worker policy: attach it to the MWAA execution role, a Pod Identity
-# role or the instance role of the Airflow workers
+# Airflow worker policies: attach every one of them (output airflow_policy_arns)
+# to the MWAA execution role, a Pod Identity role or the instance role of the
+# Airflow workers. Two, because a managed policy holds 6,144 characters
+# (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html)
+# and the DAG calls with the KMS statement and the registry reads do not fit in one.
 ################################################################################
 
 module "airflow_policy" {
@@ -24,13 +27,23 @@ module "airflow_policy" {
   node_group_name              = aws_eks_node_group.gpu.node_group_name
   launch_template_id           = aws_launch_template.gpu.id
   kms_key_arn                  = var.kms_key_arn
-  registry_statements          = module.registry_read_policy.statements
 }
 
 resource "aws_iam_policy" "airflow" {
   name        = "${local.name}-airflow"
   description = "What the ml_container_cache Airflow DAGs call: builder lifecycle, snapshots, FSR, parameters, node group rollout"
   policy      = module.airflow_policy.json
+
+  tags = local.tags
+}
+
+# What resolve_images reads to reach the configured registries; only when some are configured.
+resource "aws_iam_policy" "airflow_registry" {
+  count = module.registry_read_policy.json == null ? 0 : 1
+
+  name        = "${local.name}-airflow-registry"
+  description = "What the ml_container_cache Airflow DAGs read to resolve images: the configured registries' credentials"
+  policy      = module.registry_read_policy.json
 
   tags = local.tags
 }

@@ -73,7 +73,7 @@ resource "aws_iam_role_policy_attachment" "builder" {
   policy_arn = "arn:${local.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
 }
 
-# Registry access for the configured sources only (the Airflow policy embeds the same statements):
+# Registry access for the configured sources only (Airflow gets the same reads, airflow_iam.tf):
 # no AmazonEC2ContainerRegistryReadOnly, which reads every repository the account can see.
 module "registry_read_policy" {
   source = "./modules/registry-read-policy"

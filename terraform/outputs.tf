@@ -126,8 +126,18 @@ output "builder_subnet_ids" {
 }
 
 output "airflow_policy_arn" {
-  description = "IAM policy with exactly what the DAGs call: attach it to the Airflow workers' role"
+  description = "The Airflow policy with the DAGs' calls but the registry reads; attach every ARN of airflow_policy_arns"
   value       = aws_iam_policy.airflow.arn
+}
+
+output "airflow_registry_policy_arn" {
+  description = "The Airflow policy with the registry reads of resolve_images; null when no registry credentials are configured"
+  value       = one(aws_iam_policy.airflow_registry[*].arn)
+}
+
+output "airflow_policy_arns" {
+  description = "Every IAM policy Airflow needs (one or two: a managed policy holds 6,144 characters): attach them all to the Airflow workers' role"
+  value       = concat([aws_iam_policy.airflow.arn], aws_iam_policy.airflow_registry[*].arn)
 }
 
 output "builder_registry_policy_json" {
@@ -138,6 +148,11 @@ output "builder_registry_policy_json" {
 output "airflow_policy_json" {
   description = "The Airflow policy document, as attached"
   value       = module.airflow_policy.json
+}
+
+output "airflow_registry_policy_json" {
+  description = "The Airflow registry policy document, as attached; null when no registry credentials are configured"
+  value       = module.registry_read_policy.json
 }
 
 output "ml_cache_config" {

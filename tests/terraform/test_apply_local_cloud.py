@@ -190,17 +190,25 @@ def test_builder_profile_role_and_security_group(deployment: Deployment) -> None
     assert group["IpPermissions"] == []
 
 
-def test_airflow_policy_is_the_rendered_document(deployment: Deployment) -> None:
-    iam = deployment.client("iam")
-    arn = deployment.outputs["airflow_policy_arn"]
+def _policy_document(iam: Any, arn: str) -> dict[str, Any]:
     version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
     document = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
-    if isinstance(document, str):
-        document = json.loads(document)
-    assert document == json.loads(deployment.outputs["airflow_policy_json"])
-    registry = [statement["Sid"] for statement in document["Statement"] if statement["Sid"].startswith("Registry")]
-    assert registry == ["RegistryEcrAuthorizationToken", "RegistryEcrPullConfiguredRepositories",
-                        "RegistryReadConfiguredSecrets", "RegistryReadConfiguredParameters"]
+    return json.loads(document) if isinstance(document, str) else document
+
+
+def test_airflow_policies_are_the_rendered_documents(deployment: Deployment) -> None:
+    """Two managed policies with registries configured (one would exceed IAM's size quota), both listed."""
+    iam = deployment.client("iam")
+    main_arn, registry_arn = deployment.outputs["airflow_policy_arns"]
+    assert main_arn == deployment.outputs["airflow_policy_arn"]
+    main = _policy_document(iam, main_arn)
+    assert main == json.loads(deployment.outputs["airflow_policy_json"])
+    assert not any(statement["Sid"].startswith("Registry") for statement in main["Statement"])
+    registry = _policy_document(iam, registry_arn)
+    assert registry == json.loads(deployment.outputs["airflow_registry_policy_json"])
+    assert [statement["Sid"] for statement in registry["Statement"]] == [
+        "RegistryEcrAuthorizationToken", "RegistryEcrPullConfiguredRepositories",
+        "RegistryReadConfiguredSecrets", "RegistryReadConfiguredParameters"]
 
 
 def test_dag_config_output_is_the_config_file_completed(deployment: Deployment) -> None:
@@ -295,8 +303,9 @@ def test_destroy_removes_everything(deployment: Deployment) -> None:
         deployment.client("ec2").describe_vpcs(VpcIds=[deployment.outputs["vpc_id"]])
     with pytest.raises(ClientError):
         deployment.client("ssm").get_parameter(Name=f"/{PIPELINE}/snapshot-id")
-    with pytest.raises(ClientError):
-        deployment.client("iam").get_policy(PolicyArn=deployment.outputs["airflow_policy_arn"])
+    for arn in deployment.outputs["airflow_policy_arns"]:
+        with pytest.raises(ClientError):
+            deployment.client("iam").get_policy(PolicyArn=arn)
     with pytest.raises(ClientError):
         deployment.client("iam").get_instance_profile(
             InstanceProfileName=deployment.outputs["builder_instance_profile_name"])

@@ -2,9 +2,9 @@
 configured secrets, parameters and ECR repositories, and nothing else.
 
 modules/registry-read-policy is applied (no provider, no AWS) in a tiny configuration wired like
-the root module (the builder gets `builder_json`, the Airflow policy embeds `statements`), then
-evaluated with tf_iam_eval. The builder is evaluated with everything its role carries: the
-rendered policy plus AmazonSSMManagedInstanceCore (moto's copy of the AWS managed policy), which
+the root module (the builder gets `builder_json`, Airflow gets `json` as a managed policy next to
+modules/airflow-policy's), then evaluated with tf_iam_eval. The builder is evaluated with everything
+its role carries: the rendered policy plus AmazonSSMManagedInstanceCore (moto's copy of the AWS managed policy), which
 allows ssm:GetParameter on every parameter.
 """
 
@@ -89,8 +89,8 @@ def ssm_managed_instance_core() -> dict[str, Any]:
 
 
 def render(directory: Path, credentials: dict[str, Any], repositories: list[str],
-           kms_key_arns: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Apply the module wired like the root module; return (builder policy, Airflow policy)."""
+           kms_key_arns: list[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Apply the modules wired like the root module; return (builder policy, every Airflow policy)."""
     tree = copy_tree(directory)
     root = directory / "render"
     root.mkdir()
@@ -110,33 +110,36 @@ def render(directory: Path, credentials: dict[str, Any], repositories: list[str]
                 "builder_instance_profile_arn": f"arn:aws:iam::{ACCOUNT}:instance-profile/ml-container-cache-builder",
                 "vpc_arn": f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/vpc-0abc", "cluster_name": "ml-container-cache",
                 "node_group_name": "ml-container-cache-gpu", "launch_template_id": "lt-0123456789abcdef0",
-                "registry_statements": "${module.registry.statements}",
             },
         },
         "output": {"builder": {"value": "${module.registry.builder_json}"},
-                   "airflow": {"value": "${module.airflow.json}"}},
+                   "airflow": {"value": "${module.airflow.json}"},
+                   "airflow_registry": {"value": "${module.registry.json}"}},
     }
     (root / "main.tf.json").write_text(json.dumps(config))
     terraform = Terraform(root)
     terraform.init()
     terraform.apply()
     outputs = terraform.outputs()
-    return json.loads(str(outputs["builder"])), json.loads(str(outputs["airflow"]))
+    airflow = [json.loads(str(outputs[name])) for name in ("airflow", "airflow_registry") if outputs.get(name)]
+    return json.loads(str(outputs["builder"])), airflow
 
 
 @pytest.fixture(scope="module")
-def policies(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
+def policies(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return render(tmp_path_factory.mktemp("registry"), CREDENTIALS, REPOSITORIES, [SECRETS_KEY])
 
 
 @pytest.fixture(scope="module")
-def builder(policies: tuple[dict[str, Any], dict[str, Any]]) -> list[dict[str, Any]]:
+def builder(policies: tuple[dict[str, Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Every identity policy of the builder role: the rendered one and the SSM managed policy."""
     return [policies[0], ssm_managed_instance_core()]
 
 
 @pytest.fixture(scope="module")
-def airflow(policies: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+def airflow(policies: tuple[dict[str, Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every policy Airflow gets: the DAG calls and, apart for size, the registry reads."""
+    assert len(policies[1]) == 2
     return policies[1]
 
 
@@ -158,16 +161,25 @@ def test_the_parameter_guard_takes_back_what_the_ssm_managed_policy_grants(build
 
 
 @pytest.mark.parametrize("request_", CONFIGURED_READS, ids=lambda r: f"{r.action} {r.resource}")
-def test_airflow_resolves_with_the_same_sources(airflow: dict[str, Any], request_: Request) -> None:
+def test_airflow_resolves_with_the_same_sources(airflow: list[dict[str, Any]], request_: Request) -> None:
     assert is_allowed(airflow, request_)
 
 
 @pytest.mark.parametrize("name", UNCONFIGURED_READS)
-def test_airflow_reads_nothing_else(airflow: dict[str, Any], name: str) -> None:
+def test_airflow_reads_nothing_else(airflow: list[dict[str, Any]], name: str) -> None:
     assert not is_allowed(airflow, UNCONFIGURED_READS[name])
 
 
-def test_airflow_keeps_its_own_parameter(airflow: dict[str, Any]) -> None:
+def test_airflow_gets_the_registry_reads_as_a_policy_of_their_own(airflow: list[dict[str, Any]]) -> None:
+    main, registry = airflow
+    assert not any(s["Sid"].startswith("Registry") for s in main["Statement"])
+    assert [s["Sid"] for s in registry["Statement"]] == [
+        "RegistryEcrAuthorizationToken", "RegistryEcrPullConfiguredRepositories", "RegistryReadConfiguredSecrets",
+        "RegistryReadConfiguredParameters", "RegistryDecryptThroughSecretsManagerAndSsm"]
+    assert not any(s["Effect"] == "Deny" for s in registry["Statement"])  # the builder's guard is the builder's
+
+
+def test_airflow_keeps_its_own_parameter(airflow: list[dict[str, Any]]) -> None:
     assert is_allowed(airflow, Request(
         "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/ml-container-cache/snapshot-id"))
 
@@ -177,8 +189,9 @@ def _resources(statement: dict[str, Any]) -> list[str]:
     return value if isinstance(value, list) else [value]
 
 
-def test_no_wildcard_in_any_repository_or_secret_resource(policies: tuple[dict[str, Any], dict[str, Any]]) -> None:
-    for policy in policies:
+def test_no_wildcard_in_any_repository_or_secret_resource(
+        policies: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
+    for policy in [policies[0], *policies[1]]:
         for statement in policy["Statement"]:
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             for resource in _resources(statement):
@@ -188,7 +201,7 @@ def test_no_wildcard_in_any_repository_or_secret_resource(policies: tuple[dict[s
                 assert actions == ["ecr:GetAuthorizationToken"], statement  # no resource-level permissions
 
 
-def test_kms_decrypts_through_each_secrets_region(policies: tuple[dict[str, Any], dict[str, Any]]) -> None:
+def test_kms_decrypts_through_each_secrets_region(policies: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
     kms = next(s for s in policies[0]["Statement"] if s["Action"] == ["kms:Decrypt"])
     assert kms["Condition"] == {"StringEquals": {"kms:ViaService": [
         "secretsmanager.eu-west-1.amazonaws.com", f"secretsmanager.{REGION}.amazonaws.com",
@@ -196,12 +209,13 @@ def test_kms_decrypts_through_each_secrets_region(policies: tuple[dict[str, Any]
 
 
 def test_nothing_configured_renders_no_empty_statement(tmp_path: Path) -> None:
-    builder_policy, airflow_policy = render(tmp_path, {}, [])
+    builder_policy, airflow_policies = render(tmp_path, {}, [])
 
     assert [s["Sid"] for s in builder_policy["Statement"]] == ["RegistryDenyOtherParameters"]
     assert builder_policy["Statement"][0]["Resource"] == "*"
-    assert not any(s["Sid"].startswith("Registry") for s in airflow_policy["Statement"])
-    assert all(_resources(s) for policy in (builder_policy, airflow_policy) for s in policy["Statement"])
+    assert len(airflow_policies) == 1, "no registry policy for Airflow without registries"
+    assert not any(s["Sid"].startswith("Registry") for s in airflow_policies[0]["Statement"])
+    assert all(_resources(s) for policy in (builder_policy, *airflow_policies) for s in policy["Statement"])
     assert not is_allowed([builder_policy, ssm_managed_instance_core()], UNCONFIGURED_READS["another parameter"])
 
 

@@ -19,8 +19,13 @@ output "snapshot_id_parameter_name" {
 }
 
 output "airflow_policy_arn" {
-  description = "Attach this policy to the Airflow workers' role"
+  description = "The Airflow policy but the registry reads (airflow_policy_arns lists every policy to attach)"
   value       = module.ml_container_cache.airflow_policy_arn
+}
+
+output "airflow_policy_arns" {
+  description = "Attach every one of these policies to the Airflow workers' role"
+  value       = module.ml_container_cache.airflow_policy_arns
 }
 
 output "ml_cache_config" {
@@ -66,6 +71,11 @@ output "cache_snapshot_id" {
 output "airflow_policy_json" {
   description = "The Airflow policy document"
   value       = module.ml_container_cache.airflow_policy_json
+}
+
+output "airflow_registry_policy_json" {
+  description = "The Airflow registry policy document (null without registry credentials)"
+  value       = module.ml_container_cache.airflow_registry_policy_json
 }
 
 output "builder_registry_policy_json" {

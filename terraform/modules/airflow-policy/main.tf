@@ -6,6 +6,8 @@
 # existing resources require our pipeline tag on the resource, named resources are ARNs.
 # The janitor (dags/ml_container_cache_janitor.py) deletes only what carries our pipeline tag
 # or is our document, and reads every node group of our cluster to learn which snapshots run.
+# The registry reads resolve_images needs are a policy of their own (modules/registry-read-policy,
+# output `json`): together they would exceed the managed policy size (outputs.tf).
 ################################################################################
 
 locals {
@@ -238,7 +240,7 @@ locals {
       Action   = ["eks:DescribeNodegroup", "eks:DescribeUpdate", "eks:ListUpdates"]
       Resource = local.cluster_groups
     },
-    ], var.registry_statements, var.kms_key_arn == null ? [] : [
+    ], var.kms_key_arn == null ? [] : [
     {
       Sid    = "UseCacheKmsKeyThroughEbs"
       Effect = "Allow"

@@ -81,9 +81,3 @@ variable "kms_key_arn" {
   type        = string
   default     = null
 }
-
-variable "registry_statements" {
-  description = "Statements that let resolve_images read the configured registry credentials (modules/registry-read-policy output `statements`)"
-  type        = any
-  default     = []
-}

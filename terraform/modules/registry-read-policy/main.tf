@@ -2,8 +2,8 @@
 # Registry read policy: what reaching the configured registries needs, nothing more
 #
 # Rendered with jsonencode (no provider needed) so tests evaluate the very document attached.
-# The builder role gets it (pulls) and the Airflow policy embeds its statements (resolve_images
-# reads the same credentials). Statements that would have no resource are left out.
+# The builder role gets it inline (pulls); Airflow gets the allow statements as a managed policy of
+# their own (resolve_images reads the same credentials). Statements that would have no resource are left out.
 ################################################################################
 
 locals {
@@ -90,6 +90,10 @@ locals {
     { applies = length(local.parameter_arns) > 0, statement = merge(local.parameter_guard, { NotResource = local.parameter_arns }) },
   ]
   builder_statements = concat(local.statements, [for guard in local.guards : guard.statement if guard.applies])
+
+  # Airflow's share is a managed policy of its own, apart from modules/airflow-policy: both fit the size limit.
+  airflow_json = length(local.statements) == 0 ? null : jsonencode({ Version = "2012-10-17", Statement = local.statements })
+  builder_json = jsonencode({ Version = "2012-10-17", Statement = local.builder_statements })
 }
 
 check "ecr_sources_have_repositories" {
