@@ -41,13 +41,6 @@ def advance(seconds: float) -> dict[str, Any]:
     return as_dict()
 
 
-def reset() -> dict[str, Any]:
-    global _offset_seconds
-    with _lock:
-        _offset_seconds = 0.0
-    return as_dict()
-
-
 def as_dict() -> dict[str, Any]:
     with _lock:
         offset = _offset_seconds

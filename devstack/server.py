@@ -78,11 +78,10 @@ class DevstackApp:
 
 
 def clock_route(method: str, environ: dict[str, Any]) -> tuple[str, Any]:
-    """GET shows {"now", "offset_seconds"}; POST {"advance_seconds": N} moves it forward; DELETE resets."""
+    """GET shows {"now", "offset_seconds"}; POST {"advance_seconds": N} moves it forward. Nothing moves it
+    back: FSR records, launch times and tokens stamped on it would be in the future."""
     if method == "GET":
         return "200 OK", clock.as_dict()
-    if method == "DELETE":
-        return "200 OK", clock.reset()
     if method == "POST":
         try:
             return "200 OK", clock.advance(DevstackApp.json_body(environ).get("advance_seconds"))

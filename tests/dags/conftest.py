@@ -93,7 +93,7 @@ class LocalCloud:
 
     def advance_clock(self, seconds: float) -> dict[str, Any]:
         """Move the local cloud's clock forward (FSR states, LaunchTime, the Date header follow);
-        returns {"now", "offset_seconds"}. `DELETE /_devstack/clock` puts it back."""
+        returns {"now", "offset_seconds"}. Nothing puts it back."""
         answer = requests.post(f"{self.endpoint}/_devstack/clock", json={"advance_seconds": seconds}, timeout=10)
         answer.raise_for_status()
         return answer.json()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
+from devstack import clock  # the cloud's time: tests may have advanced it
 from devstack.moto_ext.ecr import models
 
 
@@ -24,14 +25,14 @@ def test_each_call_issues_its_own_token_valid_12_hours_with_the_proxy_endpoint(a
     assert _password(first) != _password(second)
     data = first["authorizationData"][0]
     # https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_GetAuthorizationToken.html: valid 12 hours
-    assert abs(data["expiresAt"] - (datetime.now(UTC) + timedelta(hours=12))) < timedelta(minutes=1)
+    assert abs(data["expiresAt"] - (clock.now() + timedelta(hours=12))) < timedelta(minutes=1)
     assert data["proxyEndpoint"] == "https://123456789012.dkr.ecr.us-west-2.amazonaws.com"
 
 
 def test_the_token_lifetime_fault_shortens_new_tokens(aws, set_faults) -> None:
     set_faults(ecr_token_seconds=30)
     data = aws("ecr", "eu-west-1").get_authorization_token()["authorizationData"][0]
-    assert abs(data["expiresAt"] - datetime.now(UTC)) < timedelta(seconds=35)
+    assert abs(data["expiresAt"] - clock.now()) < timedelta(seconds=35)
     assert data["proxyEndpoint"] == "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 
 

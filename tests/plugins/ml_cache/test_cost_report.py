@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
+from devstack import clock
 from ml_cache.cost import GIB, run_cost_report
 from ml_cache.cost_report import gather_run_cost
 from ml_cache.hooks.ebs import CacheEbsHook
@@ -34,7 +35,7 @@ def test_gather_run_cost_reads_builder_sizes_and_fsr_and_carries_earlier_snapsho
     builder = ec2_hook.run_instance(ImageId=image, InstanceType="c6i.2xlarge",
                                     TagSpecifications=tag_specifications(["instance"], TAGS))["InstanceId"]
     ec2_hook.terminate_instances([builder])
-    start = datetime.now(UTC)
+    start = clock.now()  # the local cloud's clock (in this process), which a test may have advanced
     previous_cost = run_cost_report(
         Prices(), now=start + timedelta(hours=4), instance_id="i-0", instance_type="c6i.2xlarge", builder_hours=1.0,
         snapshot_id=previous, parent_snapshot_id=None, full_bytes=40 * GIB, incremental_bytes=40 * GIB,
@@ -74,7 +75,7 @@ def test_gather_run_cost_without_a_parent_counts_the_whole_snapshot_as_new(cloud
     try:
         report = gather_run_cost(ec2_hook, ebs_hook, prices=Prices(), builder_instance_id=builder,
                                  snapshot_id=current, parent_snapshot_id=None, fsr_zones=[],
-                                 previous_metadata={}, now=datetime.now(UTC) + timedelta(hours=2))
+                                 previous_metadata={}, now=clock.now() + timedelta(hours=2))
     finally:
         ec2_hook.terminate_instances([builder])
 
