@@ -151,6 +151,9 @@ class Timeouts(Section):
     fsr_seconds: f.Seconds = 14400
     update_seconds: f.Seconds = 3600
     validation_seconds: f.Seconds = 900
+    # Added to the sum of a DAG's deadlines to give its dagrun_timeout (ml_cache.run_deadline): the
+    # time its short tasks, scheduling and the retries of transient errors may take in all.
+    run_margin_seconds: f.Seconds = 3600
 
 
 class RunSettings(Section):
