@@ -306,6 +306,7 @@ def test_ecr_source_needs_an_ecr_host(config):
     with pytest.raises(InvalidInputs, match=r"image 'ghcr\.io/acme/trainer:1\.0'.*source is ecr.*not an ECR registry"):
         resolve(with_config(config, "aws", registry_credentials={"ghcr.io": {"source": "ecr"}}))
     config["build"]["images"] = ["123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/trainer:1.0"]
+    config["build"]["allowed_registries"].append("123456789012.dkr.ecr.*.amazonaws.com")
     ecr = {"*.dkr.ecr.*.amazonaws.com": {"source": "ecr"}}
     settings = resolve(with_config(config, "aws", registry_credentials=ecr))
     assert settings.build.images == config["build"]["images"]
