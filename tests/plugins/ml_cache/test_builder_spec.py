@@ -58,7 +58,8 @@ def test_settings_to_resolution_to_spec_to_the_builders_parser(tmp_path: Path) -
                                              "nvcr.io": {"source": "secretsmanager", "secret_arn": NGC_ARN},
                                              "ghcr.io": {"source": "anonymous"}}
     config["aws"]["registry_endpoints"] = {ECR: "http://127.0.0.1:5000"}
-    config["build"]["allowed_registries"] += ["ghcr.io"]
+    config["build"]["allowed_registries"] += ["ghcr.io", ECR]
+    config["aws"]["subnet_ids"] = ["subnet-0123456789abcdef0"]
     refs = ["nvcr.io/nvidia/pytorch:24.05-py3", f"{ECR}/team/train:v1", f"ghcr.io/team/app@{SHA}"]
     settings = resolve_build_settings(config, {"images": refs}, region="us-west-2")
     digests = ["sha256:" + c * 64 for c in "12"] + [SHA]
