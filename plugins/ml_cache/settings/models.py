@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ml_cache.builder_instance import BuilderLaunch
 from ml_cache.builder_spec import validate_image_refs, validate_registry_credentials, validate_registry_endpoints
-from ml_cache.images import PLATFORMS, parse_reference, registry_allowed, validate_images
+from ml_cache.images import PLATFORMS, is_sha256_digest, parse_reference, registry_allowed, validate_images
 from ml_cache.registry import credential_for, ecr_registry
 from ml_cache.report_budget import check_report_fits
 from ml_cache.settings import fields as f
@@ -94,7 +94,12 @@ class BuildConfig(Section):
         f.check_gp3(self.volume_size_gib, self.volume_iops, self.volume_throughput_mibps)
         if self.enable_fast_snapshot_restore and not self.fsr_availability_zones:
             raise ValueError("fsr_availability_zones must not be empty while enable_fast_snapshot_restore is on")
-        images = validate_image_refs([str(ref) for ref in validate_images(self.images, self.allowed_registries)])
+        parsed = validate_images(self.images, self.allowed_registries)
+        for image in parsed:  # containerd takes sha384/sha512 too; the report, fingerprint and Asset record sha256
+            if image.digest is not None and not is_sha256_digest(image.digest):
+                raise ValueError(f"image {str(image)!r} is pinned by {image.digest.partition(':')[0]}: the pipeline "
+                                 f"verifies and publishes sha256 digests, pin it by sha256")
+        images = validate_image_refs([str(ref) for ref in parsed])
         check_report_fits(images)
         update: dict[str, list[str]] = {} if images == self.images else {"images": images}
         if self.architecture == "arm64" and "instance_types" not in self.model_fields_set:

@@ -89,6 +89,9 @@ def test_an_upper_case_host_is_normalised_and_both_spellings_are_refused(config)
 
 
 @pytest.mark.parametrize(("digest", "why"), [
+    ("sha512:" + "0" * 128, r"image 'nvcr\.io/nvidia/pytorch@sha512:0+' is pinned by sha512: the pipeline verifies "
+                            r"and publishes sha256 digests, pin it by sha256"),
+    ("sha384:" + "0" * 96, r"is pinned by sha384"),
     ("sha1:" + "0" * 40, r"digest algorithm 'sha1' is not one containerd accepts"),
     ("sha256:" + "A" * 64, r"sha256 digest is 64 lower-case hex characters, got 64 with upper case"),
 ])

@@ -341,8 +341,7 @@ def test_bad_registry_credentials_are_named(config, credentials, message):
 
 
 @pytest.mark.parametrize(("ref", "registry"), [("[::1]:5000/x:1", "[::1]:5000"),
-                                               ("r.example.com:123456/x:1", "r.example.com:123456"),
-                                               ("r.example.com/a@sha384:" + "a" * 96, "r.example.com")])
+                                               ("r.example.com:123456/x:1", "r.example.com:123456")])
 def test_refs_the_builder_cannot_pull_fail_before_launch(config, ref, registry):
     config = with_config(config, "build", allowed_registries=[registry])
     with pytest.raises(InvalidInputs, match="the builder cannot pull it"):
