@@ -159,6 +159,9 @@ def test_credential_shapes_come_from_the_schema() -> None:
 def test_endpoints_are_urls_by_exact_host() -> None:
     endpoints = {ECR: "http://127.0.0.1:5000", "docker.io": "https://mirror.example.com:8443"}
     assert validate_registry_endpoints(endpoints) == endpoints
+    assert validate_registry_endpoints({"NVCR.io": "https://m.example.com"}) == {"nvcr.io": "https://m.example.com"}
+    with pytest.raises(InvalidInputs, match=r"registry_endpoints names 'nvcr\.io' twice \(spelled 'NVCR\.io' too\)"):
+        validate_registry_endpoints({"nvcr.io": "https://a.example.com", "NVCR.io": "https://b.example.com"})
     with pytest.raises(InvalidInputs, match=r"registry_endpoints\['docker.io'\]: 'https://m.example.com/v2' is not"):
         validate_registry_endpoints({"docker.io": "https://m.example.com/v2"})
     with pytest.raises(InvalidInputs, match=r"registry_endpoints: '\*.example.com' is not a registry host"):
