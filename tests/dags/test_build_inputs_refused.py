@@ -24,6 +24,15 @@ def test_an_unknown_trigger_key_is_refused_naming_the_closest(cloud, build_dag, 
                    r"unknown parameter\(s\) \['image'\]: 'image' \(did you mean 'images'\?\)", capfd, before)
 
 
+def test_an_unknown_key_is_refused_even_when_the_conf_does_not_reach_the_params(cloud, build_dag, capfd,
+                                                                                monkeypatch):
+    """With core.dag_run_conf_overrides_params off, `image` never reaches the params: the raw conf is read."""
+    monkeypatch.setenv("AIRFLOW__CORE__DAG_RUN_CONF_OVERRIDES_PARAMS", "False")
+    before = cloud.instance_count()
+    run, states = run_dag(build_dag, image=["busybox:1"])
+    assert_refused(cloud, run, states, "validate_inputs", r"'image' \(did you mean 'images'\?\)", capfd, before)
+
+
 def test_no_private_subnet_no_builder(cloud, build_dag, capfd):
     config = yaml.safe_load(cloud.config_path.read_text())
     config["aws"]["subnet_ids"] = []
