@@ -212,7 +212,7 @@ class BuildSettings(RunSettings):
                 if "*" in registry:  # a credential pattern only says how allowed hosts log in: it widens nothing
                     continue
                 allowed = [entry.lower() for entry in self.build.allowed_registries]
-                if registry.lower() not in allowed and not registry_allowed(registry, allowed):  # a pattern: as listed
+                if registry.lower() not in allowed and not registry_allowed(registry, allowed):
                     raise ValueError(f"aws.{mapping} names registry {registry!r}, not an allowed registry")
         for ref in self.build.images:
             host = parse_reference(ref).registry
