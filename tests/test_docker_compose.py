@@ -38,7 +38,7 @@ def default_of(value: str) -> str:
 
 
 def test_services(compose):
-    assert set(compose["services"]) == {"postgres", "devstack", *AIRFLOW_SERVICES}
+    assert set(compose["services"]) == {"postgres", "devstack", "airflow-secrets", *AIRFLOW_SERVICES}
 
 
 def test_common_anchor_is_merged_into_every_airflow_service(compose):
@@ -63,7 +63,7 @@ def test_executor_and_environment(compose):
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
     # shared by all components, or tokens signed by the scheduler are refused by the API server
-    assert default_of(env["AIRFLOW__API_AUTH__JWT_SECRET"])
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET_CMD"]  # generated: tests/test_compose_secrets.py
 
 
 def test_requirements_are_installed_from_the_mounted_files(compose):

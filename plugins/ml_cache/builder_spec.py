@@ -112,10 +112,16 @@ def validate_registry_credentials(value: object) -> dict[str, dict[str, str]]:
 
 
 def validate_registry_endpoints(value: object) -> dict[str, str]:
-    """A config's registry_endpoints checked against the schema; the error names the host."""
+    """A config's registry_endpoints checked against the schema, hosts lower-cased as image refs' are
+    (DNS names are case-insensitive); the error names the host."""
     error = best_match(_validator(spec_schema()["properties"]["registry_endpoints"]).iter_errors(value))
     if error is None:
-        return copy.deepcopy(value)  # type: ignore[arg-type]
+        endpoints: dict[str, str] = {}
+        for host, url in value.items():  # type: ignore[union-attr]
+            if host.lower() in endpoints:
+                raise InvalidInputs(f"registry_endpoints names {host.lower()!r} twice (spelled {host!r} too)")
+            endpoints[host.lower()] = url
+        return endpoints
     if not error.absolute_path:
         raise InvalidInputs(f"registry_endpoints: {_problem(error)}")
     raise InvalidInputs(f"{_where('registry_endpoints', error.absolute_path)}: {_problem(error)}")

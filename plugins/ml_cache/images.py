@@ -20,7 +20,10 @@ _DEFAULT_TAG = "latest"
 NAME_TOTAL_LENGTH_MAX = 255
 _MESSAGE_VALUE_MAX = 120
 
-# distribution/reference grammar, ASCII only (Python's \w would otherwise accept Unicode).
+# The distribution/reference grammar as Docker and containerd implement it (reference.go's grammar,
+# regexp.go's expressions, v0.6.0: https://github.com/distribution/reference/blob/v0.6.0/regexp.go),
+# ASCII only (Python's \w would otherwise accept Unicode). reference.go writes the separator `[-]*`;
+# between two alpha-numerics that is regexp.go's `[-]+`.
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|[-]+)"
 _PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
@@ -38,11 +41,10 @@ _TAG_RE = re.compile(_TAG, re.ASCII)
 _DIGEST_RE = re.compile(_DIGEST, re.ASCII)
 _SHA256_RE = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
 _BARE_IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}", re.ASCII)
-# Only these digest algorithms have a fixed, checkable encoding (OCI image-spec).
-_KNOWN_DIGEST_RE = {
-    "sha256": re.compile(r"[0-9a-f]{64}", re.ASCII),
-    "sha512": re.compile(r"[0-9a-f]{128}", re.ASCII),
-}
+# The grammar admits any algorithm; containerd parses a digest with opencontainers/go-digest, which
+# knows only these (algorithm.go: sha256, sha384, sha512, lower-case hex of the hash's length) and
+# refuses every other one: https://github.com/opencontainers/go-digest/blob/master/algorithm.go
+DIGEST_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 
 
 class InvalidInputs(ValueError):
@@ -107,13 +109,18 @@ def _validate_digest(ref: str, digest: str) -> None:
     if not _DIGEST_RE.fullmatch(digest):
         raise _invalid(ref, f"digest {show(digest)} is not algorithm:hex")
     algorithm, _, encoded = digest.partition(":")
-    pattern = _KNOWN_DIGEST_RE.get(algorithm)
-    if pattern is not None and not pattern.fullmatch(encoded):
-        raise _invalid(ref, f"{algorithm} digest must be {pattern.pattern} (lowercase hex)")
+    length = DIGEST_HEX_LENGTHS.get(algorithm)
+    if length is None:
+        raise _invalid(ref, f"digest algorithm {algorithm!r} is not one containerd accepts "
+                            f"({', '.join(DIGEST_HEX_LENGTHS)})")
+    if len(encoded) != length or encoded.lower() != encoded:
+        raise _invalid(ref, f"a {algorithm} digest is {length} lower-case hex characters, got {len(encoded)}"
+                            + ("" if encoded.lower() == encoded else " with upper case"))
 
 
 def parse_reference(ref: str) -> ImageRef:
-    """Parse `[registry/]repository[:tag][@digest]`, normalising Docker Hub names."""
+    """Parse `[registry/]repository[:tag][@digest]`, normalising Docker Hub names and the registry host to
+    lower case (DNS names are case-insensitive; the grammar keeps the path lower case, refused otherwise)."""
     if not isinstance(ref, str):
         raise InvalidImageReference(f"image reference must be a string, got {show(ref)}")
     if not ref:
@@ -145,6 +152,7 @@ def parse_reference(ref: str) -> ImageRef:
     if not _PATH_RE.fullmatch(repository):
         raise _invalid(ref, f"repository {show(repository)} breaks the path-component grammar")
 
+    registry = registry.lower()
     if registry in _DOCKER_HUB_ALIASES:
         registry = DOCKER_HUB
     if registry == DOCKER_HUB and "/" not in repository:
@@ -193,14 +201,30 @@ def registry_allowed(registry: str, allowed: list[str]) -> bool:
     return False
 
 
+def check_allowed_registries(entries: list[str]) -> None:
+    """An allow-list entry with a wildcard under amazonaws.com must name the account: ECR hosts are
+    `<account>.dkr.ecr.<region>.amazonaws.com`, so `*.dkr.ecr.*.amazonaws.com` lets images (and the
+    builder's ECR token requests) come from any AWS account, an attacker's included."""
+    for entry in entries:
+        host = entry.lower() if isinstance(entry, str) else ""
+        if "*" in host and host.endswith((".amazonaws.com", ".amazonaws.com.cn")) \
+                and not re.match(r"[0-9]{12}\.", host, re.ASCII):
+            raise InvalidInputs(f"allowed_registries entry {entry!r} allows the ECR registries of any AWS account: "
+                                f"name the account, e.g. '123456789012.dkr.ecr.*.amazonaws.com' (any region) or "
+                                f"'123456789012.dkr.ecr.us-west-2.amazonaws.com'")
+
+
 def validate_images(refs: list[str], allowed_registries: list[str], *, require_digest: bool = False) -> list[ImageRef]:
-    """Parse and police a run's image list; the error names the first offending value."""
+    """Parse and police a run's image list; the error names the first offending value. Refs equal after
+    normalisation (`busybox` and `docker.io/library/busybox:latest`, `NVCR.io/x` and `nvcr.io/x`) are
+    refused, naming both spellings: the list should say what is cached once."""
     if not isinstance(refs, list | tuple):
         raise InvalidInputs(f"images must be a list of image references, got {show(refs)}")
     if not refs:
         raise InvalidInputs("images is empty: give at least one image reference")
     if not isinstance(allowed_registries, list | tuple) or not allowed_registries:
         raise InvalidInputs(f"allowed_registries must be a non-empty list, got {show(allowed_registries)}")
+    check_allowed_registries(list(allowed_registries))
 
     parsed: list[ImageRef] = []
     seen: dict[str, str] = {}

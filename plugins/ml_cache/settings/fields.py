@@ -93,6 +93,16 @@ BuildSeconds = Annotated[int, Field(ge=1, le=SSM_EXECUTION_TIMEOUT_MAX)]
 StartupSeconds = Annotated[float, Field(gt=0, le=3600)]
 
 
+# Graviton (arm64) families put a `g` right after the generation digit (c7g, m6gd, c6gn, g5g, x2gd, im4gn,
+# is4gen, hpc7g), and a1 is the first one: https://docs.aws.amazon.com/ec2/latest/instancetypes/instance-type-names.html
+_GRAVITON_FAMILY = re.compile(r"a1|[a-z]+[0-9]+g[a-z0-9-]*", re.ASCII)
+
+
+def instance_architecture(instance_type: str) -> str:
+    """arm64 or x86_64 as the type's family name says (DescribeInstanceTypes confirms it before a launch)."""
+    return "arm64" if _GRAVITON_FAMILY.fullmatch(instance_type.partition(".")[0]) else "x86_64"
+
+
 def unique_list(item: type, *, min_length: int = 0) -> type[list]:
     """A list of `item` without duplicates (the error names the repeated value)."""
     return Annotated[list[item], Field(min_length=min_length), AfterValidator(_unique)]  # type: ignore[valid-type,return-value]

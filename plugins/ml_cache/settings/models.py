@@ -15,11 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ml_cache.builder_instance import BuilderLaunch
 from ml_cache.builder_spec import validate_image_refs, validate_registry_credentials, validate_registry_endpoints
-from ml_cache.images import PLATFORMS, parse_reference, registry_allowed, validate_images
+from ml_cache.images import PLATFORMS, is_sha256_digest, parse_reference, registry_allowed, validate_images
 from ml_cache.registry import credential_for, ecr_registry
+from ml_cache.report_budget import check_report_fits
 from ml_cache.settings import fields as f
 
 DEFAULT_INSTANCE_TYPES = ["c6i.2xlarge", "m6i.2xlarge", "c5.2xlarge"]
+DEFAULT_ARM64_INSTANCE_TYPES = ["c7g.2xlarge", "m7g.2xlarge", "c6g.2xlarge"]
 
 
 class Section(BaseModel):
@@ -32,7 +34,8 @@ class AwsConfig(Section):
     """Where the builder runs and where the cache is published (Terraform's output fills it)."""
 
     region: f.Region | None = Field(None, description="Must equal the Airflow connection's region.")
-    subnet_ids: f.unique_list(f.SubnetId) = Field([], description="Private subnets, tried in order.")
+    subnet_ids: f.unique_list(f.SubnetId) = Field([], description="Private subnets the builder runs in, tried in "
+                                                   "order; a build refuses to start without them.")
     security_group_ids: f.unique_list(f.SecurityGroupId) = []
     instance_profile: f.InstanceProfile = Field(description="The builder's instance profile.")
     ssm_parameter: f.SsmParameterName = Field("/ml-container-cache/snapshot-id", description="Bare snap- id.")
@@ -67,7 +70,8 @@ class BuildConfig(Section):
     kubernetes_version: f.KubernetesVersion = Field("1.33", description="EKS version of the AL2023 AMI the "
                                                                         "builder runs.")
     instance_types: f.unique_list(f.InstanceType, min_length=1) = Field(
-        DEFAULT_INSTANCE_TYPES, description="Builder instance types, tried in order on capacity errors.")
+        DEFAULT_INSTANCE_TYPES, description="Builder instance types of the architecture, tried in order on capacity "
+                                            f"errors. Unset with arm64: {', '.join(DEFAULT_ARM64_INSTANCE_TYPES)}.")
     volume_size_gib: f.VolumeSizeGib | None = Field(None, description="Data volume size. Empty: computed from the "
                                                                       "resolved images (compressed + unpacked, with "
                                                                       "margin); a size too small is refused.")
@@ -90,8 +94,22 @@ class BuildConfig(Section):
         f.check_gp3(self.volume_size_gib, self.volume_iops, self.volume_throughput_mibps)
         if self.enable_fast_snapshot_restore and not self.fsr_availability_zones:
             raise ValueError("fsr_availability_zones must not be empty while enable_fast_snapshot_restore is on")
-        images = validate_image_refs([str(ref) for ref in validate_images(self.images, self.allowed_registries)])
-        return self if images == self.images else self.model_copy(update={"images": images})
+        parsed = validate_images(self.images, self.allowed_registries)
+        for image in parsed:  # containerd takes sha384/sha512 too; the report, fingerprint and Asset record sha256
+            if image.digest is not None and not is_sha256_digest(image.digest):
+                raise ValueError(f"image {str(image)!r} is pinned by {image.digest.partition(':')[0]}: the pipeline "
+                                 f"verifies and publishes sha256 digests, pin it by sha256")
+        images = validate_image_refs([str(ref) for ref in parsed])
+        check_report_fits(images)
+        update: dict[str, list[str]] = {} if images == self.images else {"images": images}
+        if self.architecture == "arm64" and "instance_types" not in self.model_fields_set:
+            update["instance_types"] = DEFAULT_ARM64_INSTANCE_TYPES
+        other = [t for t in update.get("instance_types", self.instance_types)
+                 if f.instance_architecture(t) != self.architecture]
+        if other:
+            raise ValueError(f"instance_types {other} are not {self.architecture} types (their family names say "
+                             f"{f.instance_architecture(other[0])}): the builder must run the images' architecture")
+        return self.model_copy(update=update) if update else self
 
 
 class RolloutConfig(Section):
@@ -181,6 +199,9 @@ class BuildSettings(RunSettings):
 
     @model_validator(mode="after")
     def _build_rules(self) -> BuildSettings:
+        if not self.aws.subnet_ids:  # fail closed: RunInstances without a subnet uses the default VPC, public IP
+            raise ValueError("aws.subnet_ids is empty: set the private subnet ids the builder runs in (Terraform's "
+                             "builder_subnet_ids); without them it would start in the default VPC with a public IP")
         zone = re.compile(re.escape(self.region) + r"[a-z]", re.ASCII)
         outside = [z for z in self.build.fsr_availability_zones if not zone.fullmatch(z)]
         if outside:
@@ -188,8 +209,10 @@ class BuildSettings(RunSettings):
                              f"({self.region}a, {self.region}b, ...)")
         for mapping in ("registry_credentials", "registry_endpoints"):
             for registry in getattr(self.aws, mapping):
+                if "*" in registry:  # a credential pattern only says how allowed hosts log in: it widens nothing
+                    continue
                 allowed = [entry.lower() for entry in self.build.allowed_registries]
-                if registry.lower() not in allowed and not registry_allowed(registry, allowed):  # a pattern: as listed
+                if registry.lower() not in allowed and not registry_allowed(registry, allowed):
                     raise ValueError(f"aws.{mapping} names registry {registry!r}, not an allowed registry")
         for ref in self.build.images:
             host = parse_reference(ref).registry

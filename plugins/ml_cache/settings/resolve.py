@@ -6,6 +6,8 @@ seconds with a message naming the key and the value instead of leaving a builder
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -38,9 +40,34 @@ def validated(model: type[Settings], data: dict[str, Any]) -> Settings:
         raise InvalidInputs("; ".join(_describe(e) for e in error.errors(include_url=False))) from None
 
 
+def trigger_conf() -> dict[str, Any]:
+    """The running task's dag_run.conf as triggered, {} outside a task. Its keys reach the task's params
+    only while core.dag_run_conf_overrides_params is on: read here, a typo is refused either way."""
+    from airflow.sdk import get_current_context
+
+    try:
+        dag_run = get_current_context().get("dag_run")
+    except RuntimeError:  # not in a task: a test or a script
+        return {}
+    conf = getattr(dag_run, "conf", None)
+    return dict(conf) if isinstance(conf, dict) else {}
+
+
+def refuse_unknown_keys(keys: Iterable[str], form_fields: tuple[str, ...]) -> None:
+    """InvalidInputs naming each key that is no field of the form, with the closest one: a typo such as
+    `image` for `images` would otherwise build and roll out the config's default set."""
+    unknown = sorted(set(keys) - set(form_fields))
+    if not unknown:
+        return
+    hints = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, form_fields, n=1))
+             else repr(key) for key in unknown]
+    raise InvalidInputs(f"unknown parameter(s) {unknown}: {', '.join(hints)}; the form has {list(form_fields)}")
+
+
 def _merged(config: dict[str, Any], section: str, params: dict[str, Any] | None,
-            form_fields: tuple[str, ...]) -> dict[str, Any]:
-    """The section with every non-empty Param laid over it; unknown keys are errors naming the key."""
+            form_fields: tuple[str, ...], conf: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The section with every non-empty Param laid over it; unknown keys of the params or of the run's
+    conf (default: the running task's, see trigger_conf) are errors naming the key."""
     if not isinstance(config, dict):
         raise InvalidInputs(f"config must be a mapping, got {show(config)}")
     unknown_sections = sorted(set(config) - set(CONFIG_SECTIONS))
@@ -49,11 +76,10 @@ def _merged(config: dict[str, Any], section: str, params: dict[str, Any] | None,
     params = params or {}
     if not isinstance(params, dict):
         raise InvalidInputs(f"params must be a mapping, got {show(params)}")
-    if params.get("allowed_registries") is not None:
+    conf = trigger_conf() if conf is None else conf
+    if params.get("allowed_registries") is not None or "allowed_registries" in conf:
         raise InvalidInputs("allowed_registries cannot be overridden per run; change the config file")
-    unknown = sorted(key for key in params if key not in form_fields)
-    if unknown:
-        raise InvalidInputs(f"unknown parameter(s) {unknown}; the form has {list(form_fields)}")
+    refuse_unknown_keys([*params, *conf], form_fields)
     base = config.get(section)
     if not isinstance(base, dict):
         raise InvalidInputs(f"config has no `{section}:` mapping")
@@ -66,16 +92,18 @@ def _common(config: dict[str, Any], region: str) -> dict[str, Any]:
             "prices": config.get("prices") or {}}
 
 
-def resolve_build_settings(config: dict[str, Any], params: dict[str, Any] | None, *, region: str) -> BuildSettings:
-    """Config `build:` with the run's Params over it (None = the config's value), validated."""
-    build = _merged(config, "build", params, BUILD_FORM_FIELDS)
+def resolve_build_settings(config: dict[str, Any], params: dict[str, Any] | None, *, region: str,
+                           conf: dict[str, Any] | None = None) -> BuildSettings:
+    """Config `build:` with the run's Params over it (None = the config's value), validated; `conf`: the
+    trigger's keys (default: the running task's dag_run.conf)."""
+    build = _merged(config, "build", params, BUILD_FORM_FIELDS, conf)
     return validated(BuildSettings, {**_common(config, region), "build": build})
 
 
 def resolve_rollout_settings(config: dict[str, Any], params: dict[str, Any] | None, *,
-                             region: str) -> RolloutSettings:
-    """Config `rollout:` (Terraform's output) with the run's Params over it, validated."""
-    rollout = _merged(config, "rollout", params, ROLLOUT_FORM_FIELDS)
+                             region: str, conf: dict[str, Any] | None = None) -> RolloutSettings:
+    """Config `rollout:` (Terraform's output) with the run's Params over it, validated; `conf` as for a build."""
+    rollout = _merged(config, "rollout", params, ROLLOUT_FORM_FIELDS, conf)
     return validated(RolloutSettings, {**_common(config, region), "rollout": rollout})
 
 
@@ -85,10 +113,8 @@ def resolve_janitor_settings(config: dict[str, Any], params: dict[str, Any] | No
     params = params or {}
     if not isinstance(params, dict):
         raise InvalidInputs(f"params must be a mapping, got {show(params)}")
-    unknown = sorted(key for key in params if key not in JANITOR_FORM_FIELDS)
-    if unknown:
-        raise InvalidInputs(f"unknown parameter(s) {unknown}; the form has {list(JANITOR_FORM_FIELDS)}")
-    rollout = _merged(config, "rollout", {}, ())
+    refuse_unknown_keys([*params, *trigger_conf()], JANITOR_FORM_FIELDS)
+    rollout = _merged(config, "rollout", {}, (), {})
     data = {**_common(config, region), "rollout": rollout}
     if params.get("dry_run") is not None:
         data["dry_run"] = params["dry_run"]

@@ -12,12 +12,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ml_cache.assets import cache_event_extra
 from ml_cache.cost import up_to_date_cost_report
 from ml_cache.cost_report import gather_run_cost
+from ml_cache.errors import fail_fast
 from ml_cache.fsr_lifecycle import retire_fsr
 from ml_cache.hooks.ebs import CacheEbsHook
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.hooks.registry import CacheRegistryHook
 from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.images import InvalidInputs
+from ml_cache.preflight import check_availability_zones, check_instance_types
 from ml_cache.published import BuildProvenance, read_published, snapshot_metadata
 from ml_cache.published import publish_snapshot as publish_to_ssm
 from ml_cache.refresh import BuildDecision, decide
@@ -33,9 +35,11 @@ log = logging.getLogger(__name__)
 
 def validate_inputs(params: dict[str, Any] | None, *, aws_conn_id: str) -> dict[str, Any]:
     """The form merged over the config file and validated, before any AWS call (the region is the
-    connection's, read from its configuration, not from AWS)."""
-    region = CacheEc2Hook(aws_conn_id=aws_conn_id).conn_region_name
-    return resolve_build_settings(load_config(), dict(params or {}), region=region).model_dump(mode="json")
+    connection's, read from its configuration, not from AWS); trigger keys that are no Param are refused.
+    Bad input fails at once: no retry changes it."""
+    with fail_fast():
+        region = CacheEc2Hook(aws_conn_id=aws_conn_id).conn_region_name
+        return resolve_build_settings(load_config(), dict(params or {}), region=region).model_dump(mode="json")
 
 
 def resolve_images(settings: BuildSettings, *, aws_conn_id: str) -> dict[str, Any]:
@@ -95,11 +99,19 @@ def up_to_date_summary(settings: BuildSettings, decision: BuildDecision, started
 
 
 def resolve_ami(settings: BuildSettings, *, aws_conn_id: str) -> str:
-    """The EKS-optimized AL2023 AMI, from its public SSM parameter."""
-    parameter = CacheSsmHook(aws_conn_id=aws_conn_id).get_parameter(settings.ami_ssm_parameter)
-    if parameter is None:
-        raise RuntimeError(f"No EKS-optimized AMI parameter {settings.ami_ssm_parameter}: is Kubernetes "
-                           f"{settings.build.kubernetes_version} supported in this region?")
+    """The builder's preflight, read-only and before its launch: the FSR zones exist and are available,
+    the instance types are offered and run the platform's architecture (ml_cache.preflight); then the
+    EKS-optimized AL2023 AMI from its public SSM parameter. What no retry cures fails at once."""
+    build = settings.build
+    with fail_fast():
+        ec2 = CacheEc2Hook(aws_conn_id=aws_conn_id).conn
+        if build.enable_fast_snapshot_restore:
+            check_availability_zones(ec2, build.fsr_availability_zones, settings.region)
+        check_instance_types(ec2, build.instance_types, build.architecture, settings.region)
+        parameter = CacheSsmHook(aws_conn_id=aws_conn_id).get_parameter(settings.ami_ssm_parameter)
+        if parameter is None:
+            raise InvalidInputs(f"No EKS-optimized AMI parameter {settings.ami_ssm_parameter}: is Kubernetes "
+                                f"{build.kubernetes_version} supported in this region?")
     return parameter["Value"]
 
 

@@ -65,6 +65,7 @@ def build_settings(**build: Any) -> Any:
     config = load_config(str(Path(__file__).resolve().parents[3] / "config" / "ml_container_cache.yaml"))
     config["build"]["images"] = list(IMAGES)
     config["build"]["allowed_registries"] = ["nvcr.io", "public.ecr.aws"]
+    config["aws"]["subnet_ids"] = ["subnet-0123456789abcdef0"]  # a build needs private subnets
     return resolve_build_settings(config, build, region="us-west-2")
 
 

@@ -25,6 +25,7 @@ def test_candidates_try_each_type_in_every_subnet_first():
 
 def test_the_build_settings_give_the_launch_its_values():
     config = load_config(str(Path(__file__).resolve().parents[3] / "config" / "ml_container_cache.yaml"))
+    config["aws"]["subnet_ids"] = ["subnet-0123456789abcdef0"]  # a build needs private subnets
     launch = resolve_build_settings(config, {"volume_iops": 4000}, region="us-west-2").builder_launch
     assert launch.volume_iops == 4000
     assert launch.instance_profile == config["aws"]["instance_profile"]

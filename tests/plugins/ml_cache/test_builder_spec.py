@@ -58,7 +58,8 @@ def test_settings_to_resolution_to_spec_to_the_builders_parser(tmp_path: Path) -
                                              "nvcr.io": {"source": "secretsmanager", "secret_arn": NGC_ARN},
                                              "ghcr.io": {"source": "anonymous"}}
     config["aws"]["registry_endpoints"] = {ECR: "http://127.0.0.1:5000"}
-    config["build"]["allowed_registries"] += ["ghcr.io"]
+    config["build"]["allowed_registries"] += ["ghcr.io", ECR]
+    config["aws"]["subnet_ids"] = ["subnet-0123456789abcdef0"]
     refs = ["nvcr.io/nvidia/pytorch:24.05-py3", f"{ECR}/team/train:v1", f"ghcr.io/team/app@{SHA}"]
     settings = resolve_build_settings(config, {"images": refs}, region="us-west-2")
     digests = ["sha256:" + c * 64 for c in "12"] + [SHA]
@@ -158,6 +159,9 @@ def test_credential_shapes_come_from_the_schema() -> None:
 def test_endpoints_are_urls_by_exact_host() -> None:
     endpoints = {ECR: "http://127.0.0.1:5000", "docker.io": "https://mirror.example.com:8443"}
     assert validate_registry_endpoints(endpoints) == endpoints
+    assert validate_registry_endpoints({"NVCR.io": "https://m.example.com"}) == {"nvcr.io": "https://m.example.com"}
+    with pytest.raises(InvalidInputs, match=r"registry_endpoints names 'nvcr\.io' twice \(spelled 'NVCR\.io' too\)"):
+        validate_registry_endpoints({"nvcr.io": "https://a.example.com", "NVCR.io": "https://b.example.com"})
     with pytest.raises(InvalidInputs, match=r"registry_endpoints\['docker.io'\]: 'https://m.example.com/v2' is not"):
         validate_registry_endpoints({"docker.io": "https://m.example.com/v2"})
     with pytest.raises(InvalidInputs, match=r"registry_endpoints: '\*.example.com' is not a registry host"):

@@ -1,6 +1,7 @@
 """Image reference grammar, normalisation, allow-list and image-set identity."""
 
 import hashlib
+import re
 
 import pytest
 
@@ -17,7 +18,7 @@ from ml_cache.images import (
 
 SHA_A = "sha256:" + "a" * 64
 SHA_B = "sha256:" + "b" * 64
-ALLOWED = ["public.ecr.aws", "*.dkr.ecr.*.amazonaws.com", "nvcr.io", "docker.io", "localhost:5000"]
+ALLOWED = ["public.ecr.aws", "123456789012.dkr.ecr.*.amazonaws.com", "nvcr.io", "docker.io", "localhost:5000"]
 
 
 @pytest.mark.parametrize(
@@ -34,7 +35,9 @@ ALLOWED = ["public.ecr.aws", "*.dkr.ecr.*.amazonaws.com", "nvcr.io", "docker.io"
         ("localhost:5000/team/app:v1", "localhost:5000/team/app:v1"),
         ("127.0.0.1:5000/app:v1", "127.0.0.1:5000/app:v1"),
         ("[::1]:5000/app:v1", "[::1]:5000/app:v1"),
-        ("Registry.Example.com/app", "Registry.Example.com/app:latest"),
+        ("Registry.Example.com/app", "registry.example.com/app:latest"),  # DNS names are case-insensitive
+        ("Docker.IO/busybox", "docker.io/library/busybox:latest"),
+        ("INDEX.docker.io/library/busybox:1", "docker.io/library/busybox:1"),
         (f"busybox@{SHA_A}", f"docker.io/library/busybox@{SHA_A}"),
         (f"busybox:1.37@{SHA_A}", f"docker.io/library/busybox:1.37@{SHA_A}"),
         ("a/b__c/d-e/f.g/h---i:TAG_1.x-y", "docker.io/a/b__c/d-e/f.g/h---i:TAG_1.x-y"),
@@ -53,9 +56,25 @@ def test_parse_splits_fields():
     assert parse_reference(f"busybox@{SHA_A}").tag is None
 
 
-def test_sha512_and_other_algorithms_follow_the_grammar():
-    assert parse_reference("app@sha512:" + "0" * 128).pinned
-    assert parse_reference("app@multihash+base58:" + "0" * 32).pinned
+@pytest.mark.parametrize("digest", ["sha256:" + "0" * 64, "sha384:" + "0" * 96, "sha512:" + "0" * 128])
+def test_digests_containerd_accepts(digest):
+    assert parse_reference(f"app@{digest}").digest == digest
+
+
+@pytest.mark.parametrize(
+    ("digest", "why"),
+    [
+        ("sha1:" + "0" * 40, r"digest algorithm 'sha1' is not one containerd accepts \(sha256, sha384, sha512\)"),
+        ("md5:" + "0" * 32, r"algorithm 'md5' is not one containerd accepts"),
+        ("multihash+base58:" + "0" * 32, r"algorithm 'multihash\+base58' is not one"),
+        ("sha256:" + "A" * 64, r"a sha256 digest is 64 lower-case hex characters, got 64 with upper case"),
+        ("sha384:" + "0" * 64, r"a sha384 digest is 96 lower-case hex characters, got 64"),
+        ("sha512:" + "0" * 96, r"a sha512 digest is 128 lower-case hex characters, got 96"),
+    ],
+)
+def test_digests_containerd_refuses_name_the_reason(digest, why):
+    with pytest.raises(InvalidImageReference, match=why):
+        parse_reference(f"app@{digest}")
 
 
 @pytest.mark.parametrize(
@@ -193,6 +212,7 @@ def test_invalid_reference_is_an_invalid_input_and_a_value_error():
         ("dkr.ecr.us-west-2.amazonaws.com", False),  # '*' needs a label
         ("a.b.dkr.ecr.us-west-2.amazonaws.com", False),  # '*' is one label, not several
         ("123.dkr.ecr.us-west-2.amazonaws.com.evil.com", False),
+        ("210987654321.dkr.ecr.us-west-2.amazonaws.com", False),  # another account
         ("123.dkr.ecr.us-west-2.evil.com", False),
         ("123.dkr.ecr.evil.com/x.amazonaws.com", False),
         ("evil.com/x.dkr.ecr.us-west-2.amazonaws.com", False),
@@ -242,12 +262,30 @@ def test_validate_images_reports_the_bad_ref_among_good_ones():
         (["busybox:1", "index.docker.io/busybox:1"], "index.docker.io/busybox:1"),
         ([f"busybox:1@{SHA_A}", f"busybox:2@{SHA_A}"], f"busybox:2@{SHA_A}"),
         ([f"busybox@{SHA_A}", f"busybox:2@{SHA_A}"], f"busybox:2@{SHA_A}"),
+        (["nvcr.io/nvidia/pytorch:1", "NVCR.IO/nvidia/pytorch:1"], "NVCR.IO/nvidia/pytorch:1"),
     ],
 )
 def test_validate_images_rejects_duplicates_after_normalisation(refs, duplicate):
     with pytest.raises(InvalidInputs, match="duplicate") as error:
         validate_images(refs, ALLOWED)
     assert repr(duplicate) in str(error.value)
+    assert repr(refs[0]) in str(error.value)  # both spellings are named
+
+
+@pytest.mark.parametrize("entry", ["*.dkr.ecr.*.amazonaws.com", "*.dkr.ecr.us-west-2.amazonaws.com",
+                                   "*.dkr.ecr-fips.*.amazonaws.com", "*.dkr.ecr.*.amazonaws.com.cn",
+                                   "*.*.*.*.amazonaws.com", "*.DKR.ECR.*.AMAZONAWS.COM"])
+def test_ecr_allow_list_entries_must_name_the_account(entry):
+    with pytest.raises(InvalidInputs, match=rf"allowed_registries entry '{re.escape(entry)}' allows the ECR "
+                                            r"registries of any AWS account: name the account, e\.g\. "
+                                            r"'123456789012\.dkr\.ecr\.\*\.amazonaws\.com'"):
+        validate_images(["busybox"], ["docker.io", entry])
+
+
+@pytest.mark.parametrize("entry", ["123456789012.dkr.ecr.*.amazonaws.com",
+                                   "123456789012.dkr.ecr.us-west-2.amazonaws.com", "*.example.com", "public.ecr.aws"])
+def test_allow_list_entries_that_name_the_account_or_are_not_ecr(entry):
+    assert validate_images(["busybox"], ["docker.io", entry])
 
 
 def test_same_tag_in_two_registries_is_not_a_duplicate():

@@ -27,6 +27,8 @@ def settings(**build):
     config["aws"]["registry_credentials"] = {"*.dkr.ecr.*.amazonaws.com": {"source": "ecr"},
                                              "nvcr.io": {"source": "secretsmanager", "secret_arn": NGC_SECRET}}
     config["aws"]["registry_endpoints"] = {ECR: "http://127.0.0.1:5001"}
+    config["aws"]["subnet_ids"] = ["subnet-0123456789abcdef0"]
+    config["build"]["allowed_registries"].append(ECR)
     config["build"]["images"] = [f"{ECR}/team/trainer:1.0", "nvcr.io/nvidia/pytorch:24.08-py3",
                                  "public.ecr.aws/docker/library/busybox:1.37"]
     return resolve_build_settings(config, build, region="us-west-2")

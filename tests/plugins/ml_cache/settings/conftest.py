@@ -1,4 +1,4 @@
-"""A fresh copy of the repo's config for each test."""
+"""A fresh copy of the repo's config for each test, with the private subnet a site must set."""
 
 from pathlib import Path
 
@@ -9,4 +9,6 @@ from ml_cache.settings import load_config
 
 @pytest.fixture
 def config():
-    return load_config(str(Path(__file__).resolve().parents[4] / "config" / "ml_container_cache.yaml"))
+    config = load_config(str(Path(__file__).resolve().parents[4] / "config" / "ml_container_cache.yaml"))
+    config["aws"]["subnet_ids"] = ["subnet-0123456789abcdef0"]
+    return config

@@ -306,6 +306,7 @@ def test_ecr_source_needs_an_ecr_host(config):
     with pytest.raises(InvalidInputs, match=r"image 'ghcr\.io/acme/trainer:1\.0'.*source is ecr.*not an ECR registry"):
         resolve(with_config(config, "aws", registry_credentials={"ghcr.io": {"source": "ecr"}}))
     config["build"]["images"] = ["123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/trainer:1.0"]
+    config["build"]["allowed_registries"].append("123456789012.dkr.ecr.*.amazonaws.com")
     ecr = {"*.dkr.ecr.*.amazonaws.com": {"source": "ecr"}}
     settings = resolve(with_config(config, "aws", registry_credentials=ecr))
     assert settings.build.images == config["build"]["images"]
@@ -340,8 +341,7 @@ def test_bad_registry_credentials_are_named(config, credentials, message):
 
 
 @pytest.mark.parametrize(("ref", "registry"), [("[::1]:5000/x:1", "[::1]:5000"),
-                                               ("r.example.com:123456/x:1", "r.example.com:123456"),
-                                               ("r.example.com/a@sha384:" + "a" * 96, "r.example.com")])
+                                               ("r.example.com:123456/x:1", "r.example.com:123456")])
 def test_refs_the_builder_cannot_pull_fail_before_launch(config, ref, registry):
     config = with_config(config, "build", allowed_registries=[registry])
     with pytest.raises(InvalidInputs, match="the builder cannot pull it"):
