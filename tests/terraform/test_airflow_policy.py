@@ -275,7 +275,8 @@ REFUSED_CALLS = {
     "write a snapshot": Request("ebs:StartSnapshot", SNAPSHOT, OUR_RESOURCE),
     "delete an untagged volume": Request("ec2:DeleteVolume", VOLUME, {}),
     "delete another pipeline's volume": Request(
-        "ec2:DeleteVolume", VOLUME, {"aws:ResourceTag/ml-cache:pipeline": "other", "aws:ResourceTag/ml-cache:role": "builder"}),
+        "ec2:DeleteVolume", VOLUME,
+        {"aws:ResourceTag/ml-cache:pipeline": "other", "aws:ResourceTag/ml-cache:role": "builder"}),
     "delete another document": Request("ssm:DeleteDocument", f"{SSM}:document/other"),
     "delete an AWS document": Request("ssm:DeleteDocument", f"arn:aws:ssm:{REGION}::document/AWS-RunShellScript"),
     "list versions of another document": Request("ssm:ListDocumentVersions", f"{SSM}:document/other"),
@@ -299,7 +300,7 @@ def render_policy(tmp_path: Path, kms_key_arn: str | None = None) -> list[dict[s
     module = {"source": str(tree / "modules" / "airflow-policy"), **POLICY_INPUTS, "kms_key_arn": kms_key_arn}
     (root / "main.tf.json").write_text(json.dumps({
         "module": {"policy": module},
-        "output": {"json": {"value": "${module.policy.json}"}, "launch_json": {"value": "${module.policy.launch_json}"}},
+        "output": {name: {"value": f"${{module.policy.{name}}}"} for name in ("json", "launch_json")},
     }))
     terraform = Terraform(root)
     terraform.init()

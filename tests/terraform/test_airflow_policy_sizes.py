@@ -4,8 +4,8 @@ https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html: a ma
 characters and a role's inline policies 10,240 together, white space not counted. The Airflow policy with
 the KMS statement, the builder launch and the registry reads would not fit in one managed policy, so
 Airflow gets up to three (modules/airflow-policy's `json` and `launch_json`, modules/registry-read-policy's
-`json`). The modules are applied without a provider for four configurations at once, as in test_airflow_policy.py; the size checks of the modules'
-outputs are exercised by a configuration too large to fit.
+`json`). The modules are applied without a provider for four configurations at once, as in
+test_airflow_policy.py; the size checks of the modules' outputs are exercised by a configuration too large to fit.
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from pydantic import ValidationError
 
 from ml_cache.builder_instance import BuilderLaunch, builder_request, data_volume_id
