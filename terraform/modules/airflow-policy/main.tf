@@ -50,8 +50,10 @@ locals {
   statements = concat([
     {
       # No resource-level scope exists for these (Service Authorization Reference, list_amazonec2.html and
-      # list_awssystemsmanager.html): CancelCommand, GetCommandInvocation and ListCommandInvocations take
-      # only "*", so Run Command output of any document is readable; the builder prints no secret.
+      # list_awssystemsmanager.html): GetCommandInvocation and ListCommandInvocations take only "*", so Run
+      # Command output of any document is readable (the builder prints no secret). CancelCommand, "*" only
+      # too, is left out: it would reach any command on any instance, and no DAG cancels (a builder whose
+      # command overruns is terminated).
       Sid    = "DescribeWithoutResourceScope"
       Effect = "Allow"
       Action = [
@@ -63,7 +65,6 @@ locals {
         "ec2:DescribeLaunchTemplates",
         "ec2:DescribeSnapshots",
         "ec2:DescribeVolumes",
-        "ssm:CancelCommand",
         "ssm:DescribeInstanceInformation",
         "ssm:GetCommandInvocation",
         "ssm:ListCommandInvocations",
