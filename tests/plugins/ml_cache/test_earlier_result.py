@@ -21,7 +21,9 @@ def context_with(xcoms: dict[str, object]) -> dict[str, object]:
 
 @pytest.fixture
 def settings() -> dict:
-    return resolve_build_settings(load_config(str(CONFIG)), {}, region="us-west-2").model_dump(mode="json")
+    config = load_config(str(CONFIG))
+    config["aws"] = {**config["aws"], "subnet_ids": ["subnet-0123abcd"]}  # a builder needs one (terraform output)
+    return resolve_build_settings(config, {}, region="us-west-2").model_dump(mode="json")
 
 
 def test_a_model_result_resolves_to_the_validated_model_and_its_paths(settings):
