@@ -1,9 +1,9 @@
 ################################################################################
 # Airflow worker policies: attach every one of them (output airflow_policy_arns)
 # to the MWAA execution role, a Pod Identity role or the instance role of the
-# Airflow workers. Two, because a managed policy holds 6,144 characters
-# (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html)
-# and the DAG calls with the KMS statement and the registry reads do not fit in one.
+# Airflow workers. Up to three, because a managed policy holds 6,144 characters
+# (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html):
+# the DAG calls, launching a builder, and the registry reads.
 ################################################################################
 
 module "airflow_policy" {
@@ -16,6 +16,7 @@ module "airflow_policy" {
 
   pipeline_tag_key  = local.pipeline_tag_key
   run_id_tag_key    = local.run_id_tag_key
+  role_tag_key      = local.role_tag_key
   published_tag_key = local.published_tag_key
 
   parameter_names              = [local.snapshot_id_parameter_name, local.snapshot_metadata_parameter_name]
@@ -23,6 +24,10 @@ module "airflow_policy" {
   builder_role_arn             = aws_iam_role.builder.arn
   builder_instance_profile_arn = aws_iam_instance_profile.builder.arn
   vpc_arn                      = aws_vpc.this.arn
+  builder_subnet_ids           = aws_subnet.private[*].id
+  builder_security_group_ids   = [aws_security_group.builder.id]
+  builder_instance_types       = var.builder_instance_types
+  builder_ami_owner_ids        = var.builder_ami_owner_ids
   cluster_name                 = aws_eks_cluster.this.name
   node_group_name              = aws_eks_node_group.gpu.node_group_name
   launch_template_id           = aws_launch_template.gpu.id
@@ -33,6 +38,14 @@ resource "aws_iam_policy" "airflow" {
   name        = "${local.name}-airflow"
   description = "What the ml_container_cache Airflow DAGs call: builder lifecycle, snapshots, FSR, parameters, node group rollout"
   policy      = module.airflow_policy.json
+
+  tags = local.tags
+}
+
+resource "aws_iam_policy" "airflow_launch" {
+  name        = "${local.name}-airflow-launch"
+  description = "What the ml_container_cache build DAG launches: builders only (role=builder tags, EKS AMIs, configured types, subnets, security groups and profile)"
+  policy      = module.airflow_policy.launch_json
 
   tags = local.tags
 }

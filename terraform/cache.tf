@@ -62,15 +62,45 @@ data "aws_iam_policy_document" "builder_assume" {
 
 resource "aws_iam_role" "builder" {
   name               = local.builder_name
-  description        = "Cache builder instances: SSM Run Command and pulls from the configured registries"
+  description        = "Cache builder instances: the SSM Agent for Run Command and pulls from the configured registries, nothing else"
   assume_role_policy = data.aws_iam_policy_document.builder_assume.json
 
   tags = local.tags
 }
 
-resource "aws_iam_role_policy_attachment" "builder" {
-  role       = aws_iam_role.builder.name
-  policy_arn = "arn:${local.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
+# What the SSM Agent needs to register and run Run Command documents, and nothing else: no
+# AmazonSSMManagedInstanceCore, which reads every SSM parameter (SecureStrings included) and is
+# too much for an instance that unpacks untrusted images as root. Register and report health
+# (ssm:UpdateInstanceInformation); receive commands and send results over the message channels
+# (ec2messages:*, and ssmmessages' control channel that current agents prefer). No data channel
+# (Session Manager), associations, inventory or patching. The actions and their lack of resource
+# scope: https://docs.aws.amazon.com/systems-manager/latest/userguide/setup-create-iam-instance-profile.html
+# and the Service Authorization Reference (list_awssystemsmanager.html, list_amazonec2messages.html,
+# list_amazonsessionmanagermessagegatewayservice.html).
+data "aws_iam_policy_document" "builder_agent" {
+  # checkov:skip=CKV_AWS_111:None of these actions has resource-level permissions (Service Authorization Reference)
+  # checkov:skip=CKV_AWS_356:None of these actions has resource-level permissions (Service Authorization Reference)
+  statement {
+    sid = "RunCommandAgent"
+    actions = [
+      "ec2messages:AcknowledgeMessage",
+      "ec2messages:DeleteMessage",
+      "ec2messages:FailMessage",
+      "ec2messages:GetEndpoint",
+      "ec2messages:GetMessages",
+      "ec2messages:SendReply",
+      "ssm:UpdateInstanceInformation",
+      "ssmmessages:CreateControlChannel",
+      "ssmmessages:OpenControlChannel",
+    ]
+    resources = ["*"]
+  }
+}
+
+resource "aws_iam_role_policy" "builder_agent" {
+  name   = "ssm-agent"
+  role   = aws_iam_role.builder.id
+  policy = data.aws_iam_policy_document.builder_agent.json
 }
 
 # Registry access for the configured sources only (Airflow gets the same reads, airflow_iam.tf):

@@ -191,6 +191,37 @@ data "aws_eks_addon_version" "this" {
   most_recent        = true
 }
 
+# aws-node (vpc-cni) gets its ENI permissions through EKS Pod Identity, not from the node role that
+# every pod on the node can reach through IMDS:
+# https://docs.aws.amazon.com/eks/latest/userguide/cni-iam-role.html,
+# https://docs.aws.amazon.com/eks/latest/userguide/pod-id-association.html
+data "aws_iam_policy_document" "vpc_cni_assume" {
+  statement {
+    actions = ["sts:AssumeRole", "sts:TagSession"]
+    principals {
+      type        = "Service"
+      identifiers = ["pods.eks.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "vpc_cni" {
+  count = var.enable_cluster_addons ? 1 : 0
+
+  name_prefix        = "${local.name}-vpc-cni-"
+  description        = "aws-node (Amazon VPC CNI) of ${local.name}, through EKS Pod Identity"
+  assume_role_policy = data.aws_iam_policy_document.vpc_cni_assume.json
+
+  tags = local.tags
+}
+
+resource "aws_iam_role_policy_attachment" "vpc_cni" {
+  count = var.enable_cluster_addons ? 1 : 0
+
+  role       = aws_iam_role.vpc_cni[0].name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/AmazonEKS_CNI_Policy"
+}
+
 resource "aws_eks_addon" "before_nodes" {
   for_each = local.cluster_addons_before_nodes
 
@@ -200,7 +231,17 @@ resource "aws_eks_addon" "before_nodes" {
   resolve_conflicts_on_create = "OVERWRITE"
   resolve_conflicts_on_update = "OVERWRITE"
 
+  dynamic "pod_identity_association" {
+    for_each = each.value == "vpc-cni" ? aws_iam_role.vpc_cni : []
+    content {
+      role_arn        = pod_identity_association.value.arn
+      service_account = "aws-node"
+    }
+  }
+
   tags = local.tags
+
+  depends_on = [aws_iam_role_policy_attachment.vpc_cni]
 }
 
 resource "aws_eks_addon" "after_nodes" {

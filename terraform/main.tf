@@ -28,9 +28,11 @@ locals {
   )
 
   # Tag keys the DAGs put on everything they create (and `published` on the snapshot a build
-  # publishes); the Airflow policy is scoped by them.
+  # publishes); the Airflow policy is scoped by them. Only the DAG sets `role` (builder, cache):
+  # nothing Terraform creates carries it.
   pipeline_tag_key  = "ml-cache:pipeline"
   run_id_tag_key    = "ml-cache:run-id"
+  role_tag_key      = "ml-cache:role"
   published_tag_key = "ml-cache:published"
 
   tags = merge(var.tags, {

@@ -19,13 +19,16 @@ resource "aws_iam_role" "node" {
   tags = local.tags
 }
 
+# No AmazonSSMManagedInstanceCore: nodes are no Run Command targets (only builders are), and it would
+# let any pod reaching the node role read every SSM parameter. AmazonEKS_CNI_Policy only when this
+# configuration manages no add-ons: the vpc-cni add-on's aws-node gets it through EKS Pod Identity
+# (eks.tf), so other pods on the node cannot use it.
 resource "aws_iam_role_policy_attachment" "node" {
-  for_each = toset([
-    "AmazonEKSWorkerNodePolicy",
-    "AmazonEKS_CNI_Policy",
-    "AmazonEC2ContainerRegistryReadOnly",
-    "AmazonSSMManagedInstanceCore",
-  ])
+  for_each = toset(concat(
+    ["AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly"],
+    # Without the managed vpc-cni add-on, EKS's self-managed aws-node runs with the node role.
+    var.enable_cluster_addons ? [] : ["AmazonEKS_CNI_Policy"],
+  ))
 
   role       = aws_iam_role.node.name
   policy_arn = "arn:${local.partition}:iam::aws:policy/${each.value}"

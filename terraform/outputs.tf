@@ -136,8 +136,8 @@ output "airflow_registry_policy_arn" {
 }
 
 output "airflow_policy_arns" {
-  description = "Every IAM policy Airflow needs (one or two: a managed policy holds 6,144 characters): attach them all to the Airflow workers' role"
-  value       = concat([aws_iam_policy.airflow.arn], aws_iam_policy.airflow_registry[*].arn)
+  description = "Every IAM policy Airflow needs (two or three: a managed policy holds 6,144 characters): attach them all to the Airflow workers' role"
+  value       = concat([aws_iam_policy.airflow.arn, aws_iam_policy.airflow_launch.arn], aws_iam_policy.airflow_registry[*].arn)
 }
 
 output "builder_registry_policy_json" {
@@ -148,6 +148,11 @@ output "builder_registry_policy_json" {
 output "airflow_policy_json" {
   description = "The Airflow policy document, as attached"
   value       = module.airflow_policy.json
+}
+
+output "airflow_launch_policy_json" {
+  description = "The Airflow builder launch policy document, as attached"
+  value       = module.airflow_policy.launch_json
 }
 
 output "airflow_registry_policy_json" {
@@ -181,7 +186,10 @@ output "ml_cache_config" {
       volume_iops             = var.cache_volume_iops
       volume_throughput_mibps = var.cache_volume_throughput_mibps
       fsr_availability_zones  = local.azs
-    }, var.ml_cache_build_config)
+      }, var.ml_cache_build_config, {
+      # The Airflow policy allows exactly these (RunInstances ec2:InstanceType): one source for both.
+      instance_types = var.builder_instance_types
+    })
     rollout = {
       cluster_name       = aws_eks_cluster.this.name
       node_group_name    = aws_eks_node_group.gpu.node_group_name

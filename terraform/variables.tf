@@ -14,9 +14,16 @@ variable "name" {
 }
 
 variable "tags" {
-  description = "Tags added to every resource this configuration creates"
+  description = "Tags added to every resource this configuration creates (nodes included); `ml-cache:` keys are the pipeline's own"
   type        = map(string)
   default     = {}
+
+  validation {
+    # The Airflow policy trusts `ml-cache:role=builder` on instances and volumes: a node template that
+    # carried it would let Airflow terminate, snapshot and Run Command the nodes.
+    condition     = alltrue([for key in keys(var.tags) : !startswith(lower(key), "ml-cache:")])
+    error_message = "tags must not use the `ml-cache:` prefix: the pipeline sets those keys itself and IAM trusts them."
+  }
 }
 
 ################################################################################
@@ -234,6 +241,23 @@ variable "ml_cache_base_config" {
   description = "YAML text of the DAGs' config file (config/ml_container_cache.yaml) that ml_cache_config completes with what Terraform knows; empty = only Terraform's keys"
   type        = string
   default     = ""
+}
+
+variable "builder_instance_types" {
+  description = "Instance types the build DAG may launch builders as, in the order tried (build.instance_types of ml_cache_config; the Airflow policy allows exactly these)"
+  type        = list(string)
+  default     = ["c6i.2xlarge", "m6i.2xlarge", "c5.2xlarge"]
+
+  validation {
+    condition     = length(var.builder_instance_types) > 0
+    error_message = "builder_instance_types must name at least one instance type."
+  }
+}
+
+variable "builder_ami_owner_ids" {
+  description = "Accounts owning the EKS-optimized AMIs the builder boots (ec2:Owner of RunInstances). 602401143452 publishes them in most regions; opt-in and partition regions use their own account: check with `aws ec2 describe-images --image-ids $(aws ssm get-parameter --name /aws/service/eks/optimized-ami/<version>/amazon-linux-2023/x86_64/standard/recommended/image_id --query Parameter.Value --output text) --query Images[0].OwnerId`"
+  type        = list(string)
+  default     = ["602401143452"]
 }
 
 variable "ml_cache_build_config" {

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ml_cache.tags import tag_specifications
 
@@ -23,8 +23,9 @@ class BuilderLaunch(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     pipeline: str
-    instance_types: list[str]
-    subnet_ids: list[str]
+    instance_types: list[str] = Field(min_length=1)
+    # Fail closed: no subnet would mean the default VPC and a public IP (the Airflow policy refuses both).
+    subnet_ids: list[str] = Field(min_length=1)
     security_group_ids: list[str]
     instance_profile: str
     kms_key_id: str | None
@@ -32,10 +33,9 @@ class BuilderLaunch(BaseModel):
     volume_throughput_mibps: int
     build_seconds: int
 
-    def candidates(self) -> list[tuple[str, str | None]]:
+    def candidates(self) -> list[tuple[str, str]]:
         """(instance type, subnet) in the order to try: each type in every subnet before the next type."""
-        subnets: list[str | None] = list(self.subnet_ids) or [None]
-        return [(instance_type, subnet) for instance_type in self.instance_types for subnet in subnets]
+        return [(instance_type, subnet) for instance_type in self.instance_types for subnet in self.subnet_ids]
 
 
 def deadman_user_data(minutes: int) -> str:
@@ -44,10 +44,12 @@ def deadman_user_data(minutes: int) -> str:
 
 
 def builder_request(launch: BuilderLaunch, image_id: str, volume_size_gib: int, instance_type: str,
-                    subnet: str | None, tags: dict[str, str], *, base_snapshot_id: str | None = None) -> dict[str, Any]:
-    """RunInstances parameters: IMDSv2 only, no public IP, encrypted volumes, terminate on shutdown.
-    The data volume is sized by decide_build (for the resolved images, never below its base) and starts
-    from `base_snapshot_id` (incremental: it keeps that snapshot's KMS key unless one is configured)."""
+                    subnet: str, tags: dict[str, str], *, base_snapshot_id: str | None = None) -> dict[str, Any]:
+    """RunInstances parameters: IMDSv2 only, a private interface in `subnet` with the configured security
+    groups, encrypted volumes, terminate on shutdown. `tags` (the run's, with role=builder) go on the
+    instance and both volumes at creation: the Airflow policy requires them there. The data volume is
+    sized by decide_build (for the resolved images, never below its base) and starts from
+    `base_snapshot_id` (incremental: it keeps that snapshot's KMS key unless one is configured)."""
     data_ebs: dict[str, Any] = {
         "VolumeSize": volume_size_gib,
         "VolumeType": "gp3",
@@ -61,7 +63,7 @@ def builder_request(launch: BuilderLaunch, image_id: str, volume_size_gib: int, 
     if launch.kms_key_id:
         data_ebs["KmsKeyId"] = launch.kms_key_id
     name_tag = {"Name": f"{launch.pipeline}-builder"}
-    request: dict[str, Any] = {
+    return {
         "ImageId": image_id,
         "InstanceType": instance_type,
         "IamInstanceProfile": {"Name": launch.instance_profile},
@@ -73,19 +75,15 @@ def builder_request(launch: BuilderLaunch, image_id: str, volume_size_gib: int, 
                                                 "Encrypted": True, "DeleteOnTermination": True}},
             {"DeviceName": DATA_DEVICE, "Ebs": data_ebs},
         ],
-        "TagSpecifications": [*tag_specifications(["instance"], {**tags, **name_tag}),
-                              *tag_specifications(["volume"], tags)],
-    }
-    if subnet:
-        request["NetworkInterfaces"] = [{
+        "NetworkInterfaces": [{
             "DeviceIndex": 0,
             "SubnetId": subnet,
             "Groups": list(launch.security_group_ids),
             "AssociatePublicIpAddress": False,
-        }]
-    elif launch.security_group_ids:
-        request["SecurityGroupIds"] = list(launch.security_group_ids)
-    return request
+        }],
+        "TagSpecifications": [*tag_specifications(["instance"], {**tags, **name_tag}),
+                              *tag_specifications(["volume"], tags)],
+    }
 
 
 def builder_summary(instance: dict[str, Any]) -> dict[str, Any]:

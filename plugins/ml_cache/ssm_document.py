@@ -3,8 +3,15 @@
 SSM runs runCommand with `sh`; the bootstrap writes each shipped file byte for byte through a
 quoted heredoc into a private directory and runs the script with bash. The spec never appears
 in this text: SSM hands it over as the environment variable SSM_spec (interpolationType ENV_VAR).
-"""
 
+Who owns the document: the DAG registers it, not Terraform. Its content is the builder script of the
+DAG version that runs; a Terraform-owned document would need a `terraform apply` for every DAG deploy
+and would drift from the DAG in between. What keeps it safe instead: IAM lets Airflow create, update
+and delete only this document name (terraform/modules/airflow-policy), and every SendCommand pins the
+DocumentVersion registered here and its DocumentHash (Sha256, as SSM computed it for that version,
+whose content was checked to be ours): SSM refuses to run a version whose content changed since
+(deleted and re-created under the same number).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -89,16 +96,36 @@ def document_digest(content: str) -> str:
     return hashlib.sha256(content.encode()).hexdigest()
 
 
+def _registered(hook: CacheSsmHook, name: str, version: str) -> dict[str, str]:
+    """What SendCommand pins: the version and the hash SSM holds for it (our content's, checked)."""
+    described = hook.conn.describe_document(Name=name, DocumentVersion=version)["Document"]
+    if described.get("HashType", "Sha256") != "Sha256" or not described.get("Hash"):
+        raise ValueError(f"SSM document {name} version {version} has no Sha256 hash to pin "
+                         f"({described.get('HashType')}): delete it so the next run re-creates it")
+    return {"name": name, "version": version, "sha256": described["Hash"]}
+
+
+def _version_holding(hook: CacheSsmHook, name: str, content: str) -> str:
+    """The version of `name` whose content is `content` (SSM refused to store it twice)."""
+    for version in hook.list_document_versions(name):
+        if json.loads(hook.get_document_content(name, version["DocumentVersion"])) == json.loads(content):
+            return version["DocumentVersion"]
+    raise ValueError(f"SSM says a version of {name} holds the builder script, but none does")
+
+
 def register_document(hook: CacheSsmHook, name: str, tags: dict[str, str]) -> dict[str, str]:
-    """Make `name`'s default version hold the current files; returns the version to run."""
+    """Make `name`'s default version hold the current files; returns the version to run and its hash."""
     content = build_document()
     existing = hook.describe_document(name)
     if existing is None:
         created = hook.create_document(name, content, tags)
-        return {"name": name, "version": created["DocumentVersion"], "sha256": document_digest(content)}
+        return _registered(hook, name, created["DocumentVersion"])
     default_version = existing["DefaultVersion"]
     if json.loads(hook.get_document_content(name, default_version)) == json.loads(content):
-        return {"name": name, "version": default_version, "sha256": document_digest(content)}
-    updated = hook.update_document(name, content)
-    hook.set_default_document_version(name, updated["DocumentVersion"])
-    return {"name": name, "version": updated["DocumentVersion"], "sha256": document_digest(content)}
+        return _registered(hook, name, default_version)
+    try:
+        version = hook.update_document(name, content)["DocumentVersion"]
+    except hook.conn.exceptions.DuplicateDocumentContent:  # an older version holds it (a DAG rolled back)
+        version = _version_holding(hook, name, content)
+    hook.set_default_document_version(name, version)
+    return _registered(hook, name, version)

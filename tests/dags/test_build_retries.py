@@ -39,7 +39,8 @@ def test_a_retried_launch_gets_the_same_builder(cloud):
     ssm = cloud.client("ssm")
     ami = ssm.get_parameter(Name="/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/standard/"
                                  "recommended/image_id")["Parameter"]["Value"]
-    launch = BuilderLaunch(pipeline="ml-container-cache", instance_types=["c6i.2xlarge"], subnet_ids=[],
+    subnet = cloud.client("ec2").describe_subnets()["Subnets"][0]["SubnetId"]  # a builder always names one
+    launch = BuilderLaunch(pipeline="ml-container-cache", instance_types=["c6i.2xlarge"], subnet_ids=[subnet],
                            security_group_ids=[], instance_profile="ml-container-cache-builder", kms_key_id=None,
                            volume_iops=3000, volume_throughput_mibps=125, build_seconds=600)
     operator = LaunchBuilderOperator(task_id="launch_builder", launch=launch, image_id=ami, volume_size_gib=1)

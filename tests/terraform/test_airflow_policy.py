@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ec2_authorization import Account, run_instances_calls
 from tf_iam_eval import Request, allowed_actions, is_allowed
 from tf_runner import Terraform, copy_tree, skip_reason
+
+from ml_cache.builder_instance import BuilderLaunch, builder_request
+from ml_cache.operators.builder import builder_tags
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 
@@ -28,6 +31,20 @@ VPC_ARN = f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/vpc-0abc"
 BUILDER_ROLE = f"arn:aws:iam::{ACCOUNT}:role/ml-container-cache-builder"
 BUILDER_PROFILE = f"arn:aws:iam::{ACCOUNT}:instance-profile/ml-container-cache-builder"
 KMS_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+SUBNETS = ["subnet-0abc", "subnet-0abd"]
+SECURITY_GROUP = "sg-0abc"
+INSTANCE_TYPES = ["c6i.2xlarge", "m6i.2xlarge"]
+EKS_AMI_OWNER = "602401143452"
+# The module's inputs, as the root module wires them (airflow_iam.tf); test_airflow_policy_sizes uses them too.
+POLICY_INPUTS: dict[str, Any] = {
+    "partition": "aws", "region": REGION, "account_id": ACCOUNT, "pipeline": PIPELINE,
+    "parameter_names": [f"/{PIPELINE}/snapshot-id", f"/{PIPELINE}/snapshot-metadata"],
+    "ssm_document_name": f"{PIPELINE}-build", "builder_role_arn": BUILDER_ROLE,
+    "builder_instance_profile_arn": BUILDER_PROFILE, "vpc_arn": VPC_ARN, "builder_subnet_ids": SUBNETS,
+    "builder_security_group_ids": [SECURITY_GROUP], "builder_instance_types": INSTANCE_TYPES,
+    "builder_ami_owner_ids": [EKS_AMI_OWNER], "cluster_name": CLUSTER, "node_group_name": NODE_GROUP,
+    "launch_template_id": LAUNCH_TEMPLATE,
+}
 
 EC2 = f"arn:aws:ec2:{REGION}:{ACCOUNT}"
 SSM = f"arn:aws:ssm:{REGION}:{ACCOUNT}"
@@ -53,13 +70,30 @@ OUR_REQUEST_TAGS = {
     "aws:RequestTag/Name": f"{PIPELINE}-builder",
 }
 OUR_RESOURCE = {"aws:ResourceTag/ml-cache:pipeline": PIPELINE}
-OUR_INSTANCE_FOR_SSM = {"ssm:resourceTag/ml-cache:pipeline": PIPELINE}
-BUILDER_INSTANCE = {
-    **OUR_REQUEST_TAGS,
-    "ec2:MetadataHttpTokens": "required",
-    "ec2:InstanceProfile": BUILDER_PROFILE,
-}
+BUILDER_RESOURCE = {**OUR_RESOURCE, "aws:ResourceTag/ml-cache:role": "builder"}
 IN_OUR_VPC = {"ec2:Vpc": VPC_ARN}
+BUILDER_FOR_SSM = {"ssm:resourceTag/ml-cache:pipeline": PIPELINE, "ssm:resourceTag/ml-cache:role": "builder"}
+# A node as Terraform tags it (pipeline tag, no role): what the builder statements must never reach.
+NODE_RESOURCE = {"aws:ResourceTag/ml-cache:pipeline": PIPELINE, "aws:ResourceTag/Name": f"{PIPELINE}-gpu"}
+
+# The producer's real output: what LaunchBuilderOperator sends, every (instance type, subnet) candidate.
+LAUNCH = BuilderLaunch(
+    pipeline=PIPELINE, instance_types=INSTANCE_TYPES, subnet_ids=SUBNETS, security_group_ids=[SECURITY_GROUP],
+    instance_profile="ml-container-cache-builder", kms_key_id=None, volume_iops=3000, volume_throughput_mibps=250,
+    build_seconds=7200,
+)
+WHERE = Account(account=ACCOUNT, region=REGION, vpc_arn=VPC_ARN, profile_arn=BUILDER_PROFILE,
+                role_arn=BUILDER_ROLE, ami_owner=EKS_AMI_OWNER)
+
+
+def builder_requests() -> list[dict[str, Any]]:
+    tags = builder_tags(PIPELINE, "manual__2026-11-29T00:00:00")
+    return [builder_request(LAUNCH, "ami-0abc", 100, instance_type, subnet, tags, base_snapshot_id="snap-0base")
+            for instance_type, subnet in LAUNCH.candidates()]
+
+
+LAUNCH_CALLS = run_instances_calls(builder_requests()[0], WHERE)
+BUILDER_INSTANCE = LAUNCH_CALLS[0].context  # the instance authorization of the real request
 PUBLISHED_TAG = "ml-cache:published"
 MARK_PUBLISHED = {
     **OUR_RESOURCE, "aws:TagKeys": [PUBLISHED_TAG], f"aws:RequestTag/{PUBLISHED_TAG}": "2026-11-29T00:00:00+00:00",
@@ -74,15 +108,7 @@ DAG_CALLS = [
     Request("ssm:GetParameter", AMI_PARAMETER),
     Request("ssm:GetParameter", PARAMETER),
     Request("ssm:GetParameter", METADATA_PARAMETER),
-    Request("ec2:RunInstances", f"{EC2}:instance/*", BUILDER_INSTANCE),
-    Request("ec2:RunInstances", f"{EC2}:volume/*", OUR_REQUEST_TAGS),
-    Request("ec2:RunInstances", f"{EC2}:network-interface/*", IN_OUR_VPC),
-    Request("ec2:RunInstances", f"{EC2}:subnet/subnet-0abc", IN_OUR_VPC),
-    Request("ec2:RunInstances", f"{EC2}:security-group/sg-0abc", IN_OUR_VPC),
-    Request("ec2:RunInstances", f"arn:aws:ec2:{REGION}::image/ami-0abc"),
-    Request("ec2:CreateTags", f"{EC2}:instance/*", {**OUR_REQUEST_TAGS, "ec2:CreateAction": "RunInstances"}),
-    Request("ec2:CreateTags", f"{EC2}:volume/*", {**OUR_REQUEST_TAGS, "ec2:CreateAction": "RunInstances"}),
-    Request("iam:PassRole", BUILDER_ROLE, {"iam:PassedToService": "ec2.amazonaws.com"}),
+    *LAUNCH_CALLS,
     Request("ec2:DescribeInstances", "*"),
     Request("ec2:DescribeInstanceStatus", "*"),
     Request("ssm:DescribeInstanceInformation", "*"),
@@ -92,12 +118,11 @@ DAG_CALLS = [
     Request("ssm:DescribeDocument", DOCUMENT),
     Request("ssm:GetDocument", DOCUMENT),
     Request("ssm:SendCommand", DOCUMENT),
-    Request("ssm:SendCommand", INSTANCE, OUR_INSTANCE_FOR_SSM),
+    Request("ssm:SendCommand", INSTANCE, BUILDER_FOR_SSM),
     Request("ssm:GetCommandInvocation", "*"),
     Request("ssm:ListCommandInvocations", "*"),
-    Request("ssm:CancelCommand", "*"),
     Request("ec2:DescribeVolumes", "*"),
-    Request("ec2:CreateSnapshot", VOLUME, OUR_RESOURCE),
+    Request("ec2:CreateSnapshot", VOLUME, BUILDER_RESOURCE),
     Request("ec2:CreateSnapshot", f"arn:aws:ec2:{REGION}::snapshot/*", OUR_REQUEST_TAGS),
     Request("ec2:CreateTags", f"arn:aws:ec2:{REGION}::snapshot/*",
             {**OUR_REQUEST_TAGS, "ec2:CreateAction": "CreateSnapshot"}),
@@ -109,16 +134,14 @@ DAG_CALLS = [
     Request("ec2:DescribeAvailabilityZones", "*"),
     Request("ssm:PutParameter", PARAMETER),
     Request("ssm:PutParameter", METADATA_PARAMETER),
-    Request("ec2:TerminateInstances", INSTANCE, OUR_RESOURCE),
-    # Incremental build: the builder's data volume starts from the published snapshot; publish marks the
-    # new snapshot and sizes it (EBS direct APIs) for the cost report.
-    Request("ec2:RunInstances", SNAPSHOT),
+    Request("ec2:TerminateInstances", INSTANCE, BUILDER_RESOURCE),
+    # Publish marks the new snapshot and sizes it (EBS direct APIs) for the cost report.
     Request("ec2:CreateTags", SNAPSHOT, MARK_PUBLISHED),
     Request("ebs:ListSnapshotBlocks", SNAPSHOT, OUR_RESOURCE),
     Request("ebs:ListChangedBlocks", SNAPSHOT, OUR_RESOURCE),
     Request("ebs:ListChangedBlocks", PARENT_SNAPSHOT, OUR_RESOURCE),
     # Janitor: orphans, FSR retirement, retention, document versions, and what still references a snapshot
-    Request("ec2:DeleteVolume", VOLUME, OUR_RESOURCE),
+    Request("ec2:DeleteVolume", VOLUME, BUILDER_RESOURCE),
     Request("ssm:GetParameterHistory", PARAMETER),
     Request("ssm:ListDocumentVersions", DOCUMENT),
     Request("ssm:DeleteDocument", DOCUMENT),
@@ -142,7 +165,7 @@ DAG_CALLS = [
 CONTRACT_ACTIONS = {
     "ssm:GetParameter", "ec2:RunInstances", "ec2:CreateTags", "ec2:DescribeInstances",
     "ec2:DescribeInstanceStatus", "ec2:TerminateInstances", "iam:PassRole", "ssm:DescribeInstanceInformation",
-    "ssm:SendCommand", "ssm:GetCommandInvocation", "ssm:ListCommandInvocations", "ssm:CancelCommand",
+    "ssm:SendCommand", "ssm:GetCommandInvocation", "ssm:ListCommandInvocations",
     "ssm:CreateDocument", "ssm:UpdateDocument", "ssm:UpdateDocumentDefaultVersion", "ssm:DescribeDocument",
     "ssm:GetDocument", "ec2:DescribeVolumes", "ec2:CreateSnapshot", "ec2:DescribeSnapshots",
     "ec2:DeleteSnapshot", "ec2:EnableFastSnapshotRestores", "ec2:DisableFastSnapshotRestores",
@@ -172,6 +195,25 @@ REFUSED_CALLS = {
     "run with another instance profile": Request(
         "ec2:RunInstances", f"{EC2}:instance/*",
         {**BUILDER_INSTANCE, "ec2:InstanceProfile": f"arn:aws:iam::{ACCOUNT}:instance-profile/admin"}),
+    "run without the role tag": Request(
+        "ec2:RunInstances", f"{EC2}:instance/*", _without(BUILDER_INSTANCE, "aws:RequestTag/ml-cache:role")),
+    "run with another role tag": Request(
+        "ec2:RunInstances", f"{EC2}:instance/*", {**BUILDER_INSTANCE, "aws:RequestTag/ml-cache:role": "node"}),
+    "run a volume without the role tag": Request(
+        "ec2:RunInstances", f"{EC2}:volume/*", _without(LAUNCH_CALLS[1].context, "aws:RequestTag/ml-cache:role")),
+    "run another instance type": Request(
+        "ec2:RunInstances", f"{EC2}:instance/*", {**BUILDER_INSTANCE, "ec2:InstanceType": "p5.48xlarge"}),
+    "run in another subnet of our VPC": Request("ec2:RunInstances", f"{EC2}:subnet/subnet-0public", IN_OUR_VPC),
+    "run with another security group of our VPC": Request(
+        "ec2:RunInstances", f"{EC2}:security-group/sg-0wideopen", IN_OUR_VPC),
+    "run with a public IP": Request(
+        "ec2:RunInstances", f"{EC2}:network-interface/*", {**IN_OUR_VPC, "ec2:AssociatePublicIpAddress": "true"}),
+    "run an AMI of another owner": Request(
+        "ec2:RunInstances", f"arn:aws:ec2:{REGION}::image/ami-0evil", {"ec2:Owner": "999988887777"}),
+    "run an AMI of the amazon alias": Request(
+        "ec2:RunInstances", f"arn:aws:ec2:{REGION}::image/ami-0evil", {"ec2:Owner": "amazon"}),
+    "run from another account's snapshot": Request(
+        "ec2:RunInstances", f"arn:aws:ec2:{REGION}::snapshot/snap-0evil", {"ec2:Owner": "999988887777"}),
     "run an untagged volume": Request("ec2:RunInstances", f"{EC2}:volume/*", {}),
     "run in another VPC": Request(
         "ec2:RunInstances", f"{EC2}:subnet/subnet-0def", {"ec2:Vpc": f"{EC2}:vpc/vpc-other"}),
@@ -180,6 +222,15 @@ REFUSED_CALLS = {
     "pass the builder role to another service": Request(
         "iam:PassRole", BUILDER_ROLE, {"iam:PassedToService": "lambda.amazonaws.com"}),
     "terminate an untagged instance": Request("ec2:TerminateInstances", INSTANCE, {}),
+    "terminate a node (pipeline tag, no role)": Request("ec2:TerminateInstances", INSTANCE, NODE_RESOURCE),
+    "send a command to a node": Request(
+        "ssm:SendCommand", INSTANCE, {"ssm:resourceTag/ml-cache:pipeline": PIPELINE}),
+    "snapshot a node's volume": Request("ec2:CreateSnapshot", VOLUME, NODE_RESOURCE),
+    "delete a node's volume": Request("ec2:DeleteVolume", VOLUME, NODE_RESOURCE),
+    "tag a node as a builder": Request("ec2:CreateTags", INSTANCE, {
+        **NODE_RESOURCE, "aws:RequestTag/ml-cache:role": "builder", "aws:TagKeys": ["ml-cache:role"]}),
+    "terminate a builder of another pipeline": Request("ec2:TerminateInstances", INSTANCE, {
+        "aws:ResourceTag/ml-cache:pipeline": "other", "aws:ResourceTag/ml-cache:role": "builder"}),
     "terminate another pipeline's instance": Request(
         "ec2:TerminateInstances", INSTANCE, {"aws:ResourceTag/ml-cache:pipeline": "other"}),
     "tag an existing instance": Request("ec2:CreateTags", INSTANCE, OUR_REQUEST_TAGS),
@@ -201,7 +252,8 @@ REFUSED_CALLS = {
     "update a node group of another cluster": Request(
         "eks:UpdateNodegroupVersion", f"{EKS}:nodegroup/other/{NODE_GROUP}/6ec5a4f2"),
     "describe another cluster": Request("eks:DescribeCluster", f"{EKS}:cluster/other"),
-    "stop an instance": Request("ec2:StopInstances", INSTANCE, OUR_RESOURCE),
+    "stop an instance": Request("ec2:StopInstances", INSTANCE, BUILDER_RESOURCE),
+    "cancel any command (no resource scope exists)": Request("ssm:CancelCommand", "*"),
     "delete a parameter": Request("ssm:DeleteParameter", PARAMETER),
     "delete the node group": Request("eks:DeleteNodegroup", NODE_GROUP_ARN),
     "mark another pipeline's snapshot published": Request(
@@ -223,7 +275,8 @@ REFUSED_CALLS = {
     "write a snapshot": Request("ebs:StartSnapshot", SNAPSHOT, OUR_RESOURCE),
     "delete an untagged volume": Request("ec2:DeleteVolume", VOLUME, {}),
     "delete another pipeline's volume": Request(
-        "ec2:DeleteVolume", VOLUME, {"aws:ResourceTag/ml-cache:pipeline": "other"}),
+        "ec2:DeleteVolume", VOLUME,
+        {"aws:ResourceTag/ml-cache:pipeline": "other", "aws:ResourceTag/ml-cache:role": "builder"}),
     "delete another document": Request("ssm:DeleteDocument", f"{SSM}:document/other"),
     "delete an AWS document": Request("ssm:DeleteDocument", f"arn:aws:ssm:{REGION}::document/AWS-RunShellScript"),
     "list versions of another document": Request("ssm:ListDocumentVersions", f"{SSM}:document/other"),
@@ -235,62 +288,49 @@ REFUSED_CALLS = {
         "eks:ListUpdates", f"{EKS}:nodegroup/other/{NODE_GROUP}/6ec5a4f2"),
     "update the system node group": Request("eks:UpdateNodegroupVersion", SYSTEM_NODE_GROUP_ARN),
     "delete a volume of another account": Request(
-        "ec2:DeleteVolume", f"arn:aws:ec2:{REGION}:444455556666:volume/vol-0abc", OUR_RESOURCE),
+        "ec2:DeleteVolume", f"arn:aws:ec2:{REGION}:444455556666:volume/vol-0abc", BUILDER_RESOURCE),
 }
 
 
-def render_policy(tmp_path: Path, kms_key_arn: str | None = None) -> dict[str, Any]:
-    """Apply a configuration that only calls the module, and read its JSON output."""
+def render_policy(tmp_path: Path, kms_key_arn: str | None = None) -> list[dict[str, Any]]:
+    """Apply a configuration that only calls the module, and read its two documents (DAG calls, launch)."""
     tree = copy_tree(tmp_path)
     root = tmp_path / "render"
     root.mkdir()
-    kms = f'"{kms_key_arn}"' if kms_key_arn else "null"
-    (root / "main.tf").write_text(textwrap.dedent(f"""
-        module "policy" {{
-          source                       = "{tree / 'modules' / 'airflow-policy'}"
-          partition                    = "aws"
-          region                       = "{REGION}"
-          account_id                   = "{ACCOUNT}"
-          pipeline                     = "{PIPELINE}"
-          parameter_names              = ["/{PIPELINE}/snapshot-id", "/{PIPELINE}/snapshot-metadata"]
-          ssm_document_name            = "{PIPELINE}-build"
-          builder_role_arn             = "{BUILDER_ROLE}"
-          builder_instance_profile_arn = "{BUILDER_PROFILE}"
-          vpc_arn                      = "{VPC_ARN}"
-          cluster_name                 = "{CLUSTER}"
-          node_group_name              = "{NODE_GROUP}"
-          launch_template_id           = "{LAUNCH_TEMPLATE}"
-          kms_key_arn                  = {kms}
-        }}
-
-        output "json" {{
-          value = module.policy.json
-        }}
-        """))
+    module = {"source": str(tree / "modules" / "airflow-policy"), **POLICY_INPUTS, "kms_key_arn": kms_key_arn}
+    (root / "main.tf.json").write_text(json.dumps({
+        "module": {"policy": module},
+        "output": {name: {"value": f"${{module.policy.{name}}}"} for name in ("json", "launch_json")},
+    }))
     terraform = Terraform(root)
     terraform.init()
     terraform.apply()
-    return json.loads(str(terraform.outputs()["json"]))
+    outputs = terraform.outputs()
+    return [json.loads(str(outputs["json"])), json.loads(str(outputs["launch_json"]))]
+
+
+def union_actions(policies: list[dict[str, Any]]) -> set[str]:
+    return set().union(*(allowed_actions(document) for document in policies))
 
 
 @pytest.fixture(scope="module")
-def policy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def policy(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     return render_policy(tmp_path_factory.mktemp("policy"))
 
 
 @pytest.mark.parametrize("request_", DAG_CALLS, ids=lambda r: f"{r.action} {r.resource.rsplit(':', 1)[-1]}")
-def test_each_dag_call_is_allowed(policy: dict[str, Any], request_: Request) -> None:
+def test_each_dag_call_is_allowed(policy: list[dict[str, Any]], request_: Request) -> None:
     assert is_allowed(policy, request_)
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED_CALLS))
-def test_calls_out_of_scope_are_refused(policy: dict[str, Any], name: str) -> None:
+def test_calls_out_of_scope_are_refused(policy: list[dict[str, Any]], name: str) -> None:
     assert not is_allowed(policy, REFUSED_CALLS[name])
 
 
-def test_allows_exactly_the_contract_actions(policy: dict[str, Any]) -> None:
-    assert allowed_actions(policy) == CONTRACT_ACTIONS
-    assert not any("*" in action for action in allowed_actions(policy))
+def test_allows_exactly_the_contract_actions(policy: list[dict[str, Any]]) -> None:
+    assert union_actions(policy) == CONTRACT_ACTIONS
+    assert not any("*" in action for action in union_actions(policy))
 
 
 def test_every_dag_call_is_in_the_contract() -> None:
@@ -312,23 +352,24 @@ def _client_operations() -> set[str]:
     return operations
 
 
-def test_every_client_operation_of_the_plugins_is_allowed(policy: dict[str, Any]) -> None:
+def test_every_client_operation_of_the_plugins_is_allowed(policy: list[dict[str, Any]]) -> None:
     operations = _client_operations()
     assert {"DeleteVolume", "ListChangedBlocks", "GetParameterHistory", "DeleteDocument"} <= operations
-    allowed = {action.split(":", 1)[1] for action in allowed_actions(policy)}
+    allowed = {action.split(":", 1)[1] for action in union_actions(policy)}
     assert operations - allowed == set(), "operations the plugins call that the Airflow policy does not allow"
 
 
-def _iam_size(policy: dict[str, Any]) -> int:
+def _iam_size(policy: list[dict[str, Any]]) -> int:
     """Characters IAM counts against the managed policy limit (whitespace outside strings excluded)."""
     return len(json.dumps(policy, separators=(",", ":")))
 
 
-def test_is_valid_iam_json_under_the_size_limit(policy: dict[str, Any]) -> None:
-    assert policy["Version"] == "2012-10-17"
-    sids = [statement["Sid"] for statement in policy["Statement"]]
+def test_is_valid_iam_json_under_the_size_limit(policy: list[dict[str, Any]]) -> None:
+    sids = [statement["Sid"] for document in policy for statement in document["Statement"]]
     assert len(sids) == len(set(sids)), "Sids must be unique"
-    assert _iam_size(policy) <= MANAGED_POLICY_CHARACTERS
+    for document in policy:
+        assert document["Version"] == "2012-10-17"
+        assert _iam_size(document) <= MANAGED_POLICY_CHARACTERS
 
 
 def test_customer_managed_key_adds_kms_through_ec2_only(tmp_path: Path) -> None:
@@ -338,4 +379,19 @@ def test_customer_managed_key_adds_kms_through_ec2_only(tmp_path: Path) -> None:
     assert is_allowed(policy, Request("kms:GenerateDataKeyWithoutPlaintext", KMS_KEY, via_ec2))
     assert not is_allowed(policy, Request("kms:Decrypt", KMS_KEY, {}))
     assert not is_allowed(policy, Request("kms:CreateGrant", f"{KMS_KEY}-other", via_ec2))
-    assert _iam_size(policy) <= MANAGED_POLICY_CHARACTERS
+    assert all(_iam_size(document) <= MANAGED_POLICY_CHARACTERS for document in policy)
+
+
+@pytest.mark.parametrize("candidate", range(len(LAUNCH.candidates())))
+def test_every_launch_candidate_is_allowed(policy: list[dict[str, Any]], candidate: int) -> None:
+    """Each (instance type, subnet) fallback LaunchBuilderOperator may send, as builder_request builds it."""
+    refused = [call for call in run_instances_calls(builder_requests()[candidate], WHERE)
+               if not is_allowed(policy, call)]
+    assert refused == []
+
+
+def test_the_dag_calls_would_not_fit_in_one_policy(tmp_path: Path) -> None:
+    """Why launching a builder is a policy of its own: with a customer managed key, one would not fit."""
+    policy = render_policy(tmp_path, kms_key_arn=KMS_KEY)
+    merged = {"Version": "2012-10-17", "Statement": [s for document in policy for s in document["Statement"]]}
+    assert _iam_size(merged) > MANAGED_POLICY_CHARACTERS

@@ -2,10 +2,10 @@
 
 https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html: a managed policy holds 6,144
 characters and a role's inline policies 10,240 together, white space not counted. The Airflow policy with
-the KMS statement and the registry reads would not fit in one managed policy, so Airflow gets two
-(modules/airflow-policy and modules/registry-read-policy's `json`). The modules are applied without a
-provider for four configurations at once, as in test_airflow_policy.py; the size checks of the modules'
-outputs are exercised by a configuration too large to fit.
+the KMS statement, the builder launch and the registry reads would not fit in one managed policy, so
+Airflow gets up to three (modules/airflow-policy's `json` and `launch_json`, modules/registry-read-policy's
+`json`). The modules are applied without a provider for four configurations at once, as in
+test_airflow_policy.py; the size checks of the modules' outputs are exercised by a configuration too large to fit.
 """
 
 from __future__ import annotations
@@ -18,19 +18,16 @@ from typing import Any
 import pytest
 from test_airflow_policy import (  # the calls and contract the main policy is tested with
     ACCOUNT,
-    BUILDER_PROFILE,
-    BUILDER_ROLE,
-    CLUSTER,
     CONTRACT_ACTIONS,
     DAG_CALLS,
+    INSTANCE_TYPES,
     KMS_KEY,
-    LAUNCH_TEMPLATE,
     MANAGED_POLICY_CHARACTERS,
-    NODE_GROUP,
     PIPELINE,
+    POLICY_INPUTS,
     REFUSED_CALLS,
     REGION,
-    VPC_ARN,
+    SUBNETS,
 )
 from tf_iam_eval import Request, allowed_actions, is_allowed
 from tf_runner import Terraform, copy_tree, skip_reason
@@ -76,8 +73,12 @@ def _largest() -> dict[str, Any]:
                                       "sglang-runtime", "deepspeed-mii", "nemo-framework"])]
     keys = [f"arn:aws:kms:{region}:{account}:key/mrk-1234abcd12ab34cd56ef1234567890ab"
             for region in regions for account in (ACCOUNT, OTHER_ACCOUNT)]
+    # Builders in six AZs' subnets, eight fallback instance types (the policy names each).
+    subnets = [*SUBNETS, *(f"subnet-0{index}23456789abcdef0" for index in range(6 - len(SUBNETS)))]
+    types = [*INSTANCE_TYPES, *["c5.2xlarge", "c6a.2xlarge", "m6a.2xlarge", "c7i.2xlarge", "m7i.2xlarge",
+                                "r6i.2xlarge"][:8 - len(INSTANCE_TYPES)]]
     return {"registry_credentials": credentials, "ecr_repository_arns": repositories, "kms_key_arns": keys,
-            "kms_key_arn": KMS_KEY}
+            "kms_key_arn": KMS_KEY, "builder_subnet_ids": subnets, "builder_instance_types": types}
 
 
 REGISTRIES = {
@@ -109,12 +110,9 @@ def _modules(tree: Path, name: str, configuration: dict[str, Any]) -> dict[str, 
             "kms_key_arns": configuration.get("kms_key_arns", []),
         },
         f"{name}_airflow": {
-            "source": str(tree / "modules" / "airflow-policy"),
-            "partition": "aws", "region": REGION, "account_id": ACCOUNT, "pipeline": PIPELINE,
-            "parameter_names": [f"/{PIPELINE}/snapshot-id", f"/{PIPELINE}/snapshot-metadata"],
-            "ssm_document_name": f"{PIPELINE}-build", "builder_role_arn": BUILDER_ROLE,
-            "builder_instance_profile_arn": BUILDER_PROFILE, "vpc_arn": VPC_ARN, "cluster_name": CLUSTER,
-            "node_group_name": NODE_GROUP, "launch_template_id": LAUNCH_TEMPLATE,
+            "source": str(tree / "modules" / "airflow-policy"), **POLICY_INPUTS,
+            **{key: configuration[key] for key in ("builder_subnet_ids", "builder_instance_types")
+               if key in configuration},
             "kms_key_arn": configuration.get("kms_key_arn"),
         },
     }
@@ -123,6 +121,7 @@ def _modules(tree: Path, name: str, configuration: dict[str, Any]) -> dict[str, 
 def _outputs(name: str) -> dict[str, Any]:
     return {
         f"{name}_airflow": {"value": f"${{module.{name}_airflow.json}}"},
+        f"{name}_airflow_launch": {"value": f"${{module.{name}_airflow.launch_json}}"},
         f"{name}_airflow_registry": {"value": f"${{module.{name}_registry.json}}"},
         f"{name}_builder": {"value": f"${{module.{name}_registry.builder_json}}"},
     }
@@ -155,7 +154,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
 
 def _airflow(rendered: dict[str, str | None], name: str) -> list[dict[str, Any]]:
     """The managed policies Airflow gets in one configuration (the root's airflow_policy_arns)."""
-    texts = [rendered[f"{name}_airflow"], rendered[f"{name}_airflow_registry"]]
+    texts = [rendered[f"{name}_airflow"], rendered[f"{name}_airflow_launch"], rendered[f"{name}_airflow_registry"]]
     return [json.loads(text) for text in texts if text is not None]
 
 
@@ -166,7 +165,7 @@ def _aws_size(text: str) -> int:
 
 @pytest.mark.parametrize("name", CONFIGURATIONS)
 def test_every_managed_policy_fits(rendered: dict[str, str | None], name: str) -> None:
-    for output in (f"{name}_airflow", f"{name}_airflow_registry"):
+    for output in (f"{name}_airflow", f"{name}_airflow_launch", f"{name}_airflow_registry"):
         text = rendered[output]
         assert text is None or _aws_size(text) <= MANAGED_POLICY_CHARACTERS, (output, _aws_size(text or ""))
 
@@ -177,16 +176,17 @@ def test_the_builder_inline_policy_fits(rendered: dict[str, str | None], name: s
 
 
 def test_the_largest_configuration_would_not_fit_in_one_policy(rendered: dict[str, str | None]) -> None:
-    """Why there are two: the statements of both, in one document, exceed the quota."""
-    main, registry = _airflow(rendered, "largest")
+    """Why there are three: the statements of the DAG calls and the registry reads, in one document,
+    exceed the quota (and the DAG calls with the launch statements do alone, test_airflow_policy.py)."""
+    main, _launch, registry = _airflow(rendered, "largest")
     merged = {"Version": "2012-10-17", "Statement": main["Statement"] + registry["Statement"]}
     assert _aws_size(json.dumps(merged)) > MANAGED_POLICY_CHARACTERS
     assert _aws_size(rendered["registries_and_kms_airflow"] or "") + _aws_size(
-        rendered["registries_and_kms_airflow_registry"] or "") > MANAGED_POLICY_CHARACTERS
+        rendered["registries_and_kms_airflow_launch"] or "") > MANAGED_POLICY_CHARACTERS
 
 
 def test_airflow_gets_a_registry_policy_only_when_registries_are_configured(rendered: dict[str, str | None]) -> None:
-    assert [len(_airflow(rendered, name)) for name in CONFIGURATIONS] == [1, 1, 2, 2, 2]
+    assert [len(_airflow(rendered, name)) for name in CONFIGURATIONS] == [2, 2, 3, 3, 3]
 
 
 @pytest.mark.parametrize("name", CONFIGURATIONS)

@@ -21,9 +21,13 @@ import boto3
 import pytest
 import yaml
 from botocore.exceptions import ClientError
+from ec2_authorization import Account, mutating_actions, node_calls, run_instances_calls
+from tf_iam_eval import Request, allowed_actions, is_allowed
 from tf_runner import PLUGIN_DIR, REPO, Terraform, copy_tree, skip_reason
 
+from ml_cache.builder_instance import builder_request
 from ml_cache.builder_spec import validate_registry_credentials, validate_registry_endpoints
+from ml_cache.operators.builder import builder_tags
 
 pytestmark = [
     pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or ""),
@@ -33,6 +37,7 @@ pytestmark = [
 REGION = "us-west-2"
 PIPELINE = "ml-container-cache"
 GPU_LAUNCH_TEMPLATE = "module.ml_container_cache.aws_launch_template.gpu"
+EKS_AMI_OWNER = "602401143452"  # terraform/variables.tf builder_ami_owner_ids default
 
 # Private registries as a site configures them (README.md): auto-loaded by every apply, plan and destroy.
 REGISTRY_SECRET = f"arn:aws:secretsmanager:{REGION}:123456789012:secret:ngc-AbCdEf"
@@ -173,8 +178,9 @@ def test_builder_profile_role_and_security_group(deployment: Deployment) -> None
     profile = iam.get_instance_profile(InstanceProfileName=deployment.outputs["builder_instance_profile_name"])
     role = profile["InstanceProfile"]["Roles"][0]["RoleName"]
     attached = {p["PolicyName"] for p in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]}
-    assert attached == {"AmazonSSMManagedInstanceCore"}  # no AmazonEC2ContainerRegistryReadOnly (every repository)
-    assert iam.list_role_policies(RoleName=role)["PolicyNames"] == ["registry-read"]
+    # No AmazonSSMManagedInstanceCore (every parameter), no AmazonEC2ContainerRegistryReadOnly (every repository).
+    assert attached == set()
+    assert sorted(iam.list_role_policies(RoleName=role)["PolicyNames"]) == ["registry-read", "ssm-agent"]
     document = iam.get_role_policy(RoleName=role, PolicyName="registry-read")["PolicyDocument"]
     if isinstance(document, str):
         document = json.loads(document)
@@ -197,18 +203,133 @@ def _policy_document(iam: Any, arn: str) -> dict[str, Any]:
 
 
 def test_airflow_policies_are_the_rendered_documents(deployment: Deployment) -> None:
-    """Two managed policies with registries configured (one would exceed IAM's size quota), both listed."""
+    """Three managed policies with registries configured (one would exceed IAM's size quota), all listed."""
     iam = deployment.client("iam")
-    main_arn, registry_arn = deployment.outputs["airflow_policy_arns"]
+    main_arn, launch_arn, registry_arn = deployment.outputs["airflow_policy_arns"]
     assert main_arn == deployment.outputs["airflow_policy_arn"]
     main = _policy_document(iam, main_arn)
     assert main == json.loads(deployment.outputs["airflow_policy_json"])
     assert not any(statement["Sid"].startswith("Registry") for statement in main["Statement"])
+    assert _policy_document(iam, launch_arn) == json.loads(deployment.outputs["airflow_launch_policy_json"])
     registry = _policy_document(iam, registry_arn)
     assert registry == json.loads(deployment.outputs["airflow_registry_policy_json"])
     assert [statement["Sid"] for statement in registry["Statement"]] == [
         "RegistryEcrAuthorizationToken", "RegistryEcrPullConfiguredRepositories",
         "RegistryReadConfiguredSecrets", "RegistryReadConfiguredParameters"]
+
+
+def _airflow_policies(deployment: Deployment) -> list[dict[str, Any]]:
+    """Airflow's policies as IAM holds them (every ARN of airflow_policy_arns)."""
+    iam = deployment.client("iam")
+    return [_policy_document(iam, arn) for arn in deployment.outputs["airflow_policy_arns"]]
+
+
+def _where(deployment: Deployment) -> Account:
+    iam = deployment.client("iam")
+    account = deployment.client("sts").get_caller_identity()["Account"]
+    profile = iam.get_instance_profile(InstanceProfileName=deployment.outputs["builder_instance_profile_name"])
+    vpc_arn = f"arn:aws:ec2:{REGION}:{account}:vpc/{deployment.outputs['vpc_id']}"
+    return Account(account=account, region=REGION, vpc_arn=vpc_arn, profile_arn=profile["InstanceProfile"]["Arn"],
+                   role_arn=profile["InstanceProfile"]["Roles"][0]["Arn"], ami_owner=EKS_AMI_OWNER)
+
+
+def _builder_requests(deployment: Deployment) -> list[dict[str, Any]]:
+    """What LaunchBuilderOperator sends with the config Terraform wrote, for each fallback candidate."""
+    settings = pytest.importorskip("ml_cache.settings")
+    assert deployment.config_file is not None
+    build = settings.resolve_build_settings(settings.load_config(str(deployment.config_file)), {}, region=REGION)
+    launch, tags = build.builder_launch, builder_tags(PIPELINE, "scheduled__2026-11-30T00:00:00+00:00")
+    return [builder_request(launch, "ami-0eks", 100, instance_type, subnet, tags, base_snapshot_id="snap-0base")
+            for instance_type, subnet in launch.candidates()]
+
+
+def test_the_builder_launch_the_config_asks_for_is_allowed(deployment: Deployment) -> None:
+    """The producer (builder_request on Terraform's ml_cache_config) against the policies IAM holds."""
+    policies, where = _airflow_policies(deployment), _where(deployment)
+    requests = _builder_requests(deployment)
+    assert len(requests) == 3 * 3  # three instance types in each of the three private subnets
+    for request in requests:
+        refused = [call for call in run_instances_calls(request, where) if not is_allowed(policies, call)]
+        assert refused == []
+
+
+def _node_tags(deployment: Deployment) -> list[dict[str, str]]:
+    """Tags of what EKS launches for both node groups: our templates' instance and volume tag
+    specifications, plus the tags EKS adds to managed node group instances."""
+    ec2, eks = deployment.client("ec2"), deployment.client("eks")
+    cluster = deployment.outputs["cluster_name"]
+    found = []
+    for name in eks.list_nodegroups(clusterName=cluster)["nodegroups"]:
+        group = eks.describe_nodegroup(clusterName=cluster, nodegroupName=name)["nodegroup"]
+        data = _default_version(ec2, group["launchTemplate"]["id"])
+        added_by_eks = {"eks:cluster-name": cluster, "eks:nodegroup-name": name,
+                        f"kubernetes.io/cluster/{cluster}": "owned"}
+        for spec in data.get("TagSpecifications", []):
+            found.append({**{t["Key"]: t["Value"] for t in spec["Tags"]}, **added_by_eks})
+        found.append({**group.get("tags", {}), **added_by_eks})
+    return found
+
+
+def test_no_node_carries_the_builder_role_tag(deployment: Deployment) -> None:
+    tags = _node_tags(deployment)
+    assert len(tags) >= 5  # GPU: instance, volume, group; system: instance, group
+    assert all(found.get("ml-cache:pipeline") == PIPELINE for found in tags)  # what the old policy trusted
+    assert not any("ml-cache:role" in found for found in tags)
+
+
+def test_no_mutating_airflow_action_reaches_a_node(deployment: Deployment) -> None:
+    """Every action Airflow may take that changes something, on an instance and a volume tagged exactly as
+    Terraform's templates tag the nodes (also when asking to add role=builder): each is refused."""
+    policies, where = _airflow_policies(deployment), _where(deployment)
+    launch_context = run_instances_calls(_builder_requests(deployment)[0], where)[0].context
+    actions = mutating_actions(set().union(*(allowed_actions(document) for document in policies)))
+    assert {"ec2:TerminateInstances", "ssm:SendCommand", "ec2:CreateSnapshot", "ec2:DeleteVolume",
+            "ec2:CreateTags", "ec2:RunInstances", "ssm:UpdateDocument"} <= actions
+    reached = [(action, call.resource, tags) for tags in _node_tags(deployment) for action in sorted(actions)
+               for call in node_calls(action, tags, where, launch_context) if is_allowed(policies, call)]
+    assert reached == []
+
+
+def _role_policies(iam: Any, role: str) -> list[dict[str, Any]]:
+    """Every identity policy of `role`: inline and attached (as documents)."""
+    documents = []
+    for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        document = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+        documents.append(json.loads(document) if isinstance(document, str) else document)
+    for attached in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:
+        documents.append(_policy_document(iam, attached["PolicyArn"]))
+    return documents
+
+
+def test_the_builder_reads_no_parameter_or_secret_but_its_registries(deployment: Deployment) -> None:
+    """It unpacks untrusted images as root: its role reads the configured credentials, nothing else."""
+    iam, where = deployment.client("iam"), _where(deployment)
+    policies = _role_policies(iam, where.role_arn.rsplit("/", 1)[1])
+    own = f"arn:aws:ssm:{REGION}:{where.account}:parameter/{PIPELINE}/registry/ghcr"
+    assert is_allowed(policies, Request("ssm:GetParameter", own))
+    assert is_allowed(policies, Request("secretsmanager:GetSecretValue", REGISTRY_SECRET))
+    assert is_allowed(policies, Request("ssm:UpdateInstanceInformation", "*"))  # the agent registers
+    assert is_allowed(policies, Request("ec2messages:GetMessages", "*"))  # and receives Run Command
+    others = [f"arn:aws:ssm:{REGION}:{where.account}:parameter/{name}" for name in (
+        "prod/db-password", f"{PIPELINE}/snapshot-id", f"{PIPELINE}/registry/ghcr-admin", f"{PIPELINE}/registry")]
+    for action in ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:GetParameterHistory"):
+        for arn in others:
+            assert not is_allowed(policies, Request(action, arn)), (action, arn)
+    secret = f"arn:aws:secretsmanager:{REGION}:{where.account}:secret:prod/db-AbCdEf"
+    assert not is_allowed(policies, Request("secretsmanager:GetSecretValue", secret))
+    for action in ("ssmmessages:OpenDataChannel", "ssm:StartSession", "ssm:SendCommand", "ec2:CreateTags"):
+        assert not is_allowed(policies, Request(action, "*")), action
+
+
+def test_nodes_are_no_run_command_targets(deployment: Deployment) -> None:
+    """No SSM policy on the node role; the local cloud runs no vpc-cni add-on (enable_cluster_addons off),
+    so aws-node keeps the CNI policy on the node role there (on AWS: Pod Identity, terraform/tests)."""
+    eks, iam = deployment.client("eks"), deployment.client("iam")
+    cluster = deployment.outputs["cluster_name"]
+    group = eks.describe_nodegroup(clusterName=cluster, nodegroupName=deployment.outputs["gpu_node_group_name"])
+    role = group["nodegroup"]["nodeRole"].rsplit("/", 1)[1]
+    attached = {p["PolicyName"] for p in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]}
+    assert attached == {"AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly", "AmazonEKS_CNI_Policy"}
 
 
 def test_dag_config_output_is_the_config_file_completed(deployment: Deployment) -> None:

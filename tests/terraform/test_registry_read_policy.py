@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_airflow_policy import POLICY_INPUTS
 from tf_iam_eval import Request, is_allowed
 from tf_runner import Terraform, copy_tree, skip_reason
 
@@ -103,17 +104,13 @@ def render(directory: Path, credentials: dict[str, Any], repositories: list[str]
                 "kms_key_arns": kms_key_arns or [],
             },
             "airflow": {
-                "source": str(tree / "modules" / "airflow-policy"),
-                "partition": "aws", "region": REGION, "account_id": ACCOUNT, "pipeline": "ml-container-cache",
-                "parameter_names": ["/ml-container-cache/snapshot-id"], "ssm_document_name": "ml-container-cache-build",
-                "builder_role_arn": f"arn:aws:iam::{ACCOUNT}:role/ml-container-cache-builder",
-                "builder_instance_profile_arn": f"arn:aws:iam::{ACCOUNT}:instance-profile/ml-container-cache-builder",
-                "vpc_arn": f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/vpc-0abc", "cluster_name": "ml-container-cache",
-                "node_group_name": "ml-container-cache-gpu", "launch_template_id": "lt-0123456789abcdef0",
+                "source": str(tree / "modules" / "airflow-policy"), **POLICY_INPUTS,
+                "account_id": ACCOUNT, "parameter_names": ["/ml-container-cache/snapshot-id"],
             },
         },
         "output": {"builder": {"value": "${module.registry.builder_json}"},
                    "airflow": {"value": "${module.airflow.json}"},
+                   "airflow_launch": {"value": "${module.airflow.launch_json}"},
                    "airflow_registry": {"value": "${module.registry.json}"}},
     }
     (root / "main.tf.json").write_text(json.dumps(config))
@@ -121,7 +118,8 @@ def render(directory: Path, credentials: dict[str, Any], repositories: list[str]
     terraform.init()
     terraform.apply()
     outputs = terraform.outputs()
-    airflow = [json.loads(str(outputs[name])) for name in ("airflow", "airflow_registry") if outputs.get(name)]
+    airflow = [json.loads(str(outputs[name])) for name in ("airflow", "airflow_launch", "airflow_registry")
+               if outputs.get(name)]
     return json.loads(str(outputs["builder"])), airflow
 
 
@@ -138,8 +136,8 @@ def builder(policies: tuple[dict[str, Any], list[dict[str, Any]]]) -> list[dict[
 
 @pytest.fixture(scope="module")
 def airflow(policies: tuple[dict[str, Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Every policy Airflow gets: the DAG calls and, apart for size, the registry reads."""
-    assert len(policies[1]) == 2
+    """Every policy Airflow gets: the DAG calls, the builder launch and, apart for size, the registry reads."""
+    assert len(policies[1]) == 3
     return policies[1]
 
 
@@ -171,8 +169,8 @@ def test_airflow_reads_nothing_else(airflow: list[dict[str, Any]], name: str) ->
 
 
 def test_airflow_gets_the_registry_reads_as_a_policy_of_their_own(airflow: list[dict[str, Any]]) -> None:
-    main, registry = airflow
-    assert not any(s["Sid"].startswith("Registry") for s in main["Statement"])
+    main, launch, registry = airflow
+    assert not any(s["Sid"].startswith("Registry") for s in main["Statement"] + launch["Statement"])
     assert [s["Sid"] for s in registry["Statement"]] == [
         "RegistryEcrAuthorizationToken", "RegistryEcrPullConfiguredRepositories", "RegistryReadConfiguredSecrets",
         "RegistryReadConfiguredParameters", "RegistryDecryptThroughSecretsManagerAndSsm"]
@@ -213,8 +211,8 @@ def test_nothing_configured_renders_no_empty_statement(tmp_path: Path) -> None:
 
     assert [s["Sid"] for s in builder_policy["Statement"]] == ["RegistryDenyOtherParameters"]
     assert builder_policy["Statement"][0]["Resource"] == "*"
-    assert len(airflow_policies) == 1, "no registry policy for Airflow without registries"
-    assert not any(s["Sid"].startswith("Registry") for s in airflow_policies[0]["Statement"])
+    assert len(airflow_policies) == 2, "no registry policy for Airflow without registries (DAG calls, launch)"
+    assert not any(s["Sid"].startswith("Registry") for policy in airflow_policies for s in policy["Statement"])
     assert all(_resources(s) for policy in (builder_policy, *airflow_policies) for s in policy["Statement"])
     assert not is_allowed([builder_policy, ssm_managed_instance_core()], UNCONFIGURED_READS["another parameter"])
 

@@ -67,6 +67,26 @@ def document_content(backend: Any, name: str, version: str | None) -> dict[str, 
     return parse_document(document.content)
 
 
+def check_document_hash(backend: Any, name: str, version: str | None, expected: str | None,
+                        hash_type: str | None) -> None:
+    """SendCommand with DocumentHash runs only the document whose hash SSM computed at creation is that one
+    (Sha256, or the deprecated Sha1): a document deleted and re-created under the same name and version
+    with other content is refused. https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_SendCommand.html
+    (DocumentHash, DocumentHashType); the error is SendCommand's InvalidDocument."""
+    if not expected:
+        return
+    documents = backend._documents.get(name)
+    document = None if documents is None else documents.find(
+        version if version and version != "$DEFAULT" else None, None, strict=False)
+    if document is None:  # built-in documents: their hashes are AWS's, not reproducible here
+        raise SsmError("InvalidDocument", f"Document {name} has no hash {expected} to check in this cloud.")
+    algorithm = {"Sha256": hashlib.sha256, "Sha1": hashlib.sha1}[hash_type or "Sha256"]
+    actual = algorithm(document.content.encode("utf-8")).hexdigest()
+    if actual != expected:
+        raise SsmError("InvalidDocument", f"Document {name} version {document.document_version} does not match "
+                                          f"the {hash_type or 'Sha256'} hash {expected} (it is {actual}).")
+
+
 # --- public EKS AMI parameters --------------------------------------------------------------
 
 _ami_lock = threading.Lock()

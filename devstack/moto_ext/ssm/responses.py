@@ -54,6 +54,8 @@ def send_command(original: Any) -> Any:
         document_name = self._get_param("DocumentName")
         parameters = self._get_param("Parameters", {}) or {}
         content = models.document_content(self.ssm_backend, document_name, self._get_param("DocumentVersion"))
+        models.check_document_hash(self.ssm_backend, document_name, self._get_param("DocumentVersion"),
+                                   self._get_param("DocumentHash"), self._get_param("DocumentHashType"))
         try:
             documents.plan(document_name, content, parameters, Path("/nonexistent"))
         except documents.InvalidParameters as error:

@@ -9,6 +9,7 @@ from airflow.providers.amazon.aws.utils import validate_execute_complete_event
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from ml_cache.builder_spec import build_spec, encode_spec
+from ml_cache.errors import fail_fast
 from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.operators.base import CacheAwsOperator
 from ml_cache.triggers.ssm import SsmCommandExecutedTrigger
@@ -45,18 +46,22 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
 
     def execute(self, context: Any) -> str:
         instance_id = self.builder["instance_id"]
-        spec = build_spec(self.action, images=list(self.images), platform=self.platform,
-                          volume_id=self.builder["data_volume_id"], parallel=self.pull_parallelism,
-                          registry_credentials=dict(self.registry_credentials),
-                          registry_endpoints=dict(self.registry_endpoints))
-        response = self.hook.conn.send_command(
-            InstanceIds=[instance_id],
-            DocumentName=self.document["name"],
-            DocumentVersion=self.document["version"],
-            Parameters={"spec": [encode_spec(spec)], "executionTimeout": [str(self.timeout_seconds)]},
-            TimeoutSeconds=DELIVERY_TIMEOUT_SECONDS,
-            Comment=f"ml-container-cache {self.action} {context['ti'].run_id}"[:100],
-        )
+        with fail_fast():  # bad spec, AccessDenied...: no retry helps
+            spec = build_spec(self.action, images=list(self.images), platform=self.platform,
+                              volume_id=self.builder["data_volume_id"], parallel=self.pull_parallelism,
+                              registry_credentials=dict(self.registry_credentials),
+                              registry_endpoints=dict(self.registry_endpoints))
+            response = self.hook.conn.send_command(
+                InstanceIds=[instance_id],
+                DocumentName=self.document["name"],
+                # Pinned: SSM refuses a version whose content is no longer what register_build_script checked.
+                DocumentVersion=self.document["version"],
+                DocumentHash=self.document["sha256"],
+                DocumentHashType="Sha256",
+                Parameters={"spec": [encode_spec(spec)], "executionTimeout": [str(self.timeout_seconds)]},
+                TimeoutSeconds=DELIVERY_TIMEOUT_SECONDS,
+                Comment=f"ml-container-cache {self.action} {context['ti'].run_id}"[:100],
+            )
         command_id = response["Command"]["CommandId"]
         self.log.info("Sent %s (%s) to %s; deadline %s s", command_id, self.action, instance_id, self.timeout_seconds)
         # the command's own timeout plus delivery slack

@@ -23,6 +23,8 @@ module "ml_container_cache" {
   cache_volume_size_gib            = var.cache_volume_size_gib
   airflow_kubernetes_principal_arn = var.airflow_kubernetes_principal_arn
   ml_cache_build_config            = var.ml_cache_build_config
+  builder_instance_types           = var.builder_instance_types
+  builder_ami_owner_ids            = var.builder_ami_owner_ids
 
   # Private registries: the builder and Airflow may read exactly these sources (README.md).
   registry_credentials  = var.registry_credentials

@@ -11,9 +11,26 @@ variable "name" {
 }
 
 variable "tags" {
-  description = "Default tags of every resource"
+  description = "Default tags of every resource; `ml-cache:` keys are the pipeline's own (IAM trusts them)"
   type        = map(string)
   default     = { Project = "ml-container-cache" }
+
+  validation {
+    condition     = alltrue([for key in keys(var.tags) : !startswith(lower(key), "ml-cache:")])
+    error_message = "tags must not use the `ml-cache:` prefix: the pipeline sets those keys itself and IAM trusts them."
+  }
+}
+
+variable "builder_instance_types" {
+  description = "Instance types of the builder, in fallback order (the only ones the Airflow policy lets it launch)"
+  type        = list(string)
+  default     = ["c6i.2xlarge", "m6i.2xlarge", "c5.2xlarge"]
+}
+
+variable "builder_ami_owner_ids" {
+  description = "Owner accounts of the EKS-optimized AMIs in this region (602401143452 in most; see the module's variable)"
+  type        = list(string)
+  default     = ["602401143452"]
 }
 
 variable "cluster_version" {

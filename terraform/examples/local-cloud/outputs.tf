@@ -73,6 +73,11 @@ output "airflow_policy_json" {
   value       = module.ml_container_cache.airflow_policy_json
 }
 
+output "airflow_launch_policy_json" {
+  description = "The Airflow builder launch policy document"
+  value       = module.ml_container_cache.airflow_launch_policy_json
+}
+
 output "airflow_registry_policy_json" {
   description = "The Airflow registry policy document (null without registry credentials)"
   value       = module.ml_container_cache.airflow_registry_policy_json

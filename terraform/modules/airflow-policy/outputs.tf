@@ -1,5 +1,5 @@
 output "json" {
-  description = "The policy document (IAM JSON)"
+  description = "The policy document (IAM JSON) of every DAG call but launching a builder"
   value       = jsonencode(local.policy)
 
   precondition {
@@ -10,7 +10,17 @@ output "json" {
   }
 }
 
+output "launch_json" {
+  description = "The policy document (IAM JSON) of launching a builder (RunInstances, iam:PassRole) and of tagging what a run creates"
+  value       = jsonencode(local.launch_policy)
+
+  precondition {
+    condition     = length(jsonencode(local.launch_policy)) <= 6144
+    error_message = "The Airflow launch policy exceeds the 6,144 characters of a managed policy: configure fewer subnets, security groups or instance types."
+  }
+}
+
 output "actions" {
-  description = "Every action the policy allows, sorted (for review and tests)"
-  value       = sort(distinct(flatten([for statement in local.statements : statement.Action])))
+  description = "Every action the two policies allow, sorted (for review and tests)"
+  value       = sort(distinct(flatten([for statement in concat(local.statements, local.launch_statements) : statement.Action])))
 }

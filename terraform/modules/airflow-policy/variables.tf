@@ -30,6 +30,12 @@ variable "run_id_tag_key" {
   default     = "ml-cache:run-id"
 }
 
+variable "role_tag_key" {
+  description = "Tag key naming what a resource is to the pipeline; IAM trusts `<key>=builder` (set only at RunInstances) for every call on an instance or volume"
+  type        = string
+  default     = "ml-cache:role"
+}
+
 variable "published_tag_key" {
   description = "Tag key publish adds to an existing snapshot (the only key the policy lets Airflow add after creation)"
   type        = string
@@ -57,8 +63,33 @@ variable "builder_instance_profile_arn" {
 }
 
 variable "vpc_arn" {
-  description = "VPC whose subnets and security groups builders may use"
+  description = "VPC of the builder's network interface"
   type        = string
+}
+
+variable "builder_subnet_ids" {
+  description = "Private subnets builders may be launched in (aws.subnet_ids of the DAG config)"
+  type        = list(string)
+
+  validation {
+    condition     = length(var.builder_subnet_ids) > 0
+    error_message = "builder_subnet_ids must name at least one private subnet: a builder never runs in the default VPC."
+  }
+}
+
+variable "builder_security_group_ids" {
+  description = "Security groups builders may be launched with (aws.security_group_ids of the DAG config)"
+  type        = list(string)
+}
+
+variable "builder_instance_types" {
+  description = "Instance types builders may be launched as (build.instance_types of the DAG config)"
+  type        = list(string)
+}
+
+variable "builder_ami_owner_ids" {
+  description = "Accounts that own the EKS-optimized AMIs builders boot (the owner of the AMI the public /aws/service/eks/optimized-ami/ parameter names in this region)"
+  type        = list(string)
 }
 
 variable "cluster_name" {

@@ -77,9 +77,9 @@ locals {
   ]
   statements = [for candidate in local.candidates : candidate.statement if candidate.grants]
 
-  # The builder also carries AmazonSSMManagedInstanceCore (its SSM agent needs it), which allows
-  # ssm:GetParameter(s) on every parameter. The builder reads no parameter but the configured
-  # credentials (build_cache.sh), so an explicit Deny takes the rest back.
+  # The builder reads no parameter but the configured credentials (build_cache_secrets.py). Its other
+  # policy (the SSM Agent's, cache.tf) grants no parameter read either; the explicit Deny keeps it so
+  # if someone attaches AmazonSSMManagedInstanceCore (every parameter) to the role later.
   parameter_guard = {
     Sid    = "RegistryDenyOtherParameters"
     Effect = "Deny"

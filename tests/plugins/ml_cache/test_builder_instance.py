@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from ml_cache.builder_instance import BuilderLaunch, builder_request, data_volume_id
+from ml_cache.operators.builder import builder_tags
 from ml_cache.settings import load_config, resolve_build_settings
 
 LAUNCH = BuilderLaunch(
@@ -19,14 +21,20 @@ LAUNCH = BuilderLaunch(
 def test_candidates_try_each_type_in_every_subnet_first():
     assert LAUNCH.candidates() == [("c6i.2xlarge", "subnet-a"), ("c6i.2xlarge", "subnet-b"),
                                    ("m6i.2xlarge", "subnet-a"), ("m6i.2xlarge", "subnet-b")]
-    no_subnet = LAUNCH.model_copy(update={"subnet_ids": []})
-    assert no_subnet.candidates() == [("c6i.2xlarge", None), ("m6i.2xlarge", None)]
+
+
+def test_no_builder_without_a_private_subnet():
+    """Fail closed: no subnet used to mean the default VPC with a public IP."""
+    fields = LAUNCH.model_dump()
+    with pytest.raises(ValidationError, match="subnet_ids"):
+        BuilderLaunch(**{**fields, "subnet_ids": []})
 
 
 def test_the_build_settings_give_the_launch_its_values():
     config = load_config(str(Path(__file__).resolve().parents[3] / "config" / "ml_container_cache.yaml"))
-    config["aws"]["subnet_ids"] = ["subnet-0123456789abcdef0"]  # a build needs private subnets
+    config["aws"] = {**config["aws"], "subnet_ids": ["subnet-0123abcd"]}  # as terraform output fills it in
     launch = resolve_build_settings(config, {"volume_iops": 4000}, region="us-west-2").builder_launch
+    assert launch.subnet_ids == ["subnet-0123abcd"]
     assert launch.volume_iops == 4000
     assert launch.instance_profile == config["aws"]["instance_profile"]
     assert launch.build_seconds == 7200
@@ -34,6 +42,9 @@ def test_the_build_settings_give_the_launch_its_values():
 
 def test_builder_is_locked_down():
     request = builder_request(LAUNCH, "ami-1", 100, "c6i.2xlarge", "subnet-a", {"ml-cache:run-id": "r"})
+    assert "SubnetId" not in request and "SecurityGroupIds" not in request  # only the interface names them
+    assert request["NetworkInterfaces"] == [{"DeviceIndex": 0, "SubnetId": "subnet-a", "Groups": ["sg-1"],
+                                             "AssociatePublicIpAddress": False}]
     assert request["MetadataOptions"]["HttpTokens"] == "required"
     assert request["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
     assert request["InstanceInitiatedShutdownBehavior"] == "terminate"
@@ -48,7 +59,7 @@ def test_builder_is_locked_down():
 
 
 def test_deadman_timer_outlives_the_build():
-    user_data = builder_request(LAUNCH, "ami-1", 100, "c6i.2xlarge", None, {})["UserData"]
+    user_data = builder_request(LAUNCH, "ami-1", 100, "c6i.2xlarge", "subnet-a", {})["UserData"]
     minutes = int(user_data.split("+")[1])
     assert minutes * 60 > LAUNCH.build_seconds
 
@@ -60,3 +71,16 @@ def test_data_volume_is_chosen_by_device_name_not_position():
     assert data_volume_id(instance) == "vol-data"
     with pytest.raises(RuntimeError, match="/dev/xvdb"):
         data_volume_id({"InstanceId": "i-1", "BlockDeviceMappings": instance["BlockDeviceMappings"][1:]})
+
+
+def test_instance_and_volumes_carry_the_builder_tags_iam_requires():
+    """The Airflow policy allows RunInstances only with role=builder, the pipeline and the run id on the
+    instance and on its volumes (tests/terraform/test_airflow_policy.py evaluates this very request)."""
+    tags = builder_tags("ml-container-cache", "manual__1")
+    request = builder_request(LAUNCH, "ami-1", 100, "c6i.2xlarge", "subnet-a", tags)
+    by_type = {spec["ResourceType"]: {t["Key"]: t["Value"] for t in spec["Tags"]}
+               for spec in request["TagSpecifications"]}
+    for resource_type in ("instance", "volume"):
+        assert by_type[resource_type]["ml-cache:role"] == "builder"
+        assert by_type[resource_type]["ml-cache:pipeline"] == "ml-container-cache"
+        assert by_type[resource_type]["ml-cache:run-id"] == "manual__1"

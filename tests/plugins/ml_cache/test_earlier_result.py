@@ -22,7 +22,7 @@ def context_with(xcoms: dict[str, object]) -> dict[str, object]:
 @pytest.fixture
 def settings() -> dict:
     config = load_config(str(CONFIG))
-    config["aws"]["subnet_ids"] = ["subnet-0123456789abcdef0"]  # a build needs private subnets
+    config["aws"] = {**config["aws"], "subnet_ids": ["subnet-0123abcd"]}  # a builder needs one (terraform output)
     return resolve_build_settings(config, {}, region="us-west-2").model_dump(mode="json")
 
 

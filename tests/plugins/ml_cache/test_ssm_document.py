@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from ml_cache.builder_spec import build_spec, encode_spec
+from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.ssm_document import (
     BOOTSTRAP_TAIL,
     PAYLOAD,
@@ -20,6 +22,7 @@ from ml_cache.ssm_document import (
     register_document,
     shipped_files,
 )
+from tests.devstack.conftest import cloud  # noqa: F401 - the session's local cloud
 
 VOL = "vol-0123456789abcdef0"
 
@@ -113,41 +116,35 @@ def test_files_must_not_hold_ssm_placeholders_and_must_all_be_there() -> None:
         build_document({"build_cache.sh": "echo hi\n"})
 
 
-class FakeSsm:
-    """The document calls register_document makes, against one stored document."""
-
-    def __init__(self, stored: str | None) -> None:
-        self.versions = [stored] if stored is not None else []
-        self.default = "1" if stored is not None else None
-        self.calls: list[str] = []
-
-    def describe_document(self, name: str) -> dict | None:
-        return {"DefaultVersion": self.default} if self.versions else None
-
-    def create_document(self, name: str, content: str, tags: dict) -> dict:
-        self.calls.append("create")
-        self.versions, self.default = [content], "1"
-        return {"DocumentVersion": "1"}
-
-    def get_document_content(self, name: str, version: str) -> str:
-        return self.versions[int(version) - 1]
-
-    def update_document(self, name: str, content: str) -> dict:
-        self.calls.append("update")
-        self.versions.append(content)
-        return {"DocumentVersion": str(len(self.versions))}
-
-    def set_default_document_version(self, name: str, version: str) -> None:
-        self.calls.append(f"default {version}")
-        self.default = version
+@pytest.fixture
+def ssm_hook(cloud, monkeypatch) -> CacheSsmHook:  # noqa: F811
+    """Our hook on `aws_default`, pointing at the local cloud's SSM."""
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(
+        {"conn_type": "aws", "login": "testing", "password": "testing",
+         "extra": {"region_name": "us-west-2", "endpoint_url": cloud.endpoint}}))
+    return CacheSsmHook(aws_conn_id="aws_default")
 
 
-def test_register_document_creates_reuses_and_updates() -> None:
+def test_register_document_creates_reuses_and_updates_and_pins_the_hash(ssm_hook: CacheSsmHook) -> None:
+    ssm, name = ssm_hook.conn, f"ml-cache-doc-{uuid.uuid4().hex[:8]}"
     current = build_document()
-    created = FakeSsm(None)
-    assert register_document(created, "doc", {}) == {"name": "doc", "version": "1", "sha256": document_digest(current)}
-    unchanged = FakeSsm(json.dumps(json.loads(current)))  # same content, other formatting
-    assert register_document(unchanged, "doc", {})["version"] == "1" and unchanged.calls == []
-    changed = FakeSsm(json.dumps({"schemaVersion": "2.2", "mainSteps": []}))
-    assert register_document(changed, "doc", {})["version"] == "2"
-    assert changed.calls == ["update", "default 2"]
+    created = register_document(ssm_hook, name, {"ml-cache:pipeline": "p"})
+    assert created == {"name": name, "version": "1", "sha256": document_digest(current)}
+    assert ssm.describe_document(Name=name, DocumentVersion="1")["Document"]["Hash"] == created["sha256"]
+    assert register_document(ssm_hook, name, {}) == created  # unchanged: no new version
+    assert len(ssm.list_document_versions(Name=name)["DocumentVersions"]) == 1
+
+    other = json.dumps({"schemaVersion": "2.2", "mainSteps": [{"action": "aws:runShellScript", "name": "x",
+                                                               "inputs": {"runCommand": ["true"]}}]})
+    ssm.update_document(Name=name, Content=other, DocumentVersion="$LATEST", DocumentFormat="JSON")
+    ssm.update_document_default_version(Name=name, DocumentVersion="2")
+    # A DAG deploy rolled back to these files: SSM refuses to store them twice, version 1 holds them.
+    assert register_document(ssm_hook, name, {}) == created
+    assert ssm.describe_document(Name=name)["Document"]["DefaultVersion"] == "1"
+
+    ssm.update_document_default_version(Name=name, DocumentVersion="2")
+    ssm.delete_document(Name=name, DocumentVersion="1")  # the janitor pruned it
+    updated = register_document(ssm_hook, name, {})
+    assert updated == {"name": name, "version": "3", "sha256": document_digest(current)}
+    assert ssm.describe_document(Name=name)["Document"]["DefaultVersion"] == "3"
+    ssm.delete_document(Name=name)

@@ -18,8 +18,9 @@ from typing import Any
 import boto3
 import pytest
 from airflow.exceptions import TaskDeferred
+from botocore.exceptions import ClientError
 
-from ml_cache.images import InvalidInputs
+from ml_cache.errors import PermanentFailure
 from ml_cache.operators.build_script import RunBuilderScriptOperator
 from ml_cache.ssm_document import build_document, shipped_files
 from tests.devstack.conftest import cloud, wait_invocation, wait_online  # noqa: F401 - the session's local cloud
@@ -87,9 +88,9 @@ def register(ssm: Any, script: str) -> dict[str, str]:
         return build_document({**shipped_files(), "build_cache.sh": build_cache_sh})
 
     ssm.create_document(Name=name, Content=content(OTHER_VERSION), DocumentType="Command", DocumentFormat="JSON")
-    version = ssm.update_document(Name=name, Content=content(script), DocumentVersion="$LATEST",
-                                  DocumentFormat="JSON")["DocumentDescription"]["DocumentVersion"]
-    return {"name": name, "version": version}
+    described = ssm.update_document(Name=name, Content=content(script), DocumentVersion="$LATEST",
+                                    DocumentFormat="JSON")["DocumentDescription"]
+    return {"name": name, "version": described["DocumentVersion"], "sha256": described["Hash"]}
 
 
 def operator(builder: dict[str, str], document: dict[str, str], args: dict[str, Any] = ARGS
@@ -123,7 +124,7 @@ def test_sends_the_spec_the_builder_parses(ssm, builder) -> None:
 
 
 def test_a_spec_the_schema_refuses_is_never_sent(ssm, builder) -> None:
-    with pytest.raises(InvalidInputs, match=r"spec\['parallel'\]: 99"):
+    with pytest.raises(PermanentFailure, match=r"spec\['parallel'\]: 99"):
         operator(builder, register(ssm, PROBE), {**ARGS, "pull_parallelism": 99}).execute(
             {"ti": SimpleNamespace(run_id="r")})
     assert sent(ssm, builder["instance_id"]) == []
@@ -139,3 +140,18 @@ def test_failure_quotes_the_scripts_stderr(ssm, builder) -> None:
     with pytest.raises(RuntimeError, match=rf"ended Failed \(exit code 1, command {command_id}\)[\s\S]*"
                                            r"ERROR: pull failed: nvcr.io/nvidia/pytorch:24.05-py3"):
         task.execute_complete({}, {"status": "failure", "command_id": command_id})
+
+
+def test_a_document_changed_under_its_version_never_runs(ssm, builder) -> None:
+    """SendCommand pins the hash register_build_script took: the document deleted and re-created with other
+    content under the same version number is refused by SSM, and nothing runs on the builder."""
+    document = register(ssm, PROBE)
+    ssm.delete_document(Name=document["name"])  # IAM allows it on our name; the next build re-creates it
+    rewritten = build_document({**shipped_files(), "build_cache.sh": FAILING})
+    ssm.create_document(Name=document["name"], Content=rewritten, DocumentType="Command", DocumentFormat="JSON")
+    assert ssm.update_document(Name=document["name"], Content=rewritten + " ", DocumentVersion="$LATEST",
+                               DocumentFormat="JSON")["DocumentDescription"]["DocumentVersion"] == document["version"]
+    with pytest.raises(ClientError, match="InvalidDocument") as refused:
+        operator(builder, document).execute({"ti": SimpleNamespace(run_id="manual__1")})
+    assert f"does not match the Sha256 hash {document['sha256']}" in str(refused.value)
+    assert sent(ssm, builder["instance_id"]) == []
