@@ -132,6 +132,9 @@ DAG_CALLS = [
     Request("ec2:DisableFastSnapshotRestores", SNAPSHOT, OUR_RESOURCE),
     Request("ec2:DescribeFastSnapshotRestores", "*"),
     Request("ec2:DescribeAvailabilityZones", "*"),
+    # resolve_ami's preflight: the builder's instance types are offered here, of the platform's architecture
+    Request("ec2:DescribeInstanceTypeOfferings", "*"),
+    Request("ec2:DescribeInstanceTypes", "*"),
     Request("ssm:PutParameter", PARAMETER),
     Request("ssm:PutParameter", METADATA_PARAMETER),
     Request("ec2:TerminateInstances", INSTANCE, BUILDER_RESOURCE),
@@ -170,6 +173,7 @@ CONTRACT_ACTIONS = {
     "ssm:GetDocument", "ec2:DescribeVolumes", "ec2:CreateSnapshot", "ec2:DescribeSnapshots",
     "ec2:DeleteSnapshot", "ec2:EnableFastSnapshotRestores", "ec2:DisableFastSnapshotRestores",
     "ec2:DescribeFastSnapshotRestores", "ec2:DescribeAvailabilityZones", "ssm:PutParameter",
+    "ec2:DescribeInstanceTypeOfferings", "ec2:DescribeInstanceTypes",
     "ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions", "ec2:CreateLaunchTemplateVersion",
     "eks:DescribeCluster", "eks:DescribeNodegroup", "eks:UpdateNodegroupVersion", "eks:DescribeUpdate",
     "eks:ListNodegroups", "eks:ListUpdates", "ec2:DeleteVolume", "ebs:ListSnapshotBlocks", "ebs:ListChangedBlocks",

@@ -60,6 +60,8 @@ locals {
         "ec2:DescribeAvailabilityZones",
         "ec2:DescribeFastSnapshotRestores",
         "ec2:DescribeInstanceStatus",
+        "ec2:DescribeInstanceTypeOfferings",
+        "ec2:DescribeInstanceTypes",
         "ec2:DescribeInstances",
         "ec2:DescribeLaunchTemplateVersions",
         "ec2:DescribeLaunchTemplates",
