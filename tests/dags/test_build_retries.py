@@ -115,3 +115,23 @@ def test_a_transient_run_instances_error_keeps_its_retries(cloud, build_dag, cap
     assert (states["launch_builder"], launch.try_number) == ("success", 2)
     assert "InsufficientFreeAddressesInSubnet" in capfd.readouterr().out
     assert states["wait_for_builder"] == "failed" and cloud.live_instances() == []
+
+
+def test_a_builder_gone_before_running_fails_the_wait_at_once_with_its_state_reason(cloud):
+    import asyncio
+
+    from ml_cache.operators.builder import WaitForBuilderOperator
+    from ml_cache.triggers.ec2 import BuilderRunningTrigger
+
+    builder = _launch_operator(cloud).execute(_context(run_id="manual__2026-11-29T05:00:00+00:00"))
+    cloud.client("ec2").terminate_instances(InstanceIds=[builder["instance_id"]])
+
+    async def first_event() -> dict:
+        trigger = BuilderRunningTrigger(instance_id=builder["instance_id"], waiter_delay=1, waiter_max_attempts=5)
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("no event")
+
+    wait = WaitForBuilderOperator(task_id="wait_for_builder", builder=builder, timeout_seconds=5, poll_seconds=1)
+    with pytest.raises(PermanentFailure, match=rf"Builder {builder['instance_id']} never ran: .*terminated"):
+        wait.resume_execution("running", {"event": asyncio.run(first_event())}, {})
