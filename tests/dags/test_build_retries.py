@@ -81,11 +81,13 @@ def test_a_retry_whose_request_drifted_is_an_idempotent_parameter_mismatch_at_on
     assert cloud.instance_count() == before
 
 
-def test_unauthorized_run_instances_fails_at_the_first_try_with_nothing_launched(cloud, build_dag, capfd):
-    cloud.set_faults(run_instances_errors=["UnauthorizedOperation"])  # once: a retry would succeed
+@pytest.mark.parametrize("code", ["UnauthorizedOperation", "InvalidParameterValue", "InstanceLimitExceeded"])
+def test_a_permanent_run_instances_error_fails_at_the_first_try_with_nothing_launched(cloud, build_dag, capfd, code):
+    cloud.set_faults(run_instances_errors=[code])  # once: a retry would succeed
     before = cloud.instance_count()
     run, states = run_dag(build_dag)
-    assert_failed_with(run, states, "launch_builder", r"UnauthorizedOperation", capfd, retried=False)
+    assert_failed_with(run, states, "launch_builder", rf"PermanentFailure: RunInstances failed .*: {code}", capfd,
+                       retried=False)
     assert cloud.instance_count() == before and cloud.live_instances() == []
     assert cloud.parameter() == PREVIOUS_SNAPSHOT
 
