@@ -5,6 +5,8 @@ object of the keys below; `DELETE` resets, `GET` shows) instead of patching code
 the same errors it would get from AWS. Settings stay until changed or reset.
 
   insufficient_capacity_instance_types  RunInstances of these types: InsufficientInstanceCapacity (500)
+  run_instances_errors                   the next RunInstances calls answer these EC2 error codes, one
+                                         each (e.g. ["UnauthorizedOperation"]; 5xx for server codes)
   agent_offline                          no SSM agent registers (DescribeInstanceInformation omits the
                                          instance, SendCommand: InvalidInstanceId); registered ones
                                          turn ConnectionLost
@@ -50,6 +52,7 @@ class Faults:
     """Current fault settings. `None` delays mean: use the env var or the default."""
 
     insufficient_capacity_instance_types: list[str] = field(default_factory=list)
+    run_instances_errors: list[str] = field(default_factory=list)
     agent_offline: bool = False
     snapshot_error: bool = False
     fsr_unsuccessful_azs: list[str] = field(default_factory=list)
@@ -124,6 +127,13 @@ def take_one(name: str) -> bool:
         return True
 
 
+def pop_first(name: str) -> str | None:
+    """Use up the first entry of a list fault (e.g. run_instances_errors); None when it is empty."""
+    with _lock:
+        left = getattr(_current, name)
+        return left.pop(0) if left else None
+
+
 def delay(name: str) -> float:
     """A delay in seconds: the fault setting, else its env var, else the short default."""
     env_name, default = _ENV_DEFAULTS[name]
@@ -135,7 +145,7 @@ def delay(name: str) -> float:
 
 
 def _validate(key: str, value: Any) -> Any:
-    if key in ("insufficient_capacity_instance_types", "fsr_unsuccessful_azs"):
+    if key in ("insufficient_capacity_instance_types", "fsr_unsuccessful_azs", "run_instances_errors"):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"{key} must be a list of strings")
         return list(value)

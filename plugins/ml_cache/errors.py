@@ -22,11 +22,16 @@ from ml_cache.images import InvalidInputs
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Error codes that name a request that can never succeed as sent (EC2, SSM, EKS, IAM error references).
+# EC2's quota and offering codes are here too: the fault catalog wants them failed with no retries burnt
+# (a quota is not raised by waiting a minute; an instance type not offered in an AZ stays so).
 PERMANENT_CODES = frozenset({
     "AccessDenied",
     "AccessDeniedException",
     "AuthFailure",
     "IdempotentParameterMismatch",
+    "InstanceLimitExceeded",
+    "InvalidBlockDeviceMapping",
+    "InvalidClientTokenId",
     "InvalidParameter",
     "InvalidParameterCombination",
     "InvalidParameterException",
@@ -35,7 +40,10 @@ PERMANENT_CODES = frozenset({
     "MissingParameter",
     "UnauthorizedOperation",
     "UnrecognizedClientException",
+    "Unsupported",
+    "UnsupportedOperation",
     "ValidationException",
+    "VcpuLimitExceeded",
 })
 
 
@@ -46,6 +54,16 @@ class PermanentFailure(AirflowFailException):
 class DeadlinePassed(AirflowFailException):
     """A wait passed its configured deadline: not retried, so each deadline counts once in the run
     timeout (ml_cache.run_deadline)."""
+
+
+# What AwsBaseWaiterTrigger's event carries when its waiter used up every attempt (WaiterMaxAttemptsError).
+_MAX_ATTEMPTS = "max attempts reached"
+
+
+def deadline_passed(event: Any) -> bool:
+    """True for a waiter trigger's event that says the wait ran out of attempts, i.e. its deadline."""
+    return (isinstance(event, dict) and event.get("status") != "success"
+            and _MAX_ATTEMPTS in str(event.get("message", "")))
 
 
 def error_code(error: BaseException) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Protocol
 
 PIPELINE_TAG = "ml-cache:pipeline"
 RUN_ID_TAG = "ml-cache:run-id"
@@ -18,13 +18,37 @@ def run_tags(pipeline: str, run_id: str, **extra: str) -> dict[str, str]:
     return tags
 
 
-def client_token(dag_id: str, run_id: str, task_id: str, map_index: int, *attempt: str) -> str:
-    """Idempotency token from the identity of the work, never from the try number.
+class TaskTry(Protocol):
+    """What a token needs of a task instance (the Task SDK's `context["ti"]`)."""
 
-    A retried task (worker died after RunInstances) sends the same token and gets the same instance;
-    `attempt` distinguishes the fallbacks within one try (instance type, subnet), each its own request.
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    max_tries: int
+    task: Any  # its `retries`
+
+
+def clear_generation(max_tries: int, retries: int) -> int:
+    """The first try number of the task instance's current generation: 1 until it is cleared.
+
+    A clear sets `max_tries = try_number + retries` (airflow.models.taskinstance.clear_task_instances)
+    and a retry leaves it alone, so `max_tries - retries + 1` is the same for every try of one
+    generation and grows with each clear (the Task SDK finds a generation's first try the same way in
+    `RuntimeTaskInstance.get_first_reschedule_date`).
     """
-    identity = "\x1f".join([dag_id, run_id, task_id, str(map_index), *attempt])
+    return max_tries - retries + 1
+
+
+def client_token(ti: TaskTry, *attempt: str) -> str:
+    """Idempotency token from the identity of the work and its clear generation, never the try number.
+
+    A retried task (worker died after RunInstances) sends the same token and gets the same instance; a
+    cleared task is new work: EC2 would answer its old token with the old, terminated instance for 24 h.
+    `attempt` distinguishes the requests within one try (instance type, subnet).
+    """
+    generation = clear_generation(ti.max_tries, ti.task.retries or 0)
+    identity = "\x1f".join([ti.dag_id, ti.run_id, ti.task_id, str(ti.map_index), str(generation), *attempt])
     token = "mlc-" + hashlib.sha256(identity.encode()).hexdigest()
     return token[:CLIENT_TOKEN_MAX]
 

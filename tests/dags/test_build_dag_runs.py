@@ -19,9 +19,10 @@ from tests.dags.conftest import (
 )
 
 
-def assert_clean_failure(cloud, run, states, failed_task, cause, capfd):
-    """FAILED at `failed_task` after every production retry, naming `cause`; nothing left behind."""
-    assert_failed_with(run, states, failed_task, cause, capfd)
+def assert_clean_failure(cloud, run, states, failed_task, cause, capfd, *, retried=True):
+    """FAILED at `failed_task` after every production retry (or at the first try: `retried=False`), naming
+    `cause`; nothing left behind."""
+    assert_failed_with(run, states, failed_task, cause, capfd, retried=retried)
     assert states["publish_snapshot"] != "success"
     assert cloud.live_instances() == []
     assert cloud.parameter() == PREVIOUS_SNAPSHOT
@@ -55,7 +56,8 @@ def test_agent_never_online_terminates_the_builder(cloud, build_dag, capfd):
     cloud.config_path.write_text(config)
     cloud.set_faults(agent_offline=True)
     run, states = run_dag(build_dag)
-    assert_clean_failure(cloud, run, states, "wait_for_builder", r"not Online within 3 s", capfd)
+    assert_clean_failure(cloud, run, states, "wait_for_builder", r"not Online within 3 s", capfd,
+                         retried=False)  # a deadline is not retried
     assert states["terminate_builder"] == "success"
     builders = cloud.client("ec2").describe_instances()["Reservations"]
     assert [i["State"]["Name"] for r in builders for i in r["Instances"]] == ["terminated"]
@@ -128,7 +130,8 @@ def test_fsr_past_its_deadline_is_disabled_again(cloud, build_dag, capfd):
     cloud.config_path.write_text(cloud.config_path.read_text().replace("fsr_seconds: 60", "fsr_seconds: 3"))
     cloud.set_faults(fsr_optimizing_seconds=60)
     run, states = run_dag(build_dag)
-    assert_clean_failure(cloud, run, states, "enable_fast_snapshot_restore", r"disabled again in", capfd)
+    assert_clean_failure(cloud, run, states, "enable_fast_snapshot_restore", r"disabled again in", capfd,
+                         retried=False)  # a deadline is not retried
     ec2 = cloud.client("ec2")
     (snapshot,) = ec2.describe_snapshots(
         OwnerIds=["self"], Filters=[{"Name": "tag:ml-cache:run-id", "Values": [run.run_id]}])["Snapshots"]

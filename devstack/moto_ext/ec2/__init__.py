@@ -8,7 +8,7 @@ from moto.ec2.responses import EC2Response
 from moto.moto_api import state_manager
 
 from devstack.moto_ext import _patch
-from devstack.moto_ext.ec2 import fsr, models, responses
+from devstack.moto_ext.ec2 import fsr, idempotency, models, responses
 
 
 def install() -> None:
@@ -30,3 +30,4 @@ def install() -> None:
 
 def reset() -> None:
     fsr.reset()
+    idempotency.reset()

@@ -1,8 +1,11 @@
-"""EC2 request handlers the extension puts on moto's EC2Response: capacity faults, snapshots, FSR.
+"""EC2 request handlers the extension puts on moto's EC2Response: RunInstances idempotency and faults,
+snapshots, FSR.
 
 A capacity fault answers RunInstances with InsufficientInstanceCapacity (HTTP 500, EC2 XML error)
-for the listed instance types, so the DAG's fallback to the next type is exercised. FSR partial
-failures are `Unsuccessful` entries in an HTTP 200 answer, as in AWS.
+for the listed instance types, so the DAG's fallback to the next type is exercised; the
+`run_instances_errors` fault answers the next calls with any EC2 error code. A repeated ClientToken
+gets the earlier reservation (moto_ext.ec2.idempotency). FSR partial failures are `Unsuccessful`
+entries in an HTTP 200 answer, as in AWS.
 """
 
 from __future__ import annotations
@@ -14,7 +17,12 @@ from xml.sax.saxutils import escape
 from moto.core.responses import ActionResult
 
 from devstack import faults
-from devstack.moto_ext.ec2 import fsr, models
+from devstack.moto_ext.ec2 import fsr, idempotency, models
+
+# HTTP status of the EC2 error codes that are server errors; every other code is a 400 client error
+# (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html).
+SERVER_ERROR_STATUS = {"InsufficientInstanceCapacity": 500, "InternalError": 500, "RequestLimitExceeded": 503,
+                       "ServiceUnavailable": 503, "Unavailable": 503}
 
 
 def ec2_error(code: str, message: str, status: int = 400) -> tuple[str, dict[str, Any]]:
@@ -54,17 +62,40 @@ def too_small_for_snapshot(backend: Any, mappings: list[dict[str, Any]]) -> tupl
 
 def run_instances(original: Any) -> Any:
     def handler(self: Any) -> Any:
-        instance_type = self._get_param("InstanceType")
-        mappings = self._get_param("BlockDeviceMappings")
-        if self._get_param("LaunchTemplate"):
-            template = self.ec2_backend._get_template_from_args(self._get_param("LaunchTemplate"))
-            instance_type = instance_type or (template.data.get("InstanceType") if template else None)
-            mappings = mappings or (template.data.get("BlockDeviceMappings") if template else None)
-        if instance_type and instance_type in faults.current().insufficient_capacity_instance_types:
-            return capacity_error(instance_type, self._get_param("Placement.AvailabilityZone"))
-        return too_small_for_snapshot(self.ec2_backend, mappings) or original(self)
+        token = self._get_param("ClientToken")
+        if not token:
+            return launch(self, original)
+        request = idempotency.compared_request(self.querystring)
+        with idempotency.lock():
+            try:
+                earlier = idempotency.earlier_launch(self.current_account, self.region, token, request)
+            except idempotency.ParameterMismatch as mismatch:
+                return ec2_error("IdempotentParameterMismatch", str(mismatch))
+            if earlier is not None:
+                return ActionResult(earlier)
+            answer = launch(self, original)
+            if isinstance(answer, ActionResult):
+                idempotency.record(self.current_account, self.region, token, request, answer.result)
+            return answer
 
     return handler
+
+
+def launch(self: Any, original: Any) -> Any:
+    """RunInstances unless a fault answers it, or a mapping is smaller than its snapshot."""
+    injected = faults.pop_first("run_instances_errors")
+    if injected:
+        return ec2_error(injected, f"devstack fault: run_instances_errors ({injected})",
+                         SERVER_ERROR_STATUS.get(injected, 400))
+    instance_type = self._get_param("InstanceType")
+    mappings = self._get_param("BlockDeviceMappings")
+    if self._get_param("LaunchTemplate"):
+        template = self.ec2_backend._get_template_from_args(self._get_param("LaunchTemplate"))
+        instance_type = instance_type or (template.data.get("InstanceType") if template else None)
+        mappings = mappings or (template.data.get("BlockDeviceMappings") if template else None)
+    if instance_type and instance_type in faults.current().insufficient_capacity_instance_types:
+        return capacity_error(instance_type, self._get_param("Placement.AvailabilityZone"))
+    return too_small_for_snapshot(self.ec2_backend, mappings) or original(self)
 
 
 def create_snapshot(original: Any) -> Any:

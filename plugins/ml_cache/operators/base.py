@@ -1,13 +1,19 @@
-"""The base of our AWS operators: the provider's connection fields and deferral to a waiter trigger."""
+"""The base of our AWS operators: the provider's connection fields, deferral to a waiter trigger, and
+failures that no retry can cure failing the task at once (ml_cache.errors) in every subclass."""
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
+from airflow.providers.common.compat.sdk import AirflowFailException
+
+from ml_cache.errors import DeadlinePassed, deadline_passed, fail_fast
 
 HookT = TypeVar("HookT", bound=AwsBaseHook)
 
@@ -17,8 +23,40 @@ def waiter_attempts(timeout_seconds: int, delay_seconds: int) -> int:
     return max(1, math.ceil(timeout_seconds / max(1, delay_seconds)))
 
 
+def _failing_fast(execute: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(execute)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with fail_fast():
+            return execute(self, *args, **kwargs)
+
+    return wrapper
+
+
 class CacheAwsOperator(AwsBaseOperator[HookT]):
-    """`AwsBaseOperator` (aws_conn_id, region_name, verify, botocore_config) plus `defer_until`."""
+    """`AwsBaseOperator` (aws_conn_id, region_name, verify, botocore_config) plus `defer_until`.
+
+    The task runner enters an operator through `execute` or, after a deferral, `resume_execution`;
+    both run under `fail_fast`, so a subclass gets PermanentFailure for what no retry cures without
+    a line of its own. A resume whose waiter ran out of attempts (its deadline) and that fails
+    raises DeadlinePassed: the next try would wait a whole deadline again.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "execute" in cls.__dict__:  # already behind BaseOperatorMeta's ExecutorSafeguard: wrap that
+            cls.execute = _failing_fast(cls.__dict__["execute"])  # type: ignore[method-assign]
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        event = (next_kwargs or {}).get("event")
+        try:
+            with fail_fast():
+                return super().resume_execution(next_method, next_kwargs, context)
+        except AirflowFailException:
+            raise
+        except Exception as error:
+            if not deadline_passed(event):
+                raise
+            raise DeadlinePassed(f"Deadline passed: {error}") from error
 
     def defer_until(self, trigger_class: type[AwsBaseWaiterTrigger], *, method_name: str, timeout_seconds: int,
                     poll_seconds: int, kwargs: dict[str, Any] | None = None, **trigger_args: Any) -> None:

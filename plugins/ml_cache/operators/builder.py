@@ -10,15 +10,20 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from botocore.exceptions import ClientError
 
 from ml_cache.builder_instance import BuilderLaunch, builder_request, builder_summary, data_volume_id
+from ml_cache.errors import PermanentFailure, is_permanent
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.operators.base import CacheAwsOperator
 from ml_cache.tags import client_token, run_tags
 from ml_cache.triggers.ec2 import BuilderRunningTrigger
 from ml_cache.triggers.ssm import SsmAgentOnlineTrigger
 
-# Errors after which another (instance type, subnet) may well succeed. Anything else
-# (Unsupported, InstanceLimitExceeded, permissions...) fails the task at once.
+# Errors after which another (instance type, subnet) may well succeed. Anything else ends this try:
+# at once for good (ml_cache.errors: Unsupported, InstanceLimitExceeded, permissions...), else retried.
 CAPACITY_ERRORS = frozenset({"InsufficientInstanceCapacity", "InsufficientCapacity"})
+
+
+# States a launched instance never comes back from (stopped included: we never start a builder again).
+GONE_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
 
 
 class BuilderLaunchError(RuntimeError):
@@ -34,7 +39,8 @@ class LaunchBuilderOperator(CacheAwsOperator[CacheEc2Hook]):
     """Launch the builder; on capacity errors try the next (instance type, subnet).
 
     Idempotent: an instance already tagged with this run is reused, and every request carries a
-    ClientToken derived from dag/run/task/map index and the candidate, so a retry gets the same instance.
+    ClientToken derived from dag/run/task/map index, the clear generation and the candidate, so a retry
+    gets the same instance and a cleared run a new one.
     """
 
     aws_hook_class = CacheEc2Hook
@@ -57,7 +63,7 @@ class LaunchBuilderOperator(CacheAwsOperator[CacheEc2Hook]):
             return builder_summary(existing[0])
         failures = []
         for instance_type, subnet in self.launch.candidates():
-            token = client_token(ti.dag_id, ti.run_id, ti.task_id, ti.map_index, instance_type, subnet or "")
+            token = client_token(ti, instance_type, subnet or "")
             request = builder_request(self.launch, self.image_id, self.volume_size_gib, instance_type, subnet, tags,
                                       base_snapshot_id=self.base_snapshot_id)
             try:
@@ -65,7 +71,8 @@ class LaunchBuilderOperator(CacheAwsOperator[CacheEc2Hook]):
             except ClientError as error:
                 code = error.response.get("Error", {}).get("Code", "")
                 if code not in CAPACITY_ERRORS:
-                    raise BuilderLaunchError(
+                    failed = PermanentFailure if is_permanent(error) else BuilderLaunchError
+                    raise failed(
                         f"RunInstances failed for {instance_type} in {subnet or 'the default subnet'}: "
                         f"{code}: {error.response.get('Error', {}).get('Message', '')}"
                     ) from error
@@ -102,8 +109,12 @@ class WaitForBuilderOperator(CacheAwsOperator[CacheEc2Hook]):
         event = validate_execute_complete_event(event)
         instance_id = self.builder["instance_id"]
         if event["status"] != "success":
-            reason = self.hook.describe_instance(instance_id).get("StateReason", {}).get("Message", "")
-            raise RuntimeError(f"Builder {instance_id} never ran: {event.get('message')} {reason}".strip())
+            instance = self.hook.describe_instance(instance_id)
+            message = f"Builder {instance_id} never ran: {event.get('message')} "
+            message += instance.get("StateReason", {}).get("Message", "")
+            if instance["State"]["Name"] in GONE_STATES:  # a retry would wait on the same dead instance
+                raise PermanentFailure(message.strip())
+            raise RuntimeError(message.strip())
         self.defer_until(SsmAgentOnlineTrigger, method_name="online", instance_id=instance_id,
                          timeout_seconds=self.timeout_seconds, poll_seconds=self.poll_seconds)
 

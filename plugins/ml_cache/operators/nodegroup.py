@@ -59,7 +59,7 @@ class UpdateNodegroupOperator(CacheAwsOperator[CacheEksHook]):
                 self.log.info("Node group %s already runs launch template version %s", nodegroup, self.version)
                 return {"update_id": None, "version": str(self.version)}
         ti = context["ti"]
-        token = client_token(ti.dag_id, ti.run_id, ti.task_id, ti.map_index, str(self.version))
+        token = client_token(ti, str(self.version))
         delay = self.poll_seconds
         launch_template = {"id": self.launch_template_id, "version": str(self.version)}
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ml_cache.errors import deadline_passed
 from ml_cache.triggers.ec2 import BuilderRunningTrigger, FastSnapshotRestoreEnabledTrigger, SnapshotCompletedTrigger
 
 ZONES = ["ca-central-1a", "ca-central-1b"]
@@ -35,6 +36,7 @@ def test_builder_running_fails_at_once_for_a_terminated_instance(cloud_conn, clo
     assert (event["status"], event["instance_id"]) == ("error", instance_id)
     assert f"Builder {instance_id} did not reach running" in event["message"]
     assert "terminated" in event["message"] or "shutting-down" in event["message"]
+    assert not deadline_passed(event)  # a terminal state, not a deadline
 
 
 def _data_volume(cloud_conn, instance_id: str) -> str:

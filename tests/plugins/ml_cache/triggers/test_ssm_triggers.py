@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ml_cache.errors import deadline_passed
 from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.triggers.ssm import SsmAgentOnlineTrigger, SsmCommandExecutedTrigger
 
@@ -34,6 +35,7 @@ def test_agent_that_never_registers_runs_out_of_attempts(cloud_conn, cloud_insta
         instance_id=instance_id, waiter_delay=1, waiter_max_attempts=2, aws_conn_id=cloud_conn.conn_id))
     assert (event["status"], event["instance_id"]) == ("error", instance_id)
     assert "max attempts" in event["message"]
+    assert deadline_passed(event)  # what the operators turn into DeadlinePassed
 
 
 def _online_instance(cloud_conn, cloud_instance) -> str:
