@@ -32,6 +32,8 @@ PERMANENT_CODES = frozenset({
     "InstanceLimitExceeded",
     "InvalidBlockDeviceMapping",
     "InvalidClientTokenId",
+    "InvalidDocument",  # SendCommand: the document's content no longer has the hash the DAG pinned
+    "InvalidDocumentVersion",
     "InvalidParameter",
     "InvalidParameterCombination",
     "InvalidParameterException",
