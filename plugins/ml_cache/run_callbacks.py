@@ -16,6 +16,8 @@ from typing import Any
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.operators.builder import builder_tags
 from ml_cache.settings import BuildSettings
+from ml_cache.settings.config import load_config
+from ml_cache.settings.resolve import resolve_build_settings
 from ml_cache.steps.build import retire_unpublished_fsr
 from ml_cache.tags import run_tags
 
@@ -39,23 +41,18 @@ def retire_run_fsr(settings: BuildSettings, run_id: str, *, aws_conn_id: str) ->
     return {snapshot_id: zones for snapshot_id, zones in retired.items() if zones}
 
 
-def run_settings(context: dict[str, Any]) -> BuildSettings | None:
-    """The settings `validate_inputs` returned in this run; None when it returned none (then the run
-    launched nothing). The callback's context carries a task instance whenever any task ran."""
-    ti = context.get("ti")
-    value = ti.xcom_pull(task_ids="validate_inputs", run_id=context["run_id"]) if ti is not None else None
-    return BuildSettings.model_validate(value) if value else None
+def config_settings(aws_conn_id: str) -> BuildSettings:
+    """The run's pipeline and AWS names: from the config file alone (the trigger form cannot change them),
+    so the callback needs no XCom (a DAG callback outside the dag processor cannot read one)."""
+    region = CacheEc2Hook(aws_conn_id=aws_conn_id).conn_region_name
+    return resolve_build_settings(load_config(), None, region=region)
 
 
 def clean_up_failed_build(context: dict[str, Any], *, aws_conn_id: str = "aws_default") -> None:
     """`on_failure_callback` of the build DAG: no builder and no unpublished FSR outlive a failed run."""
-    run_id = context["run_id"]
-    settings = run_settings(context)
-    if settings is None:
-        log.info("Run %s failed (%s) before validate_inputs returned: nothing was launched", run_id,
-                 context.get("reason"))
-        return
+    run_id, reason = context["run_id"], context.get("reason")
+    settings = config_settings(aws_conn_id)
     terminated = terminate_run_builders(settings.pipeline, run_id, aws_conn_id=aws_conn_id)
-    log.info("Run %s failed (%s): terminated builders %s", run_id, context.get("reason"), terminated or "none left")
+    log.info("Run %s failed (%s): terminated builders %s", run_id, reason, terminated or "none left")
     retired = retire_run_fsr(settings, run_id, aws_conn_id=aws_conn_id)
     log.info("Run %s: FSR disabled on unpublished snapshots %s", run_id, retired or "none had it")
