@@ -1,14 +1,23 @@
 """Timeouts and teardowns of the build run: a config that needs a longer run is refused, a failing
-teardown fails the run, and the DAG's failure callback leaves no builder behind (fault catalog 32)."""
+teardown fails the run, and the DAG's failure callback leaves no builder behind, also after the
+scheduler timed the run out and skipped its teardowns (fault catalog 32, 33)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from tests.dags.conftest import PREVIOUS_SNAPSHOT, assert_failed_with, needs_data_plane, run_dag
@@ -81,3 +90,82 @@ def test_a_failing_teardown_fails_the_run_and_the_callback_still_terminates_the_
     terminated = cloud.client("ec2").describe_instances(Filters=[
         {"Name": "tag:ml-cache:run-id", "Values": [run.run_id]}])["Reservations"]
     assert [i["State"]["Name"] for r in terminated for i in r["Instances"]] == ["terminated"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(what: str, check, timeout: float, log_file: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(requests.RequestException):  # a busy API server (SQLite) answers late
+            value = check()
+            if value:
+                return value
+        time.sleep(1)
+    pytest.fail(f"{what} not within {timeout:.0f} s; Airflow's log ends:\n{log_file.read_text()[-4000:]}")
+
+
+def _move_run_start_back(database: Path, run_id: str, by: timedelta) -> None:
+    """What the scheduler sees when a run has lasted `by`: its start_date earlier in the metadata DB
+    (stored as text by SQLAlchemy on SQLite; written back in the format read)."""
+    with contextlib.closing(sqlite3.connect(database, timeout=30)) as db, db:
+        (stored,) = db.execute("SELECT start_date FROM dag_run WHERE run_id = ?", (run_id,)).fetchone()
+        earlier = datetime.fromisoformat(stored) - by
+        db.execute("UPDATE dag_run SET start_date = ? WHERE run_id = ?",
+                   (earlier.isoformat(sep=" ") if " " in stored else earlier.isoformat(), run_id))
+
+
+@pytest.mark.slow
+def test_a_run_past_its_timeout_mid_build_leaves_no_builder_and_the_parameter_unchanged(cloud, tmp_path):
+    """The real scheduler, dag processor and triggerer (`airflow standalone`, as `make run` starts it):
+    the builder is running (its agent never comes online, so wait_for_builder is deferred), then the
+    run has lasted longer than its dagrun_timeout. The scheduler fails it and skips every unfinished
+    task, terminate_builder included; the DAG's on_failure_callback terminates the builder."""
+    from devstack import process
+    from devstack.stack import dag_runs
+    from devstack.stack.airflow_standalone import BUILD_DAG_ID, start_airflow
+    from devstack.stack.layout import Layout
+    from ml_cache.run_deadline import configured_timeouts, run_timeout
+
+    config = yaml.safe_load(cloud.config_path.read_text())
+    config["timeouts"]["agent_online_seconds"] = 900  # the build stays mid-way for the whole test
+    cloud.config_path.write_text(yaml.safe_dump(config))
+    cloud.set_faults(agent_offline=True)
+    layout = Layout(home=tmp_path, cloud_port=int(cloud.endpoint.rsplit(":", 1)[1]), registry_port=_free_port(),
+                    airflow_port=_free_port())
+    assert layout.config_path == cloud.config_path
+    env = {key: value for key, value in os.environ.items()  # the pytest session's Airflow is not this one
+           if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN", "ML_CACHE")) and key != "AIRFLOW_HOME"}
+    airflow = start_airflow(layout, base_env=env)
+    try:
+        run_id = dag_runs.trigger_build(layout, with_rollout=False)
+
+        def builder_deferred() -> bool:
+            state = dag_runs.api(layout, "GET", f"/dags/{BUILD_DAG_ID}/dagRuns/{run_id}/taskInstances/"
+                                 f"wait_for_builder")["state"]
+            return state == "deferred" and bool(run_builders(cloud, run_id))
+
+        _wait_for("the builder running, wait_for_builder deferred", builder_deferred, 240, layout.log_file("airflow"))
+        timeout = run_timeout("build", configured_timeouts())
+        _move_run_start_back(layout.home / "airflow" / "airflow.db", run_id, timeout + timedelta(minutes=5))
+
+        def run_failed() -> dict | None:
+            run = dag_runs.api(layout, "GET", f"/dags/{BUILD_DAG_ID}/dagRuns/{run_id}")
+            return run if run["state"] == "failed" else None
+
+        _wait_for("the run timed out", run_failed, 120, layout.log_file("airflow"))
+        tis = dag_runs.api(layout, "GET", f"/dags/{BUILD_DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        states = {ti["task_id"]: ti["state"] for ti in tis}
+        assert states["wait_for_builder"] == "skipped" and states["terminate_builder"] == "skipped", states
+        _wait_for("the callback terminating the builder", lambda: not run_builders(cloud, run_id), 180,
+                  layout.log_file("airflow"))
+    finally:
+        process.stop(airflow)
+    tagged = cloud.client("ec2").describe_instances(Filters=[
+        {"Name": "tag:ml-cache:run-id", "Values": [run_id]}])["Reservations"]
+    assert [i["State"]["Name"] for r in tagged for i in r["Instances"]] == ["terminated"]
+    assert cloud.parameter() == PREVIOUS_SNAPSHOT
