@@ -10,11 +10,14 @@ validate_inputs ─► resolve_images ─► decide_build ─► build_or_skip �
   └► resolve_ami ─► register_build_script ─► launch_builder (setup)
   ─► wait_for_builder ─► run_build_script ─► verify_build_report ─► quiesce_builder
   ─► verify_quiesced ─► create_snapshot ─┬► terminate_builder (teardown: runs whatever failed)
-                                          └► enable_fast_snapshot_restore ─► publish_snapshot
-                       ─► Asset ml_container_cache          └► retire_unpublished_fsr (teardown)
+                                          └► enable_fast_snapshot_restore ─► publish_snapshot (─► Asset)
+  publish_snapshot ─┬► finish_build (the run's verdict: upstream_failed when any step failed)
+                    └► retire_unpublished_fsr (teardown)
 ```
 
-A failing teardown fails the run. The run timeout is derived from the configured deadlines
+A failing teardown fails the run (`on_failure_fail_dagrun`). Airflow then counts the teardowns as
+the run's leaves instead of the steps before them, so `finish_build` is the leaf that carries a
+failed step into the run's state. The run timeout is derived from the configured deadlines
 (`ml_cache.run_deadline`); a run failed past it anyway (the scheduler then skips the teardowns)
 still loses its builders and its unpublished FSR through the DAG's `on_failure_callback`.
 
@@ -45,6 +48,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, chain, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
@@ -215,3 +219,4 @@ with DAG(
     snapshot >> terminate  # the builder is not needed once the snapshot is complete
     terminate.as_teardown(setups=launch, on_failure_fail_dagrun=True)
     published >> unpublished.as_teardown(setups=launch, on_failure_fail_dagrun=True)  # also when FSR or publish failed
+    published >> EmptyOperator(task_id="finish_build")  # the leaf that fails the run when a step failed

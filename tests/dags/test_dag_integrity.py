@@ -75,7 +75,8 @@ def test_build_graph_draws_the_pipeline_and_nothing_else(dagbag):
     fork = {("build_or_skip", "up_to_date")}
     teardown = {("launch_builder", "terminate_builder"), ("create_snapshot", "terminate_builder"),
                 ("launch_builder", "retire_unpublished_fsr"), ("publish_snapshot", "retire_unpublished_fsr")}
-    assert edges == set(itertools.pairwise(pipeline)) | fork | teardown
+    verdict = {("publish_snapshot", "finish_build")}
+    assert edges == set(itertools.pairwise(pipeline)) | fork | teardown | verdict
 
 
 def test_rollout_graph_draws_the_pipeline_and_its_rollback(dagbag):
@@ -114,6 +115,18 @@ def test_every_teardown_fails_the_run_when_it_fails(dagbag):
     build = dagbag.dags["ml_container_cache_build"]
     assert {task.task_id for task in build.tasks if task.is_teardown} == {"terminate_builder",
                                                                           "retire_unpublished_fsr"}
+
+
+def test_a_failed_step_reaches_a_leaf_that_decides_the_run_state(dagbag):
+    """Teardowns with on_failure_fail_dagrun are leaves and the steps before them are not
+    (DagRun._tis_for_dagrun_state): without a work leaf after publish, a failed build whose teardowns
+    succeeded would end SUCCESS."""
+    dag = dagbag.dags["ml_container_cache_build"]
+    work_leaves = {task.task_id for task in dag.tasks if not task.downstream_task_ids and not task.is_teardown}
+    assert work_leaves == {"up_to_date", "finish_build"}
+    assert dag.get_task("finish_build").trigger_rule == "all_success"
+    every_step = dag.get_task("finish_build").get_flat_relative_ids(upstream=True)
+    assert {"run_build_script", "create_snapshot", "publish_snapshot"} <= every_step
 
 
 def test_a_failed_build_run_cleans_up_by_tag_even_when_its_teardowns_were_skipped(dagbag):
