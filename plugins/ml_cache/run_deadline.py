@@ -7,6 +7,8 @@ the deadlines a run can spend in sequence (each counts once: a wait past its dea
 once, it is not retried) plus `timeouts.run_margin_seconds` for everything else. The deadlines come
 from the config file only (the trigger form has none), which the DAG file reads when parsed: one
 small YAML read; `validate_inputs` refuses a run whose file changed since (`check_run_fits`).
+A worker parses the DAG file again before each task, so there the check sees the worker's parse;
+the scheduler's copy can lag it by the dag processor's refresh interval, which it cannot see.
 """
 
 from __future__ import annotations
