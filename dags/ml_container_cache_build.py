@@ -10,9 +10,16 @@ validate_inputs ─► resolve_images ─► decide_build ─► build_or_skip �
   └► resolve_ami ─► register_build_script ─► launch_builder (setup)
   ─► wait_for_builder ─► run_build_script ─► verify_build_report ─► quiesce_builder
   ─► verify_quiesced ─► create_snapshot ─┬► terminate_builder (teardown: runs whatever failed)
-                                          └► enable_fast_snapshot_restore ─► publish_snapshot
-                       ─► Asset ml_container_cache          └► retire_unpublished_fsr (teardown)
+                                          └► enable_fast_snapshot_restore ─► publish_snapshot (─► Asset)
+  publish_snapshot ─┬► finish_build (the run's verdict: upstream_failed when any step failed)
+                    └► retire_unpublished_fsr (teardown)
 ```
+
+A failing teardown fails the run (`on_failure_fail_dagrun`). Airflow then counts the teardowns as
+the run's leaves instead of the steps before them, so `finish_build` is the leaf that carries a
+failed step into the run's state. The run timeout is derived from the configured deadlines
+(`ml_cache.run_deadline`); a run failed past it anyway (the scheduler then skips the teardowns)
+still loses its builders and its unpublished FSR through the DAG's `on_failure_callback`.
 
 * Defaults come from `config/ml_container_cache.yaml` (or `$ML_CACHE_CONFIG`), read when the run
   starts; every field of the trigger form left empty keeps its default.
@@ -38,18 +45,23 @@ from __future__ import annotations
 import logging
 import os
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
+from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, chain, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from ml_cache.assets import ML_CONTAINER_CACHE
 from ml_cache.cost import render_cost
 from ml_cache.earlier_result import EarlierResult
+from ml_cache.errors import fail_fast_task
 from ml_cache.operators.build_script import RunBuilderScriptOperator
 from ml_cache.operators.builder import LaunchBuilderOperator, TerminateBuilderOperator, WaitForBuilderOperator
 from ml_cache.operators.snapshot import CreateCacheSnapshotOperator, EnableFastSnapshotRestoreOperator
 from ml_cache.resolution import ImageResolution
+from ml_cache.run_callbacks import clean_up_failed_build
+from ml_cache.run_deadline import check_run_fits, configured_timeouts, run_timeout
 from ml_cache.settings import BuildSettings
 from ml_cache.settings.params import build_params
 from ml_cache.steps import build as steps
@@ -70,7 +82,8 @@ with DAG(
     # No start_date: the first scheduled build is the next tick, not one at deploy time.
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=timedelta(hours=float(os.environ.get("ML_CACHE_BUILD_TIMEOUT_HOURS", "8"))),
+    dagrun_timeout=run_timeout("build"),  # the waits' deadlines from the config file, plus a margin
+    on_failure_callback=partial(clean_up_failed_build, aws_conn_id=AWS_CONN_ID),  # also after a timeout
     # Every task is idempotent (tokens, tags, run-marked versions), so retries are safe; two also
     # absorb apache/airflow#71580 (a trigger that fires at once can fail the resumed try).
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID},
@@ -79,16 +92,19 @@ with DAG(
 ) as dag:
 
     @task(retries=0)  # bad input does not get better by waiting
-    def validate_inputs(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def validate_inputs(params: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
         """Merge the form over the config file and validate everything, before any AWS call."""
+        check_run_fits("build", configured_timeouts(), context["dag"].dagrun_timeout)
         return steps.validate_inputs(params, aws_conn_id=AWS_CONN_ID)
 
     @task
+    @fail_fast_task
     def resolve_images(settings: BuildSettings) -> dict[str, Any]:
         """Digests, platform and sizes from each registry with its credentials, before any EC2 call."""
         return steps.resolve_images(settings, aws_conn_id=AWS_CONN_ID)
 
     @task
+    @fail_fast_task
     def decide_build(settings: BuildSettings, resolution: ImageResolution) -> dict[str, Any]:
         """Up to date, or build (from the published snapshot when it can): compares fingerprints."""
         decision = steps.decide_build(settings, resolution, aws_conn_id=AWS_CONN_ID)
@@ -104,6 +120,7 @@ with DAG(
         return "up_to_date" if decision["up_to_date"] else "resolve_ami"
 
     @task
+    @fail_fast_task
     def up_to_date(settings: BuildSettings, decision: dict[str, Any], **context: Any) -> dict[str, Any]:
         """Nothing changed: no instance, no snapshot, no Asset event (hence no rollout)."""
         summary = steps.up_to_date_summary(settings, decision, context["dag_run"].start_date, aws_conn_id=AWS_CONN_ID)
@@ -112,27 +129,32 @@ with DAG(
         return summary
 
     @task
+    @fail_fast_task
     def resolve_ami(settings: BuildSettings) -> str:
         """The EKS-optimized AL2023 AMI, from its public SSM parameter."""
         return steps.resolve_ami(settings, aws_conn_id=AWS_CONN_ID)
 
     @task
+    @fail_fast_task
     def register_build_script(settings: BuildSettings) -> dict[str, str]:
         """Our SSM document holds the builder script as shipped with this DAG (a new version if changed)."""
         return steps.register_build_script(settings, aws_conn_id=AWS_CONN_ID)
 
     @task
+    @fail_fast_task
     def verify_build_report(settings: BuildSettings, resolution: ImageResolution, builder: dict[str, Any],
                             command_id: str) -> dict[str, Any]:
         """Exit 0 is not proof: every image must be in the report, unpacked, at the resolved digest."""
         return steps.verify_build_report(settings, resolution, builder, command_id, aws_conn_id=AWS_CONN_ID)
 
     @task
+    @fail_fast_task
     def verify_quiesced(builder: dict[str, Any], command_id: str) -> dict[str, Any]:
         """containerd stopped, data synced, volume unmounted: only then is a snapshot consistent."""
         return steps.verify_quiesced(builder, command_id, aws_conn_id=AWS_CONN_ID)
 
     @task(outlets=[ML_CONTAINER_CACHE])
+    @fail_fast_task
     def publish_snapshot(settings: BuildSettings, resolution: ImageResolution, decision: dict[str, Any],
                          builder: dict[str, Any], report: dict[str, Any], snapshot_id: str,
                          fsr_states: dict[str, str], **context: Any) -> dict[str, Any]:
@@ -145,6 +167,7 @@ with DAG(
         return published
 
     @task
+    @fail_fast_task
     def retire_unpublished_fsr(settings: BuildSettings, snapshot_id: str) -> list[str]:
         """Teardown: FSR off on this run's snapshot unless it is the published one."""
         zones = steps.retire_unpublished_fsr(settings, snapshot_id, aws_conn_id=AWS_CONN_ID)
@@ -194,5 +217,6 @@ with DAG(
     chain(settings, resolved, decision, fork, [nothing_to_do, ami])
     chain(ami, document, launch, builder, build, report, quiesce, quiesced, snapshot, fsr, published)
     snapshot >> terminate  # the builder is not needed once the snapshot is complete
-    terminate.as_teardown(setups=launch)
-    published >> unpublished.as_teardown(setups=launch)  # also when FSR or publish failed
+    terminate.as_teardown(setups=launch, on_failure_fail_dagrun=True)
+    published >> unpublished.as_teardown(setups=launch, on_failure_fail_dagrun=True)  # also when FSR or publish failed
+    published >> EmptyOperator(task_id="finish_build")  # the leaf that fails the run when a step failed

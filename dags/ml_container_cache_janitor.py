@@ -13,6 +13,7 @@ validate_inputs ─► take_inventory ─► plan_cleanup ─► apply_cleanup �
 ```
 
 * Daily at 05:00 UTC (`ML_CACHE_JANITOR_SCHEDULE` changes it) and manually; `dry_run` changes nothing.
+* The run timeout is the FSR deadline `apply_cleanup` may wait plus a margin (`ml_cache.run_deadline`).
 * Never deleted: a snapshot the SSM parameter holds or held in its recent history
   (`lifecycle.parameter_history_versions`), one a launch template version in use by a node group
   (or the target of an update in progress) or $Default/$Latest caches, one of a build still
@@ -32,8 +33,10 @@ from airflow.sdk import DAG, Param, chain, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from ml_cache.earlier_result import EarlierResult
+from ml_cache.errors import fail_fast_task
 from ml_cache.janitor.inventory import Inventory
 from ml_cache.janitor.plan import Plan
+from ml_cache.run_deadline import check_run_fits, configured_timeouts, run_timeout
 from ml_cache.settings import JanitorSettings
 from ml_cache.steps import janitor as steps
 
@@ -49,18 +52,20 @@ with DAG(
     schedule=CronTriggerTimetable(os.environ.get("ML_CACHE_JANITOR_SCHEDULE", "0 5 * * *"), timezone="UTC"),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=timedelta(hours=6),  # apply_cleanup may wait up to timeouts.fsr_seconds for FSR to go off
+    dagrun_timeout=run_timeout("janitor"),  # apply_cleanup may wait up to timeouts.fsr_seconds for FSR to go off
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID},
     tags=["ml-container-cache", "ebs", "cost"],
     params={"dry_run": Param(False, type="boolean", description="Only report what would be done.")},
 ) as dag:
 
     @task(retries=0)  # bad input does not get better by waiting
-    def validate_inputs(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def validate_inputs(params: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
         """Config `lifecycle:` and `rollout:` with the run's dry_run, validated before any AWS call."""
+        check_run_fits("janitor", configured_timeouts(), context["dag"].dagrun_timeout)
         return steps.validate_inputs(params, aws_conn_id=AWS_CONN_ID)
 
     @task
+    @fail_fast_task
     def take_inventory(settings: JanitorSettings, **context: Any) -> dict[str, Any]:
         """What exists (builders, volumes, snapshots, FSR, document versions) and what references it."""
         return steps.take_inventory(settings, context["ti"], aws_conn_id=AWS_CONN_ID)
@@ -71,6 +76,7 @@ with DAG(
         return steps.plan(settings, inventory)
 
     @task
+    @fail_fast_task
     def apply_cleanup(settings: JanitorSettings, inventory: Inventory, plan: Plan, **context: Any) -> dict[str, Any]:
         """Does the plan: FSR off before deletion; skipped in a dry run."""
         return steps.apply(settings, inventory, plan, context["ti"], aws_conn_id=AWS_CONN_ID)

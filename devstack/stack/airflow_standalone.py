@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from devstack import process
@@ -38,13 +40,17 @@ def airflow_env(layout: Layout) -> dict[str, str]:
     }
 
 
-def start_airflow(layout: Layout) -> None:
-    """Start it detached (pid file `airflow`) and wait until the API serves the build DAG."""
+def start_airflow(layout: Layout, base_env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start it detached (pid file `airflow`) and wait until the API serves the build DAG. `base_env`
+    (default: this process's environment) is what `airflow_env` is laid over: a test passes its own,
+    cleaned of its session's Airflow settings."""
     airflow = str(Path(sys.executable).parent / "airflow")
+    env = {**(os.environ if base_env is None else base_env), **airflow_env(layout)}
     child = process.start([airflow, "standalone"], layout.log_file("airflow"), pid_file=layout.pid_file("airflow"),
-                          env={**os.environ, **airflow_env(layout)}, cwd=REPO)
+                          env=env, cwd=REPO)
     api = f"{layout.airflow_url}/api/v2"
     process.wait_ready(child, lambda: process.answers(f"{api}/version"), what=f"Airflow at {api}", timeout=240,
                        interval=0.5, log_path=layout.log_file("airflow"))
     process.wait_ready(child, lambda: process.answers(f"{api}/dags/{BUILD_DAG_ID}"), what=f"DAG {BUILD_DAG_ID}",
                        timeout=180, interval=0.5, log_path=layout.log_file("airflow"))
+    return child

@@ -75,7 +75,8 @@ def test_build_graph_draws_the_pipeline_and_nothing_else(dagbag):
     fork = {("build_or_skip", "up_to_date")}
     teardown = {("launch_builder", "terminate_builder"), ("create_snapshot", "terminate_builder"),
                 ("launch_builder", "retire_unpublished_fsr"), ("publish_snapshot", "retire_unpublished_fsr")}
-    assert edges == set(itertools.pairwise(pipeline)) | fork | teardown
+    verdict = {("publish_snapshot", "finish_build")}
+    assert edges == set(itertools.pairwise(pipeline)) | fork | teardown | verdict
 
 
 def test_rollout_graph_draws_the_pipeline_and_its_rollback(dagbag):
@@ -94,8 +95,54 @@ def test_build_dag_schedule_and_limits(dagbag):
     dag = dagbag.dags["ml_container_cache_build"]
     assert dag.max_active_runs == 1
     assert dag.catchup is False
-    assert dag.dagrun_timeout == timedelta(hours=8)
     assert str(dag.timetable.summary) == "0 3 * * 1"
+
+
+def test_build_run_timeout_outlasts_every_deadline_of_the_config(dagbag):
+    """Past dagrun_timeout the scheduler skips the teardowns: it must never fire while a wait may."""
+    from ml_cache.run_deadline import configured_timeouts, run_timeout
+
+    dag = dagbag.dags["ml_container_cache_build"]
+    t = configured_timeouts()
+    waits = 2 * t.agent_online_seconds + 2 * (t.build_seconds + 600) + t.snapshot_seconds + t.fsr_seconds
+    assert dag.dagrun_timeout == run_timeout("build") == timedelta(seconds=waits + t.run_margin_seconds)
+
+
+def test_every_teardown_fails_the_run_when_it_fails(dagbag):
+    for dag_id in ("ml_container_cache_build", "ml_container_cache_janitor"):
+        teardowns = [task for task in dagbag.dags[dag_id].tasks if task.is_teardown]
+        assert all(task.on_failure_fail_dagrun for task in teardowns), dag_id
+    build = dagbag.dags["ml_container_cache_build"]
+    assert {task.task_id for task in build.tasks if task.is_teardown} == {"terminate_builder",
+                                                                          "retire_unpublished_fsr"}
+
+
+def test_a_failed_step_reaches_a_leaf_that_decides_the_run_state(dagbag):
+    """Teardowns with on_failure_fail_dagrun are leaves and the steps before them are not
+    (DagRun._tis_for_dagrun_state): without a work leaf after publish, a failed build whose teardowns
+    succeeded would end SUCCESS."""
+    dag = dagbag.dags["ml_container_cache_build"]
+    work_leaves = {task.task_id for task in dag.tasks if not task.downstream_task_ids and not task.is_teardown}
+    assert work_leaves == {"up_to_date", "finish_build"}
+    assert dag.get_task("finish_build").trigger_rule == "all_success"
+    every_step = dag.get_task("finish_build").get_flat_relative_ids(upstream=True)
+    assert {"run_build_script", "create_snapshot", "publish_snapshot"} <= every_step
+
+
+def test_a_failed_build_run_cleans_up_by_tag_even_when_its_teardowns_were_skipped(dagbag):
+    from ml_cache.run_callbacks import clean_up_failed_build
+
+    callback = dagbag.dags["ml_container_cache_build"].on_failure_callback
+    assert callback.func is clean_up_failed_build and callback.keywords == {"aws_conn_id": "aws_default"}
+
+
+def test_build_tasks_that_call_aws_fail_at_once_on_permanent_errors(dagbag):
+    """`fail_fast_task` under `@task`: a refused permission is not retried twice."""
+    dag = dagbag.dags["ml_container_cache_build"]
+    pure = {"validate_inputs", "build_or_skip"}  # input checks (retries=0) and the branch
+    for task in dag.tasks:
+        if hasattr(task, "python_callable") and task.task_id not in pure:
+            assert hasattr(task.python_callable, "__wrapped__"), f"{task.task_id} is not wrapped in fail_fast_task"
 
 
 def test_terminate_is_the_teardown_of_the_launch(dagbag):

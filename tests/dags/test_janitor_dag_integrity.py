@@ -40,3 +40,17 @@ def test_dry_run_param_is_a_boolean_defaulting_to_a_real_run(janitor):
     janitor.params.validate()
     with pytest.raises(ParamValidationError):
         param.resolve("yes")
+
+
+def test_janitor_run_timeout_is_its_fsr_wait_plus_the_margin(janitor):
+    from datetime import timedelta
+
+    from ml_cache.run_deadline import configured_timeouts
+
+    t = configured_timeouts()
+    assert janitor.dagrun_timeout == timedelta(seconds=t.fsr_seconds + t.run_margin_seconds)
+
+
+def test_janitor_aws_tasks_fail_at_once_on_permanent_errors(janitor):
+    for task_id in ("take_inventory", "apply_cleanup"):
+        assert hasattr(janitor.get_task(task_id).python_callable, "__wrapped__"), task_id
