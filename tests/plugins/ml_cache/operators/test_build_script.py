@@ -18,7 +18,6 @@ from typing import Any
 import boto3
 import pytest
 from airflow.exceptions import TaskDeferred
-from botocore.exceptions import ClientError
 
 from ml_cache.errors import PermanentFailure
 from ml_cache.operators.build_script import RunBuilderScriptOperator
@@ -144,14 +143,14 @@ def test_failure_quotes_the_scripts_stderr(ssm, builder) -> None:
 
 def test_a_document_changed_under_its_version_never_runs(ssm, builder) -> None:
     """SendCommand pins the hash register_build_script took: the document deleted and re-created with other
-    content under the same version number is refused by SSM, and nothing runs on the builder."""
+    content under the same version number is refused by SSM, at the first try, and nothing runs on the builder."""
     document = register(ssm, PROBE)
     ssm.delete_document(Name=document["name"])  # IAM allows it on our name; the next build re-creates it
     rewritten = build_document({**shipped_files(), "build_cache.sh": FAILING})
     ssm.create_document(Name=document["name"], Content=rewritten, DocumentType="Command", DocumentFormat="JSON")
     assert ssm.update_document(Name=document["name"], Content=rewritten + " ", DocumentVersion="$LATEST",
                                DocumentFormat="JSON")["DocumentDescription"]["DocumentVersion"] == document["version"]
-    with pytest.raises(ClientError, match="InvalidDocument") as refused:
+    with pytest.raises(PermanentFailure, match="InvalidDocument") as refused:
         operator(builder, document).execute({"ti": SimpleNamespace(run_id="manual__1")})
     assert f"does not match the Sha256 hash {document['sha256']}" in str(refused.value)
     assert sent(ssm, builder["instance_id"]) == []
