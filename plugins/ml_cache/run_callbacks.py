@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from ml_cache.hooks.ec2 import CacheEc2Hook
+from ml_cache.images import InvalidInputs
 from ml_cache.operators.builder import builder_tags
 from ml_cache.settings import BuildSettings
 from ml_cache.settings.config import load_config
@@ -49,10 +50,17 @@ def config_settings(aws_conn_id: str) -> BuildSettings:
 
 
 def clean_up_failed_build(context: dict[str, Any], *, aws_conn_id: str = "aws_default") -> None:
-    """`on_failure_callback` of the build DAG: no builder and no unpublished FSR outlive a failed run."""
+    """`on_failure_callback` of the build DAG: no builder and no unpublished FSR outlive a failed run.
+
+    The builders go first and need only the file's pipeline name: a config edited since the run started
+    (even one that no longer validates) never keeps a builder alive."""
     run_id, reason = context["run_id"], context.get("reason")
-    settings = config_settings(aws_conn_id)
-    terminated = terminate_run_builders(settings.pipeline, run_id, aws_conn_id=aws_conn_id)
+    terminated = terminate_run_builders(str(load_config().get("pipeline")), run_id, aws_conn_id=aws_conn_id)
     log.info("Run %s failed (%s): terminated builders %s", run_id, reason, terminated or "none left")
+    try:
+        settings = config_settings(aws_conn_id)
+    except InvalidInputs as error:
+        log.warning("Run %s: FSR of its snapshots left to the janitor: the config does not validate: %s", run_id, error)
+        return
     retired = retire_run_fsr(settings, run_id, aws_conn_id=aws_conn_id)
     log.info("Run %s: FSR disabled on unpublished snapshots %s", run_id, retired or "none had it")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
@@ -17,7 +19,7 @@ ZONE = "ca-central-1a"
 def config(cloud_conn, tmp_path, monkeypatch):
     """The repo's config in the connection's region."""
     data = yaml.safe_load((REPO / "config" / "ml_container_cache.yaml").read_text())
-    data["aws"]["region"] = cloud_conn.region
+    data["aws"].update({"region": cloud_conn.region, "subnet_ids": ["subnet-0123abcd"]})
     data["build"]["fsr_availability_zones"] = [ZONE]
     name = f"/ml-cache-{uuid.uuid4().hex[:8]}"
     data["aws"].update({"ssm_parameter": f"{name}/snapshot-id", "ssm_metadata_parameter": f"{name}/snapshot-metadata"})
@@ -69,3 +71,18 @@ def test_terminates_only_this_runs_builders_and_retires_only_its_unpublished_fsr
     assert _fsr_states(ec2, unpublished) <= {"disabling", "disabled"}
     assert _fsr_states(ec2, published) & {"enabling", "optimizing", "enabled"}
     ec2.terminate_instances(InstanceIds=[other_builder, node])
+
+
+def test_a_config_that_no_longer_validates_still_ends_the_runs_builders(cloud_conn, config, caplog):
+    """Edited since the run started (here: subnets removed), the file still names the pipeline: the builder
+    is terminated, and the FSR step is left to the janitor with the reason in the log."""
+    ec2 = cloud_conn.client("ec2")
+    run_id = f"manual__{uuid.uuid4()}"
+    builder = _launch(ec2, pipeline=config["pipeline"], run_id=run_id, role="builder")
+    config["aws"]["subnet_ids"] = []
+    Path(os.environ["ML_CACHE_CONFIG"]).write_text(yaml.safe_dump(config))
+
+    clean_up_failed_build({"run_id": run_id, "reason": "timed_out"}, aws_conn_id=cloud_conn.conn_id)
+
+    assert _state(ec2, builder) in ("shutting-down", "terminated")
+    assert "the config does not validate: aws.subnet_ids is empty" in caplog.text
