@@ -1,6 +1,6 @@
 """The validation sensor, poke by poke, with its real hooks against the local cloud: the Kubernetes
-API stand-in (kubernetes_local) and EC2 (aws_default), whose instances say by their
-aws:ec2launchtemplate:version tag which nodes are on the new version.
+API stand-in (kubernetes_local), whose nodes say by EKS's source launch template labels which are on
+the new version (their instances come from EKS's copy of the template: the EC2 tags name the copy).
 
 The test is the nodes' kubelet: pods "finish" as recorded ones (validation/fixtures/) did, a cache
 hit, or a pull for a miss and the baseline, written through the API (pod status, events).
