@@ -21,8 +21,10 @@ from ml_cache.settings.models import Timeouts
 DAG_WAITS: dict[str, tuple[str, ...]] = {
     # wait_for_builder, run_build_script, quiesce_builder, create_snapshot, enable_fast_snapshot_restore
     "build": ("agent_online_seconds", "build_seconds", "build_seconds", "snapshot_seconds", "fsr_seconds"),
-    # update_node_group, validate_nodes, rollback_node_group
-    "rollout": ("update_seconds", "validation_seconds", "update_seconds"),
+    # update_node_group, scale_up_for_validation, validate_nodes (cached pods, then the uncached baseline),
+    # restore_node_group_scaling, rollback_node_group
+    "rollout": ("update_seconds", "update_seconds", "validation_seconds", "validation_seconds", "update_seconds",
+                "update_seconds"),
     # apply_cleanup: FSR going off
     "janitor": ("fsr_seconds",),
 }

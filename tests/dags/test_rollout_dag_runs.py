@@ -90,6 +90,20 @@ def test_validation_failure_rolls_the_node_group_back(cloud, node_group, rollout
     assert states["rollback_node_group"] == "success"
     assert _nodegroup_version(cloud) == "1"
     assert cloud.parameter() == node_group["previous"]
+    # the group was scaled to 0: one node for the validation, then its own scaling back
+    eks = cloud.client("eks")
+    scaling = {p["type"]: p["value"] for u in _updates(cloud, "ConfigUpdate") for p in u["params"]}
+    assert states["scale_up_for_validation"] == states["restore_node_group_scaling"] == "success"
+    assert [u["status"] for u in _updates(cloud, "ConfigUpdate")] == ["Successful", "Successful"], scaling
+    nodegroup = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP)["nodegroup"]
+    assert nodegroup["scalingConfig"] == {"minSize": 0, "maxSize": 2, "desiredSize": 0}
+
+
+def _updates(cloud, kind: str) -> list[dict]:
+    eks = cloud.client("eks")
+    updates = [eks.describe_update(name=CLUSTER, nodegroupName=NODEGROUP, updateId=update_id)["update"]
+               for update_id in eks.list_updates(name=CLUSTER, nodegroupName=NODEGROUP)["updateIds"]]
+    return sorted((u for u in updates if u["type"] == kind), key=lambda u: u["createdAt"])
 
 
 def test_node_group_from_another_template_fails_the_precheck(cloud, node_group, rollout_dag, capfd):
@@ -113,12 +127,8 @@ def test_update_in_progress_is_retried_with_the_same_token(cloud, node_group, ro
     before = set(eks.list_updates(name=CLUSTER, nodegroupName=NODEGROUP)["updateIds"])
     _, states = run_dag(rollout_dag)
     assert states["update_node_group"] == "success", states
-    new = set(eks.list_updates(name=CLUSTER, nodegroupName=NODEGROUP)["updateIds"]) - before
-    to_version = [
-        {p["type"]: p["value"] for p in eks.describe_update(name=CLUSTER, nodegroupName=NODEGROUP,
-                                                           updateId=update_id)["update"]["params"]}
-        .get("LaunchTemplateVersion") for update_id in new
-    ]
+    to_version = [{p["type"]: p["value"] for p in update["params"]}.get("LaunchTemplateVersion")
+                  for update in _updates(cloud, "VersionUpdate") if update["id"] not in before]
     # retried with the same token: one update to the new version, not one per attempt
     # (the other new one is the rollback to version 1: validation cannot reach a cluster here)
     assert sorted(to_version) == ["1", "2"]
