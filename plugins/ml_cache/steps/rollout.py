@@ -6,7 +6,10 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from ml_cache.assets import ML_CONTAINER_CACHE, latest_event, read_cache_event, ready_event_extra
+from ml_cache.errors import error_code
 from ml_cache.fsr_lifecycle import retire_fsr
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.hooks.eks import CacheEksHook
@@ -156,8 +159,7 @@ def _published_id(settings: RolloutSettings, aws_conn_id: str) -> str | None:
 
 def undo_after_timeout(context: dict[str, Any], *, aws_conn_id: str) -> None:
     """The DAG's on_failure_callback. A run past `dagrun_timeout` gets its teardowns marked skipped
-    (Airflow 3.3), so this (run by the dag processor, reason "timed_out") does their urgent part:
-    the SSM parameter back to what the nodes ran, and the rollback update started, not waited for."""
+    (Airflow 3.3), so this (run by the dag processor, reason "timed_out") does their urgent part."""
     if context.get("reason") != "timed_out":
         return
     from airflow.sdk.execution_time.xcom import XCom
@@ -169,27 +171,41 @@ def undo_after_timeout(context: dict[str, Any], *, aws_conn_id: str) -> None:
 
     settings, target, current = result("validate_inputs"), result("resolve_snapshot"), result("precheck_node_group")
     if result(READY_TASK) is not None or settings is None or target is None or current is None:
-        log.info("Run %s timed out with nothing of the node group changed or everything published", run_id)
+        log.info("Run %s timed out with nothing of the node group changed, or published", run_id)
         return
-    settings = RolloutSettings.model_validate(settings)
+    done = undo_timed_out_run(RolloutSettings.model_validate(settings), target, current, aws_conn_id=aws_conn_id,
+                              dag_id=dag_id, run_id=run_id)
+    log.warning("Run %s timed out: %s", run_id, "; ".join(done))
+
+
+def undo_timed_out_run(settings: RolloutSettings, target: RolloutTarget, current: dict[str, Any], *,
+                       aws_conn_id: str, dag_id: str, run_id: str) -> list[str]:
+    """The SSM parameter back to what the nodes ran, and the rollback update started, not waited for
+    (the scaling's instead, when the version needs none: EKS runs one update at a time)."""
     restored = restore_snapshot_parameter(settings, target, current, aws_conn_id=aws_conn_id)
-    log.warning("Run %s timed out: snapshot parameter %s", run_id, f"restored to {restored}" if restored
-                else "left as it was (it no longer names the rolled-out snapshot)")
+    done = [f"snapshot parameter restored to {restored}" if restored
+            else "snapshot parameter left as it was (it no longer names the rolled-out snapshot)"]
     rollout, version = settings.rollout, str(current["launch_template_version"])
+    scaling = current.get("restore_scaling")
     eks = CacheEksHook(aws_conn_id=aws_conn_id)
     nodegroup = eks.describe_nodegroup(clusterName=rollout.cluster_name,
                                        nodegroupName=rollout.node_group_name)["nodegroup"]
-    token = client_token(dag_id, run_id, "on_failure_callback", -1, version)
-    if str(nodegroup.get("launchTemplate", {}).get("version")) != version:
-        update = eks.update_nodegroup_version(
-            rollout.cluster_name, rollout.node_group_name, {"id": rollout.launch_template_id, "version": version},
-            force=rollout.force_update, token=token)
-        log.warning("Run %s timed out: rollback of %s to launch template version %s started (update %s, not "
-                    "waited for)%s", run_id, rollout.node_group_name, version, update["id"],
-                    f"; scale it back to {current['restore_scaling']} once done" if current.get("restore_scaling")
-                    else "")
-    elif current.get("restore_scaling") and nodegroup.get("scalingConfig") != current["restore_scaling"]:
-        update = eks.update_nodegroup_scaling(rollout.cluster_name, rollout.node_group_name,
-                                              current["restore_scaling"], token=token)
-        log.warning("Run %s timed out: scaling of %s back to %s started (update %s, not waited for)", run_id,
-                    rollout.node_group_name, current["restore_scaling"], update["id"])
+    try:
+        if str(nodegroup.get("launchTemplate", {}).get("version")) != version:
+            update = eks.update_nodegroup_version(
+                rollout.cluster_name, rollout.node_group_name, {"id": rollout.launch_template_id, "version": version},
+                force=rollout.force_update, token=client_token(dag_id, run_id, "on_failure_callback", -1, version))
+            done.append(f"rollback of {rollout.node_group_name} to launch template version {version} started "
+                        f"(update {update['id']}, not waited for)"
+                        + (f"; scale it back to {scaling} once it is done" if scaling else ""))
+        elif scaling and nodegroup.get("scalingConfig") != scaling:
+            token = client_token(dag_id, run_id, "on_failure_callback", -1, str(scaling))
+            update = eks.update_nodegroup_scaling(rollout.cluster_name, rollout.node_group_name, scaling, token=token)
+            done.append(f"scaling of {rollout.node_group_name} back to {scaling} started (update {update['id']}, "
+                        "not waited for)")
+    except ClientError as error:
+        if error_code(error) != "ResourceInUseException":
+            raise
+        done.append(f"node group {rollout.node_group_name} is busy with another update: roll it back to launch "
+                    f"template version {version}" + (f" and scaling {scaling}" if scaling else "") + " by hand")
+    return done

@@ -159,5 +159,6 @@ def test_rollout_dag_wires_the_sensor_and_its_teardown():
         "ml_container_cache_rollout"]
     validate, delete = dag.get_task("validate_nodes"), dag.get_task("delete_validation_pods")
     assert validate.mode == "reschedule" and validate.retries == 2
-    assert delete.is_teardown and "validate_nodes" in delete.upstream_task_ids
-    assert "delete_validation_pods" not in dag.get_task("publish_ready").upstream_task_ids
+    assert delete.is_teardown and delete.on_failure_fail_dagrun
+    assert "validate_nodes" in delete.get_flat_relative_ids(upstream=True)
+    assert "delete_validation_pods" not in dag.get_task("publish_ready").get_flat_relative_ids(upstream=True)
