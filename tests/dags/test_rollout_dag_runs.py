@@ -7,6 +7,7 @@ update extension); the DAG reaches them through `aws_default` exactly as it reac
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -197,3 +198,37 @@ def test_a_timed_out_run_restores_the_parameter_and_starts_the_rollback(cloud, n
     (rollback,) = [u for u in _updates(cloud, "VersionUpdate") if u["status"] == "InProgress"]
     assert {p["type"]: p["value"] for p in rollback["params"]}["LaunchTemplateVersion"] == "1"
     assert any(f"update {rollback['id']}, not waited for" in line for line in done), done
+
+
+def test_an_update_past_its_deadline_fails_at_once_and_is_rolled_back_once_it_ends(cloud, node_group, rollout_dag,
+                                                                                    capfd):
+    """The update outlives `update_seconds`: the task fails at its first try (DeadlinePassed), and the
+    rollback still moves the group back once that update ended (whether the teardown started before it
+    ended depends on the machine's speed: tests/plugins/ml_cache/operators/test_nodegroup.py pins that case)."""
+    config = yaml.safe_load(cloud.config_path.read_text())
+    config["timeouts"]["update_seconds"] = 6
+    cloud.config_path.write_text(yaml.safe_dump(config))
+    cloud.set_faults(nodegroup_update_seconds=10)
+    eks = cloud.client("eks")
+    before = set(eks.list_updates(name=CLUSTER, nodegroupName=NODEGROUP)["updateIds"])
+
+    def speed_up_later_updates() -> None:
+        """Once the rollout's update started (it keeps its 10 s), the rollback's takes 0.5 s."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if set(eks.list_updates(name=CLUSTER, nodegroupName=NODEGROUP)["updateIds"]) - before:
+                cloud.set_faults(nodegroup_update_seconds=0.5)
+                return
+            time.sleep(0.2)
+
+    helper = threading.Thread(target=speed_up_later_updates, daemon=True)
+    helper.start()
+    run, states = run_dag(rollout_dag)
+    helper.join()
+    assert_failed_with(run, states, "update_node_group", "was still InProgress after 6 s", capfd, retried=False)
+    assert states["rollback_node_group"] == "success"
+    updates = [u for u in _updates(cloud, "VersionUpdate") if u["id"] not in before]
+    assert [({p["type"]: p["value"] for p in u["params"]}["LaunchTemplateVersion"], u["status"]) for u in updates] == [
+        ("2", "Successful"), ("1", "Successful")]
+    assert _nodegroup_version(cloud) == "1"
+    assert cloud.parameter() == node_group["previous"]

@@ -100,7 +100,7 @@ class UpdateNodegroupOperator(_NodegroupChangeOperator):
     """UpdateNodegroupVersion to `version` of our launch template. `force` only when asked.
 
     With `rollback`, it is the rollout's teardown: nothing to do once the rollout published (its
-    `publish_ready` result exists) or when the node group already runs `version`.
+    `publish_ready` result exists) or when the node group runs `version` and no update is in progress.
     """
 
     template_fields: Sequence[str] = aws_template_fields(
@@ -121,9 +121,13 @@ class UpdateNodegroupOperator(_NodegroupChangeOperator):
         if self.rollback and rollout_published(context["ti"]):
             self.log.info("The rollout published: nothing to roll back")
             return None
-        if self.rollback and str(self._describe().get("launchTemplate", {}).get("version")) == str(self.version):
-            self.log.info("Node group %s already runs launch template version %s", self.node_group_name, self.version)
-            return None
+        if self.rollback:
+            nodegroup = self._describe()
+            # an update still in progress (ours, past its deadline) may move it yet: wait for it, then decide
+            if nodegroup.get("status") != "UPDATING" and str(nodegroup.get("launchTemplate", {}).get("version")) == str(
+                    self.version):
+                self.log.info("Node group %s runs launch template version %s", self.node_group_name, self.version)
+                return None
         return f"launch template version {self.version}"
 
     def _start(self, token: str) -> dict[str, Any]:
