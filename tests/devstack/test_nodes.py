@@ -160,8 +160,12 @@ def test_nodes_boot_from_the_launch_template_snapshot(gpu) -> None:
     instance = gpu["ec2"].describe_instances(InstanceIds=[node.instance_id])["Reservations"][0]["Instances"][0]
     tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
     assert tags["eks:cluster-name"] == gpu["cluster"] and tags["eks:nodegroup-name"] == "cached"
-    assert tags["aws:ec2launchtemplate:id"] == gpu["cached_template"]
+    # launched from EKS's copy of the template; the node (its labels) keeps the source
+    (copy,) = gpu["ec2"].describe_launch_templates(LaunchTemplateIds=[tags["aws:ec2launchtemplate:id"]])[
+        "LaunchTemplates"]
+    assert copy["LaunchTemplateName"].startswith("eks-") and copy["LaunchTemplateId"] != gpu["cached_template"]
     assert tags["aws:ec2launchtemplate:version"] == "1"
+    assert (node.template_id, node.template_version) == (gpu["cached_template"], "1")
     assert tags[f"kubernetes.io/cluster/{gpu['cluster']}"] == "owned"
     assert instance["InstanceType"] == "g5.xlarge" and instance["Placement"]["AvailabilityZone"] == "us-west-2b"
     data = next(m for m in instance["BlockDeviceMappings"] if m["DeviceName"] == "/dev/xvdb")

@@ -123,9 +123,9 @@ class UpdateNodegroupOperator(_NodegroupChangeOperator):
             return None
         if self.rollback:
             nodegroup = self._describe()
+            running = str(nodegroup.get("launchTemplate", {}).get("version"))
             # an update still in progress (ours, past its deadline) may move it yet: wait for it, then decide
-            if nodegroup.get("status") != "UPDATING" and str(nodegroup.get("launchTemplate", {}).get("version")) == str(
-                    self.version):
+            if nodegroup.get("status") != "UPDATING" and running == str(self.version):
                 self.log.info("Node group %s runs launch template version %s", self.node_group_name, self.version)
                 return None
         return f"launch template version {self.version}"
