@@ -492,3 +492,29 @@ def test_large_image_cached_start_versus_uncached_pull(cloud, tmp_path) -> None:
         else:
             os.environ["DEVSTACK_PLAIN_HTTP_REGISTRIES"] = previous
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_node_group_created_again_has_none_of_the_deleted_ones_updates(gpu, set_faults) -> None:
+    """DescribeUpdate/ListUpdates answer for the node group, not its name: a namesake starts without the
+    deleted group's updates, and one still InProgress does not make it ResourceInUse."""
+    eks, cluster = gpu["eks"], gpu["cluster"]
+    group = eks.describe_nodegroup(clusterName=cluster, nodegroupName="blank")["nodegroup"]
+
+    def create() -> None:
+        eks.create_nodegroup(clusterName=cluster, nodegroupName="again", nodeRole=group["nodeRole"],
+                             subnets=group["subnets"], scalingConfig={"minSize": 0, "maxSize": 1, "desiredSize": 0},
+                             launchTemplate={"id": gpu["blank_template"], "version": "1"})
+
+    set_faults(nodegroup_update_seconds=60)
+    create()
+    eks.update_nodegroup_version(clusterName=cluster, nodegroupName="again",
+                                 launchTemplate={"id": gpu["blank_template"], "version": "1"})
+    eks.delete_nodegroup(clusterName=cluster, nodegroupName="again")
+    create()
+    try:
+        assert eks.list_updates(name=cluster, nodegroupName="again")["updateIds"] == []
+        update = eks.update_nodegroup_config(clusterName=cluster, nodegroupName="again",
+                                             scalingConfig={"minSize": 0, "maxSize": 1, "desiredSize": 0})["update"]
+        assert eks.list_updates(name=cluster, nodegroupName="again")["updateIds"] == [update["id"]]
+    finally:
+        eks.delete_nodegroup(clusterName=cluster, nodegroupName="again")

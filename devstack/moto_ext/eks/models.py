@@ -36,6 +36,7 @@ class NodegroupUpdate:
     new_launch_template: dict[str, str] | None
     new_version: str | None
     new_release_version: str | None
+    group: Any = field(default=None, repr=False)  # the node group object: a re-created namesake is another group
     type: str = "VersionUpdate"
     created_at: datetime = field(default_factory=clock.now)
     status: str = "InProgress"
@@ -60,7 +61,8 @@ def settle(backend: Any, account: str, region: str) -> list[NodegroupUpdate]:
     with _lock:
         updates = _updates.setdefault((account, region), [])
         # An update's history goes with its node group: DescribeUpdate on a deleted node group is
-        # ResourceNotFoundException (https://docs.aws.amazon.com/eks/latest/APIReference/API_DescribeUpdate.html).
+        # ResourceNotFoundException (https://docs.aws.amazon.com/eks/latest/APIReference/API_DescribeUpdate.html),
+        # also once a node group of the same name was created again.
         updates[:] = [u for u in updates if _nodegroup(backend, u) is not None]
         for update in updates:
             if update.status == "InProgress" and time.monotonic() >= update.due_monotonic:
@@ -70,7 +72,8 @@ def settle(backend: Any, account: str, region: str) -> list[NodegroupUpdate]:
 
 def _nodegroup(backend: Any, update: NodegroupUpdate) -> Any:
     cluster = backend.clusters.get(update.cluster)
-    return cluster.nodegroups.get(update.nodegroup) if cluster is not None else None
+    group = cluster.nodegroups.get(update.nodegroup) if cluster is not None else None
+    return group if group is update.group else None
 
 
 def _finish_when_nodes_converged(backend: Any, account: str, region: str, update: NodegroupUpdate) -> None:
@@ -150,7 +153,7 @@ def start_update(backend: Any, account: str, region: str, nodegroup: Any, token:
             client_request_token=token, failure=faults.current().nodegroup_update_failed,
             due_monotonic=time.monotonic() + faults.delay("nodegroup_update_seconds"),
             new_launch_template={k: str(v) for k, v in (launch_template or {}).items()} or None,
-            new_version=version, new_release_version=release_version,
+            new_version=version, new_release_version=release_version, group=nodegroup,
         )
         _updates[(account, region)].append(update)
         nodegroup.status = "UPDATING"
@@ -177,7 +180,7 @@ def start_config_update(backend: Any, account: str, region: str, nodegroup: Any,
             params=[{"type": f"{key[0].upper()}{key[1:]}", "value": str(value)} for key, value in scaling.items()],
             client_request_token=token, failure=None, type="ConfigUpdate",
             due_monotonic=time.monotonic() + faults.delay("nodegroup_update_seconds"),
-            new_launch_template=None, new_version=None, new_release_version=None,
+            new_launch_template=None, new_version=None, new_release_version=None, group=nodegroup,
         )
         _updates[(account, region)].append(update)
         nodegroup.scaling_config = merged
