@@ -5,7 +5,9 @@ DEVSTACK_MAX_NODES_PER_GROUP, default 2) with nodes built from the group's launc
 version: a moto EC2 instance tagged as EKS tags it, whose /dev/xvdb data volume is a copy of the
 template's snapshot (the sandbox does the copy, the loop device and the by-id link), mounted at
 the node's containerd root by terraform/templates/mount-containerd-cache.sh (the real node's
-mount logic), then the node's own containerd. An update (moto_ext/eks.py) sets a target version:
+mount logic), then the node's own containerd. The instance launches from EKS's copy of that version
+(moto_ext/eks/launch_template_copy.py); the node keeps the source template id and version (its
+labels). An update (moto_ext/eks.py) sets a target version:
 new nodes first, then the old ones are drained and terminated; `converged()` tells the update
 when it may turn Successful.
 
@@ -28,6 +30,7 @@ from typing import Any
 
 from devstack import sandbox, volumes
 from devstack.containerd import Containerd
+from devstack.moto_ext.eks import launch_template_copy
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,8 @@ _removal_hooks: list[Callable[[Node], None]] = []  # the kubelet drains a node's
 
 @dataclass
 class Node:
-    """One node: its instance, where it sits, which template version built it, its containerd."""
+    """One node: its instance, where it sits, which template version built it (the source, not EKS's
+    copy the instance launched from), its containerd."""
 
     instance_id: str
     name: str
@@ -274,10 +278,11 @@ def create_node(account: str, region: str, cluster: str, group: Any, template: d
     version = template_id = ""
     kwargs: dict[str, Any] = {}
     if template.get("id") or template.get("name"):
-        template_version = ec2._get_template_from_args(_template_arg(template))
+        template_version = launch_template_copy.source_version(ec2, template)
         data, version = template_version.data, str(template_version.number)
         template_id = template_version.template.id
-        kwargs["launch_template"] = _template_arg({"id": template_id}, version)
+        copy = launch_template_copy.copy_of(ec2, group, template_version)  # EKS launches from its copy
+        kwargs["launch_template"] = _template_arg({"id": copy.template.id}, str(copy.number))
     subnet_id = group.subnets[index % len(group.subnets)] if group.subnets else None
     instance_type = data.get("InstanceType") or (group.instance_types or ["m5.large"])[0]
     tags = {"eks:cluster-name": cluster, "eks:nodegroup-name": group.nodegroup_name,

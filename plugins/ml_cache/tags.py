@@ -48,8 +48,12 @@ def client_token(ti: TaskTry, *attempt: str) -> str:
     `attempt` distinguishes the requests within one try (instance type, subnet).
     """
     generation = clear_generation(ti.max_tries, ti.task.retries or 0)
-    identity = "\x1f".join([ti.dag_id, ti.run_id, ti.task_id, str(ti.map_index), str(generation), *attempt])
-    token = "mlc-" + hashlib.sha256(identity.encode()).hexdigest()
+    return identity_token(ti.dag_id, ti.run_id, ti.task_id, str(ti.map_index), str(generation), *attempt)
+
+
+def identity_token(*identity: str) -> str:
+    """A token (at most 64 ASCII characters) that is the same exactly when `identity` is."""
+    token = "mlc-" + hashlib.sha256("\x1f".join(identity).encode()).hexdigest()
     return token[:CLIENT_TOKEN_MAX]
 
 

@@ -83,12 +83,11 @@ def test_rollout_graph_draws_the_pipeline_and_its_rollback(dagbag):
     dag = dagbag.dags["ml_container_cache_rollout"]
     edges = {(task.task_id, down) for task in dag.tasks for down in task.downstream_task_ids}
     pipeline = ["validate_inputs", "resolve_snapshot", "precheck_node_group", "create_launch_template_version",
-                "update_node_group", "validate_nodes", "publish_ready", "retire_superseded_fsr"]
-    aftercare = {("validate_nodes", "delete_validation_pods"),
-                 ("restore_snapshot_parameter", "retire_rejected_fsr")} | {
-        (failed, undo) for failed in ("update_node_group", "validate_nodes")
-        for undo in ("rollback_node_group", "restore_snapshot_parameter")}
-    assert edges == set(itertools.pairwise(pipeline)) | aftercare
+                "update_node_group", "scale_up_for_validation", "validate_nodes", "publish_ready",
+                "retire_superseded_fsr"]
+    teardowns = ["publish_ready", "delete_validation_pods", "restore_node_group_scaling", "rollback_node_group",
+                 "restore_snapshot_parameter", "retire_rejected_fsr"]
+    assert edges == set(itertools.pairwise(pipeline)) | set(itertools.pairwise(teardowns))
 
 
 def test_build_dag_schedule_and_limits(dagbag):
@@ -192,15 +191,15 @@ def test_rollout_runs_on_the_cache_asset_and_publishes_ready(dagbag):
     assert dag.max_active_runs == 1
     assert [a.name for a in dag.get_task("publish_ready").outlets] == ["ml_container_cache_ready"]
     assert "validate_nodes" in dag.get_task("publish_ready").upstream_task_ids
-    assert "update_node_group" in dag.get_task("validate_nodes").upstream_task_ids
+    assert "update_node_group" in dag.get_task("validate_nodes").get_flat_relative_ids(upstream=True)
 
 
-def test_rollback_runs_only_when_the_update_or_validation_failed(dagbag):
+def test_rollback_is_a_teardown_that_fails_the_run_when_it_fails(dagbag):
     dag = dagbag.dags["ml_container_cache_rollout"]
     for task_id in ("rollback_node_group", "restore_snapshot_parameter"):
         task = dag.get_task(task_id)
-        assert task.trigger_rule == "one_failed"
-        assert {"update_node_group", "validate_nodes"} <= task.upstream_task_ids
+        assert task.is_teardown and task.on_failure_fail_dagrun
+        assert {"update_node_group", "validate_nodes", "publish_ready"} <= task.get_flat_relative_ids(upstream=True)
     # retries absorb Airflow's own hiccups; a failed verdict is final (AirflowFailException)
     from airflow.providers.common.compat.sdk import AirflowFailException
 

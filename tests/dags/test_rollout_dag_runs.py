@@ -7,6 +7,8 @@ update extension); the DAG reaches them through `aws_default` exactly as it reac
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 import yaml
@@ -90,6 +92,20 @@ def test_validation_failure_rolls_the_node_group_back(cloud, node_group, rollout
     assert states["rollback_node_group"] == "success"
     assert _nodegroup_version(cloud) == "1"
     assert cloud.parameter() == node_group["previous"]
+    # the group was scaled to 0: one node for the validation, then its own scaling back
+    eks = cloud.client("eks")
+    scaling = {p["type"]: p["value"] for u in _updates(cloud, "ConfigUpdate") for p in u["params"]}
+    assert states["scale_up_for_validation"] == states["restore_node_group_scaling"] == "success"
+    assert [u["status"] for u in _updates(cloud, "ConfigUpdate")] == ["Successful", "Successful"], scaling
+    nodegroup = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP)["nodegroup"]
+    assert nodegroup["scalingConfig"] == {"minSize": 0, "maxSize": 2, "desiredSize": 0}
+
+
+def _updates(cloud, kind: str) -> list[dict]:
+    eks = cloud.client("eks")
+    updates = [eks.describe_update(name=CLUSTER, nodegroupName=NODEGROUP, updateId=update_id)["update"]
+               for update_id in eks.list_updates(name=CLUSTER, nodegroupName=NODEGROUP)["updateIds"]]
+    return sorted((u for u in updates if u["type"] == kind), key=lambda u: u["createdAt"])
 
 
 def test_node_group_from_another_template_fails_the_precheck(cloud, node_group, rollout_dag, capfd):
@@ -113,12 +129,8 @@ def test_update_in_progress_is_retried_with_the_same_token(cloud, node_group, ro
     before = set(eks.list_updates(name=CLUSTER, nodegroupName=NODEGROUP)["updateIds"])
     _, states = run_dag(rollout_dag)
     assert states["update_node_group"] == "success", states
-    new = set(eks.list_updates(name=CLUSTER, nodegroupName=NODEGROUP)["updateIds"]) - before
-    to_version = [
-        {p["type"]: p["value"] for p in eks.describe_update(name=CLUSTER, nodegroupName=NODEGROUP,
-                                                           updateId=update_id)["update"]["params"]}
-        .get("LaunchTemplateVersion") for update_id in new
-    ]
+    to_version = [{p["type"]: p["value"] for p in update["params"]}.get("LaunchTemplateVersion")
+                  for update in _updates(cloud, "VersionUpdate") if update["id"] not in before]
     # retried with the same token: one update to the new version, not one per attempt
     # (the other new one is the rollback to version 1: validation cannot reach a cluster here)
     assert sorted(to_version) == ["1", "2"]
@@ -132,3 +144,91 @@ def test_bad_snapshot_param_is_rejected_before_any_aws_call(cloud, node_group, r
     versions = cloud.client("ec2").describe_launch_template_versions(LaunchTemplateId=node_group["template"])
     assert len(versions["LaunchTemplateVersions"]) == 1
     assert _nodegroup_version(cloud) == "1"
+
+
+def test_deadlines_longer_than_the_parsed_run_timeout_are_refused_at_once(cloud, node_group, rollout_dag, capfd):
+    from ml_cache.run_deadline import run_timeout
+
+    assert rollout_dag.dagrun_timeout == run_timeout("rollout")
+    config = yaml.safe_load(cloud.config_path.read_text())
+    config["timeouts"]["validation_seconds"] = int(rollout_dag.dagrun_timeout.total_seconds())
+    cloud.config_path.write_text(yaml.safe_dump(config))
+    run, states = run_dag(rollout_dag)
+    assert_failed_with(run, states, "validate_inputs", "need a run timeout of", capfd, retried=False)
+    versions = cloud.client("ec2").describe_launch_template_versions(LaunchTemplateId=node_group["template"])
+    assert len(versions["LaunchTemplateVersions"]) == 1
+    assert cloud.parameter() == node_group["new"]
+
+
+def test_every_undo_is_a_teardown_that_fails_the_run_when_it_fails(rollout_dag):
+    teardowns = {t.task_id for t in rollout_dag.tasks if t.is_teardown}
+    assert teardowns == {"delete_validation_pods", "restore_node_group_scaling", "rollback_node_group",
+                         "restore_snapshot_parameter", "retire_rejected_fsr"}
+    assert all(rollout_dag.get_task(t).on_failure_fail_dagrun for t in teardowns)
+    # each runs after the whole rollout path, whatever its outcome
+    assert {"update_node_group", "validate_nodes", "publish_ready"} <= rollout_dag.get_task(
+        "delete_validation_pods").get_flat_relative_ids(upstream=True)
+    assert rollout_dag.on_failure_callback
+
+
+def test_a_timed_out_run_restores_the_parameter_and_starts_the_rollback(cloud, node_group):
+    """What the DAG's failure callback does when the run timed out (its teardowns are then skipped)."""
+    from ml_cache.settings import RolloutSettings
+    from ml_cache.steps.rollout import undo_timed_out_run, validate_inputs
+
+    eks = cloud.client("eks")
+    cloud.set_faults(nodegroup_update_seconds=0.2)
+    version = cloud.client("ec2").create_launch_template_version(
+        LaunchTemplateId=node_group["template"], SourceVersion="1", LaunchTemplateData={})["LaunchTemplateVersion"]
+    eks.update_nodegroup_version(clusterName=CLUSTER, nodegroupName=NODEGROUP, clientRequestToken="the-rollout",
+                                 launchTemplate={"id": node_group["template"],
+                                                 "version": str(version["VersionNumber"])})
+    deadline = time.monotonic() + 30
+    while _nodegroup_version(cloud) == "1" and time.monotonic() < deadline:
+        time.sleep(0.1)  # DescribeNodegroup settles the update once its time came
+    assert _nodegroup_version(cloud) == str(version["VersionNumber"])
+    cloud.set_faults(nodegroup_update_seconds=60)  # the rollback stays InProgress: nobody waits for it
+    settings = RolloutSettings.model_validate(validate_inputs(None, aws_conn_id="aws_default", dagrun_timeout=None))
+    current = {"launch_template_version": "1", "previous_snapshot_id": node_group["previous"],
+               "restore_scaling": {"minSize": 0, "maxSize": 2, "desiredSize": 0}}
+    done = undo_timed_out_run(settings, {"snapshot_id": node_group["new"], "images": [], "image_set": None,
+                                         "arch": None, "source": "test"}, current,
+                              aws_conn_id="aws_default", dag_id="ml_container_cache_rollout", run_id="timed-out")
+    assert cloud.parameter() == node_group["previous"]
+    (rollback,) = [u for u in _updates(cloud, "VersionUpdate") if u["status"] == "InProgress"]
+    assert {p["type"]: p["value"] for p in rollback["params"]}["LaunchTemplateVersion"] == "1"
+    assert any(f"update {rollback['id']}, not waited for" in line for line in done), done
+
+
+def test_an_update_past_its_deadline_fails_at_once_and_is_rolled_back_once_it_ends(cloud, node_group, rollout_dag,
+                                                                                    capfd):
+    """The update outlives `update_seconds`: the task fails at its first try (DeadlinePassed), and the
+    rollback still moves the group back once that update ended (whether the teardown started before it
+    ended depends on the machine's speed: tests/plugins/ml_cache/operators/test_nodegroup.py pins that case)."""
+    config = yaml.safe_load(cloud.config_path.read_text())
+    config["timeouts"]["update_seconds"] = 6
+    cloud.config_path.write_text(yaml.safe_dump(config))
+    cloud.set_faults(nodegroup_update_seconds=10)
+    eks = cloud.client("eks")
+    before = set(eks.list_updates(name=CLUSTER, nodegroupName=NODEGROUP)["updateIds"])
+
+    def speed_up_later_updates() -> None:
+        """Once the rollout's update started (it keeps its 10 s), the rollback's takes 0.5 s."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if set(eks.list_updates(name=CLUSTER, nodegroupName=NODEGROUP)["updateIds"]) - before:
+                cloud.set_faults(nodegroup_update_seconds=0.5)
+                return
+            time.sleep(0.2)
+
+    helper = threading.Thread(target=speed_up_later_updates, daemon=True)
+    helper.start()
+    run, states = run_dag(rollout_dag)
+    helper.join()
+    assert_failed_with(run, states, "update_node_group", "was still InProgress after 6 s", capfd, retried=False)
+    assert states["rollback_node_group"] == "success"
+    updates = [u for u in _updates(cloud, "VersionUpdate") if u["id"] not in before]
+    assert [({p["type"]: p["value"] for p in u["params"]}["LaunchTemplateVersion"], u["status"]) for u in updates] == [
+        ("2", "Successful"), ("1", "Successful")]
+    assert _nodegroup_version(cloud) == "1"
+    assert cloud.parameter() == node_group["previous"]

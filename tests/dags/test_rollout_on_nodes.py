@@ -2,7 +2,8 @@
 
 The nodes are the local cloud's: each restores its cache volume from the launch template's
 snapshot (a copy of the builder's volume file), mounts it with the node's real mount script,
-runs its own containerd, and a kubelet stand-in runs the validation pods with that containerd.
+runs its own containerd, and a kubelet stand-in runs the validation pods with that containerd. EKS
+launches them from its own copy of the launch template: the rollout finds them by the source labels.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ def test_build_then_rollout_hits_the_cache_and_a_miss_rolls_back(cloud, build_da
     assert str(build.state) == "success", states
     snapshot_id = cloud.parameter()
     configure_rollout(cloud, gpu_node_group)
+    # A version nobody rolls out: the rollout's becomes 3, while EKS's copy of the template (which the
+    # instances launch from, and which their aws:ec2launchtemplate:* tags name) gets its version 2.
+    ec2 = cloud.client("ec2")
+    data = ec2.describe_launch_template_versions(LaunchTemplateId=gpu_node_group, Versions=["1"])[
+        "LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    ec2.create_launch_template_version(LaunchTemplateId=gpu_node_group, LaunchTemplateData=data)
 
     # 1. the snapshot just built: the node restored from it already has the image
     run, states = run_dag(rollout_dag)
@@ -42,7 +49,15 @@ def test_build_then_rollout_hits_the_cache_and_a_miss_rolls_back(cloud, build_da
     assert all(result["cache_hit"] is True for result in report["results"])
     eks = cloud.client("eks")
     version = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP)["nodegroup"]["launchTemplate"]
-    assert str(version["version"]) == "2"
+    assert str(version["version"]) == "3"
+    # published: the teardowns ran and undid nothing
+    assert states["rollback_node_group"] == states["restore_snapshot_parameter"] == "success"
+    assert cloud.parameter() == snapshot_id
+    validated = {result["instance_id"] for result in report["results"]}
+    reservations = ec2.describe_instances(InstanceIds=sorted(validated))["Reservations"]
+    tags = [{t["Key"]: t["Value"] for t in i["Tags"]} for r in reservations for i in r["Instances"]]
+    assert len(tags) == 1, tags  # the node group's one node, launched from version 3 through EKS's copy
+    assert tags[0]["aws:ec2launchtemplate:version"] == "2" and tags[0]["aws:ec2launchtemplate:id"] != gpu_node_group
 
     # 2. the same snapshot, claimed to hold an image it does not have: the kubelet must pull it
     small = cloud.images["small"]
@@ -62,4 +77,4 @@ def test_build_then_rollout_hits_the_cache_and_a_miss_rolls_back(cloud, build_da
     assert validate.try_number == 1  # a failed verdict is final: never retried onto a node that now has the image
     assert states["rollback_node_group"] == "success"
     version = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP)["nodegroup"]["launchTemplate"]
-    assert str(version["version"]) == "2"  # back where the failed rollout (version 3) started
+    assert str(version["version"]) == "3"  # back where the failed rollout (version 4) started

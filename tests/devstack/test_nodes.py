@@ -160,8 +160,12 @@ def test_nodes_boot_from_the_launch_template_snapshot(gpu) -> None:
     instance = gpu["ec2"].describe_instances(InstanceIds=[node.instance_id])["Reservations"][0]["Instances"][0]
     tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
     assert tags["eks:cluster-name"] == gpu["cluster"] and tags["eks:nodegroup-name"] == "cached"
-    assert tags["aws:ec2launchtemplate:id"] == gpu["cached_template"]
+    # launched from EKS's copy of the template; the node (its labels) keeps the source
+    (copy,) = gpu["ec2"].describe_launch_templates(LaunchTemplateIds=[tags["aws:ec2launchtemplate:id"]])[
+        "LaunchTemplates"]
+    assert copy["LaunchTemplateName"].startswith("eks-") and copy["LaunchTemplateId"] != gpu["cached_template"]
     assert tags["aws:ec2launchtemplate:version"] == "1"
+    assert (node.template_id, node.template_version) == (gpu["cached_template"], "1")
     assert tags[f"kubernetes.io/cluster/{gpu['cluster']}"] == "owned"
     assert instance["InstanceType"] == "g5.xlarge" and instance["Placement"]["AvailabilityZone"] == "us-west-2b"
     data = next(m for m in instance["BlockDeviceMappings"] if m["DeviceName"] == "/dev/xvdb")
@@ -274,7 +278,9 @@ def test_update_replaces_nodes_before_it_succeeds(gpu, set_faults) -> None:
     wait_for(lambda: ec2.describe_instances(InstanceIds=[old.instance_id])["Reservations"][0]["Instances"][0][
         "State"]["Name"] == "terminated", 30, "old instance terminated")
     instance = ec2.describe_instances(InstanceIds=[new.instance_id])["Reservations"][0]["Instances"][0]
-    assert {t["Key"]: t["Value"] for t in instance["Tags"]}["aws:ec2launchtemplate:version"] == "2"
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    assert tags["aws:ec2launchtemplate:id"] != gpu["cached_template"]  # EKS's copy, its version 2
+    assert tags["aws:ec2launchtemplate:version"] == "2" and new.template_version == "2"
     assert instance["InstanceType"] == "g5.2xlarge"
     assert not volumes.is_mounted(old.root / "var" / "lib" / "containerd")
     assert old.containerd is not None and old.containerd.process is not None
@@ -283,6 +289,53 @@ def test_update_replaces_nodes_before_it_succeeds(gpu, set_faults) -> None:
     assert group["launchTemplate"]["version"] == "2" and group["status"] == "ACTIVE"
     assert gpu["ref"] in new.ctr("images", "ls", "-q").stdout.split()
     assert "mounted nvme-Amazon_Elastic_Block_Store_vol" in new.mount_log
+
+
+def wait_update(gpu: dict[str, Any], group: str, update_id: str) -> dict[str, Any]:
+    return wait_for(lambda: (u := gpu["eks"].describe_update(name=gpu["cluster"], nodegroupName=group,
+                                                             updateId=update_id)["update"])["status"] != "InProgress"
+                    and u, 120, f"update {update_id} done")
+
+
+def test_a_group_scaled_to_zero_scales_up_from_eks_copy_of_its_launch_template(gpu, core, set_faults) -> None:
+    """EKS launches from its own copy of the template (other id, own version numbers); only the node
+    labels name the source template and version. UpdateNodegroupConfig is a ConfigUpdate that ends
+    Successful once the nodes match the new size."""
+    ec2, eks, cluster = gpu["ec2"], gpu["eks"], gpu["cluster"]
+    data = ec2.describe_launch_template_versions(LaunchTemplateId=gpu["blank_template"],
+                                                 Versions=["1"])["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    source = str(ec2.create_launch_template_version(LaunchTemplateId=gpu["blank_template"], LaunchTemplateData=data)[
+        "LaunchTemplateVersion"]["VersionNumber"])
+    group = eks.describe_nodegroup(clusterName=cluster, nodegroupName="blank")["nodegroup"]
+    eks.create_nodegroup(clusterName=cluster, nodegroupName="scaled", nodeRole=group["nodeRole"],
+                         subnets=group["subnets"], scalingConfig={"minSize": 0, "maxSize": 1, "desiredSize": 0},
+                         taints=[GPU_TAINT], launchTemplate={"id": gpu["blank_template"], "version": source})
+    try:
+        set_faults(nodegroup_update_seconds=0.1)
+        with pytest.raises(eks.exceptions.InvalidParameterException, match="desiredSize <= maxSize"):
+            eks.update_nodegroup_config(clusterName=cluster, nodegroupName="scaled",
+                                        scalingConfig={"minSize": 1, "maxSize": 1, "desiredSize": 2})
+        update = eks.update_nodegroup_config(clusterName=cluster, nodegroupName="scaled",
+                                             scalingConfig={"minSize": 1, "maxSize": 1, "desiredSize": 1})["update"]
+        assert update["type"] == "ConfigUpdate" and update["status"] == "InProgress"
+        assert wait_update(gpu, "scaled", update["id"])["status"] == "Successful"
+        (node,) = ready_nodes(cluster, "scaled")
+        instance = ec2.describe_instances(InstanceIds=[node.instance_id])["Reservations"][0]["Instances"][0]
+        tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+        (copy,) = ec2.describe_launch_templates(LaunchTemplateIds=[tags["aws:ec2launchtemplate:id"]])[
+            "LaunchTemplates"]
+        assert copy["LaunchTemplateName"].startswith("eks-") and copy["LaunchTemplateId"] != gpu["blank_template"]
+        assert tags["aws:ec2launchtemplate:version"] == "1" != source
+        labels = core.read_node(node.name).metadata.labels
+        assert labels["eks.amazonaws.com/sourceLaunchTemplateId"] == gpu["blank_template"]
+        assert labels["eks.amazonaws.com/sourceLaunchTemplateVersion"] == source
+        assert labels["eks.amazonaws.com/nodegroup"] == "scaled"
+        update = eks.update_nodegroup_config(clusterName=cluster, nodegroupName="scaled",
+                                             scalingConfig={"minSize": 0, "maxSize": 1, "desiredSize": 0})["update"]
+        assert wait_update(gpu, "scaled", update["id"])["status"] == "Successful"
+        assert not [n for n in nodes.all_nodes() if n.cluster == cluster and n.nodegroup == "scaled"]
+    finally:
+        eks.delete_nodegroup(clusterName=cluster, nodegroupName="scaled")
 
 
 def test_removed_nodes_leave_no_mounts_loops_or_containerd(gpu) -> None:
@@ -439,3 +492,29 @@ def test_large_image_cached_start_versus_uncached_pull(cloud, tmp_path) -> None:
         else:
             os.environ["DEVSTACK_PLAIN_HTTP_REGISTRIES"] = previous
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_node_group_created_again_has_none_of_the_deleted_ones_updates(gpu, set_faults) -> None:
+    """DescribeUpdate/ListUpdates answer for the node group, not its name: a namesake starts without the
+    deleted group's updates, and one still InProgress does not make it ResourceInUse."""
+    eks, cluster = gpu["eks"], gpu["cluster"]
+    group = eks.describe_nodegroup(clusterName=cluster, nodegroupName="blank")["nodegroup"]
+
+    def create() -> None:
+        eks.create_nodegroup(clusterName=cluster, nodegroupName="again", nodeRole=group["nodeRole"],
+                             subnets=group["subnets"], scalingConfig={"minSize": 0, "maxSize": 1, "desiredSize": 0},
+                             launchTemplate={"id": gpu["blank_template"], "version": "1"})
+
+    set_faults(nodegroup_update_seconds=60)
+    create()
+    eks.update_nodegroup_version(clusterName=cluster, nodegroupName="again",
+                                 launchTemplate={"id": gpu["blank_template"], "version": "1"})
+    eks.delete_nodegroup(clusterName=cluster, nodegroupName="again")
+    create()
+    try:
+        assert eks.list_updates(name=cluster, nodegroupName="again")["updateIds"] == []
+        update = eks.update_nodegroup_config(clusterName=cluster, nodegroupName="again",
+                                             scalingConfig={"minSize": 0, "maxSize": 1, "desiredSize": 0})["update"]
+        assert eks.list_updates(name=cluster, nodegroupName="again")["updateIds"] == [update["id"]]
+    finally:
+        eks.delete_nodegroup(clusterName=cluster, nodegroupName="again")

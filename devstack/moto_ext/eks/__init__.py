@@ -1,4 +1,5 @@
-"""EKS for the local cloud: managed node group updates that move nodes (devstack.nodes)."""
+"""EKS for the local cloud: managed node group updates that move nodes (devstack.nodes), and EKS's copy
+of a node group's launch template."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ def install() -> None:
     _patch.replace(EKSResponse, "describe_update", lambda _orig: responses.describe_update)
     _patch.replace(EKSResponse, "list_updates", lambda _orig: responses.list_updates)
     _patch.replace(EKSResponse, "describe_nodegroup", responses.describe_nodegroup)
+    _patch.replace(EKSResponse, "create_nodegroup", responses.create_nodegroup)
+    _patch.replace(EKSResponse, "update_nodegroup_config", lambda _orig: responses.update_nodegroup_config)
 
 
 def reset() -> None:

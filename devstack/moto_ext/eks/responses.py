@@ -1,4 +1,5 @@
-"""EKS request handlers on moto's EKSResponse: UpdateNodegroupVersion, DescribeUpdate, ListUpdates."""
+"""EKS request handlers on moto's EKSResponse: UpdateNodegroupVersion/Config, DescribeUpdate, ListUpdates,
+and CreateNodegroup making EKS's launch template copy."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from moto.core.responses import ActionResult
 from moto.eks.exceptions import ResourceNotFoundException
 
-from devstack.moto_ext.eks import models
+from devstack.moto_ext.eks import launch_template_copy, models
 
 ROUTES = (
     "{0}/clusters/(?P<name>[^/]+)/node-groups/(?P<nodegroupName>[^/]+)/update-version$",
@@ -32,6 +33,16 @@ def update_nodegroup_version(self: Any) -> ActionResult:
         self.eks_backend, self.current_account, self.region, nodegroup, self._get_param("clientRequestToken"),
         self._get_param("launchTemplate"), self._get_param("version"), self._get_param("releaseVersion"),
     )
+    return ActionResult({"update": update.describe()})
+
+
+def update_nodegroup_config(self: Any) -> ActionResult:
+    """Scaling only (what the rollout changes); labels, taints and the rest stay moto's."""
+    nodegroup = self.eks_backend.describe_nodegroup(cluster_name=self._get_param("name"),
+                                                    nodegroup_name=self._get_param("nodegroupName"))
+    scaling = self._get_param("scalingConfig") or {}
+    update = models.start_config_update(self.eks_backend, self.current_account, self.region, nodegroup,
+                                        self._get_param("clientRequestToken"), scaling)
     return ActionResult({"update": update.describe()})
 
 
@@ -60,5 +71,17 @@ def describe_nodegroup(original: Any) -> Any:
     def handler(self: Any) -> Any:
         _settle(self)
         return original(self)
+
+    return handler
+
+
+def create_nodegroup(original: Any) -> Any:
+    def handler(self: Any) -> Any:
+        result = original(self)
+        nodegroup = self.eks_backend.describe_nodegroup(cluster_name=self._get_param("name"),
+                                                        nodegroup_name=self._get_param("nodegroupName"))
+        launch_template_copy.copy_for(models.ec2_backend(self.current_account, self.region), nodegroup,
+                                      nodegroup.launch_template)
+        return result
 
     return handler

@@ -10,7 +10,8 @@ from ml_cache.hooks._waiters import CustomWaitersMixin
 
 
 class CacheEksHook(CustomWaitersMixin, EksHook):
-    """The provider's EksHook plus UpdateNodegroupVersion / DescribeUpdate and their waiter."""
+    """The provider's EksHook plus UpdateNodegroupVersion / UpdateNodegroupConfig / DescribeUpdate and their
+    waiter."""
 
     def update_nodegroup_version(self, cluster: str, nodegroup: str, launch_template: dict[str, str], *,
                                  force: bool, token: str) -> dict[str, Any]:
@@ -19,6 +20,12 @@ class CacheEksHook(CustomWaitersMixin, EksHook):
             clusterName=cluster, nodegroupName=nodegroup, launchTemplate=launch_template, force=force,
             clientRequestToken=token,
         )["update"]
+
+    def update_nodegroup_scaling(self, cluster: str, nodegroup: str, scaling: dict[str, int], *,
+                                 token: str) -> dict[str, Any]:
+        """UpdateNodegroupConfig of the scaling only (an update of type ConfigUpdate); idempotent by `token`."""
+        return self.conn.update_nodegroup_config(clusterName=cluster, nodegroupName=nodegroup, scalingConfig=scaling,
+                                                 clientRequestToken=token)["update"]
 
     def describe_update(self, cluster: str, nodegroup: str, update_id: str) -> dict[str, Any]:
         return self.conn.describe_update(name=cluster, nodegroupName=nodegroup, updateId=update_id)["update"]

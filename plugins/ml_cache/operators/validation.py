@@ -15,7 +15,7 @@ from ml_cache.validation.manifest import run_selector
 class DeleteValidationPodsOperator(BaseOperator):
     """Delete this run's validation pods (by their run label); nothing to delete is fine.
 
-    As a teardown its failure does not change the rollout's outcome, but it shows in the run.
+    A teardown with `on_failure_fail_dagrun`: pods it could not delete fail the run, even a validated one.
     """
 
     template_fields: Sequence[str] = ("rollout",)

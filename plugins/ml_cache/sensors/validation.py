@@ -30,7 +30,6 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseSensorOperator, PokeReturnValue
 
-from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.hooks.kubernetes import CacheKubernetesHook
 from ml_cache.settings.models import RolloutConfig
 from ml_cache.validation.manifest import run_selector, validation_pod_manifest
@@ -128,10 +127,10 @@ class ValidateCacheOnNodesSensor(BaseSensorOperator):
                 for p in planned if p.name in pods]
 
     def _new_nodes(self, hook: CacheKubernetesHook) -> list[dict[str, Any]]:
-        nodes = hook.list_nodes(nodegroup_selector(self.rollout.node_group_name))
-        ids = [i for i in (instance_id_of(n) for n in nodes) if i]
-        instances = {i["InstanceId"]: i for i in CacheEc2Hook(aws_conn_id=self.aws_conn_id).describe_instances(ids)}
-        return nodes_on_version(nodes, instances, str(self.version))
+        """By the source launch template labels, never the instance tags (those name EKS's copy)."""
+        nodegroup = self.rollout.node_group_name
+        return nodes_on_version(hook.list_nodes(nodegroup_selector(nodegroup)), nodegroup,
+                                self.rollout.launch_template_id, str(self.version))
 
     def _baseline_nodes(self, hook: CacheKubernetesHook) -> list[dict[str, Any]]:
         """One node of the same instance type without the cache: the uncached start, for the ratio."""

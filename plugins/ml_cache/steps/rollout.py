@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from ml_cache.assets import ML_CONTAINER_CACHE, latest_event, read_cache_event, ready_event_extra
+from ml_cache.errors import error_code
 from ml_cache.fsr_lifecycle import retire_fsr
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.hooks.eks import CacheEksHook
@@ -12,18 +17,28 @@ from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.launch_template import cache_snapshot, version_description, with_cache_snapshot
 from ml_cache.published import read_published, restore_snapshot
 from ml_cache.rollout_target import RolloutTarget, snapshot_from_event, snapshot_from_published
+from ml_cache.run_deadline import check_run_fits
 from ml_cache.settings import RolloutSettings, load_config, resolve_rollout_settings
 from ml_cache.settings.models import RolloutConfig
+from ml_cache.tags import identity_token
+
+log = logging.getLogger(__name__)
+
+
+READY_TASK = "publish_ready"
 
 
 class RolloutPrecheckFailed(RuntimeError):
     """The node group is not in a state (or shape) the rollout can safely change."""
 
 
-def validate_inputs(params: dict[str, Any] | None, *, aws_conn_id: str) -> dict[str, Any]:
-    """Config `rollout:` (Terraform's output) merged with the form, validated before any AWS call."""
+def validate_inputs(params: dict[str, Any] | None, *, aws_conn_id: str, dagrun_timeout: timedelta | None
+                    ) -> dict[str, Any]:
+    """Config `rollout:` (Terraform's output) merged with the form, validated before any AWS call; its
+    deadlines must fit the run timeout the DAG was parsed with."""
     region = CacheEksHook(aws_conn_id=aws_conn_id).conn_region_name
     settings: RolloutSettings = resolve_rollout_settings(load_config(), dict(params or {}), region=region)
+    check_run_fits("rollout", settings.timeouts, dagrun_timeout)
     return settings.model_dump(mode="json")
 
 
@@ -60,11 +75,26 @@ def precheck_node_group(rollout: RolloutConfig, *, aws_conn_id: str) -> dict[str
     version = check_node_group(nodegroup, rollout.launch_template_id)
     data = CacheEc2Hook(aws_conn_id=aws_conn_id).describe_launch_template_version(
         rollout.launch_template_id, version)["LaunchTemplateData"]
+    scaling = {key: nodegroup.get("scalingConfig", {}).get(key) for key in ("minSize", "maxSize", "desiredSize")}
     return {
         "launch_template_version": version,
         "previous_snapshot_id": cache_snapshot(data, rollout.cache_device_name),
-        "desired_size": nodegroup.get("scalingConfig", {}).get("desiredSize"),
+        **validation_scaling(scaling),
     }
+
+
+def validation_scaling(scaling: dict[str, Any]) -> dict[str, dict[str, int] | None]:
+    """A group scaled to 0 has no node to validate on: it gets one for the validation
+    (`validation_scaling`) and its own scaling back afterwards (`restore_scaling`); else both None."""
+    if scaling.get("desiredSize"):
+        return {"validation_scaling": None, "restore_scaling": None}
+    return {"validation_scaling": {"minSize": 1, "maxSize": max(1, int(scaling.get("maxSize") or 0)), "desiredSize": 1},
+            "restore_scaling": {key: int(value or 0) for key, value in scaling.items()}}
+
+
+def rollout_published(ti: Any) -> bool:
+    """`publish_ready` returned (its XCom exists only once it succeeded): the teardowns undo nothing."""
+    return ti.xcom_pull(task_ids=READY_TASK) is not None
 
 
 def create_launch_template_version(rollout: RolloutConfig, snapshot_id: str, run_id: str, *,
@@ -125,3 +155,60 @@ def retire_rejected_fsr(settings: RolloutSettings, target: RolloutTarget, *, aws
 def _published_id(settings: RolloutSettings, aws_conn_id: str) -> str | None:
     return read_published(CacheSsmHook(aws_conn_id=aws_conn_id), parameter=settings.aws.ssm_parameter,
                           metadata_parameter=settings.aws.ssm_metadata_parameter).snapshot_id
+
+
+def undo_after_timeout(context: dict[str, Any], *, aws_conn_id: str) -> None:
+    """The DAG's on_failure_callback. A run past `dagrun_timeout` gets its teardowns marked skipped
+    (Airflow 3.3), so this (run by the dag processor, reason "timed_out") does their urgent part."""
+    if context.get("reason") != "timed_out":
+        return
+    from airflow.sdk.execution_time.xcom import XCom
+
+    dag_id, run_id = context["dag"].dag_id, context["run_id"]
+
+    def result(task_id: str) -> Any:
+        return XCom.get_one(key="return_value", dag_id=dag_id, task_id=task_id, run_id=run_id)
+
+    settings, target, current = result("validate_inputs"), result("resolve_snapshot"), result("precheck_node_group")
+    if result(READY_TASK) is not None or settings is None or target is None or current is None:
+        log.info("Run %s timed out with nothing of the node group changed, or published", run_id)
+        return
+    done = undo_timed_out_run(RolloutSettings.model_validate(settings), target, current, aws_conn_id=aws_conn_id,
+                              dag_id=dag_id, run_id=run_id)
+    log.warning("Run %s timed out: %s", run_id, "; ".join(done))
+
+
+def undo_timed_out_run(settings: RolloutSettings, target: RolloutTarget, current: dict[str, Any], *,
+                       aws_conn_id: str, dag_id: str, run_id: str) -> list[str]:
+    """The SSM parameter back to what the nodes ran, and the rollback update started, not waited for
+    (the scaling's instead, when the version needs none: EKS runs one update at a time)."""
+    restored = restore_snapshot_parameter(settings, target, current, aws_conn_id=aws_conn_id)
+    done = [f"snapshot parameter restored to {restored}" if restored
+            else "snapshot parameter left as it was (it no longer names the rolled-out snapshot)"]
+    rollout, version = settings.rollout, str(current["launch_template_version"])
+    scaling = current.get("restore_scaling")
+    eks = CacheEksHook(aws_conn_id=aws_conn_id)
+    nodegroup = eks.describe_nodegroup(clusterName=rollout.cluster_name,
+                                       nodegroupName=rollout.node_group_name)["nodegroup"]
+    running = str(nodegroup.get("launchTemplate", {}).get("version"))
+    try:
+        if running != version:
+            update = eks.update_nodegroup_version(
+                rollout.cluster_name, rollout.node_group_name, {"id": rollout.launch_template_id, "version": version},
+                force=rollout.force_update,
+                token=identity_token(dag_id, run_id, "on_failure_callback", running, version))
+            done.append(f"rollback of {rollout.node_group_name} to launch template version {version} started "
+                        f"(update {update['id']}, not waited for)"
+                        + (f"; scale it back to {scaling} once it is done" if scaling else ""))
+        elif scaling and nodegroup.get("scalingConfig") != scaling:
+            token = identity_token(dag_id, run_id, "on_failure_callback", str(nodegroup.get("scalingConfig")),
+                                   str(scaling))
+            update = eks.update_nodegroup_scaling(rollout.cluster_name, rollout.node_group_name, scaling, token=token)
+            done.append(f"scaling of {rollout.node_group_name} back to {scaling} started (update {update['id']}, "
+                        "not waited for)")
+    except ClientError as error:
+        if error_code(error) != "ResourceInUseException":
+            raise
+        done.append(f"node group {rollout.node_group_name} is busy with another update: roll it back to launch "
+                    f"template version {version}" + (f" and scaling {scaling}" if scaling else "") + " by hand")
+    return done

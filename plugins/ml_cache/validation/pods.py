@@ -18,7 +18,11 @@ from ml_cache.validation.evidence import parse_timestamp
 from ml_cache.validation.manifest import CREATED_AT_ANNOTATION, validation_pod_name
 
 NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"
-LAUNCH_TEMPLATE_VERSION_TAG = "aws:ec2launchtemplate:version"
+# EKS launches a node group's instances from its own copy of our launch template, so the instances'
+# aws:ec2launchtemplate:* tags name the copy; only these node labels name our template and version
+# (https://docs.aws.amazon.com/eks/latest/userguide/launch-templates.html).
+SOURCE_TEMPLATE_ID_LABEL = "eks.amazonaws.com/sourceLaunchTemplateId"
+SOURCE_TEMPLATE_VERSION_LABEL = "eks.amazonaws.com/sourceLaunchTemplateVersion"
 BASELINE_PREFIX = "baseline"
 
 
@@ -32,16 +36,13 @@ def nodegroup_selector(nodegroup: str) -> str:
     return f"{NODEGROUP_LABEL}={nodegroup}"
 
 
-def nodes_on_version(nodes: list[dict[str, Any]], instances: dict[str, dict[str, Any]], version: str
-                     ) -> list[dict[str, str]]:
-    """The nodes whose EC2 instance was launched from launch template `version`."""
-    selected = []
-    for node in nodes:
-        instance_id = instance_id_of(node)
-        tags = {t["Key"]: t["Value"] for t in instances.get(instance_id or "", {}).get("Tags", [])}
-        if tags.get(LAUNCH_TEMPLATE_VERSION_TAG) == str(version):
-            selected.append({"node": node["metadata"]["name"], "instance_id": instance_id})
-    return selected
+def nodes_on_version(nodes: list[dict[str, Any]], nodegroup: str, template_id: str, version: str
+                     ) -> list[dict[str, str | None]]:
+    """The nodes of `nodegroup` launched from version `version` of our launch template `template_id`."""
+    wanted = {NODEGROUP_LABEL: nodegroup, SOURCE_TEMPLATE_ID_LABEL: template_id,
+              SOURCE_TEMPLATE_VERSION_LABEL: str(version)}
+    return [{"node": node["metadata"]["name"], "instance_id": instance_id_of(node)} for node in nodes
+            if wanted.items() <= ((node.get("metadata") or {}).get("labels") or {}).items()]
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """The rollout's cluster at the protocol level: the local cloud's Kubernetes API stand-in and its EC2,
 reached through the Airflow connections `kubernetes_local` and `aws_default`, as the DAG reaches them.
 
-Nodes are registered through the API (providerID, EKS node group label) for instances launched
-from a launch template version, so the code under test finds them as on EKS. The local cloud runs
-no pod bound to such a node: the test is their kubelet, and `Cluster.finish` ends pods as a
+Nodes are registered through the API with the labels EKS gives a managed node group's nodes (the
+node group, the source launch template id and version) for instances launched from EKS's own copy
+of the template (its id and versions differ from ours), so the code under test finds them as on
+EKS. The local cloud runs no pod bound to such a node: the test is their kubelet, and `Cluster.finish` ends pods as a
 recorded pod ended, writing its status (PUT pods/status) and its events (POST events) with the
 recorded times moved to just after the pod's creation.
 """
@@ -30,6 +31,8 @@ REGION = "us-west-2"
 KUBERNETES_CONN_ID = "kubernetes_local"
 EKS_AMI = "/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/standard/recommended/image_id"
 NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"
+SOURCE_ID_LABEL = "eks.amazonaws.com/sourceLaunchTemplateId"
+SOURCE_VERSION_LABEL = "eks.amazonaws.com/sourceLaunchTemplateVersion"
 _TIMESTAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z")
 
 
@@ -55,19 +58,24 @@ class Cluster:
                                                     LaunchTemplateData=data)
         return self._template_id
 
-    def launch(self, version: str | None) -> str:
-        """An instance from launch template `version` (EC2 tags it aws:ec2launchtemplate:version), or none."""
-        source = ({"LaunchTemplate": {"LaunchTemplateId": self.template_id, "Version": version}} if version
-                  else {"ImageId": self.image_id, "InstanceType": "g6e.xlarge"})
+    def launch(self) -> str:
+        """An instance from EKS's copy of the template: its EC2 tags name the copy, never our version."""
+        copy = self.ec2.create_launch_template(
+            LaunchTemplateName=f"eks-{uuid.uuid4()}", LaunchTemplateData={"ImageId": self.image_id,
+                                                                          "InstanceType": "g6e.xlarge"})
+        source = {"LaunchTemplate": {"LaunchTemplateId": copy["LaunchTemplate"]["LaunchTemplateId"], "Version": "1"}}
         instance_id = self.ec2.run_instances(MinCount=1, MaxCount=1, **source)["Instances"][0]["InstanceId"]
         self.instances.append(instance_id)
         return instance_id
 
     def add_node(self, name: str, nodegroup: str, version: str | None) -> str:
-        """A node of `nodegroup` on a new instance, registered as its kubelet would; its instance id."""
-        instance_id = self.launch(version)
-        self.core.create_node({"apiVersion": "v1", "kind": "Node",
-                               "metadata": {"name": name, "labels": {NODEGROUP_LABEL: nodegroup}},
+        """A node of `nodegroup` on a new instance, registered as its kubelet would, labelled with the
+        source launch template `version` (none: not from our template); its instance id."""
+        instance_id = self.launch()
+        labels = {NODEGROUP_LABEL: nodegroup}
+        if version:
+            labels.update({SOURCE_ID_LABEL: self.template_id, SOURCE_VERSION_LABEL: version})
+        self.core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
                                "spec": {"providerID": f"aws:///{REGION}a/{instance_id}"}})
         self.nodes.append(name)
         return instance_id

@@ -1,6 +1,6 @@
 """The validation sensor, poke by poke, with its real hooks against the local cloud: the Kubernetes
-API stand-in (kubernetes_local) and EC2 (aws_default), whose instances say by their
-aws:ec2launchtemplate:version tag which nodes are on the new version.
+API stand-in (kubernetes_local), whose nodes say by EKS's source launch template labels which are on
+the new version (their instances come from EKS's copy of the template: the EC2 tags name the copy).
 
 The test is the nodes' kubelet: pods "finish" as recorded ones (validation/fixtures/) did, a cache
 hit, or a pull for a miss and the baseline, written through the API (pod status, events).
@@ -159,5 +159,6 @@ def test_rollout_dag_wires_the_sensor_and_its_teardown():
         "ml_container_cache_rollout"]
     validate, delete = dag.get_task("validate_nodes"), dag.get_task("delete_validation_pods")
     assert validate.mode == "reschedule" and validate.retries == 2
-    assert delete.is_teardown and "validate_nodes" in delete.upstream_task_ids
-    assert "delete_validation_pods" not in dag.get_task("publish_ready").upstream_task_ids
+    assert delete.is_teardown and delete.on_failure_fail_dagrun
+    assert "validate_nodes" in delete.get_flat_relative_ids(upstream=True)
+    assert "delete_validation_pods" not in dag.get_task("publish_ready").get_flat_relative_ids(upstream=True)

@@ -1,10 +1,11 @@
-"""The rollout precheck: only an ACTIVE node group on our launch template is changed."""
+"""The rollout precheck: only an ACTIVE node group on our launch template is changed; a group scaled
+to 0 gets one validation node and its own scaling back."""
 
 from __future__ import annotations
 
 import pytest
 
-from ml_cache.steps.rollout import RolloutPrecheckFailed, check_node_group
+from ml_cache.steps.rollout import RolloutPrecheckFailed, check_node_group, validation_scaling
 
 TEMPLATE = "lt-0123456789abcdef0"
 
@@ -24,3 +25,16 @@ def test_precheck_returns_the_version_the_nodes_run_now():
 def test_precheck_refuses_a_node_group_it_cannot_change(nodegroup, message):
     with pytest.raises(RolloutPrecheckFailed, match=message):
         check_node_group(nodegroup, TEMPLATE)
+
+
+def test_a_group_scaled_to_zero_gets_one_validation_node_and_its_scaling_back():
+    assert validation_scaling({"minSize": 0, "maxSize": 4, "desiredSize": 0}) == {
+        "validation_scaling": {"minSize": 1, "maxSize": 4, "desiredSize": 1},
+        "restore_scaling": {"minSize": 0, "maxSize": 4, "desiredSize": 0}}
+    assert validation_scaling({"minSize": 0, "maxSize": 0, "desiredSize": 0})["validation_scaling"] == {
+        "minSize": 1, "maxSize": 1, "desiredSize": 1}
+
+
+def test_a_group_with_nodes_keeps_its_scaling():
+    assert validation_scaling({"minSize": 1, "maxSize": 2, "desiredSize": 2}) == {
+        "validation_scaling": None, "restore_scaling": None}

@@ -18,8 +18,8 @@ from ml_cache.validation.pods import (
 NOW = datetime(2026, 11, 29, 3, 0, 0, tzinfo=UTC)
 
 
-def node(name: str, instance_id: str) -> dict:
-    return {"metadata": {"name": name}, "spec": {"providerID": f"aws:///us-west-2a/{instance_id}"}}
+def node(name: str, instance_id: str, **labels: str) -> dict:
+    return {"metadata": {"name": name, "labels": labels}, "spec": {"providerID": f"aws:///us-west-2a/{instance_id}"}}
 
 
 def pod(name: str, phase: str = "Pending", created: datetime = NOW, ready: bool = False) -> dict:
@@ -29,12 +29,18 @@ def pod(name: str, phase: str = "Pending", created: datetime = NOW, ready: bool 
     return manifest
 
 
-def test_nodes_on_the_new_version_by_their_instance_tag():
-    nodes = [node("a", "i-0a"), node("b", "i-0b"), {"metadata": {"name": "c"}, "spec": {}}]
-    instances = {"i-0a": {"Tags": [{"Key": "aws:ec2launchtemplate:version", "Value": "2"}]},
-                 "i-0b": {"Tags": [{"Key": "aws:ec2launchtemplate:version", "Value": "1"}]}}
-    assert nodes_on_version(nodes, instances, "2") == [{"node": "a", "instance_id": "i-0a"}]
-    assert instance_id_of(nodes[2]) is None
+def test_nodes_on_the_new_version_by_the_source_launch_template_labels():
+    def on(nodegroup: str, template: str, version: str) -> dict[str, str]:
+        return {"eks.amazonaws.com/nodegroup": nodegroup, "eks.amazonaws.com/sourceLaunchTemplateId": template,
+                "eks.amazonaws.com/sourceLaunchTemplateVersion": version}
+
+    nodes = [node("a", "i-0a", **on("gpu", "lt-1", "3")), node("b", "i-0b", **on("gpu", "lt-1", "2")),
+             node("c", "i-0c", **on("gpu", "lt-2", "3")), node("d", "i-0d", **on("other", "lt-1", "3")),
+             node("e", "i-0e", **{"eks.amazonaws.com/nodegroup": "gpu"}),
+             {"metadata": {"name": "f", "labels": on("gpu", "lt-1", "3")}, "spec": {}}]
+    assert nodes_on_version(nodes, "gpu", "lt-1", "3") == [{"node": "a", "instance_id": "i-0a"},
+                                                           {"node": "f", "instance_id": None}]
+    assert instance_id_of(nodes[5]) is None
 
 
 def test_plan_names_are_stable_and_baseline_pods_are_others():
