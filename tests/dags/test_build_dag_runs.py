@@ -1,7 +1,8 @@
 """The build DAG end to end on the local cloud: the happy path and the fault catalog's clean failures.
 
 A clean failure: the run is FAILED naming the cause, no builder is left running, the SSM
-parameter keeps its previous value.
+parameter keeps its previous value, the previous snapshot (a real one, published by the `cloud`
+fixture) still exists, `completed`, with its size and tags.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import pytest
 
 from tests.dags.conftest import (
     METADATA_PARAMETER,
-    PREVIOUS_SNAPSHOT,
     assert_failed_with,
     needs_data_plane,
     run_dag,
@@ -24,7 +24,8 @@ def assert_clean_failure(cloud, run, states, failed_task, cause, capfd):
     assert_failed_with(run, states, failed_task, cause, capfd)
     assert states["publish_snapshot"] != "success"
     assert cloud.live_instances() == []
-    assert cloud.parameter() == PREVIOUS_SNAPSHOT
+    assert cloud.parameter() == cloud.previous_snapshot
+    cloud.assert_previous_intact()
 
 
 def test_invalid_image_fails_before_any_aws_call(cloud, build_dag, capfd):
@@ -75,7 +76,7 @@ def test_happy_path_publishes_after_fsr(cloud, build_dag):
     assert str(run.state) == "success", states
     ec2 = cloud.client("ec2")
     snapshot_id = cloud.parameter()
-    assert snapshot_id.startswith("snap-") and snapshot_id != PREVIOUS_SNAPSHOT
+    assert snapshot_id.startswith("snap-") and snapshot_id != cloud.previous_snapshot
     snapshot = ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]
     tags = {t["Key"]: t["Value"] for t in snapshot["Tags"]}
     assert snapshot["State"] == "completed"
@@ -100,7 +101,8 @@ def test_missing_image_fails_with_its_name_before_any_instance(cloud, build_dag,
     run, states = run_dag(build_dag, images=[missing])
     assert_failed_with(run, states, "resolve_images", rf"{missing}: not found", capfd, retried=False)
     assert states["launch_builder"] == "upstream_failed"
-    assert cloud.live_instances() == [] and cloud.parameter() == PREVIOUS_SNAPSHOT
+    assert cloud.live_instances() == [] and cloud.parameter() == cloud.previous_snapshot
+    cloud.assert_previous_intact()
 
 
 @needs_data_plane

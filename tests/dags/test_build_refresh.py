@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.dags.conftest import METADATA_PARAMETER, PREVIOUS_SNAPSHOT, assert_failed_with, needs_data_plane, run_dag
+from tests.dags.conftest import METADATA_PARAMETER, assert_failed_with, needs_data_plane, run_dag
 
 
 def cache_events() -> int:
@@ -31,7 +31,7 @@ def test_unchanged_weeks_launch_nothing_and_a_rebuild_starts_from_the_published_
     first = cloud.parameter()
     metadata = json.loads(cloud.parameter(METADATA_PARAMETER))
     assert metadata["build"]["mode"] == "fresh"
-    assert metadata["build"]["reason"] == f"the published snapshot {PREVIOUS_SNAPSHOT} is gone"
+    assert metadata["build"]["reason"] == f"the published snapshot {cloud.previous_snapshot} is not encrypted"
     assert states["up_to_date"] == "skipped"
     launched, events = cloud.instance_count(), cache_events()
 
@@ -76,4 +76,5 @@ def test_a_snapshot_that_was_not_published_loses_fsr(cloud, build_dag, capfd):
     (snapshot,) = cloud.client("ec2").describe_snapshots(
         OwnerIds=["self"], Filters=[{"Name": "tag:ml-cache:run-id", "Values": [run.run_id]}])["Snapshots"]
     assert set(fsr_states(cloud, snapshot["SnapshotId"]).values()) <= {"disabling", "disabled"}
-    assert cloud.parameter() == PREVIOUS_SNAPSHOT
+    assert cloud.parameter() == cloud.previous_snapshot
+    cloud.assert_previous_intact()
