@@ -1,4 +1,4 @@
-"""Fault settings (registry fronts, ECR, lost instances): validated like the others, counted faults used up one by one."""
+"""Fault settings (registry fronts, ECR, lost instances): validated; counted faults used up one by one."""
 
 from __future__ import annotations
 
