@@ -261,6 +261,23 @@ def assert_failed_with(run, states, task_id: str, cause: str, capfd, *, retried:
     assert failed.try_number == (run.dag.get_task(task_id).retries + 1 if retried else 1)
 
 
+def assert_clean_failure(cloud: LocalCloud, run, states, failed_task: str, cause: str, capfd, *,
+                         retried: bool = True) -> None:
+    """The fault catalog's clean failure: FAILED at `failed_task` naming `cause` (after every retry, or at
+    the first try), nothing published, no builder left, the parameter and the previous snapshot intact."""
+    assert_failed_with(run, states, failed_task, cause, capfd, retried=retried)
+    assert states["publish_snapshot"] != "success"
+    assert cloud.live_instances() == []
+    assert cloud.parameter() == cloud.previous_snapshot
+    cloud.assert_previous_intact()
+
+
+def run_snapshots(cloud: LocalCloud, run_id: str) -> list[dict[str, Any]]:
+    """The snapshots a run made (by its run-id tag)."""
+    return cloud.client("ec2").describe_snapshots(
+        OwnerIds=["self"], Filters=[{"Name": "tag:ml-cache:run-id", "Values": [run_id]}])["Snapshots"]
+
+
 needs_data_plane = pytest.mark.skipif(
     os.environ.get("ML_CACHE_SKIP_DATA_PLANE") == "1" or bool(_data_plane_reason()),
     reason=f"the build step runs the real script: {_data_plane_reason() or 'ML_CACHE_SKIP_DATA_PLANE=1'}",

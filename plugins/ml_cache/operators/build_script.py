@@ -74,9 +74,11 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
         invocation = self.hook.get_command_invocation(command_id, self.builder["instance_id"])
         if event["status"] != "success" or invocation.get("Status") != "Success":
             stderr_tail = (invocation.get("StandardErrorContent") or "").strip()[-1500:]
+            status, details = invocation.get("Status"), invocation.get("StatusDetails")
+            ended = status if details in (None, status) else f"{status}: {details}"  # TimedOut: DeliveryTimedOut
             raise RuntimeError(
                 f"Builder script ({self.action}) on {self.builder['instance_id']} ended "
-                f"{invocation.get('Status')} (exit code {invocation.get('ResponseCode')}, command {command_id})."
+                f"{ended} (exit code {invocation.get('ResponseCode')}, command {command_id})."
                 f" stderr tail:\n{stderr_tail}"
             )
         return command_id

@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from ml_cache.published import NO_CACHE, Published, StalePublish, publish_snapshot, read_published, restore_snapshot
 from ml_cache.rollout_target import snapshot_from_published
@@ -67,8 +68,9 @@ def test_published_snapshot_reads_back_into_the_rollout(ssm, names):
 
 def test_an_older_snapshot_never_overwrites_a_newer_one(ssm, names):
     publish_snapshot(ssm, **names, metadata=metadata(NEW, 5))
-    with pytest.raises(StalePublish, match=f"already holds {NEW}"):
+    with pytest.raises(StalePublish, match=f"already holds {NEW}") as refused:
         publish_snapshot(ssm, **names, metadata=metadata(OLD, 4))
+    assert isinstance(refused.value, AirflowFailException)  # no retry: the newer snapshot stays newer
     assert read_published(ssm, **names).snapshot_id == NEW
     newer = "snap-0ccccccccccccccc0"
     assert publish_snapshot(ssm, **names, metadata=metadata(newer, 6))["previous_snapshot_id"] == NEW
