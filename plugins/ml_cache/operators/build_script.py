@@ -9,7 +9,7 @@ from airflow.providers.amazon.aws.utils import validate_execute_complete_event
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from ml_cache.builder_spec import build_spec, encode_spec
-from ml_cache.errors import PermanentFailure
+from ml_cache.errors import DeadlinePassed, PermanentFailure
 from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.operators.base import CacheAwsOperator
 from ml_cache.triggers.builder_command import BuilderCommandTrigger
@@ -76,9 +76,20 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
             stderr_tail = (invocation.get("StandardErrorContent") or "").strip()[-1500:]
             status, details = invocation.get("Status"), invocation.get("StatusDetails")
             ended = status if details in (None, status) else f"{status}: {details}"  # TimedOut: DeliveryTimedOut
-            raise RuntimeError(
+            raise failure_class(status, details)(
                 f"Builder script ({self.action}) on {self.builder['instance_id']} ended "
                 f"{ended} (exit code {invocation.get('ResponseCode')}, command {command_id})."
                 f" stderr tail:\n{stderr_tail}"
             )
         return command_id
+
+
+def failure_class(status: str | None, details: str | None) -> type[Exception]:
+    """Only a script that failed (exit code) may succeed on a retry (a registry's hiccup): a command past its
+    execution or delivery timeout would wait that deadline again (ml_cache.run_deadline counts it once), and
+    one cancelled, undeliverable or denied is not cured by sending it again."""
+    if status == "TimedOut":
+        return DeadlinePassed
+    if status == "Cancelled" or details in ("Undeliverable", "AccessDenied", "InvalidPlatform", "Terminated"):
+        return PermanentFailure
+    return RuntimeError
