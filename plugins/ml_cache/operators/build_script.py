@@ -85,10 +85,10 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
 
 
 def failure_class(status: str | None, details: str | None) -> type[Exception]:
-    """Only a script that failed (exit code) may succeed on a retry (a registry's hiccup): a command past its
-    execution or delivery timeout would wait that deadline again (ml_cache.run_deadline counts it once), and
-    one cancelled, undeliverable or denied is not cured by sending it again."""
-    if status == "TimedOut":
+    """Only a script that failed (exit code) may succeed on a retry (a registry's hiccup). A command past
+    its execution or delivery timeout, or our wait's, would wait that deadline again (ml_cache.run_deadline
+    counts it once); one cancelled, undeliverable or denied is not cured by sending it again."""
+    if status in ("TimedOut", "Pending", "InProgress", "Delayed"):  # still running: our wait's deadline passed
         return DeadlinePassed
     if status == "Cancelled" or details in ("Undeliverable", "AccessDenied", "InvalidPlatform", "Terminated"):
         return PermanentFailure
