@@ -77,6 +77,13 @@ def test_an_older_snapshot_never_overwrites_a_newer_one(ssm, names):
     assert read_published(ssm, **names).snapshot_id == newer
 
 
+def test_metadata_that_describes_another_snapshot_does_not_refuse_a_publish(ssm, names):
+    """Only the published snapshot's own start time counts: stray metadata of another id cannot block it."""
+    ssm.put_parameter(names["parameter"], OLD)
+    ssm.put_parameter(names["metadata_parameter"], json.dumps(metadata(NEW, 9)))
+    assert publish_snapshot(ssm, **names, metadata=metadata(NEW.replace("b", "c"), 5))["previous_snapshot_id"] == OLD
+
+
 def test_restore_after_a_failed_rollout(ssm, names):
     publish_snapshot(ssm, **names, metadata=metadata(OLD, 3))
     publish_snapshot(ssm, **names, metadata=metadata(NEW, 4))
