@@ -11,6 +11,9 @@ the same errors it would get from AWS. Settings stay until changed or reset.
                                          instance, SendCommand: InvalidInstanceId); registered ones
                                          turn ConnectionLost
   snapshot_error                         CreateSnapshot of sandbox volumes ends in state `error`
+  instance_lost_mid_command              "stopped" or "terminated": an instance whose command has run for
+                                         a second stops or terminates (StateReason as EC2 reports it);
+                                         its invocation stays InProgress, as on AWS (devstack.agent.loss)
   fsr_unsuccessful_azs                   EnableFastSnapshotRestores: Unsuccessful entries for these AZs
   ssm_command_status                     new commands run nothing and end with this status
                                          (Failed, TimedOut, DeliveryTimedOut, Cancelled, Undeliverable,
@@ -46,6 +49,13 @@ SSM_FAULT_STATUSES = {
     "AccessDenied": ("Failed", "AccessDenied"),
 }
 
+# instance_lost_mid_command value -> the instance's StateReason (code, message) as EC2 reports it:
+# https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_StateReason.html
+INSTANCE_LOSSES = {
+    "stopped": ("Server.ScheduledStop", "Server.ScheduledStop: Stopped due to scheduled retirement"),
+    "terminated": ("Client.InstanceInitiatedShutdown", "Client.InstanceInitiatedShutdown: Instance initiated shutdown"),
+}
+
 
 @dataclass
 class Faults:
@@ -55,6 +65,7 @@ class Faults:
     run_instances_errors: list[str] = field(default_factory=list)
     agent_offline: bool = False
     snapshot_error: bool = False
+    instance_lost_mid_command: str | None = None
     fsr_unsuccessful_azs: list[str] = field(default_factory=list)
     fsr_enabling_seconds: float | None = None
     fsr_optimizing_seconds: float | None = None
@@ -152,6 +163,10 @@ def _validate(key: str, value: Any) -> Any:
     if key in ("agent_offline", "snapshot_error"):
         if not isinstance(value, bool):
             raise ValueError(f"{key} must be true or false")
+        return value
+    if key == "instance_lost_mid_command":
+        if value not in (None, *INSTANCE_LOSSES):
+            raise ValueError(f"instance_lost_mid_command must be one of {list(INSTANCE_LOSSES)} or null")
         return value
     if key == "ssm_command_status":
         if value is not None and value not in SSM_FAULT_STATUSES:

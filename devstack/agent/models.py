@@ -55,12 +55,13 @@ class Invocation:
     env: dict[str, str]
     cwd: Path
     forced_status: str | None = None
+    lose_instance: str | None = None  # the instance_lost_mid_command fault when the command started
     requested: datetime = field(default_factory=clock.now)
     created_monotonic: float = field(default_factory=time.monotonic)
     visible_after: float = 0.0
     status: str = "Pending"
     status_details: str = "Pending"
-    stop_reason: str | None = None  # "Cancelled" or "Terminated" once asked to stop
+    stop_reason: str | None = None  # "Cancelled", "Terminated" or "Lost" (devstack.agent.loss) once stopped
     process: subprocess.Popen[bytes] | None = None
     pgid: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)

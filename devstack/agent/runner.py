@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack import clock, faults, process
-from devstack.agent import models
+from devstack.agent import loss, models
 from devstack.agent.documents import plan
 from devstack.agent.models import Invocation, PluginRun
 from devstack.sandbox import Sandbox
@@ -36,7 +36,7 @@ def start(command_id: str, sandbox: Sandbox, document_name: str, content: dict[s
     invocation = Invocation(
         command_id=command_id, instance_id=sandbox.instance_id, document_name=document_name,
         comment=comment, plugins=plugins, env=env, cwd=sandbox.root,
-        forced_status=faults.current().ssm_command_status,
+        forced_status=faults.current().ssm_command_status, lose_instance=faults.current().instance_lost_mid_command,
     )
     invocation.visible_after = invocation.created_monotonic + faults.delay("invocation_absent_seconds")
     models.register(invocation)
@@ -52,8 +52,9 @@ def cancel(command_id: str, instance_ids: list[str] | None = None) -> None:
 
 
 def terminate_instance(instance_id: str, wait: float = 10.0) -> None:
-    """The instance is going away: its running commands end as Terminated."""
-    invocations = [inv for inv in models.for_instance(instance_id) if not inv.finished]
+    """The instance is going away: its running commands end as Terminated (a lost one stays InProgress)."""
+    invocations = [inv for inv in models.for_instance(instance_id)
+                   if not inv.finished and inv.stop_reason != loss.LOST]
     for invocation in invocations:
         _stop(invocation, "Terminated")
     for invocation in invocations:
@@ -113,6 +114,11 @@ def _run_plugin(invocation: Invocation, plugin: PluginRun) -> None:
         stop_now = invocation.stop_reason is not None
     if stop_now:
         process.stop(child, KILL_GRACE_SECONDS)
+    elif invocation.lose_instance:
+        timer = threading.Timer(loss.LOST_AFTER_SECONDS, loss.lose_instance,
+                                args=(invocation, invocation.lose_instance, KILL_GRACE_SECONDS))
+        timer.daemon = True
+        timer.start()
     deadline = time.monotonic() + plugin.timeout_seconds
     timed_out = False
     while True:
@@ -124,11 +130,14 @@ def _run_plugin(invocation: Invocation, plugin: PluginRun) -> None:
                 timed_out = True
                 process.stop(child, KILL_GRACE_SECONDS)
     process.stop(child, KILL_GRACE_SECONDS)  # stray children of a finished script belong to the command too
+    lost = invocation.stop_reason == loss.LOST
+    if lost:  # nobody reports the end: InProgress until the execution timeout
+        time.sleep(max(0.0, deadline - time.monotonic()))
     plugin.finished = clock.now()
     plugin.response_code = child.returncode
-    if invocation.stop_reason:
+    if invocation.stop_reason and not lost:
         _mark_stopped(invocation, plugin)
-    elif timed_out:
+    elif timed_out or lost:
         plugin.status, plugin.status_details, plugin.response_code = "TimedOut", "ExecutionTimedOut", -1
     elif child.returncode == 0:
         plugin.status = plugin.status_details = "Success"

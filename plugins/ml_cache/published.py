@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict
 
+from ml_cache.errors import PermanentFailure
 from ml_cache.fingerprint import fingerprint
 from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.images import image_set_digest
@@ -20,8 +21,8 @@ from ml_cache.images import image_set_digest
 NO_CACHE = "none"  # what the id parameter holds when no cache exists (Terraform's placeholder)
 
 
-class StalePublish(RuntimeError):
-    """A newer snapshot is already published: an older run must not overwrite it."""
+class StalePublish(PermanentFailure):
+    """A newer snapshot is already published: an older run must not overwrite it (no retry changes that)."""
 
 
 class ImageMetadata(TypedDict):
@@ -114,16 +115,22 @@ def read_published(ssm: CacheSsmHook, *, parameter: str, metadata_parameter: str
                      metadata=_json_object(described["Value"]) if described else {})
 
 
+def refuse_stale(published: Published, metadata: SnapshotMetadata, *, parameter: str) -> None:
+    """StalePublish when the published snapshot was taken after this one: two builds raced (another DAG
+    run, a manual publish) and the newer one already won; an older run never overwrites it."""
+    published_start = published.metadata_of(published.snapshot_id or "").get("snapshot_start_time") or ""
+    if published_start > metadata["snapshot_start_time"]:
+        raise StalePublish(
+            f"{parameter} already holds {published.snapshot_id} (taken {published_start}), "
+            f"newer than {metadata['snapshot_id']} ({metadata['snapshot_start_time']}): not published"
+        )
+
+
 def publish_snapshot(ssm: CacheSsmHook, *, parameter: str, metadata_parameter: str,
                      metadata: SnapshotMetadata) -> dict[str, Any]:
     """Point the parameters at the new snapshot unless a newer one is already there."""
     previous = read_published(ssm, parameter=parameter, metadata_parameter=metadata_parameter)
-    previous_start = previous.metadata.get("snapshot_start_time") or ""
-    if previous_start > metadata["snapshot_start_time"]:
-        raise StalePublish(
-            f"{parameter} already holds {previous.metadata.get('snapshot_id')} (taken {previous_start}), "
-            f"newer than {metadata['snapshot_id']} ({metadata['snapshot_start_time']})"
-        )
+    refuse_stale(previous, metadata, parameter=parameter)
     version = ssm.put_parameter(
         parameter, metadata["snapshot_id"],
         description="ML container image cache snapshot (bare id; written by ml_container_cache_build)",

@@ -22,10 +22,11 @@ import yaml
 from tests.conftest import REPO
 
 REGION = "us-west-2"
-PREVIOUS_SNAPSHOT = "snap-0previous00000000"
 PARAMETER = "/ml-container-cache/snapshot-id"
 METADATA_PARAMETER = "/ml-container-cache/snapshot-metadata"
 INSTANCE_PROFILE = "ml-container-cache-builder"
+PIPELINE = "ml-container-cache"
+PREVIOUS_RUN_ID = "scheduled__previous-week"
 
 
 class LocalCloud:
@@ -36,6 +37,8 @@ class LocalCloud:
         self.config_path = config_path
         self.registry = registry
         self.images = images
+        self.previous_snapshot = ""  # the published snapshot every test starts from (publish_previous)
+        self._previous_as_published: dict[str, Any] = {}
 
     def client(self, service: str) -> Any:
         return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
@@ -71,6 +74,43 @@ class LocalCloud:
 
     def parameter(self, name: str = PARAMETER) -> str:
         return self.client("ssm").get_parameter(Name=name)["Parameter"]["Value"]
+
+    def publish_previous(self) -> str:
+        """A real snapshot tagged and published as a previous build's cache (its metadata too), so a
+        failure test can check it survives: exists, `completed`, same size and tags (previous_intact)."""
+        ec2 = self.client("ec2")
+        volume = ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=1)["VolumeId"]
+        tags = {"ml-cache:pipeline": PIPELINE, "ml-cache:run-id": PREVIOUS_RUN_ID, "ml-cache:role": "cache"}
+        snapshot_id = ec2.create_snapshot(VolumeId=volume, TagSpecifications=[
+            {"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])["SnapshotId"]
+        ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[snapshot_id], WaiterConfig={"Delay": 1})
+        ec2.delete_volume(VolumeId=volume)  # a snapshot outlives its volume, as the builder's does
+        snapshot = ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]
+        published = snapshot["StartTime"].isoformat(timespec="seconds")
+        ec2.create_tags(Resources=[snapshot_id], Tags=[{"Key": "ml-cache:published", "Value": published}])
+        ssm = self.client("ssm")
+        ssm.put_parameter(Name=PARAMETER, Value=snapshot_id, Type="String", Overwrite=True)
+        metadata = {"snapshot_id": snapshot_id, "snapshot_start_time": snapshot["StartTime"].isoformat(),
+                    "run_id": PREVIOUS_RUN_ID, "arch": "x86_64", "platform": "linux/amd64", "images": []}
+        ssm.put_parameter(Name=METADATA_PARAMETER, Value=json.dumps(metadata), Type="String", Overwrite=True)
+        self.previous_snapshot = snapshot_id
+        self._previous_as_published = self._previous_now()
+        return snapshot_id
+
+    def _previous_now(self) -> dict[str, Any]:
+        found = self.client("ec2").describe_snapshots(
+            Filters=[{"Name": "snapshot-id", "Values": [self.previous_snapshot]}])["Snapshots"]
+        snapshot = found[0] if found else {}
+        return {"State": snapshot.get("State"), "VolumeSize": snapshot.get("VolumeSize"),
+                "Tags": sorted((t["Key"], t["Value"]) for t in snapshot.get("Tags", []))}
+
+    def assert_previous_intact(self) -> None:
+        """The previous snapshot still exists, `completed`, with the size and tags it was published with."""
+        assert self._previous_now() == self._previous_as_published, self.previous_snapshot
+
+    def delete_previous(self) -> None:
+        with contextlib.suppress(self.client("ec2").exceptions.ClientError):
+            self.client("ec2").delete_snapshot(SnapshotId=self.previous_snapshot)
 
     def write_config(self, **build: Any) -> None:
         config = yaml.safe_load((REPO / "config" / "ml_container_cache.yaml").read_text())
@@ -171,15 +211,14 @@ def cloud(cloud_server, demo_registry, airflow_db, tmp_path, monkeypatch) -> Ite
     iam = local.client("iam")
     with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
         iam.create_instance_profile(InstanceProfileName=INSTANCE_PROFILE)
-    ssm = local.client("ssm")
-    ssm.put_parameter(Name=PARAMETER, Value=PREVIOUS_SNAPSHOT, Type="String", Overwrite=True)
-    ssm.put_parameter(Name=METADATA_PARAMETER, Value="{}", Type="String", Overwrite=True)
+    local.publish_previous()
     local.write_config()
     yield local
     local.reset_faults()
     for instance in local.live_instances():  # never leak into the next test
         local.client("ec2").terminate_instances(InstanceIds=[instance["InstanceId"]])
     local.disable_fast_snapshot_restores()
+    local.delete_previous()
 
 
 def load_dag(dag_id: str):
@@ -220,6 +259,23 @@ def assert_failed_with(run, states, task_id: str, cause: str, capfd, *, retried:
     assert re.search(cause, capfd.readouterr().out), f"{cause!r} not in the run's output"
     (failed,) = [ti for ti in run.get_task_instances() if ti.task_id == task_id]
     assert failed.try_number == (run.dag.get_task(task_id).retries + 1 if retried else 1)
+
+
+def assert_clean_failure(cloud: LocalCloud, run, states, failed_task: str, cause: str, capfd, *,
+                         retried: bool = True) -> None:
+    """The fault catalog's clean failure: FAILED at `failed_task` naming `cause` (after every retry, or at
+    the first try), nothing published, no builder left, the parameter and the previous snapshot intact."""
+    assert_failed_with(run, states, failed_task, cause, capfd, retried=retried)
+    assert states["publish_snapshot"] != "success"
+    assert cloud.live_instances() == []
+    assert cloud.parameter() == cloud.previous_snapshot
+    cloud.assert_previous_intact()
+
+
+def run_snapshots(cloud: LocalCloud, run_id: str) -> list[dict[str, Any]]:
+    """The snapshots a run made (by its run-id tag)."""
+    return cloud.client("ec2").describe_snapshots(
+        OwnerIds=["self"], Filters=[{"Name": "tag:ml-cache:run-id", "Values": [run_id]}])["Snapshots"]
 
 
 needs_data_plane = pytest.mark.skipif(

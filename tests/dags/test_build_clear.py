@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.dags.conftest import PREVIOUS_SNAPSHOT, needs_data_plane, run_dag
+from tests.dags.conftest import needs_data_plane, run_dag
 
 
 def builder_of(run) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def test_a_cleared_run_launches_a_new_builder_and_succeeds(cloud, build_dag, mon
     first = builder_of(failed)["instance_id"]
     first_token = ec2.describe_instances(InstanceIds=[first])["Reservations"][0]["Instances"][0]["ClientToken"]
     assert states["terminate_builder"] == "success"
-    assert cloud.parameter() == PREVIOUS_SNAPSHOT
+    assert cloud.parameter() == cloud.previous_snapshot
 
     cloud.reset_faults()  # the cause is fixed; the operator clears the run in the UI
     clear_as_the_ui_does(failed)
@@ -70,4 +70,4 @@ def test_a_cleared_run_launches_a_new_builder_and_succeeds(cloud, build_dag, mon
     instances = {i["InstanceId"]: i for r in described for i in r["Instances"]}
     assert instances[second]["ClientToken"] != first_token
     assert {i["State"]["Name"] for i in instances.values()} == {"terminated"}  # both torn down
-    assert cloud.parameter() != PREVIOUS_SNAPSHOT  # the cleared run published
+    assert cloud.parameter() != cloud.previous_snapshot  # the cleared run published

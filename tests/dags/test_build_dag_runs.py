@@ -1,31 +1,25 @@
 """The build DAG end to end on the local cloud: the happy path and the fault catalog's clean failures.
 
 A clean failure: the run is FAILED naming the cause, no builder is left running, the SSM
-parameter keeps its previous value.
+parameter keeps its previous value, the previous snapshot (a real one, published by the `cloud`
+fixture) still exists, `completed`, with its size and tags.
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from tests.dags.conftest import (
     METADATA_PARAMETER,
-    PREVIOUS_SNAPSHOT,
+    assert_clean_failure,
     assert_failed_with,
     needs_data_plane,
     run_dag,
+    run_snapshots,
 )
-
-
-def assert_clean_failure(cloud, run, states, failed_task, cause, capfd, *, retried=True):
-    """FAILED at `failed_task` after every production retry (or at the first try: `retried=False`), naming
-    `cause`; nothing left behind."""
-    assert_failed_with(run, states, failed_task, cause, capfd, retried=retried)
-    assert states["publish_snapshot"] != "success"
-    assert cloud.live_instances() == []
-    assert cloud.parameter() == PREVIOUS_SNAPSHOT
 
 
 def test_invalid_image_fails_before_any_aws_call(cloud, build_dag, capfd):
@@ -77,7 +71,7 @@ def test_happy_path_publishes_after_fsr(cloud, build_dag):
     assert str(run.state) == "success", states
     ec2 = cloud.client("ec2")
     snapshot_id = cloud.parameter()
-    assert snapshot_id.startswith("snap-") and snapshot_id != PREVIOUS_SNAPSHOT
+    assert snapshot_id.startswith("snap-") and snapshot_id != cloud.previous_snapshot
     snapshot = ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]
     tags = {t["Key"]: t["Value"] for t in snapshot["Tags"]}
     assert snapshot["State"] == "completed"
@@ -102,7 +96,8 @@ def test_missing_image_fails_with_its_name_before_any_instance(cloud, build_dag,
     run, states = run_dag(build_dag, images=[missing])
     assert_failed_with(run, states, "resolve_images", rf"{missing}: not found", capfd, retried=False)
     assert states["launch_builder"] == "upstream_failed"
-    assert cloud.live_instances() == [] and cloud.parameter() == PREVIOUS_SNAPSHOT
+    assert cloud.live_instances() == [] and cloud.parameter() == cloud.previous_snapshot
+    cloud.assert_previous_intact()
 
 
 @needs_data_plane
@@ -110,9 +105,7 @@ def test_snapshot_error_is_deleted(cloud, build_dag, capfd):
     cloud.set_faults(snapshot_error=True)
     run, states = run_dag(build_dag)
     assert_clean_failure(cloud, run, states, "create_snapshot", r"It was deleted", capfd)
-    snapshots = cloud.client("ec2").describe_snapshots(
-        OwnerIds=["self"], Filters=[{"Name": "tag:ml-cache:run-id", "Values": [run.run_id]}])["Snapshots"]
-    assert snapshots == []
+    assert run_snapshots(cloud, run.run_id) == []
 
 
 @needs_data_plane
@@ -124,20 +117,29 @@ def test_fsr_unsuccessful_fails_the_run(cloud, build_dag, capfd):
 
 
 @needs_data_plane
-def test_fsr_past_its_deadline_is_disabled_again(cloud, build_dag, capfd):
-    """FSR is billed from `enabling` on: a run that gives up on it must not leave it on."""
+@pytest.mark.parametrize("stuck", ["fsr_enabling_seconds", "fsr_optimizing_seconds"])
+def test_fsr_past_its_deadline_ends_disabled(cloud, build_dag, capfd, stuck):
+    """FSR is billed from `enabling` on: a run that gives up on it takes it off before failing, at once
+    (a wait past its deadline is not retried), and it ends `disabled` (fault catalog 25)."""
     cloud.write_config()
     cloud.config_path.write_text(cloud.config_path.read_text().replace("fsr_seconds: 60", "fsr_seconds: 3"))
-    cloud.set_faults(fsr_optimizing_seconds=60)
+    cloud.set_faults(**{stuck: 600})
     run, states = run_dag(build_dag)
-    assert_clean_failure(cloud, run, states, "enable_fast_snapshot_restore", r"disabled again in", capfd,
-                         retried=False)  # a deadline is not retried
+    assert_clean_failure(cloud, run, states, "enable_fast_snapshot_restore",
+                         r"not enabled in \['us-west-2a', 'us-west-2b'\] within 3 s.*disabled again in", capfd,
+                         retried=False)
+    assert states["retire_unpublished_fsr"] == "success"
+    (snapshot,) = run_snapshots(cloud, run.run_id)
     ec2 = cloud.client("ec2")
-    (snapshot,) = ec2.describe_snapshots(
-        OwnerIds=["self"], Filters=[{"Name": "tag:ml-cache:run-id", "Values": [run.run_id]}])["Snapshots"]
-    entries = ec2.describe_fast_snapshot_restores(
-        Filters=[{"Name": "snapshot-id", "Values": [snapshot["SnapshotId"]]}])["FastSnapshotRestores"]
-    assert {entry["State"] for entry in entries} <= {"disabling", "disabled"}, entries
+
+    def fsr_states() -> set[str]:
+        return {entry["State"] for entry in ec2.describe_fast_snapshot_restores(
+            Filters=[{"Name": "snapshot-id", "Values": [snapshot["SnapshotId"]]}])["FastSnapshotRestores"]}
+
+    deadline = time.monotonic() + 15
+    while fsr_states() != {"disabled"} and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert fsr_states() == {"disabled"}
 
 
 def test_empty_fsr_zone_list_rejected(cloud, build_dag, capfd):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.dags.conftest import PREVIOUS_SNAPSHOT, assert_failed_with, run_dag
+from tests.dags.conftest import assert_failed_with, run_dag
 
 
 def assert_refused(cloud, run, states, task_id, cause, capfd, launched_before):
@@ -14,7 +14,7 @@ def assert_refused(cloud, run, states, task_id, cause, capfd, launched_before):
     assert_failed_with(run, states, task_id, cause, capfd, retried=False)
     assert states["launch_builder"] == "upstream_failed"
     assert cloud.instance_count() == launched_before
-    assert cloud.parameter() == PREVIOUS_SNAPSHOT
+    assert cloud.parameter() == cloud.previous_snapshot
 
 
 def test_an_unknown_trigger_key_is_refused_naming_the_closest(cloud, build_dag, capfd):

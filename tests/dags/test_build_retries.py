@@ -11,7 +11,7 @@ import pytest
 from ml_cache.errors import PermanentFailure
 from ml_cache.operators.snapshot import CreateCacheSnapshotOperator
 from ml_cache.tags import client_token, run_tags
-from tests.dags.conftest import PREVIOUS_SNAPSHOT, assert_failed_with, run_dag
+from tests.dags.conftest import assert_failed_with, run_dag
 
 RUN_ID = "manual__2026-11-29T03:00:00+00:00"
 
@@ -90,7 +90,7 @@ def test_a_permanent_run_instances_error_fails_at_the_first_try_with_nothing_lau
     assert_failed_with(run, states, "launch_builder", rf"PermanentFailure: RunInstances failed .*: {code}", capfd,
                        retried=False)
     assert cloud.instance_count() == before and cloud.live_instances() == []
-    assert cloud.parameter() == PREVIOUS_SNAPSHOT
+    assert cloud.parameter() == cloud.previous_snapshot
 
 
 def _agent_deadline(cloud, seconds: int) -> None:
@@ -106,7 +106,7 @@ def test_a_wait_past_its_deadline_fails_at_the_first_try_and_terminates_the_buil
                        capfd, retried=False)
     assert states["terminate_builder"] == "success"
     assert cloud.live_instances() == []
-    assert cloud.parameter() == PREVIOUS_SNAPSHOT
+    assert cloud.parameter() == cloud.previous_snapshot
 
 
 def test_a_transient_run_instances_error_keeps_its_retries(cloud, build_dag, capfd):

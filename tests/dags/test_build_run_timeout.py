@@ -20,7 +20,7 @@ import pytest
 import requests
 import yaml
 
-from tests.dags.conftest import PREVIOUS_SNAPSHOT, assert_failed_with, needs_data_plane, run_dag
+from tests.dags.conftest import assert_failed_with, needs_data_plane, run_dag
 
 # EC2's error document for a refused permission (EC2 API reference, "Error codes": UnauthorizedOperation, 403)
 UNAUTHORIZED = (b'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>UnauthorizedOperation'
@@ -72,7 +72,7 @@ def test_deadlines_raised_after_the_dag_was_parsed_are_refused_before_any_aws_ca
                        capfd, retried=False)
     assert states["launch_builder"] == "upstream_failed"
     assert cloud.instance_count() == before
-    assert cloud.parameter() == PREVIOUS_SNAPSHOT
+    assert cloud.parameter() == cloud.previous_snapshot
 
 
 @needs_data_plane
@@ -168,4 +168,4 @@ def test_a_run_past_its_timeout_mid_build_leaves_no_builder_and_the_parameter_un
     tagged = cloud.client("ec2").describe_instances(Filters=[
         {"Name": "tag:ml-cache:run-id", "Values": [run_id]}])["Reservations"]
     assert [i["State"]["Name"] for r in tagged for i in r["Instances"]] == ["terminated"]
-    assert cloud.parameter() == PREVIOUS_SNAPSHOT
+    assert cloud.parameter() == cloud.previous_snapshot

@@ -23,7 +23,6 @@ from tests.dags.conftest import (
     METADATA_PARAMETER,
     NODEGROUP,
     PARAMETER,
-    PREVIOUS_SNAPSHOT,
     configure_rollout,
     load_dag,
     needs_data_plane,
@@ -90,7 +89,7 @@ def referenced(cloud, template: str) -> set[str]:
     """What must never be deleted: the parameter's recent versions and the node group's snapshot."""
     history = cloud.client("ssm").get_parameter_history(Name=PARAMETER)["Parameters"]
     recent = {item["Value"] for item in history[-LIFECYCLE["parameter_history_versions"]:]}
-    return {sid for sid in recent | {node_group_snapshot(cloud, template)} if sid and sid != PREVIOUS_SNAPSHOT}
+    return {sid for sid in recent | {node_group_snapshot(cloud, template)} if sid and sid != cloud.previous_snapshot}
 
 
 def existing(cloud, snapshot_ids: set[str]) -> set[str]:

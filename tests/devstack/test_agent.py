@@ -238,6 +238,28 @@ def test_command_status_fault_uses_aws_status_pairs(ssm, online, set_faults, hel
     assert (result["Status"], result["StatusDetails"]) == (status, details)
 
 
+@pytest.mark.parametrize(("how", "code"), [("stopped", "Server.ScheduledStop"),
+                                            ("terminated", "Client.InstanceInitiatedShutdown")])
+def test_an_instance_lost_mid_command_leaves_the_invocation_in_progress(ec2, ssm, online, set_faults, helpers,
+                                                                         cloud, how, code):
+    """AWS: nobody reports a command whose instance went away; it stays InProgress until its execution
+    timeout (then TimedOut). The instance says what happened: its state and StateReason."""
+    set_faults(instance_lost_mid_command=how)
+    pid_file = cloud.home / "instances" / online / "lost-group"
+    command_id = _run(ssm, online, [f"echo $$ > {pid_file}", "sleep 300"], executionTimeout=["4"])
+    pgid = int(helpers.wait_for(lambda: pid_file.exists() and pid_file.read_text().strip()))
+
+    def instance():
+        return ec2.describe_instances(InstanceIds=[online])["Reservations"][0]["Instances"][0]
+
+    lost = helpers.wait_for(lambda: instance()["State"]["Name"] == how and instance(), what=how)
+    assert lost["StateReason"]["Code"] == code and lost["StateReason"]["Message"].startswith(code)
+    assert ssm.get_command_invocation(CommandId=command_id, InstanceId=online)["Status"] == "InProgress"
+    helpers.wait_for(lambda: _group_gone(pgid), what="the script dies with its instance")
+    result = helpers.wait_invocation(ssm, command_id, online)
+    assert (result["Status"], result["StatusDetails"]) == ("TimedOut", "ExecutionTimedOut")
+
+
 # --- document planning (pure logic) ---------------------------------------------------------
 
 def test_plan_substitutes_placeholders_and_expands_string_lists(tmp_path) -> None:

@@ -1,4 +1,4 @@
-"""Fault settings of the registry fronts and ECR: validated like the others, counted faults used up one by one."""
+"""Fault settings (registry fronts, ECR, lost instances): validated; counted faults used up one by one."""
 
 from __future__ import annotations
 
@@ -33,3 +33,15 @@ def test_ecr_tokens_last_12_hours_unless_the_fault_shortens_them(monkeypatch) ->
     faults.update({"ecr_token_seconds": 5})
     assert faults.delay("ecr_token_seconds") == 5.0
     assert faults.delay("registry_retry_after_seconds") == 1.0
+
+
+@pytest.mark.parametrize("value", ["stopped", "terminated", None])
+def test_an_instance_is_lost_mid_command_by_stopping_or_terminating(value) -> None:
+    assert faults.update({"instance_lost_mid_command": value})["instance_lost_mid_command"] == value
+
+
+@pytest.mark.parametrize("value", ["stopping", "shutting-down", True])
+def test_an_instance_loss_other_than_stopped_or_terminated_is_refused(value) -> None:
+    with pytest.raises(ValueError, match=r"instance_lost_mid_command must be one of \['stopped', 'terminated'\]"):
+        faults.update({"instance_lost_mid_command": value})
+    assert faults.current().instance_lost_mid_command is None

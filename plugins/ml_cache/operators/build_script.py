@@ -9,10 +9,10 @@ from airflow.providers.amazon.aws.utils import validate_execute_complete_event
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from ml_cache.builder_spec import build_spec, encode_spec
-from ml_cache.errors import fail_fast
+from ml_cache.errors import DeadlinePassed, PermanentFailure, fail_fast
 from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.operators.base import CacheAwsOperator
-from ml_cache.triggers.ssm import SsmCommandExecutedTrigger
+from ml_cache.triggers.builder_command import BuilderCommandTrigger
 
 DELIVERY_TIMEOUT_SECONDS = 600
 
@@ -65,7 +65,7 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
         command_id = response["Command"]["CommandId"]
         self.log.info("Sent %s (%s) to %s; deadline %s s", command_id, self.action, instance_id, self.timeout_seconds)
         # the command's own timeout plus delivery slack
-        self.defer_until(SsmCommandExecutedTrigger, method_name="execute_complete", command_id=command_id,
+        self.defer_until(BuilderCommandTrigger, method_name="execute_complete", command_id=command_id,
                          instance_id=instance_id, timeout_seconds=self.timeout_seconds + DELIVERY_TIMEOUT_SECONDS,
                          poll_seconds=self.poll_seconds)
         return command_id  # not reached: defer raises
@@ -73,12 +73,27 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> str:
         event = validate_execute_complete_event(event)
         command_id = event["command_id"]
+        if event.get("instance_lost"):  # stopped or terminated: no retry can finish the command there
+            raise PermanentFailure(f"Builder script ({self.action}): {event['message']}")
         invocation = self.hook.get_command_invocation(command_id, self.builder["instance_id"])
         if event["status"] != "success" or invocation.get("Status") != "Success":
             stderr_tail = (invocation.get("StandardErrorContent") or "").strip()[-1500:]
-            raise RuntimeError(
+            status, details = invocation.get("Status"), invocation.get("StatusDetails")
+            ended = status if details in (None, status) else f"{status}: {details}"  # TimedOut: DeliveryTimedOut
+            raise failure_class(status, details)(
                 f"Builder script ({self.action}) on {self.builder['instance_id']} ended "
-                f"{invocation.get('Status')} (exit code {invocation.get('ResponseCode')}, command {command_id})."
+                f"{ended} (exit code {invocation.get('ResponseCode')}, command {command_id})."
                 f" stderr tail:\n{stderr_tail}"
             )
         return command_id
+
+
+def failure_class(status: str | None, details: str | None) -> type[Exception]:
+    """Only a script that failed (exit code) may succeed on a retry (a registry's hiccup). A command past
+    its execution or delivery timeout, or our wait's, would wait that deadline again (ml_cache.run_deadline
+    counts it once); one cancelled, undeliverable or denied is not cured by sending it again."""
+    if status in ("TimedOut", "Pending", "InProgress", "Delayed"):  # still running: our wait's deadline passed
+        return DeadlinePassed
+    if status == "Cancelled" or details in ("Undeliverable", "AccessDenied", "InvalidPlatform", "Terminated"):
+        return PermanentFailure
+    return RuntimeError

@@ -9,7 +9,8 @@ from airflow.providers.amazon.aws.utils import validate_execute_complete_event
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from ml_cache.fsr_lifecycle import BILLED_FSR_STATES, FsrQuotaExceeded, check_fsr_quota
+from ml_cache.errors import DeadlinePassed
+from ml_cache.fsr_lifecycle import BILLED_FSR_STATES, FsrQuotaExceeded, check_fsr_quota, disable_fsr
 from ml_cache.hooks.ec2 import CacheEc2Hook
 from ml_cache.operators.base import CacheAwsOperator
 from ml_cache.settings.models import LifecycleConfig
@@ -25,11 +26,17 @@ class FastSnapshotRestoreFailed(RuntimeError):
     """FSR could not be enabled in every requested AZ."""
 
 
+def deadline_passed(event: dict[str, Any]) -> bool:
+    """The trigger gave up at its deadline (the provider's waiter: max attempts), not on a failure state."""
+    return event["status"] != "success" and "max attempts reached" in str(event.get("message", ""))
+
+
 class CreateCacheSnapshotOperator(CacheAwsOperator[CacheEc2Hook]):
     """Snapshot the builder's data volume (chosen by device name upstream), tagged with the run.
 
     CreateSnapshot takes no ClientToken: a retry first looks for this run's snapshot by tag and
-    reuses it. Waits deferrably until `completed`; `error` or the deadline deletes it and fails.
+    reuses it. Waits deferrably until `completed`; `error` or the deadline deletes it and fails (a
+    snapshot still `pending` at the deadline fails at once: a retry would wait a second deadline).
     """
 
     aws_hook_class = CacheEc2Hook
@@ -68,10 +75,14 @@ class CreateCacheSnapshotOperator(CacheAwsOperator[CacheEc2Hook]):
         if event["status"] == "success":
             return snapshot_id
         state = self.hook.describe_snapshot(snapshot_id)
+        if state.get("State") == "completed":  # completed between the trigger's last poll and now
+            return snapshot_id
         self.hook.delete_snapshot(snapshot_id)
-        raise SnapshotFailed(
-            f"Snapshot {snapshot_id} ended {state.get('State')} ({state.get('StateMessage', 'no message')}, "
-            f"progress {state.get('Progress')}): {event.get('message')}. It was deleted."
+        failure = SnapshotFailed if state.get("State") == "error" else DeadlinePassed
+        raise failure(
+            f"Snapshot {snapshot_id} was {state.get('State')} ({state.get('StateMessage', 'no message')}, "
+            f"progress {state.get('Progress')}) after {self.timeout_seconds} s: {event.get('message')}. "
+            f"It was deleted."
         )
 
 
@@ -129,10 +140,12 @@ class EnableFastSnapshotRestoreOperator(CacheAwsOperator[CacheEc2Hook]):
             # a failed run costs nothing: FSR still on its way to `enabled` would be billed per AZ-hour once there
             billed = sorted(zone for zone, state in states.items() if state in BILLED_FSR_STATES)
             if billed:
-                self.hook.disable_fast_snapshot_restores(self.snapshot_id, billed)
-            raise FastSnapshotRestoreFailed(
-                f"Fast Snapshot Restore for {self.snapshot_id} not enabled in {missing or 'every AZ'}: "
-                f"states {states}; {event.get('message', '')}; disabled again in {billed or 'no AZ'}".strip()
+                disable_fsr(self.hook, self.snapshot_id, billed)
+            failure = DeadlinePassed if deadline_passed(event) else FastSnapshotRestoreFailed
+            raise failure(
+                f"Fast Snapshot Restore for {self.snapshot_id} not enabled in {missing or 'every AZ'} within "
+                f"{self.timeout_seconds} s: states {states}; {event.get('message', '')}; disabled again in "
+                f"{billed or 'no AZ'}".strip()
             )
         self.log.info("Fast Snapshot Restore enabled for %s in %s", self.snapshot_id, sorted(states))
         return states

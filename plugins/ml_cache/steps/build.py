@@ -20,7 +20,7 @@ from ml_cache.hooks.registry import CacheRegistryHook
 from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.images import InvalidInputs
 from ml_cache.preflight import check_availability_zones, check_instance_types
-from ml_cache.published import BuildProvenance, read_published, snapshot_metadata
+from ml_cache.published import BuildProvenance, read_published, refuse_stale, snapshot_metadata
 from ml_cache.published import publish_snapshot as publish_to_ssm
 from ml_cache.refresh import BuildDecision, decide
 from ml_cache.registry import ImageResolutionFailed
@@ -183,9 +183,12 @@ def publish_snapshot(settings: BuildSettings, resolution: ImageResolution, decis
                                  volume_size_gib=resolution.volume_size_gib,
                                  fingerprint_inputs=decision["fingerprint_inputs"],
                                  build=build_provenance(decision, report), cost=cost)
+    ssm, names = CacheSsmHook(aws_conn_id=aws_conn_id), settings.aws
+    refuse_stale(read_published(ssm, parameter=names.ssm_parameter, metadata_parameter=names.ssm_metadata_parameter),
+                 metadata, parameter=names.ssm_parameter)  # a refused snapshot never carries the published tag
     ec2.tag_resource(snapshot_id, {PUBLISHED_TAG: datetime.now(UTC).isoformat(timespec="seconds")})
-    published = publish_to_ssm(CacheSsmHook(aws_conn_id=aws_conn_id), parameter=settings.aws.ssm_parameter,
-                               metadata_parameter=settings.aws.ssm_metadata_parameter, metadata=metadata)
+    published = publish_to_ssm(ssm, parameter=names.ssm_parameter, metadata_parameter=names.ssm_metadata_parameter,
+                               metadata=metadata)
     extra = cache_event_extra(metadata)
     return {**published, **extra}, extra
 

@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from ml_cache.published import NO_CACHE, Published, StalePublish, publish_snapshot, read_published, restore_snapshot
 from ml_cache.rollout_target import snapshot_from_published
@@ -67,12 +68,20 @@ def test_published_snapshot_reads_back_into_the_rollout(ssm, names):
 
 def test_an_older_snapshot_never_overwrites_a_newer_one(ssm, names):
     publish_snapshot(ssm, **names, metadata=metadata(NEW, 5))
-    with pytest.raises(StalePublish, match=f"already holds {NEW}"):
+    with pytest.raises(StalePublish, match=f"already holds {NEW}") as refused:
         publish_snapshot(ssm, **names, metadata=metadata(OLD, 4))
+    assert isinstance(refused.value, AirflowFailException)  # no retry: the newer snapshot stays newer
     assert read_published(ssm, **names).snapshot_id == NEW
     newer = "snap-0ccccccccccccccc0"
     assert publish_snapshot(ssm, **names, metadata=metadata(newer, 6))["previous_snapshot_id"] == NEW
     assert read_published(ssm, **names).snapshot_id == newer
+
+
+def test_metadata_that_describes_another_snapshot_does_not_refuse_a_publish(ssm, names):
+    """Only the published snapshot's own start time counts: stray metadata of another id cannot block it."""
+    ssm.put_parameter(names["parameter"], OLD)
+    ssm.put_parameter(names["metadata_parameter"], json.dumps(metadata(NEW, 9)))
+    assert publish_snapshot(ssm, **names, metadata=metadata(NEW.replace("b", "c"), 5))["previous_snapshot_id"] == OLD
 
 
 def test_restore_after_a_failed_rollout(ssm, names):
