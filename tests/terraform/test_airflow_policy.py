@@ -161,6 +161,8 @@ DAG_CALLS = [
     Request("eks:ListNodegroups", CLUSTER_ARN),
     Request("eks:DescribeNodegroup", NODE_GROUP_ARN),
     Request("eks:UpdateNodegroupVersion", NODE_GROUP_ARN),
+    # a group scaled to 0 gets one validation node for the rollout, then its scaling back
+    Request("eks:UpdateNodegroupConfig", NODE_GROUP_ARN),
     Request("eks:DescribeUpdate", NODE_GROUP_ARN),
     Request("eks:DescribeUpdate", CLUSTER_ARN),
 ]
@@ -176,6 +178,7 @@ CONTRACT_ACTIONS = {
     "ec2:DescribeInstanceTypeOfferings", "ec2:DescribeInstanceTypes",
     "ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions", "ec2:CreateLaunchTemplateVersion",
     "eks:DescribeCluster", "eks:DescribeNodegroup", "eks:UpdateNodegroupVersion", "eks:DescribeUpdate",
+    "eks:UpdateNodegroupConfig",
     "eks:ListNodegroups", "eks:ListUpdates", "ec2:DeleteVolume", "ebs:ListSnapshotBlocks", "ebs:ListChangedBlocks",
     "ssm:GetParameterHistory", "ssm:ListDocumentVersions", "ssm:DeleteDocument",
 }
@@ -291,6 +294,7 @@ REFUSED_CALLS = {
     "list updates of a node group of another cluster": Request(
         "eks:ListUpdates", f"{EKS}:nodegroup/other/{NODE_GROUP}/6ec5a4f2"),
     "update the system node group": Request("eks:UpdateNodegroupVersion", SYSTEM_NODE_GROUP_ARN),
+    "scale the system node group": Request("eks:UpdateNodegroupConfig", SYSTEM_NODE_GROUP_ARN),
     "delete a volume of another account": Request(
         "ec2:DeleteVolume", f"arn:aws:ec2:{REGION}:444455556666:volume/vol-0abc", BUILDER_RESOURCE),
 }

@@ -184,7 +184,7 @@ locals {
     {
       Sid      = "UpdateGpuNodeGroup"
       Effect   = "Allow"
-      Action   = ["eks:UpdateNodegroupVersion"]
+      Action   = ["eks:UpdateNodegroupConfig", "eks:UpdateNodegroupVersion"]
       Resource = local.node_group_arns
     },
     {
