@@ -1,6 +1,6 @@
 """Launch errors that another (instance type, subnet) cannot cure (fault catalog 7), injected into
-RunInstances on the local cloud with a botocore `before-call` hook: the launch fails naming the code,
-tries no other candidate and leaves no instance."""
+RunInstances on the local cloud with a botocore `before-call` hook: the launch fails at the first try
+naming the code, tries no other candidate and leaves no instance."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 from botocore.awsrequest import AWSResponse
 
+from ml_cache.errors import PermanentFailure
 from ml_cache.operators.builder import LaunchBuilderOperator
 from ml_cache.settings import BuildSettings
 from ml_cache.steps import build as steps
@@ -37,8 +38,8 @@ def test_a_launch_error_no_other_candidate_cures_fails_at_the_first(cloud, code,
     operator.hook.conn.meta.events.register("before-call.ec2.RunInstances", refuse)
     before = cloud.instance_count()
     context = {"ti": SimpleNamespace(run_id=RUN_ID, dag_id="ml_container_cache_build", task_id="launch_builder",
-                                     map_index=-1, try_number=1, max_tries=2)}
-    with pytest.raises(Exception, match=re.escape(f"{code}: {message}")) as failed:
+                                     map_index=-1, try_number=1, max_tries=2, task=SimpleNamespace(retries=2))}
+    with pytest.raises(PermanentFailure, match=re.escape(f"{code}: {message}")) as failed:  # no retry burnt
         operator.execute(context)
     assert "c6i.2xlarge" in str(failed.value)
     assert calls == ["RunInstances"]  # m6i.2xlarge, the next candidate, is not tried
