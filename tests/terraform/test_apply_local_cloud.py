@@ -196,6 +196,28 @@ def test_builder_profile_role_and_security_group(deployment: Deployment) -> None
     assert group["IpPermissions"] == []
 
 
+def test_the_deployed_builder_role_reads_no_parameter_or_secret_outside_its_own(deployment: Deployment) -> None:
+    """The builder unpacks untrusted images as root: its role, as deployed (every inline policy, nothing
+    attached), reads the configured registry parameter and secret and no other one, SecureStrings included."""
+    iam = deployment.client("iam")
+    profile = iam.get_instance_profile(InstanceProfileName=deployment.outputs["builder_instance_profile_name"])
+    role = profile["InstanceProfile"]["Roles"][0]["RoleName"]
+    documents = []
+    for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        document = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+        documents.append(json.loads(document) if isinstance(document, str) else document)
+    account = deployment.client("sts").get_caller_identity()["Account"]
+    parameters = f"arn:aws:ssm:{REGION}:{account}:parameter"
+    assert is_allowed(documents, Request("ssm:GetParameter", f"{parameters}/{PIPELINE}/registry/ghcr"))
+    assert is_allowed(documents, Request("secretsmanager:GetSecretValue", REGISTRY_SECRET))
+    for action in ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:GetParameterHistory"):
+        for outside in (f"{parameters}/{PIPELINE}/snapshot-id", f"{parameters}/prod/db-password",
+                        f"{parameters}/{PIPELINE}/registry/other"):
+            assert not is_allowed(documents, Request(action, outside)), (action, outside)
+    other_secret = f"arn:aws:secretsmanager:{REGION}:{account}:secret:prod/db-password-AbCdEf"
+    assert not is_allowed(documents, Request("secretsmanager:GetSecretValue", other_secret))
+
+
 def _policy_document(iam: Any, arn: str) -> dict[str, Any]:
     version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
     document = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]

@@ -78,13 +78,18 @@ def _run(inventory: Inventory, run_id: str | None) -> tuple[bool, str]:
 
 def _builders(inventory: Inventory, settings: JanitorSettings) -> tuple[list[Action], list[Kept]]:
     deadline, prices = build_deadline(settings), settings.prices
+    cap = settings.lifecycle.janitor_max_terminations
     actions, kept = [], []
-    for builder in inventory.builders:
+    for builder in sorted(inventory.builders, key=lambda b: b.launch_time):
         age = inventory.now - builder.launch_time
         active, run = _run(inventory, builder.run_id)
         if active or age <= deadline:
             why = run if active else f"launched {_hours(age)} ago, within the build deadline of {_hours(deadline)}"
             kept.append(Kept(resource=builder.instance_id, reason=why))
+            continue
+        if sum(a.action == "terminate_builder" for a in actions) >= cap:
+            kept.append(Kept(resource=builder.instance_id, reason=f"orphaned ({run}), but over the safety cap of "
+                                                                  f"{cap} terminations per run: the next run"))
             continue
         # an orphan outlived its dead-man timer: nothing else stops it, so terminating saves a month of it
         instance = instance_cost(builder.instance_type, HOURS_PER_MONTH, prices)

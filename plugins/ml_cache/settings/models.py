@@ -145,6 +145,9 @@ class LifecycleConfig(Section):
                                                              "version is always kept).")
     unpublished_snapshot_hours: float = Field(24, gt=0, description="A snapshot no run published (a failed "
                                               "build) is deleted once this old, unless referenced.")
+    janitor_max_terminations: int = Field(3, ge=1, le=50, description="Safety cap: builders one janitor run may "
+                                          "terminate, oldest first; the rest wait for the next run. Builders are one "
+                                          "per build run, so more orphans than this means something else is wrong.")
 
 
 class Prices(Section):

@@ -79,6 +79,16 @@ def test_builder_of_a_running_run_or_within_the_deadline_is_kept():
     assert "within the build deadline" in kept(plan)["i-young"]
 
 
+def test_a_safety_cap_limits_the_builders_one_run_terminates_oldest_first():
+    """More orphans than builds could leave means wrong tags or a bug: the run ends at most the cap."""
+    orphans = [builder(f"i-{hours}", timedelta(hours=hours), "crashed") for hours in (5, 9, 7, 6)]
+    plan = plan_cleanup(inventory(builders=orphans, run_states={"crashed": "failed"}),
+                        settings(janitor_max_terminations=2))
+    assert set(actions(plan, "terminate_builder")) == {"i-9", "i-7"}
+    assert "over the safety cap of 2 terminations per run" in kept(plan)["i-6"]
+    assert "over the safety cap" in kept(plan)["i-5"]
+
+
 def test_unlisted_instance_type_is_terminated_with_unknown_savings():
     inv = inventory(builders=[builder("i-x", timedelta(days=1), "old", "p5.48xlarge")])
     plan = plan_cleanup(inv, settings())
