@@ -53,7 +53,8 @@ def test_agent_never_online_terminates_the_builder(cloud, build_dag, capfd):
     assert_clean_failure(cloud, run, states, "wait_for_builder", r"not Online within 3 s", capfd,
                          retried=False)  # a deadline is not retried
     assert states["terminate_builder"] == "success"
-    builders = cloud.client("ec2").describe_instances()["Reservations"]
+    builders = cloud.client("ec2").describe_instances(  # the local cloud is shared: this run's builders only
+        Filters=[{"Name": "tag:ml-cache:run-id", "Values": [run.run_id]}])["Reservations"]
     assert [i["State"]["Name"] for r in builders for i in r["Instances"]] == ["terminated"]
 
 
