@@ -81,14 +81,14 @@ def test_snapshot_pending_past_its_deadline_is_deleted(cloud, build_dag, capfd):
 def test_an_older_run_never_overwrites_a_newer_published_snapshot(cloud, build_dag, capfd):
     """While this run waits for FSR, another build publishes a snapshot taken after this run's: publish
     refuses at once (StalePublish), the newer one stays published, this run's snapshot loses FSR."""
-    cloud.set_faults(fsr_enabling_seconds=4)
+    cloud.set_faults(fsr_enabling_seconds=15)  # ample time for the racer, even on a loaded machine
     ec2, ssm = cloud.client("ec2"), cloud.client("ssm")
     newer: dict[str, str] = {}
     pipeline = [{"Name": "tag:ml-cache:pipeline", "Values": [PIPELINE]}]
     earlier = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=pipeline)["Snapshots"]}
 
     def publish_a_newer_build() -> None:
-        """Once this run's snapshot is completed (FSR enabling then takes 4 s), a newer one is published."""
+        """Once this run's snapshot is completed (FSR enabling then takes 15 s), a newer one is published."""
         deadline = time.monotonic() + 240
         while not [s for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=pipeline)["Snapshots"]
                    if s["SnapshotId"] not in earlier and s["State"] == "completed"]:
