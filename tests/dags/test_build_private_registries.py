@@ -120,7 +120,8 @@ def test_a_missing_architecture_fails_naming_the_image(cloud, build_dag, private
     arn = private_registry_secret()
     image = unpinned(private_registry.image)
     configure(cloud, [image], {private_registry.host: {"source": "secretsmanager", "secret_arn": arn}},
-              private_registry.endpoints, architecture="arm64")  # the demo image is built for this machine only
+              private_registry.endpoints, architecture="arm64",  # the demo image is built for this machine only
+              instance_types=["c7g.2xlarge"])  # builders of the architecture (validation refuses x86 ones)
     before = cloud.instance_count()
     run, states = run_dag(build_dag)
     assert_failed_in_resolve(cloud, run, states, before, rf"{image}.*no such platform.*linux/arm64", capfd)
