@@ -69,7 +69,8 @@ def test_a_retried_launch_gets_the_same_builder(cloud):
     second = operator.execute(context)  # the worker died after RunInstances: the retry
     assert second["instance_id"] == first["instance_id"]
     assert [i["InstanceId"] for i in cloud.live_instances()] == [first["instance_id"]]
-    assert _instance(cloud, first["instance_id"])["ClientToken"] == client_token(context["ti"], "c6i.2xlarge", "")
+    subnet = operator.launch.subnet_ids[0]
+    assert _instance(cloud, first["instance_id"])["ClientToken"] == client_token(context["ti"], "c6i.2xlarge", subnet)
 
 
 def test_a_retry_whose_request_drifted_is_an_idempotent_parameter_mismatch_at_once(cloud):

@@ -63,7 +63,7 @@ class LaunchBuilderOperator(CacheAwsOperator[CacheEc2Hook]):
             return builder_summary(existing[0])
         failures = []
         for instance_type, subnet in self.launch.candidates():
-            token = client_token(ti, instance_type, subnet or "")
+            token = client_token(ti, instance_type, subnet)
             request = builder_request(self.launch, self.image_id, self.volume_size_gib, instance_type, subnet, tags,
                                       base_snapshot_id=self.base_snapshot_id)
             try:
