@@ -1,7 +1,8 @@
 """Our SSM Command document: it carries the builder's files, and takes the spec only as data.
 
 SSM runs runCommand with `sh`; the bootstrap writes each shipped file byte for byte through a
-quoted heredoc into a private directory and runs the script with bash. The spec never appears
+quoted heredoc into a private directory and runs the script with bash. The heredocs carry each file
+as base64 of its gzip: in plain text the files no longer fit SSM's 64 KB document limit. The spec never appears
 in this text: SSM hands it over as the environment variable SSM_spec (interpolationType ENV_VAR).
 
 Who owns the document: the DAG registers it, not Terraform. Its content is the builder script of the
@@ -14,6 +15,8 @@ whose content was checked to be ours): SSM refuses to run a version whose conten
 """
 from __future__ import annotations
 
+import base64
+import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -22,11 +25,13 @@ from ml_cache.hooks.ssm import CacheSsmHook
 
 SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
 SSM_DOCUMENT_LIMIT = 64 * 1024
+BASE64_LINE = 1024
 # file name -> its heredoc delimiter; the first file is the script that runs
 PAYLOAD = {
     "build_cache.sh": "ML_CACHE_SCRIPT_EOF",
     "build_cache_helpers.py": "ML_CACHE_HELPERS_EOF",
     "build_cache_secrets.py": "ML_CACHE_SECRETS_EOF",
+    "build_cache_prefetch.py": "ML_CACHE_PREFETCH_EOF",
     "build_spec.schema.json": "ML_CACHE_SCHEMA_EOF",
 }
 BOOTSTRAP_HEAD = [
@@ -43,12 +48,17 @@ def shipped_files() -> dict[str, str]:
 
 
 def _heredoc(name: str, text: str) -> list[str]:
+    """The lines that write `name`: base64 of its gzip (mtime 0: the same files give the same document,
+    so an unchanged DAG keeps its registered version). The checks hold for the plain text too, so the
+    files stay shippable as they are."""
     delimiter = PAYLOAD[name]
     if delimiter in text:
         raise ValueError(f"{name} must not contain its heredoc delimiter {delimiter}")
     if "{{" in text:
         raise ValueError(f"{name} must not contain '{{{{': SSM would read it as a parameter placeholder")
-    return [f"cat > \"$dir/{name}\" <<'{delimiter}'", *text.splitlines(), delimiter]
+    packed = base64.b64encode(gzip.compress(text.encode(), compresslevel=9, mtime=0)).decode()
+    lines = [packed[i:i + BASE64_LINE] for i in range(0, len(packed), BASE64_LINE)]
+    return [f"base64 -d <<'{delimiter}' | gzip -dc > \"$dir/{name}\"", *lines, delimiter]
 
 
 def build_document(files: dict[str, str] | None = None) -> str:

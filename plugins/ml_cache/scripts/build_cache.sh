@@ -6,7 +6,7 @@
 #   - SSM: env var SSM_spec = base64 of the JSON spec (document parameter, interpolationType ENV_VAR)
 #   - local testing: path of a JSON spec file as $1
 # Spec: {"action": "build"|"quiesce", "images": ["host/repo:tag@sha256:…"], "platform": "linux/amd64",
-#        "volume_id": "vol-…", "parallel": 3,
+#        "volume_id": "vol-…", "parallel": 3 (image unpacks at once; default: the vCPUs),
 #        "registry_credentials": {"<host>": {"source": "ecr"|"secretsmanager"|"ssm_secure_parameter"|…}},
 #        "registry_endpoints": {"<host>": "http(s)://mirror[:port]"}}
 #   defined by build_spec.schema.json, checked by build_cache_helpers.py (both beside this script)
@@ -60,6 +60,15 @@
 # Measured with ctr 1.6.20: a hosts.toml with `server` alone is ignored (ctr went to https://<host>);
 # the [host."<url>"] entry is what routes the pull, `server` the same URL keeps the fallback there.
 # ctr does not honour Retry-After on 429; the retries below use exponential backoff instead.
+# Pull phase (pull_all; the containerd version picks the path, build_cache_helpers.py pull_plan):
+# build_cache_prefetch.py fetches every blob of the set from the registries into the content store
+# (all blobs at once, large ones in Range parts over several connections, same endpoints and
+# credentials as ctr; sizes and digests checked by `ctr content ingest`), announcing each image as
+# soon as its blobs are in; its `ctr images pull` then starts (at most `unpack` at once) and only
+# unpacks while the others still fetch. An image the prefetch could not fetch is pulled by ctr alone
+# (a warning, never a failure); the retries and checks below are the same either way.
+#   ML_CACHE_PREFETCH=auto | off                 off: the plain `ctr images pull` per image
+#   ML_CACHE_PREFETCH_CHUNK_BYTES=16777216       Range part size of a large blob
 set -euo pipefail
 if [[ -n "${ML_CACHE_TRACE:-}" ]]; then set -x; fi
 umask 077
@@ -87,6 +96,8 @@ QUIESCE_FSCK=${ML_CACHE_QUIESCE_FSCK:-1}
 HERE="$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
 HELPERS="$HERE/build_cache_helpers.py"
 SECRETS="$HERE/build_cache_secrets.py"
+PREFETCH="$HERE/build_cache_prefetch.py"
+PREFETCH_MODE=${ML_CACHE_PREFETCH:-auto}
 
 CD_PID=""            # containerd child we started (process mode)
 CD_STARTED_BY_US=0   # we started containerd (either mode) and must stop it
@@ -95,14 +106,19 @@ WORK_DIR_OWNED=0
 DEVICE=""
 RESTORED=0 REASON="" FS_BEFORE=0 FS_AFTER=0 # what prepare_volume found and did (the report's "volume")
 MAIN_PID=$BASHPID
+PREFETCH_PID=""      # build_cache_prefetch.py while it runs
+CD_VERSION=unknown PREFETCH_ON=0 CONNECTIONS=0 UNPACK=1 PULL_PATH="plain ctr pull" # set by plan_pull
+RUNNING=() STARTED=() # pull jobs running, images whose pull started (pull_all)
 
 log() { printf '%s build_cache: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 now() { printf '%s' "${EPOCHREALTIME}"; }
 helpers() { python3 "$HELPERS" "$@"; } # the Python half, beside this script: JSON in and out
 secrets() { python3 "$SECRETS" "$@"; } # the part of it that handles registry credentials
+prefetcher() { python3 "$PREFETCH" "$@"; } # the part that fetches blobs ahead of ctr
 
-[[ -r "$HELPERS" && -r "$SECRETS" ]] || die "helper module missing beside $0"
+[[ -r "$HELPERS" && -r "$SECRETS" && -r "$PREFETCH" ]] || die "helper module missing beside $0"
+case "$PREFETCH_MODE" in auto | off) ;; *) die "ML_CACHE_PREFETCH must be auto or off" ;; esac
 case "$CD_SERVICE" in systemd | process) ;; *) die "ML_CACHE_CONTAINERD_SERVICE must be systemd or process" ;; esac
 [[ "$PULL_ATTEMPTS" =~ ^[1-9][0-9]?$ ]] || die "ML_CACHE_PULL_ATTEMPTS must be 1..99"
 [[ "$PULL_BACKOFF" =~ ^[0-9]{1,3}$ ]] || die "ML_CACHE_PULL_BACKOFF_SECONDS must be 0..999"
@@ -272,7 +288,7 @@ on_exit() {
   if ((rc != 0)); then
     log "FAILED (exit $rc); cleaning up"
     local job
-    for job in $(jobs -p); do
+    for job in $(jobs -p) $PREFETCH_PID; do
       [[ "$job" == "$CD_PID" ]] || kill "$job" 2>/dev/null
     done
   fi
@@ -362,24 +378,67 @@ pull_one() { # pull_one INDEX REF: bounded retries; writes pull.INDEX.rc
   printf '%s %s\n' "$rc" "$tried" >"$WORK/pull.$index.rc"
 }
 
-pull_all() { # at most PARALLEL pulls at once; waits on the pull jobs only (containerd is a job too)
-  local index pid
-  local -a running=()
-  for index in "${!IMAGES[@]}"; do
-    while ((${#running[@]} >= PARALLEL)); do
-      wait -n "${running[@]}" || true
-      local -a still=()
-      for pid in "${running[@]}"; do
-        kill -0 "$pid" 2>/dev/null && still+=("$pid")
-      done
-      running=("${still[@]}")
+plan_pull() { # the pull path for the running containerd (build_cache_helpers.py pull_plan)
+  local key value
+  while IFS='=' read -r key value; do
+    case "$key" in
+      containerd) CD_VERSION=$value ;;
+      prefetch) PREFETCH_ON=$value ;;
+      connections) CONNECTIONS=$value ;;
+      unpack) UNPACK=$value ;;
+      path) PULL_PATH=$value ;;
+    esac
+  done < <(helpers pull-plan "$CD_SOCKET" "$PARALLEL" "$PREFETCH_MODE" || true)
+  [[ "$PREFETCH_ON" == 1 && "$CONNECTIONS" =~ ^[1-9][0-9]*$ ]] || PREFETCH_ON=0
+  [[ "$UNPACK" =~ ^[1-9][0-9]*$ ]] || UNPACK=$((PARALLEL > 0 ? PARALLEL : 3))
+  log "pull: containerd $CD_VERSION, $PULL_PATH, $UNPACK unpack(s) at once"
+}
+
+start_pull() { # start_pull INDEX: once fewer than UNPACK pull jobs run
+  local pid
+  while ((${#RUNNING[@]} >= UNPACK)); do
+    wait -n "${RUNNING[@]}" || true
+    local -a still=()
+    for pid in "${RUNNING[@]}"; do
+      kill -0 "$pid" 2>/dev/null && still+=("$pid")
     done
-    pull_one "$index" "${IMAGES[$index]}" &
-    running+=("$!")
+    RUNNING=("${still[@]}")
   done
-  for pid in "${running[@]}"; do
+  pull_one "$1" "${IMAGES[$1]}" &
+  RUNNING+=("$!")
+  STARTED[$1]=1
+}
+
+pull_all() { # each image's pull starts when the prefetch announces it (any order), the rest after it
+  local index status detail fd pid prefetched=0
+  RUNNING=() STARTED=()
+  if ((PREFETCH_ON)); then
+    exec {fd}< <(exec python3 "$PREFETCH" prefetch "$CD_SOCKET" "$NAMESPACE" "$PLATFORM" "$WORK/spec.lines" "$WORK" \
+      "$CONNECTIONS" 2>>"$WORK/prefetch.log")
+    PREFETCH_PID=$!
+    while read -r -u "$fd" index status detail; do
+      [[ "$index" =~ ^[0-9]+$ && -n "${IMAGES[$index]:-}" && -z "${STARTED[$index]:-}" ]] || continue
+      if [[ "$status" == ok ]]; then
+        prefetched=$((prefetched + 1))
+      else
+        log "prefetch of ${IMAGES[$index]} failed, ctr pulls it alone: ${detail:0:300}"
+      fi
+      start_pull "$index"
+    done
+    exec {fd}<&-
+    wait "$PREFETCH_PID" 2>/dev/null || true
+    PREFETCH_PID=""
+    log "$(tail -n 1 "$WORK/prefetch.log" 2>/dev/null | cut -c1-300); $prefetched of ${#IMAGES[@]} image(s) prefetched"
+  fi
+  for index in "${!IMAGES[@]}"; do
+    [[ -n "${STARTED[$index]:-}" ]] || start_pull "$index"
+  done
+  for pid in "${RUNNING[@]}"; do
     wait "$pid" || true
   done
+  if ((PREFETCH_ON)); then
+    prefetcher release "$CD_SOCKET" "$NAMESPACE" || log "could not remove the prefetch's anchor image"
+  fi
   local failed=0 rc attempts reason
   for index in "${!IMAGES[@]}"; do
     read -r rc attempts <"$WORK/pull.$index.rc" || rc=1
@@ -414,7 +473,7 @@ action_build() {
   ((${#CREDENTIALS[@]} == 0)) || fetch_credentials
   write_hosts_dir
   wait_for_device
-  log "build: ${#IMAGES[@]} image(s) for $PLATFORM onto $VOLUME_ID ($DEVICE), parallel $PARALLEL"
+  log "build: ${#IMAGES[@]} image(s) for $PLATFORM onto $VOLUME_ID ($DEVICE)"
   if [[ "$CD_SERVICE" == systemd ]]; then
     systemctl stop containerd
   else
@@ -422,7 +481,9 @@ action_build() {
   fi
   prepare_volume
   start_containerd
+  plan_pull
   printf '%s\n' "${IMAGES[@]}" >"$WORK/refs.txt"
+  ((PREFETCH_ON == 0)) || prefetcher release "$CD_SOCKET" "$NAMESPACE" # the anchor of an interrupted run
   # images no one asked for go before the pull, old versions of requested ones after it (shared layers)
   helpers prune before "$CD_SOCKET" "$NAMESPACE" "$CD_ROOT" "$WORK/prune.json" "$WORK/refs.txt"
   t1=$(now)
@@ -490,7 +551,7 @@ else
   die "no spec: set SSM_spec (base64 JSON) or pass a spec file path"
 fi
 
-ACTION="" VOLUME_ID="" PLATFORM="" PARALLEL=3
+ACTION="" VOLUME_ID="" PLATFORM="" PARALLEL=0
 IMAGES=() CREDENTIALS=() ENDPOINTS=() ENDPOINT_HOSTS=""
 helpers parse-spec "$SPEC_FILE" >"$WORK/spec.lines" || die "spec rejected"
 while IFS='=' read -r key value; do

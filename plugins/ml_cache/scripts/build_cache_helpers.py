@@ -10,6 +10,7 @@ The spec contract is build_spec.schema.json beside this file (Airflow checks it 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -195,7 +196,7 @@ def parse_spec(spec_file: str) -> list[str]:
     SpecValidator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))).validate(spec)
     lines = [f"action={spec['action']}", f"volume_id={spec['volume_id']}"]
     if spec["action"] == "build":
-        lines += [f"platform={spec['platform']}", f"parallel={int(spec.get('parallel', 3))}"]
+        lines += [f"platform={spec['platform']}", f"parallel={int(spec.get('parallel', 0))}"]  # 0: the vCPUs
         lines += [f"image={ref}" for ref in dict.fromkeys(spec["images"])]
         for host, credential in (spec.get("registry_credentials") or {}).items():
             lines += filter(None, [credential_line(host, credential)])
@@ -358,6 +359,39 @@ def report(kind: str, fields: dict[str, str], rows: str) -> dict:
     }
 
 
+def containerd_version(text: str) -> tuple[int, int] | None:
+    """(major, minor) of the server in `ctr version`'s output; None when it does not say."""
+    match = re.search(r"Version:\s*v?(\d+)\.(\d+)", text.partition("Server:")[2])
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def pull_plan(version: tuple[int, int] | None, cpus: int, parallel: int, mode: str = "auto") -> dict[str, object]:
+    """How the pull phase runs on this containerd: the one place the version decides.
+
+    1.5-1.7: `ctr images pull` fetches one connection per blob and unpacks only when all are in, so
+    build_cache_prefetch.py fetches first (parallel, Range parts) and each pull only unpacks.
+    >= 2.0: ctr pulls through the transfer service, which unpacks while it fetches what is missing;
+    the prefetch still brings the parallel Range fetch (containerd's own needs 2.1 and daemon config).
+    Older, unknown, or mode "off": the plain pull. Unpacks at once: the spec's parallel, else the vCPUs."""
+    unpack = parallel if parallel > 0 else max(1, cpus)
+    connections = min(32, max(8, 4 * cpus))
+    if mode == "off" or version is None or version < (1, 5):
+        path = "plain ctr pull" + (" (prefetch off)" if mode == "off" else f" (containerd {version or 'unknown'})")
+        return {"prefetch": 0, "connections": 0, "unpack": unpack, "path": path}
+    service = "transfer service unpack" if version >= (2, 0) else "ctr unpack"
+    return {"prefetch": 1, "connections": connections, "unpack": unpack,
+            "path": f"prefetch over {connections} connections, then {service}"}
+
+
+def plan_pull(socket: str, parallel: str, mode: str) -> list[str]:
+    """`pull-plan SOCKET PARALLEL MODE`: key=value lines of pull_plan for the running containerd."""
+    proc = subprocess.run(["ctr", "-a", socket, "version"], capture_output=True, text=True, check=False)
+    version = containerd_version(proc.stdout)
+    plan = pull_plan(version, len(os.sched_getaffinity(0)), int(parallel), mode)
+    return [f"containerd={'.'.join(map(str, version)) if version else 'unknown'}",
+            *(f"{key}={value}" for key, value in plan.items())]
+
+
 def imds_region() -> str:
     """`imds-region`: this instance's region from IMDSv2 (the token stays off argv)."""
     base = "http://169.254.169.254/latest"
@@ -387,12 +421,15 @@ def main(argv: list[str]) -> int:
         rows = sys.stdin.read() if args[0] == "build" else ""
         print(json.dumps(report(args[0], fields, rows), separators=(",", ":")))
         return 0
+    if command == "pull-plan" and len(args) == 3 and args[1].isdigit():
+        print("\n".join(plan_pull(*args)))
+        return 0
     if command == "imds-region" and not args:
         print(imds_region())
         return 0
     print("usage: build_cache_helpers.py parse-spec FILE | verify SOCKET NAMESPACE PLATFORM REFS_FILE"
           " | prune before|after SOCKET NAMESPACE ROOT STATE [REFS_FILE]"
-          " | report build|quiesce KEY=VALUE... | imds-region", file=sys.stderr)
+          " | report build|quiesce KEY=VALUE... | pull-plan SOCKET PARALLEL auto|off | imds-region", file=sys.stderr)
     return 64
 
 

@@ -210,7 +210,7 @@ def test_parse_spec_refuses_ecr_as_the_source_of_another_registry(tmp_path: Path
 
 
 def test_parse_spec_defaults_and_quiesce(tmp_path: Path) -> None:
-    assert parse(tmp_path, spec(parallel=None)).stdout.splitlines()[3] == "parallel=3"
+    assert parse(tmp_path, spec(parallel=None)).stdout.splitlines()[3] == "parallel=0"  # 0: the vCPUs
     proc = parse(tmp_path, {"action": "quiesce", "volume_id": VOL})
     assert proc.returncode == 0 and proc.stdout.splitlines() == ["action=quiesce", f"volume_id={VOL}"]
 
