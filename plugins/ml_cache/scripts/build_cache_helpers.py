@@ -385,7 +385,8 @@ def pull_plan(version: tuple[int, int] | None, cpus: int, parallel: int, mode: s
 
 def plan_pull(socket: str, parallel: str, mode: str) -> list[str]:
     """`pull-plan SOCKET PARALLEL MODE`: key=value lines of pull_plan for the running containerd."""
-    proc = subprocess.run(["ctr", "-a", socket, "version"], capture_output=True, text=True, check=False)
+    proc = subprocess.run(["ctr", "--connect-timeout", "10s", "-a", socket, "version"], capture_output=True, text=True,
+                          check=False)
     version = containerd_version(proc.stdout)
     plan = pull_plan(version, len(os.sched_getaffinity(0)), int(parallel), mode)
     return [f"containerd={'.'.join(map(str, version)) if version else 'unknown'}",

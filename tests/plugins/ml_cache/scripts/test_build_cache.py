@@ -514,6 +514,7 @@ def test_each_source_pulls_a_private_image_and_the_secret_shows_nowhere(
     calls = aws_log.read_text().splitlines()
     assert len(calls) == (2 if source == "ecr" else 1) and all(call.startswith(source.split("_")[0]) for call in calls)
     assert f"fetching credentials for {host} from {source}" in proc.stderr
+    assert "1 of 1 image(s) prefetched" in proc.stderr  # the prefetch used the same endpoint and credentials
     assert_quiet_machine(builder)
 
     # Cached under its own name (the bytes came from the endpoint), every name pinned.

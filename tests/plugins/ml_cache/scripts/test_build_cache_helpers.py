@@ -409,3 +409,53 @@ def test_verify_measures_the_platforms_manifest_and_rejects_another_platform(tmp
     assert "r.example.com/gone:1: not in the image store after pull" in proc.stderr
     assert f"{stale}: resolved to {arm}, not the pinned digest" in proc.stderr
     assert proc.stdout.startswith(f"{multi}\t")
+
+
+# --- the pull path for the running containerd ------------------------------------------------------
+
+CTR_VERSION_1_6 = """Client:
+  Version:  1.6.20~ds1
+  Revision: 1.6.20~ds1-1+b1
+  Go version: go1.19.8
+
+Server:
+  Version:  1.6.20~ds1
+  Revision: 1.6.20~ds1-1+b1
+  UUID: 0e1ad1b5-4d0d-4c43-9f7c-2f6f2f1b1c11
+"""
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (CTR_VERSION_1_6, (1, 6)),
+    (CTR_VERSION_1_6.replace("Server:\n  Version:  1.6.20~ds1", "Server:\n  Version:  v2.0.5"), (2, 0)),
+    (CTR_VERSION_1_6.replace("Server:\n  Version:  1.6.20~ds1", "Server:\n  Version:  2.1.4"), (2, 1)),
+    (CTR_VERSION_1_6.split("Server:")[0], None),  # the client alone says nothing about the daemon
+    ("", None),
+])
+def test_containerd_version_reads_the_server_not_the_client(text: str, expected: tuple[int, int] | None) -> None:
+    assert helpers.containerd_version(text) == expected
+
+
+@pytest.mark.parametrize(("version", "cpus", "parallel", "mode", "prefetch", "connections", "unpack", "says"), [
+    ((1, 6), 2, 0, "auto", 1, 8, 2, "then ctr unpack"),        # this lab: unpacks sized to the vCPUs
+    ((1, 7), 8, 3, "auto", 1, 32, 3, "then ctr unpack"),       # the spec's parallel wins
+    ((2, 0), 8, 0, "auto", 1, 32, 8, "then transfer service unpack"),
+    ((2, 1), 64, 0, "auto", 1, 32, 64, "transfer service"),    # connections capped, unpacks not
+    ((1, 4), 8, 0, "auto", 0, 0, 8, "plain ctr pull (containerd (1, 4))"),
+    (None, 8, 0, "auto", 0, 0, 8, "plain ctr pull (containerd unknown)"),
+    ((1, 6), 8, 0, "off", 0, 0, 8, "plain ctr pull (prefetch off)"),
+])
+def test_pull_plan_picks_the_path_by_version(version, cpus, parallel, mode, prefetch, connections, unpack,
+                                             says) -> None:
+    plan = helpers.pull_plan(version, cpus, parallel, mode)
+    assert (plan["prefetch"], plan["connections"], plan["unpack"]) == (prefetch, connections, unpack)
+    assert says in plan["path"]
+
+
+def test_pull_plan_cli_asks_the_daemon(tmp_path: Path) -> None:
+    """No containerd on that socket: the plain pull, never a failure."""
+    proc = subprocess.run([sys.executable, str(HELPERS), "pull-plan", str(tmp_path / "none.sock"), "2", "auto"],
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["containerd=unknown", "prefetch=0", "connections=0", "unpack=2",
+                                        "path=plain ctr pull (containerd unknown)"]

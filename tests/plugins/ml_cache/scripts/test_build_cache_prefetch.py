@@ -156,7 +156,7 @@ def anchored(containerd: Containerd) -> set[str]:
 def test_range_parts_reassemble_the_blob_exactly(registry, proxy, containerd, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(prefetch_module, "CHUNK_BYTES", 64 * 1024)
     ref = registry[1]["small"].replace(registry[0].address, proxy.address)
-    assert run_prefetch(containerd, [ref], tmp_path, proxy.address, monkeypatch) == [f"0 ok {_bytes(registry[1]['small'])}"]
+    assert run_prefetch(containerd, [ref], tmp_path, proxy.address, monkeypatch) == [f"0 ok {small_bytes(registry)}"]
     blobs = image_blobs(containerd, ref)
     assert set(blobs) <= set(content(containerd)) and set(blobs) == anchored(containerd)
     layer = blobs[-1]
@@ -168,9 +168,9 @@ def test_range_parts_reassemble_the_blob_exactly(registry, proxy, containerd, tm
                           capture_output=True, check=True).stdout == upstream.getresponse().read()
 
 
-def _bytes(ref: str) -> int:
+def small_bytes(registry) -> int:
     """Config + layer bytes the registry holds for the small image (what the prefetch reports)."""
-    host, repository, digest = prefetch_module.split_ref(ref)
+    host, repository, digest = prefetch_module.split_ref(registry[1]["small"])
     connection = http.client.HTTPConnection(host)
     accept = {"Accept": prefetch_module.ACCEPT}
     connection.request("GET", f"/v2/{repository}/manifests/{digest}", headers=accept)
@@ -197,7 +197,7 @@ def test_prefetched_blobs_survive_gc_and_the_pull_fetches_none(registry, proxy, 
     """Nothing references a prefetched blob until its image is pulled: only the root label keeps it."""
     small = registry[1]["small"].replace(registry[0].address, proxy.address)
     lines = run_prefetch(containerd, [small], tmp_path, proxy.address, monkeypatch)
-    assert lines == [f"0 ok {_bytes(registry[1]['small'])}"]
+    assert lines == [f"0 ok {small_bytes(registry)}"]
     blobs = image_blobs(containerd, small)
     collect_garbage(containerd)
     assert set(blobs) <= set(content(containerd)), "a GC took a prefetched blob"
@@ -222,7 +222,7 @@ def test_bearer_token_flow(registry, proxy, containerd, tmp_path, monkeypatch) -
     proxy.bearer = "pw-" + tmp_path.name[-6:]
     (tmp_path / f"secret.{proxy.address}").write_text(f"demo:{proxy.bearer}")
     ref = registry[1]["small"].replace(registry[0].address, proxy.address)
-    assert run_prefetch(containerd, [ref], tmp_path, proxy.address, monkeypatch) == [f"0 ok {_bytes(registry[1]['small'])}"]
+    assert run_prefetch(containerd, [ref], tmp_path, proxy.address, monkeypatch) == [f"0 ok {small_bytes(registry)}"]
     assert any(path.startswith("/token") for _, path, _, _ in proxy.seen)
     (tmp_path / f"secret.{proxy.address}").write_text("demo:wrong")
     ctr(containerd, "content", "rm", *image_blobs(containerd, ref))
@@ -237,7 +237,7 @@ def test_shared_blobs_are_fetched_once_and_every_image_is_announced(registry, pr
     alias = f"{by_tag.rsplit(':', 1)[0]}@{digest}"
     missing = f"{proxy.address}/ml-cache-demo/does-not-exist:1.0@sha256:{'0' * 64}"
     lines = run_prefetch(containerd, [small, alias, missing], tmp_path, proxy.address, monkeypatch)
-    assert lines[:2] == [f"0 ok {_bytes(registry[1]['small'])}", f"1 ok {_bytes(registry[1]['small'])}"]
+    assert lines[:2] == [f"0 ok {small_bytes(registry)}", f"1 ok {small_bytes(registry)}"]
     assert lines[2].startswith("2 failed manifest sha256:000000000000 answered 404"), lines
     blob_gets = [path for method, path, _, _ in proxy.seen if method == "GET" and "/blobs/" in path]
     assert len(blob_gets) == len(set(blob_gets)) == len(image_blobs(containerd, small)) - 1  # all but the manifest
