@@ -36,6 +36,7 @@ import tarfile
 import threading
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 ANCHOR = "ml-cache.invalid/prefetch-anchor:1"  # .invalid: a name no registry can serve
@@ -84,6 +85,30 @@ def chunks(size: int, chunk: int) -> list[tuple[int, int]]:
     return [(start, min(start + chunk, size) - 1) for start in range(0, size, chunk)] or [(0, -1)]
 
 
+def connect(scheme: str, netloc: str) -> http.client.HTTPConnection:
+    """A connection to netloc, through the environment's proxy (HTTPS_PROXY, NO_PROXY...) as ctr would."""
+    kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+    proxy = urllib.request.getproxies().get(scheme)
+    if not proxy or urllib.request.proxy_bypass(netloc.rpartition(":")[0] or netloc):
+        return kind(netloc, timeout=60)
+    via = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if scheme == "http":  # a plain-HTTP request goes to the proxy with the absolute URL as its target
+        return _AbsoluteTarget(via.hostname, via.port or 80, netloc)
+    connection = kind(via.hostname, via.port or 80, timeout=60)
+    connection.set_tunnel(netloc)
+    return connection
+
+
+class _AbsoluteTarget(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, netloc: str) -> None:
+        super().__init__(host, port, timeout=60)
+        self.netloc = netloc
+
+    def request(self, method, url, body=None, headers=None, **kwargs):  # type: ignore[override]
+        super().request(method, f"http://{self.netloc}{url}", body, {"Host": self.netloc, **(headers or {})},
+                        **kwargs)
+
+
 class Registry:
     """One repository on one registry: auth (anonymous, basic, bearer token) and redirects; a
     connection per thread and host, kept alive."""
@@ -100,8 +125,7 @@ class Registry:
         if fresh or (scheme, netloc) not in pool:
             if (scheme, netloc) in pool:
                 pool[(scheme, netloc)].close()
-            kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-            pool[(scheme, netloc)] = kind(netloc, timeout=60)
+            pool[(scheme, netloc)] = connect(scheme, netloc)
         return pool[(scheme, netloc)]
 
     def _send(self, url: str, headers: dict[str, str]) -> http.client.HTTPResponse:
@@ -506,13 +530,16 @@ class Prefetch:
                 continue
             try:
                 data = blob.fetch(part)
-            except (PrefetchError, OSError, http.client.HTTPException) as error:
+            except Exception as error:  # any failure only sends the image to the plain pull
                 self.slots.release()
-                blob.fail(str(error))
+                blob.fail(str(error) or type(error).__name__)
                 continue
             with self.lock:
                 self.fetched += len(data)
-            blob.put(part, data)
+            try:
+                blob.put(part, data)
+            except Exception as error:  # a worker must not die: its image would never be announced
+                blob.fail(f"{type(error).__name__}: {error}")
 
     def run(self, images: list[tuple[Image, Registry, str]]) -> None:
         """Plan every image (a few at once) while the connections fetch; returns when all are reported."""
@@ -530,8 +557,9 @@ class Prefetch:
             image, registry, digest = entry
             try:
                 self.add(image, registry, self.plan(image, registry, digest))
-            except (PrefetchError, OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as error:
-                image.report(f"failed {type(error).__name__ if not str(error) else error}")
+            except Exception as error:  # any failure only sends the image to the plain pull
+                named = error if isinstance(error, PrefetchError) else f"{type(error).__name__}: {error}"
+                image.report(f"failed {named}")
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(8, len(images)))) as planners:
             list(planners.map(plan, images))

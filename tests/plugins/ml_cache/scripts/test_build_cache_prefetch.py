@@ -281,3 +281,16 @@ def test_prefetch_off_is_the_plain_pull(registry, proxy, make_builder) -> None:
     proc = build(make_builder, proxy, [small], ML_CACHE_PREFETCH="off")
     assert "plain ctr pull (prefetch off)" in proc.stderr
     assert not any(agent == PREFETCH_AGENT for _, _, agent, _ in proxy.seen)
+
+
+def test_connections_use_the_environments_proxy_like_ctr(monkeypatch) -> None:
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert prefetch_module.connect("https", "registry.example:443").host == "registry.example"
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("no_proxy", "internal.example")
+    tunnelled = prefetch_module.connect("https", "registry.example:443")
+    assert (tunnelled.host, tunnelled.port) == ("proxy.example", 3128)
+    assert (tunnelled._tunnel_host, tunnelled._tunnel_port) == ("registry.example", 443)
+    assert prefetch_module.connect("https", "internal.example").host == "internal.example"
+    assert prefetch_module.connect("http", "127.0.0.1:5000").host == "127.0.0.1"  # no http_proxy set
