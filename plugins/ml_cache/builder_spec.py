@@ -53,12 +53,13 @@ def build_spec(
     images: list[str],
     platform: str,
     volume_id: str,
-    parallel: int,
+    parallel: int | None,
     registry_credentials: dict[str, dict[str, str]],
     registry_endpoints: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The spec for one run of build_cache.sh; raises InvalidInputs naming the path and the value.
-    `images` are pinned by digest; both mappings are keyed by the exact hosts of those images."""
+    `images` are pinned by digest; both mappings are keyed by the exact hosts of those images. `parallel`
+    None leaves it out: the builder then unpacks as many images at once as it has vCPUs."""
     spec = {
         "action": action,
         "images": copy.deepcopy(images),
@@ -68,6 +69,8 @@ def build_spec(
         "registry_credentials": copy.deepcopy(registry_credentials),
         "registry_endpoints": copy.deepcopy(registry_endpoints or {}),
     }
+    if parallel is None:
+        del spec["parallel"]
     error = best_match(Draft202012Validator(spec_schema()).iter_errors(spec))
     if error is not None:
         raise InvalidInputs(f"builder {_where('spec', error.absolute_path)}: {_problem(error)}")

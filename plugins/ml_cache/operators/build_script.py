@@ -30,7 +30,7 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
         "registry_endpoints", "timeout_seconds", "poll_seconds")
 
     def __init__(self, *, action: str, builder: dict[str, Any], document: dict[str, str], images: list[str],
-                 platform: str, pull_parallelism: int, registry_credentials: dict[str, Any],
+                 platform: str, pull_parallelism: int | None, registry_credentials: dict[str, Any],
                  registry_endpoints: dict[str, str], timeout_seconds: int, poll_seconds: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.action = action

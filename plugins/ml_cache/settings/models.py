@@ -85,7 +85,9 @@ class BuildConfig(Section):
     enable_fast_snapshot_restore: bool = Field(True, description="Enable FSR (costs $0.75 per AZ-hour).")
     fsr_availability_zones: f.unique_list(f.AvailabilityZone) = Field(
         [], description="AZs of the GPU node group, where FSR is enabled.")
-    pull_parallelism: f.PullParallelism = Field(3, description="Images pulled at once on the builder.")
+    pull_parallelism: f.PullParallelism | None = Field(
+        None, description="Images unpacked at once on the builder (their blobs are fetched over more connections). "
+                          "Empty: the builder's vCPUs.")
     incremental: bool = Field(True, description="Start the data volume from the published snapshot: only new "
                                                 "layers are pulled and the new snapshot is incremental.")
     force_rebuild: bool = Field(False, description="Build even when the image set, the builder and the volume "

@@ -73,7 +73,7 @@ def test_settings_to_resolution_to_spec_to_the_builders_parser(tmp_path: Path) -
     proc = parse_on_builder(tmp_path / "spec.json")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
-        "action=build", f"volume_id={VOL}", "platform=linux/amd64", "parallel=3",
+        "action=build", f"volume_id={VOL}", "platform=linux/amd64", "parallel=0",  # 0: the builder's vCPUs
         f"image=nvcr.io/nvidia/pytorch:24.05-py3@{digests[0]}", f"image={ECR}/team/train:v1@{digests[1]}",
         f"image=ghcr.io/team/app@{SHA}",
         f"credential={ECR} ecr us-west-2 -", f"credential=nvcr.io secretsmanager us-west-2 {NGC_ARN}",
