@@ -64,10 +64,12 @@
 # build_cache_prefetch.py fetches every blob of the set from the registries into the content store
 # (all blobs at once, large ones in Range parts over several connections, same endpoints and
 # credentials as ctr; sizes and digests checked by `ctr content ingest`), announcing each image as
-# soon as its blobs are in; its `ctr images pull` then starts (at most `unpack` at once) and only
-# unpacks while the others still fetch. An image the prefetch could not fetch is pulled by ctr alone
-# (a warning, never a failure); the retries and checks below are the same either way.
-#   ML_CACHE_PREFETCH=auto | off                 off: the plain `ctr images pull` per image
+# soon as its blobs are in and unpacked: its leading layers are applied while the later ones still
+# fetch (stand-in images of the first k layers, imported from the content store: the same snapshots),
+# at most `unpack` at once; its `ctr images pull` then finds everything and only records the image.
+# An image the prefetch could not fetch is pulled by ctr alone (a warning, never a failure); the
+# retries and checks below are the same either way.
+#   ML_CACHE_PREFETCH=auto | fetch | off         fetch: no early unpack; off: the plain `ctr images pull`
 #   ML_CACHE_PREFETCH_CHUNK_BYTES=16777216       Range part size of a large blob
 set -euo pipefail
 if [[ -n "${ML_CACHE_TRACE:-}" ]]; then set -x; fi
@@ -107,7 +109,7 @@ DEVICE=""
 RESTORED=0 REASON="" FS_BEFORE=0 FS_AFTER=0 # what prepare_volume found and did (the report's "volume")
 MAIN_PID=$BASHPID
 PREFETCH_PID=""      # build_cache_prefetch.py while it runs
-CD_VERSION=unknown PREFETCH_ON=0 CONNECTIONS=0 UNPACK=1 PULL_PATH="plain ctr pull" # set by plan_pull
+CD_VERSION=unknown PREFETCH_ON=0 CONNECTIONS=0 UNPACK=1 EARLY_UNPACK=0 PULL_PATH="plain ctr pull" # plan_pull
 RUNNING=() STARTED=() # pull jobs running, images whose pull started (pull_all)
 
 log() { printf '%s build_cache: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -118,7 +120,7 @@ secrets() { python3 "$SECRETS" "$@"; } # the part of it that handles registry cr
 prefetcher() { python3 "$PREFETCH" "$@"; } # the part that fetches blobs ahead of ctr
 
 [[ -r "$HELPERS" && -r "$SECRETS" && -r "$PREFETCH" ]] || die "helper module missing beside $0"
-case "$PREFETCH_MODE" in auto | off) ;; *) die "ML_CACHE_PREFETCH must be auto or off" ;; esac
+case "$PREFETCH_MODE" in auto | fetch | off) ;; *) die "ML_CACHE_PREFETCH must be auto, fetch or off" ;; esac
 case "$CD_SERVICE" in systemd | process) ;; *) die "ML_CACHE_CONTAINERD_SERVICE must be systemd or process" ;; esac
 [[ "$PULL_ATTEMPTS" =~ ^[1-9][0-9]?$ ]] || die "ML_CACHE_PULL_ATTEMPTS must be 1..99"
 [[ "$PULL_BACKOFF" =~ ^[0-9]{1,3}$ ]] || die "ML_CACHE_PULL_BACKOFF_SECONDS must be 0..999"
@@ -386,11 +388,13 @@ plan_pull() { # the pull path for the running containerd (build_cache_helpers.py
       prefetch) PREFETCH_ON=$value ;;
       connections) CONNECTIONS=$value ;;
       unpack) UNPACK=$value ;;
+      early_unpack) EARLY_UNPACK=$value ;;
       path) PULL_PATH=$value ;;
     esac
   done < <(helpers pull-plan "$CD_SOCKET" "$PARALLEL" "$PREFETCH_MODE" || true)
   [[ "$PREFETCH_ON" == 1 && "$CONNECTIONS" =~ ^[1-9][0-9]*$ ]] || PREFETCH_ON=0
   [[ "$UNPACK" =~ ^[1-9][0-9]*$ ]] || UNPACK=$((PARALLEL > 0 ? PARALLEL : 3))
+  [[ "$EARLY_UNPACK" =~ ^[0-9]+$ ]] || EARLY_UNPACK=0
   log "pull: containerd $CD_VERSION, $PULL_PATH, $UNPACK unpack(s) at once"
 }
 
@@ -414,7 +418,7 @@ pull_all() { # each image's pull starts when the prefetch announces it (any orde
   RUNNING=() STARTED=()
   if ((PREFETCH_ON)); then
     exec {fd}< <(exec python3 "$PREFETCH" prefetch "$CD_SOCKET" "$NAMESPACE" "$PLATFORM" "$WORK/spec.lines" "$WORK" \
-      "$CONNECTIONS" 2>>"$WORK/prefetch.log")
+      "$CONNECTIONS" "$EARLY_UNPACK" 2>>"$WORK/prefetch.log")
     PREFETCH_PID=$!
     while read -r -u "$fd" index status detail; do
       [[ "$index" =~ ^[0-9]+$ && -n "${IMAGES[$index]:-}" && -z "${STARTED[$index]:-}" ]] || continue
@@ -429,6 +433,7 @@ pull_all() { # each image's pull starts when the prefetch announces it (any orde
     wait "$PREFETCH_PID" 2>/dev/null || true
     PREFETCH_PID=""
     log "$(tail -n 1 "$WORK/prefetch.log" 2>/dev/null | cut -c1-300); $prefetched of ${#IMAGES[@]} image(s) prefetched"
+    grep -m 3 '^early unpack' "$WORK/prefetch.log" | cut -c1-300 >&2 || true
   fi
   for index in "${!IMAGES[@]}"; do
     [[ -n "${STARTED[$index]:-}" ]] || start_pull "$index"
@@ -437,7 +442,7 @@ pull_all() { # each image's pull starts when the prefetch announces it (any orde
     wait "$pid" || true
   done
   if ((PREFETCH_ON)); then
-    prefetcher release "$CD_SOCKET" "$NAMESPACE" || log "could not remove the prefetch's anchor image"
+    prefetcher release "$CD_SOCKET" "$NAMESPACE" || log "could not remove the prefetch's anchor and stand-in images"
   fi
   local failed=0 rc attempts reason
   for index in "${!IMAGES[@]}"; do
@@ -483,7 +488,7 @@ action_build() {
   start_containerd
   plan_pull
   printf '%s\n' "${IMAGES[@]}" >"$WORK/refs.txt"
-  ((PREFETCH_ON == 0)) || prefetcher release "$CD_SOCKET" "$NAMESPACE" # the anchor of an interrupted run
+  ((PREFETCH_ON == 0)) || prefetcher release "$CD_SOCKET" "$NAMESPACE" # an interrupted run's transient images
   # images no one asked for go before the pull, old versions of requested ones after it (shared layers)
   helpers prune before "$CD_SOCKET" "$NAMESPACE" "$CD_ROOT" "$WORK/prune.json" "$WORK/refs.txt"
   t1=$(now)

@@ -369,18 +369,22 @@ def pull_plan(version: tuple[int, int] | None, cpus: int, parallel: int, mode: s
     """How the pull phase runs on this containerd: the one place the version decides.
 
     1.5-1.7: `ctr images pull` fetches one connection per blob and unpacks only when all are in, so
-    build_cache_prefetch.py fetches first (parallel, Range parts) and each pull only unpacks.
-    >= 2.0: ctr pulls through the transfer service, which unpacks while it fetches what is missing;
-    the prefetch still brings the parallel Range fetch (containerd's own needs 2.1 and daemon config).
-    Older, unknown, or mode "off": the plain pull. Unpacks at once: the spec's parallel, else the vCPUs."""
+    build_cache_prefetch.py fetches first (parallel, Range parts) and unpacks each image's leading
+    layers while its later ones fetch (stand-in imports); the pull then only records the image.
+    >= 2.0: the same; ctr pulls through the transfer service, which also unpacks while it fetches
+    whatever is still missing (containerd's own parallel Range fetch needs 2.1 and daemon config).
+    Older, unknown, or mode "off": the plain pull; "fetch": the prefetch without the early unpack.
+    Unpacks at once: the spec's parallel, else the vCPUs."""
     unpack = parallel if parallel > 0 else max(1, cpus)
     connections = min(32, max(8, 4 * cpus))
     if mode == "off" or version is None or version < (1, 5):
         path = "plain ctr pull" + (" (prefetch off)" if mode == "off" else f" (containerd {version or 'unknown'})")
-        return {"prefetch": 0, "connections": 0, "unpack": unpack, "path": path}
-    service = "transfer service unpack" if version >= (2, 0) else "ctr unpack"
-    return {"prefetch": 1, "connections": connections, "unpack": unpack,
-            "path": f"prefetch over {connections} connections, then {service}"}
+        return {"prefetch": 0, "connections": 0, "unpack": unpack, "early_unpack": 0, "path": path}
+    early = 0 if mode == "fetch" else unpack
+    service = "transfer service" if version >= (2, 0) else "ctr"
+    how = "unpacking each image while its later layers fetch" if early else f"then {service} unpack"
+    return {"prefetch": 1, "connections": connections, "unpack": unpack, "early_unpack": early,
+            "path": f"prefetch over {connections} connections, {how}"}
 
 
 def plan_pull(socket: str, parallel: str, mode: str) -> list[str]:
@@ -430,7 +434,8 @@ def main(argv: list[str]) -> int:
         return 0
     print("usage: build_cache_helpers.py parse-spec FILE | verify SOCKET NAMESPACE PLATFORM REFS_FILE"
           " | prune before|after SOCKET NAMESPACE ROOT STATE [REFS_FILE]"
-          " | report build|quiesce KEY=VALUE... | pull-plan SOCKET PARALLEL auto|off | imds-region", file=sys.stderr)
+          " | report build|quiesce KEY=VALUE... | pull-plan SOCKET PARALLEL auto|fetch|off"
+          " | imds-region", file=sys.stderr)
     return 64
 
 

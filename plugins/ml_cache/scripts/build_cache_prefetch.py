@@ -4,16 +4,21 @@ Why: `ctr images pull` (containerd 1.6) fetches each blob over one connection an
 every blob of the image is in. Here all blobs of all images are fetched at once, a large blob in
 HTTP Range parts over several connections, and streamed in order into `ctr content ingest`, which
 refuses a wrong size or digest. An image is announced as soon as its blobs are in, so build_cache.sh
-starts its `ctr images pull` (which then only unpacks) while the others still fetch.
+starts its `ctr images pull` while the others still fetch. With UNPACK > 0 the image is even unpacked
+while its own later layers fetch (what containerd's CRI pull does, and ctr 1.6 does not): as soon as its
+first k layers are in, a stand-in image of just those layers (its config with the first k diff_ids) is
+imported from the content store, which applies them; the snapshots are the ones the real image needs
+(same chain IDs), so its `ctr images pull` finds them and only records the image.
 Between ingest and pull nothing references the blobs, and containerd's GC runs on its own (at start,
 after deletions, every 100 mutations): before a blob is ingested, an anchor image (imported, no layers)
 gets a containerd.io/gc.ref.content label naming it, so the blob is referenced from its first moment;
 `release` removes the anchor after the pulls (a label put on the blob after its commit would race the GC).
 A failure here only costs speed: the image's own `ctr images pull` fetches what is missing.
 
-`prefetch SOCKET NAMESPACE PLATFORM SPEC_LINES WORK_DIR CONNECTIONS`: prints `INDEX ok BYTES` or
+`prefetch SOCKET NAMESPACE PLATFORM SPEC_LINES WORK_DIR CONNECTIONS UNPACK`: prints `INDEX ok BYTES` or
 `INDEX failed REASON` per image (INDEX: its place among the spec's image= lines), in completion order.
-`release SOCKET NAMESPACE`: removes the anchor (after the pulls; before a build, an interrupted run's).
+`release SOCKET NAMESPACE`: removes the anchor and the stand-ins (after the pulls; before a build, an
+interrupted run's), with a synchronous GC.
 Credentials: WORK_DIR/secret.<host> (user:password) when present; never on argv or in a message.
 Stdlib only, Python 3.9, like build_cache_helpers.py.
 """
@@ -39,7 +44,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-ANCHOR = "ml-cache.invalid/prefetch-anchor:1"  # .invalid: a name no registry can serve
+TRANSIENT = "ml-cache.invalid/"  # .invalid: a name no registry can serve; removed by `release`
+ANCHOR = f"{TRANSIENT}prefetch-anchor:1"
+STAND_IN = f"{TRANSIENT}prefetch-unpack:"  # + image index and layer count
 REF_LABEL = "containerd.io/gc.ref.content.ml-cache."  # + the digest's first 16 hex digits
 CHUNK_BYTES = int(os.environ.get("ML_CACHE_PREFETCH_CHUNK_BYTES", str(16 * 1024**2)))  # S3's sweet spot: 8-16 MiB
 ATTEMPTS = 3
@@ -351,15 +358,33 @@ class Store:
                          "digest": "sha256:" + hashlib.sha256(manifest).hexdigest(),
                          "annotations": {"io.containerd.image.name": ANCHOR}}
         index = json.dumps({"schemaVersion": 2, "manifests": [manifest_desc]}).encode()
-        archive = io.BytesIO()
-        with tarfile.open(fileobj=archive, mode="w") as tar:
-            for name, data in (("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index),
-                               (f"blobs/sha256/{config_desc['digest'][7:]}", config),
-                               (f"blobs/sha256/{manifest_desc['digest'][7:]}", manifest)):
-                member = tarfile.TarInfo(name)
-                member.size = len(data)
-                tar.addfile(member, io.BytesIO(data))
-        self._run("images", "import", "--no-unpack", "--all-platforms", "-", data=archive.getvalue())
+        self._run("images", "import", "--no-unpack", "--all-platforms", "-",
+                  data=layout(index, {config_desc["digest"]: config, manifest_desc["digest"]: manifest}))
+
+    def unpack_stand_in(self, name: str, manifest: dict, config: bytes, count: int, platform: str) -> None:
+        """Import (and so unpack) an image of the first `count` layers of `manifest`: its blobs are in
+        the store already, only the stand-in's config and manifest travel in the archive."""
+        document = json.loads(config)
+        diff_ids = document["rootfs"]["diff_ids"]
+        if len(diff_ids) != len(manifest["layers"]):
+            raise PrefetchError("config and manifest disagree on the layers")
+        document["rootfs"] = {**document["rootfs"], "diff_ids": diff_ids[:count]}
+        config = json.dumps(document).encode()
+        config_desc = {**manifest["config"], "size": len(config),
+                       "digest": "sha256:" + hashlib.sha256(config).hexdigest()}
+        stand_in = json.dumps({**manifest, "config": config_desc, "layers": manifest["layers"][:count]}).encode()
+        stand_in_desc = {"mediaType": manifest.get("mediaType", "application/vnd.oci.image.manifest.v1+json"),
+                         "size": len(stand_in), "digest": "sha256:" + hashlib.sha256(stand_in).hexdigest(),
+                         "annotations": {"io.containerd.image.name": name}}
+        index = json.dumps({"schemaVersion": 2, "manifests": [stand_in_desc]}).encode()
+        self._run("images", "import", "--platform", platform, "-",
+                  data=layout(index, {config_desc["digest"]: config, stand_in_desc["digest"]: stand_in}))
+
+    def get(self, digest: str) -> bytes:
+        proc = subprocess.run([*self.ctr, "content", "get", digest], capture_output=True, check=False)
+        if proc.returncode != 0:
+            raise PrefetchError(f"ctr content get {digest[:19]} failed")
+        return proc.stdout
 
     def protect(self, digests: list[str]) -> None:
         """Reference the digests from the anchor: the GC keeps each blob from the moment it is committed."""
@@ -367,12 +392,26 @@ class Store:
             self._run("images", "label", ANCHOR, *(f"{REF_LABEL}{d.partition(':')[2][:16]}={d}" for d in digests))
 
     def release(self) -> None:
-        """Remove the anchor and collect garbage before returning (--sync): its own blobs and what only it
-        referenced are gone before the build measures the volume."""
-        proc = subprocess.run([*self.ctr, "images", "rm", "--sync", ANCHOR], capture_output=True, text=True,
-                              check=False)
-        if proc.returncode != 0 and "not found" not in proc.stderr:
-            raise PrefetchError(f"ctr images rm failed: {proc.stderr.strip()[-200:]}")
+        """Remove the anchor and the stand-ins and collect garbage before returning (--sync): their own
+        blobs and what only they referenced are gone before the build measures the volume."""
+        listed = subprocess.run([*self.ctr, "images", "ls", "-q"], capture_output=True, text=True, check=False)
+        names = [name for name in listed.stdout.split() if name.startswith(TRANSIENT)]
+        if listed.returncode != 0:
+            raise PrefetchError(f"ctr images ls failed: {listed.stderr.strip()[-200:]}")
+        if names:
+            self._run("images", "rm", "--sync", *names)
+
+
+def layout(index: bytes, blobs: dict[str, bytes]) -> bytes:
+    """An OCI image layout as a tar archive (what `ctr images import` reads)."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        members = [("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index)]
+        for name, data in [*members, *((f"blobs/sha256/{d.partition(':')[2]}", b) for d, b in blobs.items())]:
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return archive.getvalue()
 
 
 class Image:
@@ -385,15 +424,33 @@ class Image:
         self.lock = threading.Lock()
         self.reported = False
         self.reported_event = threading.Event()
+        self.manifest: dict = {}
+        self.unpacked = 0  # layers applied through stand-ins
+        self.unpacking = False
+        self.early_failed = False
+
+    @property
+    def layers(self) -> list[str]:
+        return [layer["digest"] for layer in self.manifest.get("layers", [])]
+
+    def ready(self) -> int:
+        """How many leading layers are in the store (0 while the config is not)."""
+        if self.manifest.get("config", {}).get("digest") in self.waiting:
+            return 0
+        count = 0
+        for digest in self.layers:
+            if digest in self.waiting:
+                break
+            count += 1
+        return count
 
     def blob_done(self, blob: Blob, error: str | None) -> None:
         with self.lock:
             self.waiting.discard(blob.digest)
-            left = len(self.waiting)
         if error:
             self.report(f"failed {error}")
-        elif not left:
-            self.report(f"ok {self.bytes}")
+        else:
+            self.prefetch.progress(self)
 
     def report(self, line: str) -> None:
         with self.lock:
@@ -414,8 +471,13 @@ class Prefetch:
     """The whole image set: plans each image (manifests), then fetches every blob part with a pool of
     connections, earlier images first, at most connections + 2 parts held in memory."""
 
-    def __init__(self, store: Store, platform: str, connections: int, out: object = sys.stdout) -> None:
+    def __init__(self, store: Store, platform: str, connections: int, out: object = sys.stdout, unpack: int = 0
+                 ) -> None:
         self.store, self.want, self.connections, self.out = store, platform.split("/"), connections, out
+        self.unpack_slots = threading.Semaphore(max(1, unpack))
+        self.early_unpack = unpack > 0
+        self.unpack_keys: dict[tuple[str, ...], threading.Event] = {}
+        self.unpacked_early = 0
         self.present = store.present()
         self.blobs: dict[str, Blob] = {}
         self.documents: dict[str, bytes] = {}
@@ -484,6 +546,8 @@ class Prefetch:
             documents.append(chosen[0]["digest"])
             document = json.loads(self.document(registry, chosen[0]["digest"]))
         blobs = [(d["digest"], int(d["size"])) for d in [document["config"], *document.get("layers", [])]]
+        with image.lock:
+            image.manifest = document
         self.store.protect([d for d in [*documents, *(b for b, _ in blobs)] if d not in self.present])
         for each in documents:
             self.store_document(each)
@@ -515,7 +579,66 @@ class Prefetch:
             if finished:
                 image.blob_done(blob, blob.error)
         if not mine:
+            self.progress(image)
+
+    def progress(self, image: Image) -> None:
+        """After a blob of `image` is in: unpack what is ready (one thread per image at a time), or, when
+        everything is in and unpacked (or unpacking early gave up), announce the image."""
+        with image.lock:
+            if image.reported:
+                return
+            ready = image.ready()
+            start = (self.early_unpack and not image.unpacking and not image.early_failed
+                     and ready > image.unpacked)
+            image.unpacking = image.unpacking or start
+            finished = not image.waiting and not image.unpacking and (
+                not self.early_unpack or image.early_failed or image.unpacked == len(image.layers))
+        if start:
+            threading.Thread(target=self.unpack_loop, args=(image,), daemon=True).start()
+        elif finished:
             image.report(f"ok {image.bytes}")
+
+    def unpack_loop(self, image: Image) -> None:
+        config = b""
+        while True:
+            with image.lock:
+                count = image.ready()
+                if count <= image.unpacked:
+                    image.unpacking = False
+                    break
+            try:
+                config = config or self.store.get(image.manifest["config"]["digest"])
+                self.unpack_prefix(image, count, config)
+            except Exception as error:  # the image's ctr pull unpacks what is left
+                print(f"early unpack of {image.ref} stopped: {error}", file=sys.stderr)
+                with image.lock:
+                    image.early_failed = True
+                    image.unpacking = False
+                break
+            with image.lock:
+                image.unpacked = count
+        self.progress(image)
+
+    def unpack_prefix(self, image: Image, count: int, config: bytes) -> None:
+        """Apply the image's first `count` layers (one unpack slot); an image whose leading layers another
+        image is applying waits for it instead of applying them twice."""
+        key = tuple(image.layers[:count])
+        with self.unpack_slots:
+            with self.lock:
+                earlier = [self.unpack_keys[key[:n]] for n in range(1, count + 1) if key[:n] in self.unpack_keys]
+                exact = key in self.unpack_keys
+                mine = self.unpack_keys.setdefault(key, threading.Event())
+            for event in earlier:
+                event.wait()
+            if exact:
+                return
+            try:
+                self.store.unpack_stand_in(f"{STAND_IN}{image.index}-{count}", image.manifest, config, count,
+                                           "/".join(self.want))
+                with self.lock:
+                    self.unpacked_early += count - image.unpacked
+            finally:
+                mine.set()
 
     def worker(self) -> None:
         """Fetch parts, lowest (image, blob, part) first, each holding a memory slot until written."""
@@ -585,12 +708,12 @@ def spec_images(spec_lines: str) -> tuple[list[str], dict[str, str]]:
 
 
 def prefetch(socket: str, namespace: str, platform: str, spec_lines: str, work_dir: str, connections: int,
-             out: object = sys.stdout) -> dict:
+             out: object = sys.stdout, unpack: int = 0) -> dict:
     """Fetch every image of the spec into the content store; one line per image on `out`."""
     started = time.monotonic()
     refs, endpoints = spec_images(spec_lines)
     plain_http = os.environ.get("ML_CACHE_PLAIN_HTTP_REGISTRIES", "").split()
-    job = Prefetch(Store(socket, namespace), platform, connections, out)
+    job = Prefetch(Store(socket, namespace), platform, connections, out, unpack)
     registries: dict[tuple[str, str], Registry] = {}
     entries = []
     for index, ref in enumerate(refs):
@@ -603,7 +726,7 @@ def prefetch(socket: str, namespace: str, platform: str, spec_lines: str, work_d
     job.run(entries)
     seconds = time.monotonic() - started
     return {"blobs": len(job.blobs), "bytes": job.fetched, "seconds": round(seconds, 2),
-            "connections": connections}
+            "connections": connections, "layers_unpacked": job.unpacked_early}
 
 
 def main(argv: list[str]) -> int:
@@ -614,14 +737,15 @@ def main(argv: list[str]) -> int:
             print(error, file=sys.stderr)
             return 1
         return 0
-    if len(argv) != 7 or argv[0] != "prefetch" or not argv[6].isdigit() or int(argv[6]) < 1:
-        print("usage: build_cache_prefetch.py prefetch SOCKET NAMESPACE PLATFORM SPEC_LINES WORK_DIR CONNECTIONS"
+    if len(argv) != 8 or argv[0] != "prefetch" or not argv[6].isdigit() or int(argv[6]) < 1 or not argv[7].isdigit():
+        print("usage: build_cache_prefetch.py prefetch SOCKET NAMESPACE PLATFORM SPEC_LINES WORK_DIR CONNECTIONS UNPACK"
               " | release SOCKET NAMESPACE", file=sys.stderr)
         return 64
-    summary = prefetch(*argv[1:6], int(argv[6]))
+    summary = prefetch(*argv[1:6], int(argv[6]), sys.stdout, int(argv[7]))
     rate = summary["bytes"] / 1e6 / max(summary["seconds"], 0.01)
     print(f"prefetch: {summary['blobs']} blob(s), {summary['bytes'] / 1e6:.1f} MB in {summary['seconds']} s "
-          f"({rate:.0f} MB/s, {summary['connections']} connections)", file=sys.stderr)
+          f"({rate:.0f} MB/s, {summary['connections']} connections), {summary['layers_unpacked']} layer(s) "
+          f"unpacked while fetching", file=sys.stderr)
     return 0
 
 

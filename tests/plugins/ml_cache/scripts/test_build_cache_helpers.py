@@ -436,19 +436,22 @@ def test_containerd_version_reads_the_server_not_the_client(text: str, expected:
     assert helpers.containerd_version(text) == expected
 
 
-@pytest.mark.parametrize(("version", "cpus", "parallel", "mode", "prefetch", "connections", "unpack", "says"), [
-    ((1, 6), 2, 0, "auto", 1, 8, 2, "then ctr unpack"),        # this lab: unpacks sized to the vCPUs
-    ((1, 7), 8, 3, "auto", 1, 32, 3, "then ctr unpack"),       # the spec's parallel wins
-    ((2, 0), 8, 0, "auto", 1, 32, 8, "then transfer service unpack"),
-    ((2, 1), 64, 0, "auto", 1, 32, 64, "transfer service"),    # connections capped, unpacks not
-    ((1, 4), 8, 0, "auto", 0, 0, 8, "plain ctr pull (containerd (1, 4))"),
-    (None, 8, 0, "auto", 0, 0, 8, "plain ctr pull (containerd unknown)"),
-    ((1, 6), 8, 0, "off", 0, 0, 8, "plain ctr pull (prefetch off)"),
+@pytest.mark.parametrize(("version", "cpus", "parallel", "mode", "prefetch", "connections", "unpack", "early",
+                          "says"), [
+    ((1, 6), 2, 0, "auto", 1, 8, 2, 2, "unpacking each image while its later layers fetch"),  # this lab: the vCPUs
+    ((1, 7), 8, 3, "auto", 1, 32, 3, 3, "prefetch over 32 connections"),    # the spec's parallel wins
+    ((1, 6), 8, 0, "fetch", 1, 32, 8, 0, "then ctr unpack"),
+    ((2, 0), 8, 0, "fetch", 1, 32, 8, 0, "then transfer service unpack"),
+    ((2, 1), 64, 0, "auto", 1, 32, 64, 64, "while its later layers fetch"),  # connections capped, unpacks not
+    ((1, 4), 8, 0, "auto", 0, 0, 8, 0, "plain ctr pull (containerd (1, 4))"),
+    (None, 8, 0, "auto", 0, 0, 8, 0, "plain ctr pull (containerd unknown)"),
+    ((1, 6), 8, 0, "off", 0, 0, 8, 0, "plain ctr pull (prefetch off)"),
 ])
-def test_pull_plan_picks_the_path_by_version(version, cpus, parallel, mode, prefetch, connections, unpack,
+def test_pull_plan_picks_the_path_by_version(version, cpus, parallel, mode, prefetch, connections, unpack, early,
                                              says) -> None:
     plan = helpers.pull_plan(version, cpus, parallel, mode)
-    assert (plan["prefetch"], plan["connections"], plan["unpack"]) == (prefetch, connections, unpack)
+    assert (plan["prefetch"], plan["connections"], plan["unpack"], plan["early_unpack"]) == (
+        prefetch, connections, unpack, early)
     assert says in plan["path"]
 
 
@@ -458,4 +461,4 @@ def test_pull_plan_cli_asks_the_daemon(tmp_path: Path) -> None:
                           capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["containerd=unknown", "prefetch=0", "connections=0", "unpack=2",
-                                        "path=plain ctr pull (containerd unknown)"]
+                                        "early_unpack=0", "path=plain ctr pull (containerd unknown)"]

@@ -18,6 +18,7 @@ import pytest
 from build_cache_lab import MISSING, PLATFORM, short_tmp
 
 from devstack.containerd import Containerd
+from devstack.demo_images import DemoImage, default_cache_dir, seed_registry
 from ml_cache.scripts import build_cache_prefetch as prefetch_module
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(MISSING is not None, reason=str(MISSING))]
@@ -126,12 +127,12 @@ def collect_garbage(containerd: Containerd) -> None:
 
 
 def run_prefetch(containerd: Containerd, refs: list[str], tmp_path: Path, plain_http: str,
-                 monkeypatch, connections: int = 4) -> list[str]:
+                 monkeypatch, connections: int = 4, unpack: int = 0) -> list[str]:
     (tmp_path / "spec.lines").write_text("".join(f"image={ref}\n" for ref in refs))
     monkeypatch.setenv("ML_CACHE_PLAIN_HTTP_REGISTRIES", plain_http)
     out = io.StringIO()
     prefetch_module.prefetch(str(containerd.address), NAMESPACE, PLATFORM, str(tmp_path / "spec.lines"),
-                             str(tmp_path), connections, out)
+                             str(tmp_path), connections, out, unpack)
     return sorted(out.getvalue().splitlines())
 
 
@@ -243,6 +244,30 @@ def test_shared_blobs_are_fetched_once_and_every_image_is_announced(registry, pr
     assert len(blob_gets) == len(set(blob_gets)) == len(image_blobs(containerd, small)) - 1  # all but the manifest
 
 
+def test_layers_are_unpacked_while_later_ones_fetch(registry, proxy, containerd, tmp_path, monkeypatch) -> None:
+    """Stand-ins of the first k layers leave exactly the snapshots the image needs: its pull applies
+    nothing, and once the stand-ins are gone (with a GC) the image is still whole."""
+    monkeypatch.setattr(prefetch_module, "CHUNK_BYTES", 1024 * 1024)
+    layered = DemoImage("three-layers", data_layers=3, data_layer_mib=3, seed=11)
+    refs = seed_registry(registry[0].address, default_cache_dir(), images={"layered": layered})
+    ref = refs["layered"].replace(registry[0].address, proxy.address)
+    small = registry[1]["small"].replace(registry[0].address, proxy.address)  # shares the busybox layer
+    lines = run_prefetch(containerd, [ref, small], tmp_path, proxy.address, monkeypatch, unpack=2)
+    assert [line.split()[:2] for line in lines] == [["0", "ok"], ["1", "ok"]], lines
+    chain = ctr(containerd, "snapshots", "ls").splitlines()[1:]
+    assert len(chain) == 4 and all(line.split()[-1] == "Committed" for line in chain)  # busybox + 3, once
+
+    pulled = subprocess.run(["ctr", "-a", str(containerd.address), "-n", NAMESPACE, "images", "pull", "--plain-http",
+                             "--platform", PLATFORM, ref], capture_output=True, text=True, check=True).stdout
+    assert "done" in pulled and len(ctr(containerd, "snapshots", "ls").splitlines()[1:]) == 4
+    prefetch_module.Store(str(containerd.address), NAMESPACE).release()
+    listing = ctr(containerd, "images", "ls", "-q").split()
+    assert listing == [ref], listing  # anchor and stand-ins gone; the unpulled small image never existed
+    check = ctr(containerd, "images", "check").splitlines()[1].split()
+    assert check[3] == "complete" and check[-1] == "true"
+    assert len(ctr(containerd, "snapshots", "ls").splitlines()[1:]) == 4  # the image keeps its whole chain
+
+
 # --- through build_cache.sh ---------------------------------------------------------------------
 
 
@@ -261,6 +286,7 @@ def test_the_build_prefetches_and_ctr_only_unpacks(registry, proxy, make_builder
     alias = f"{by_tag.rsplit(':', 1)[0]}@{digest}"
     proc = build(make_builder, proxy, [small, alias])
     assert "prefetch over" in proc.stderr and "2 of 2 image(s) prefetched" in proc.stderr, proc.stderr
+    assert "1 layer(s) unpacked while fetching" in proc.stderr, proc.stderr  # the alias waited for the same layer
     by_containerd = [(method, path) for method, path, agent, _ in proxy.seen if agent != PREFETCH_AGENT]
     assert by_containerd and all(method == "HEAD" for method, _ in by_containerd), by_containerd
     assert any(agent == PREFETCH_AGENT and "/blobs/" in path for _, path, agent, _ in proxy.seen)
