@@ -442,7 +442,9 @@ pull_all() { # each image's pull starts when the prefetch announces it (any orde
     wait "$pid" || true
   done
   if ((PREFETCH_ON)); then
-    prefetcher release "$CD_SOCKET" "$NAMESPACE" || log "could not remove the prefetch's anchor and stand-in images"
+    # the anchor and the stand-ins must not reach the snapshot
+    prefetcher release "$CD_SOCKET" "$NAMESPACE" || prefetcher release "$CD_SOCKET" "$NAMESPACE" \
+      || die "could not remove the prefetch's transient images (ml-cache.invalid/...)"
   fi
   local failed=0 rc attempts reason
   for index in "${!IMAGES[@]}"; do
@@ -488,7 +490,9 @@ action_build() {
   start_containerd
   plan_pull
   printf '%s\n' "${IMAGES[@]}" >"$WORK/refs.txt"
-  ((PREFETCH_ON == 0)) || prefetcher release "$CD_SOCKET" "$NAMESPACE" # an interrupted run's transient images
+  if ((PREFETCH_ON)); then # an interrupted run's transient images (else prune removes them: not in the set)
+    prefetcher release "$CD_SOCKET" "$NAMESPACE" || log "could not remove an earlier run's transient images"
+  fi
   # images no one asked for go before the pull, old versions of requested ones after it (shared layers)
   helpers prune before "$CD_SOCKET" "$NAMESPACE" "$CD_ROOT" "$WORK/prune.json" "$WORK/refs.txt"
   t1=$(now)

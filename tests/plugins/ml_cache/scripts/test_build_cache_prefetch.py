@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from build_cache_lab import MISSING, PLATFORM, short_tmp
 
+from devstack import volumes
 from devstack.containerd import Containerd
 from devstack.demo_images import DemoImage, default_cache_dir, seed_registry
 from ml_cache.scripts import build_cache_prefetch as prefetch_module
@@ -320,3 +321,20 @@ def test_connections_use_the_environments_proxy_like_ctr(monkeypatch) -> None:
     assert (tunnelled._tunnel_host, tunnelled._tunnel_port) == ("registry.example", 443)
     assert prefetch_module.connect("https", "internal.example").host == "internal.example"
     assert prefetch_module.connect("http", "127.0.0.1:5000").host == "127.0.0.1"  # no http_proxy set
+
+
+def test_an_interrupted_runs_transient_images_never_reach_the_snapshot(registry, proxy, make_builder) -> None:
+    small = registry[1]["small"].replace(registry[0].address, proxy.address)
+    builder = make_builder([proxy.address])
+    assert builder.run(builder.build_spec([small])).returncode == 0
+    with builder.open_volume() as reopened:  # as a run killed mid-prefetch would leave it
+        prefetch_module.Store(str(reopened.address), NAMESPACE).create_anchor(PLATFORM)
+        assert prefetch_module.ANCHOR in ctr(reopened, "images", "ls", "-q")
+    volumes.unmount(builder.base / "reopened" / "root")
+
+    proc = builder.run(builder.build_spec([small]))
+    assert proc.returncode == 0, proc.stderr
+    with builder.open_volume() as reopened:
+        assert ctr(reopened, "images", "ls", "-q").split() == sorted(
+            [small, small.split(":1.0@")[0] + "@" + small.split("@")[1], small.split("@")[0]])
+    volumes.unmount(builder.base / "reopened" / "root")
