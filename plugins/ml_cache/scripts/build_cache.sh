@@ -63,7 +63,8 @@
 # Pull phase (pull_all; the containerd version picks the path, build_cache_helpers.py pull_plan):
 # build_cache_prefetch.py fetches every blob of the set from the registries into the content store
 # (all blobs at once, large ones in Range parts over several connections, same endpoints and
-# credentials as ctr; sizes and digests checked by `ctr content ingest`), announcing each image as
+# credentials as ctr; sizes and digests checked, each blob written beside the store on the volume and
+# renamed into it, then registered by `ctr content ingest`), announcing each image as
 # soon as its blobs are in and unpacked: its leading layers are applied while the later ones still
 # fetch (stand-in images of the first k layers, imported from the content store: the same snapshots),
 # at most `unpack` at once; its `ctr images pull` then finds everything and only records the image.
@@ -418,7 +419,7 @@ pull_all() { # each image's pull starts when the prefetch announces it (any orde
   RUNNING=() STARTED=()
   if ((PREFETCH_ON)); then
     exec {fd}< <(exec python3 "$PREFETCH" prefetch "$CD_SOCKET" "$NAMESPACE" "$PLATFORM" "$WORK/spec.lines" "$WORK" \
-      "$CONNECTIONS" "$EARLY_UNPACK" 2>>"$WORK/prefetch.log")
+      "$CONNECTIONS" "$EARLY_UNPACK" "$CD_ROOT" 2>>"$WORK/prefetch.log")
     PREFETCH_PID=$!
     while read -r -u "$fd" index status detail; do
       [[ "$index" =~ ^[0-9]+$ && -n "${IMAGES[$index]:-}" && -z "${STARTED[$index]:-}" ]] || continue
@@ -443,7 +444,7 @@ pull_all() { # each image's pull starts when the prefetch announces it (any orde
   done
   if ((PREFETCH_ON)); then
     # the anchor and the stand-ins must not reach the snapshot
-    prefetcher release "$CD_SOCKET" "$NAMESPACE" || prefetcher release "$CD_SOCKET" "$NAMESPACE" \
+    prefetcher release "$CD_SOCKET" "$NAMESPACE" "$CD_ROOT" || prefetcher release "$CD_SOCKET" "$NAMESPACE" "$CD_ROOT" \
       || die "could not remove the prefetch's transient images (ml-cache.invalid/...)"
   fi
   local failed=0 rc attempts reason
@@ -491,7 +492,7 @@ action_build() {
   plan_pull
   printf '%s\n' "${IMAGES[@]}" >"$WORK/refs.txt"
   if ((PREFETCH_ON)); then # an interrupted run's transient images (else prune removes them: not in the set)
-    prefetcher release "$CD_SOCKET" "$NAMESPACE" || log "could not remove an earlier run's transient images"
+    prefetcher release "$CD_SOCKET" "$NAMESPACE" "$CD_ROOT" || log "could not remove an earlier run's transient images"
   fi
   # images no one asked for go before the pull, old versions of requested ones after it (shared layers)
   helpers prune before "$CD_SOCKET" "$NAMESPACE" "$CD_ROOT" "$WORK/prune.json" "$WORK/refs.txt"

@@ -15,10 +15,10 @@ gets a containerd.io/gc.ref.content label naming it, so the blob is referenced f
 `release` removes the anchor after the pulls (a label put on the blob after its commit would race the GC).
 A failure here only costs speed: the image's own `ctr images pull` fetches what is missing.
 
-`prefetch SOCKET NAMESPACE PLATFORM SPEC_LINES WORK_DIR CONNECTIONS UNPACK`: prints `INDEX ok BYTES` or
-`INDEX failed REASON` per image (INDEX: its place among the spec's image= lines), in completion order.
-`release SOCKET NAMESPACE`: removes the anchor and the stand-ins (after the pulls; before a build, an
-interrupted run's), with a synchronous GC.
+`prefetch SOCKET NAMESPACE PLATFORM SPEC_LINES WORK_DIR CONNECTIONS UNPACK [ROOT]`: prints `INDEX ok BYTES`
+or `INDEX failed REASON` per image (INDEX: its place among the spec's image= lines), in completion order.
+`release SOCKET NAMESPACE [ROOT]`: removes the anchor, the stand-ins and the staging directory (after the
+pulls; before a build, an interrupted run's), with a synchronous GC.
 Credentials: WORK_DIR/secret.<host> (user:password) when present; never on argv or in a message.
 Stdlib only, Python 3.9, like build_cache_helpers.py.
 """
@@ -35,6 +35,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -43,13 +44,18 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import BinaryIO
 
 TRANSIENT = "ml-cache.invalid/"  # .invalid: a name no registry can serve; removed by `release`
 ANCHOR = f"{TRANSIENT}prefetch-anchor:1"
+STAGING = "ml-cache-prefetch"  # beside io.containerd.content.v1.content on the volume; removed by `release`
 STAND_IN = f"{TRANSIENT}prefetch-unpack:"  # + image index and layer count
 REF_LABEL = "containerd.io/gc.ref.content.ml-cache."  # + the digest's first 16 hex digits
 CHUNK_BYTES = int(os.environ.get("ML_CACHE_PREFETCH_CHUNK_BYTES", str(16 * 1024**2)))  # S3's sweet spot: 8-16 MiB
 ATTEMPTS = 3
+# Unpack early only while at least this much of the image is still to fetch: each stand-in costs an
+# import (processes, a containerd transaction), which only pays when it overlaps a real wait.
+EARLY_MIN_BYTES = 64 * 1024**2
 ACCEPT = ", ".join([
     "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"])
@@ -207,6 +213,9 @@ class Blob:
         self.next_part = 0
         self.writing = False
         self.process: subprocess.Popen[bytes] | None = None
+        self.staged: BinaryIO | None = None
+        self.staged_path = Path()
+        self.hasher = hashlib.sha256()
         self.done = threading.Event()
         self.error: str | None = None
         self.waiters: list[Image] = []
@@ -270,12 +279,35 @@ class Blob:
                 return
 
     def _write(self, data: bytes) -> None:
+        if self.store.staging is not None:
+            if self.staged is None:
+                self.staged_path = self.store.staging / f"{self.digest.partition(':')[2]}.{os.getpid()}"
+                self.staged = open(self.staged_path, "wb")  # noqa: SIM115 - closed by _commit or fail
+            self.staged.write(data)
+            self.hasher.update(data)
+            return
         if self.process is None:
             self.process = self.store.ingest(self.digest, self.size)
         assert self.process.stdin is not None
         self.process.stdin.write(data)
 
     def _commit(self) -> None:
+        if self.store.staging is not None:
+            if self.staged is None:  # an empty blob
+                self._write(b"")
+            assert self.staged is not None
+            self.staged.close()
+            actual = "sha256:" + self.hasher.hexdigest()
+            if actual != self.digest or self.staged_path.stat().st_size != self.size:
+                self.fail(f"blob {self.digest[:19]}: the registry sent other bytes (got {actual[:19]}, "
+                          f"{self.staged_path.stat().st_size} bytes)")
+                return
+            refusal = self.store.adopt(self.digest, self.size, self.staged_path)
+            if refusal:
+                self.fail(refusal)
+                return
+            self._finish(None)
+            return
         if self.process is None:
             self.process = self.store.ingest(self.digest, self.size)
         assert self.process.stdin is not None and self.process.stderr is not None
@@ -313,6 +345,10 @@ class Blob:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        if self.staged is not None:
+            self.staged.close()
+            with contextlib.suppress(OSError):
+                self.staged_path.unlink()
         self._finish(error)
 
     def _finish(self, error: str | None) -> None:
@@ -325,10 +361,39 @@ class Blob:
 
 
 class Store:
-    """containerd's content store, through ctr (the only client the builder has)."""
+    """containerd's content store, through ctr (the only client the builder has).
 
-    def __init__(self, socket: str, namespace: str) -> None:
+    With containerd's root (ROOT: the data volume), a blob is not streamed through ctr and gRPC (about
+    150 MB/s per stream here, a core's worth of work on both ends): it is written beside the store,
+    checked (sha256, size), renamed into the store's blobs/sha256 and then registered with `ctr content
+    ingest` reading that very file: containerd (content_sharing_policy "shared", its default) finds the
+    blob present and only records it in the namespace, and ctr, told the write is complete, seeks past
+    it. Should containerd not take it so (another policy, a GC in between), ctr copies it from the file."""
+
+    def __init__(self, socket: str, namespace: str, root: str = "") -> None:
         self.ctr = ["ctr", "-a", socket, "-n", namespace]
+        self.staging: Path | None = None
+        self.blobs = Path(root, "io.containerd.content.v1.content", "blobs", "sha256")
+        if root and self.blobs.is_dir():
+            with contextlib.suppress(OSError):
+                Path(root, STAGING).mkdir(mode=0o700, exist_ok=True)
+                self.staging = Path(root, STAGING)
+
+    def adopt(self, digest: str, size: int, staged: Path) -> str | None:
+        """Move a checked blob into the store and register it; why not, or None."""
+        try:
+            staged.chmod(0o444)  # as containerd leaves its blobs
+            with open(staged, "rb") as reader:
+                os.replace(staged, self.blobs / digest.partition(":")[2])
+                proc = subprocess.run([*self.ctr, "content", "ingest", "--expected-size", str(size),
+                                       "--expected-digest", digest, f"ml-cache-prefetch-{digest}"],
+                                      stdin=reader, capture_output=True, check=False)
+        except OSError as error:
+            return f"cannot move {digest[:19]} into the content store: {error}"
+        if proc.returncode != 0:
+            message = proc.stderr.decode(errors="replace").strip()[-200:]
+            return f"ctr content ingest refused {digest[:19]}: {message}"
+        return None
 
     def present(self) -> set[str]:
         proc = subprocess.run([*self.ctr, "content", "ls", "-q"], capture_output=True, text=True, check=False)
@@ -391,9 +456,11 @@ class Store:
         if digests:
             self._run("images", "label", ANCHOR, *(f"{REF_LABEL}{d.partition(':')[2][:16]}={d}" for d in digests))
 
-    def release(self) -> None:
-        """Remove the anchor and the stand-ins and collect garbage before returning (--sync): their own
-        blobs and what only they referenced are gone before the build measures the volume."""
+    def release(self, root: str = "") -> None:
+        """Remove the anchor, the stand-ins and the staging directory, and collect garbage before returning
+        (--sync): their own blobs and what only they referenced are gone before the build measures the volume."""
+        if root:
+            shutil.rmtree(Path(root, STAGING), ignore_errors=True)
         listed = subprocess.run([*self.ctr, "images", "ls", "-q"], capture_output=True, text=True, check=False)
         names = [name for name in listed.stdout.split() if name.startswith(TRANSIENT)]
         if listed.returncode != 0:
@@ -432,6 +499,10 @@ class Image:
     @property
     def layers(self) -> list[str]:
         return [layer["digest"] for layer in self.manifest.get("layers", [])]
+
+    def remaining(self) -> int:
+        """Bytes of the image's layers not in the store yet."""
+        return sum(layer["size"] for layer in self.manifest.get("layers", []) if layer["digest"] in self.waiting)
 
     def ready(self) -> int:
         """How many leading layers are in the store (0 while the config is not)."""
@@ -582,17 +653,16 @@ class Prefetch:
             self.progress(image)
 
     def progress(self, image: Image) -> None:
-        """After a blob of `image` is in: unpack what is ready (one thread per image at a time), or, when
-        everything is in and unpacked (or unpacking early gave up), announce the image."""
+        """After a blob of `image` is in: unpack the layers ready while much of the image is still to fetch
+        (one thread per image at a time); once every blob is in and no unpack runs, announce the image."""
         with image.lock:
             if image.reported:
                 return
             ready = image.ready()
             start = (self.early_unpack and not image.unpacking and not image.early_failed
-                     and ready > image.unpacked)
+                     and ready > image.unpacked and image.remaining() >= EARLY_MIN_BYTES)
             image.unpacking = image.unpacking or start
-            finished = not image.waiting and not image.unpacking and (
-                not self.early_unpack or image.early_failed or image.unpacked == len(image.layers))
+            finished = not image.waiting and not image.unpacking  # its ctr pull applies what is left
         if start:
             threading.Thread(target=self.unpack_loop, args=(image,), daemon=True).start()
         elif finished:
@@ -603,7 +673,7 @@ class Prefetch:
         while True:
             with image.lock:
                 count = image.ready()
-                if count <= image.unpacked:
+                if count <= image.unpacked or image.remaining() < EARLY_MIN_BYTES:
                     image.unpacking = False
                     break
             try:
@@ -708,12 +778,12 @@ def spec_images(spec_lines: str) -> tuple[list[str], dict[str, str]]:
 
 
 def prefetch(socket: str, namespace: str, platform: str, spec_lines: str, work_dir: str, connections: int,
-             out: object = sys.stdout, unpack: int = 0) -> dict:
+             out: object = sys.stdout, unpack: int = 0, root: str = "") -> dict:
     """Fetch every image of the spec into the content store; one line per image on `out`."""
     started = time.monotonic()
     refs, endpoints = spec_images(spec_lines)
     plain_http = os.environ.get("ML_CACHE_PLAIN_HTTP_REGISTRIES", "").split()
-    job = Prefetch(Store(socket, namespace), platform, connections, out, unpack)
+    job = Prefetch(Store(socket, namespace, root), platform, connections, out, unpack)
     registries: dict[tuple[str, str], Registry] = {}
     entries = []
     for index, ref in enumerate(refs):
@@ -730,18 +800,19 @@ def prefetch(socket: str, namespace: str, platform: str, spec_lines: str, work_d
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 3 and argv[0] == "release":
+    if len(argv) in (3, 4) and argv[0] == "release":
         try:
-            Store(argv[1], argv[2]).release()
+            Store(argv[1], argv[2]).release(argv[3] if len(argv) == 4 else "")
         except PrefetchError as error:
             print(error, file=sys.stderr)
             return 1
         return 0
-    if len(argv) != 8 or argv[0] != "prefetch" or not argv[6].isdigit() or int(argv[6]) < 1 or not argv[7].isdigit():
+    if len(argv) not in (8, 9) or argv[0] != "prefetch" or not argv[6].isdigit() or int(argv[6]) < 1 \
+            or not argv[7].isdigit():
         print("usage: build_cache_prefetch.py prefetch SOCKET NAMESPACE PLATFORM SPEC_LINES WORK_DIR CONNECTIONS UNPACK"
-              " | release SOCKET NAMESPACE", file=sys.stderr)
+              " [CONTAINERD_ROOT] | release SOCKET NAMESPACE [CONTAINERD_ROOT]", file=sys.stderr)
         return 64
-    summary = prefetch(*argv[1:6], int(argv[6]), sys.stdout, int(argv[7]))
+    summary = prefetch(*argv[1:6], int(argv[6]), sys.stdout, int(argv[7]), argv[8] if len(argv) == 9 else "")
     rate = summary["bytes"] / 1e6 / max(summary["seconds"], 0.01)
     print(f"prefetch: {summary['blobs']} blob(s), {summary['bytes'] / 1e6:.1f} MB in {summary['seconds']} s "
           f"({rate:.0f} MB/s, {summary['connections']} connections), {summary['layers_unpacked']} layer(s) "

@@ -128,12 +128,12 @@ def collect_garbage(containerd: Containerd) -> None:
 
 
 def run_prefetch(containerd: Containerd, refs: list[str], tmp_path: Path, plain_http: str,
-                 monkeypatch, connections: int = 4, unpack: int = 0) -> list[str]:
+                 monkeypatch, connections: int = 4, unpack: int = 0, staged: bool = False) -> list[str]:
     (tmp_path / "spec.lines").write_text("".join(f"image={ref}\n" for ref in refs))
     monkeypatch.setenv("ML_CACHE_PLAIN_HTTP_REGISTRIES", plain_http)
     out = io.StringIO()
     prefetch_module.prefetch(str(containerd.address), NAMESPACE, PLATFORM, str(tmp_path / "spec.lines"),
-                             str(tmp_path), connections, out, unpack)
+                             str(tmp_path), connections, out, unpack, str(containerd.root) if staged else "")
     return sorted(out.getvalue().splitlines())
 
 
@@ -155,10 +155,15 @@ def anchored(containerd: Containerd) -> set[str]:
     return {label.split("=", 1)[1] for label in row.split()[-1].split(",")}
 
 
-def test_range_parts_reassemble_the_blob_exactly(registry, proxy, containerd, tmp_path, monkeypatch) -> None:
+STAGED = pytest.mark.parametrize("staged", [True, False], ids=["staged beside the store", "piped through ctr"])
+
+
+@STAGED
+def test_range_parts_reassemble_the_blob_exactly(registry, proxy, containerd, tmp_path, monkeypatch, staged) -> None:
     monkeypatch.setattr(prefetch_module, "CHUNK_BYTES", 64 * 1024)
     ref = registry[1]["small"].replace(registry[0].address, proxy.address)
-    assert run_prefetch(containerd, [ref], tmp_path, proxy.address, monkeypatch) == [f"0 ok {small_bytes(registry)}"]
+    lines = run_prefetch(containerd, [ref], tmp_path, proxy.address, monkeypatch, staged=staged)
+    assert lines == [f"0 ok {small_bytes(registry)}"]
     blobs = image_blobs(containerd, ref)
     assert set(blobs) <= set(content(containerd)) and set(blobs) == anchored(containerd)
     layer = blobs[-1]
@@ -183,15 +188,24 @@ def small_bytes(registry) -> int:
     return document["config"]["size"] + sum(layer["size"] for layer in document["layers"])
 
 
-def test_a_wrong_blob_is_refused_and_not_stored(registry, proxy, containerd, tmp_path, monkeypatch) -> None:
+@STAGED
+def test_a_wrong_blob_is_refused_and_not_stored(registry, proxy, containerd, tmp_path, monkeypatch, staged) -> None:
     ref = registry[1]["small"].replace(registry[0].address, proxy.address)
     run_prefetch(containerd, [ref], tmp_path, proxy.address, monkeypatch)
     layer = image_blobs(containerd, ref)[-1]
     ctr(containerd, "content", "rm", layer)
+    collect_garbage(containerd)  # the backend file goes too (the anchor still names the layer: remove it)
+    prefetch_module.Store(str(containerd.address), NAMESPACE).release()
+    collect_garbage(containerd)
     proxy.corrupt = layer
-    lines = run_prefetch(containerd, [ref], tmp_path, proxy.address, monkeypatch)
-    assert len(lines) == 1 and lines[0].startswith("0 failed ctr content ingest refused " + layer[:19]), lines
+    lines = run_prefetch(containerd, [ref], tmp_path, proxy.address, monkeypatch, staged=staged)
+    refused = f"0 failed blob {layer[:19]}: the registry sent other bytes" if staged else \
+        f"0 failed ctr content ingest refused {layer[:19]}"
+    assert len(lines) == 1 and lines[0].startswith(refused), lines
     assert layer not in content(containerd)
+    blobs = containerd.root / "io.containerd.content.v1.content" / "blobs" / "sha256"
+    assert not (blobs / layer.partition(":")[2]).exists()
+    assert not list((containerd.root / prefetch_module.STAGING).glob("*"))
 
 
 def test_prefetched_blobs_survive_gc_and_the_pull_fetches_none(registry, proxy, containerd, tmp_path,
@@ -249,6 +263,7 @@ def test_layers_are_unpacked_while_later_ones_fetch(registry, proxy, containerd,
     """Stand-ins of the first k layers leave exactly the snapshots the image needs: its pull applies
     nothing, and once the stand-ins are gone (with a GC) the image is still whole."""
     monkeypatch.setattr(prefetch_module, "CHUNK_BYTES", 1024 * 1024)
+    monkeypatch.setattr(prefetch_module, "EARLY_MIN_BYTES", 0)  # unpack early however little is left to fetch
     layered = DemoImage("three-layers", data_layers=3, data_layer_mib=3, seed=11)
     refs = seed_registry(registry[0].address, default_cache_dir(), images={"layered": layered})
     ref = refs["layered"].replace(registry[0].address, proxy.address)
@@ -287,7 +302,7 @@ def test_the_build_prefetches_and_ctr_only_unpacks(registry, proxy, make_builder
     alias = f"{by_tag.rsplit(':', 1)[0]}@{digest}"
     proc = build(make_builder, proxy, [small, alias])
     assert "prefetch over" in proc.stderr and "2 of 2 image(s) prefetched" in proc.stderr, proc.stderr
-    assert "1 layer(s) unpacked while fetching" in proc.stderr, proc.stderr  # the alias waited for the same layer
+    assert "0 layer(s) unpacked while fetching" in proc.stderr, proc.stderr  # too small to pay for a stand-in
     by_containerd = [(method, path) for method, path, agent, _ in proxy.seen if agent != PREFETCH_AGENT]
     assert by_containerd and all(method == "HEAD" for method, _ in by_containerd), by_containerd
     assert any(agent == PREFETCH_AGENT and "/blobs/" in path for _, path, agent, _ in proxy.seen)
