@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -92,11 +93,48 @@ class Target:
 @dataclass
 class Run:
     seconds: float
+    window: tuple[float, float]  # time.time() at the start and the end of the timed part
     extra: dict[str, float] = field(default_factory=dict)
 
 
 def log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+class CpuSampler:
+    """Machine-wide CPU use from /proc/stat every 0.1 s, so each arm's window says what bound it.
+
+    busy = user+nice+system+irq+softirq+steal, iowait apart; fractions of all cores over the window.
+    """
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, int, int, int]] = []  # (time.time(), busy, iowait, total) jiffies
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stopped.is_set():
+            fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+            user, nice, system, _idle, iowait, irq, softirq, steal = fields
+            self.samples.append((time.time(), user + nice + system + irq + softirq + steal, iowait, sum(fields)))
+            self.stopped.wait(0.1)
+
+    def __enter__(self) -> CpuSampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def window(self, start: float, end: float) -> dict[str, float]:
+        """{"cpu_busy": fraction, "cpu_iowait": fraction} between two time.time() values ({} if too short)."""
+        inside = [sample for sample in list(self.samples) if start <= sample[0] <= end]
+        if len(inside) < 2 or inside[-1][3] == inside[0][3]:
+            return {}
+        total = inside[-1][3] - inside[0][3]
+        return {"cpu_busy": round((inside[-1][1] - inside[0][1]) / total, 3),
+                "cpu_iowait": round((inside[-1][2] - inside[0][2]) / total, 3)}
 
 
 # --- arms ------------------------------------------------------------------------------------
@@ -120,7 +158,7 @@ def arm_reference(work: Path, target: Target) -> Run:
         containerd = NetnsContainerd(target.prefix, root, work / "state", sock, work / "config.toml")
         containerd.start()
         try:
-            started = time.monotonic()
+            started, wall_started = time.monotonic(), time.time()
             for ref in target.refs:
                 proc = subprocess.run([*target.prefix, "ctr", "-a", str(sock), "-n", "k8s.io", "images", "pull",
                                        "--platform", PLATFORM, "--plain-http", ref],
@@ -134,7 +172,7 @@ def arm_reference(work: Path, target: Target) -> Run:
                 raise RuntimeError(f"reference: images missing after the pulls: {set(target.refs) - listed}")
         finally:
             containerd.stop()
-    return Run(seconds)
+    return Run(seconds, (wall_started, wall_started + seconds))
 
 
 def arm_ours(work: Path, target: Target, parallel: int) -> Run:
@@ -160,7 +198,7 @@ def arm_ours(work: Path, target: Target, parallel: int) -> Run:
             "ML_CACHE_CONTAINERD_SERVICE": "process", "ML_CACHE_CONTAINERD_PIDFILE": str(work / "run" / "cd.pid"),
             "ML_CACHE_PLAIN_HTTP_REGISTRIES": target.address, "ML_CACHE_WORK_DIR": str(work / "script"),
         })
-        started = time.monotonic()
+        started, wall_started = time.monotonic(), time.time()
         script = process.start([*target.prefix, str(SCRIPT), str(spec)], work / "report.json", env=env,
                                errors_path=work / "script.log")
         rc = script.wait(timeout=ARM_TIMEOUT)
@@ -173,8 +211,10 @@ def arm_ours(work: Path, target: Target, parallel: int) -> Run:
         if len(images) != len(target.refs) or not all(image["unpacked"] for image in images):
             raise RuntimeError(f"ours: the report does not show every image unpacked: {images}")
         timings = report["timings"]
-        return Run(float(timings["pull_seconds"]), {"script_seconds": round(wall, 2),
-                                                    **{key: float(value) for key, value in timings.items()}})
+        pull = float(timings["pull_seconds"])
+        pull_start = wall_started + float(timings["prepare_seconds"])  # ~0.1 s early: the script's own start
+        return Run(pull, (pull_start, pull_start + pull),
+                   {"script_seconds": round(wall, 2), **{key: float(value) for key, value in timings.items()}})
     finally:
         if script is not None and script.poll() is None:
             process.stop(script, 30)  # its trap stops its containerd and unmounts
@@ -211,7 +251,7 @@ def _platform_manifest(target: Target, host: str, repository: str, digest: str) 
 def arm_floor(work: Path, target: Target) -> Run:
     """Manifests, then every unique blob at once: layers streamed curl | pigz -d | tar -x onto the volume."""
     with formatted_volume(work, target) as root:
-        started = time.monotonic()
+        started, wall_started = time.monotonic(), time.time()
         configs: dict[str, str] = {}
         layers: dict[str, str] = {}
         for ref in target.refs:
@@ -244,7 +284,7 @@ def arm_floor(work: Path, target: Target) -> Run:
                     proc.wait()
         if failed:
             raise RuntimeError(f"floor: {len(failed)} process(es) failed: {sorted(set(failed))}")
-    return Run(seconds, {"blobs": len(configs) + len(layers)})
+    return Run(seconds, (wall_started, wall_started + seconds), {"blobs": len(configs) + len(layers)})
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -314,6 +354,7 @@ def run(args: argparse.Namespace, base: Path, stack: contextlib.ExitStack) -> di
                 stack.enter_context(registry)
                 targets[mode, name] = Target(mode, served[name], registry.address, link.client())
     runs: dict[str, list[dict]] = {}
+    cpu = stack.enter_context(CpuSampler())
     for rep in range(1, args.reps + 1):
         for mode in args.modes:
             for name in args.sets:
@@ -329,6 +370,7 @@ def run(args: argparse.Namespace, base: Path, stack: contextlib.ExitStack) -> di
                         result = arm_floor(work, target)
                     shutil.rmtree(work, ignore_errors=True)
                     os.sync()
+                    result.extra.update(cpu.window(*result.window))
                     runs.setdefault(f"{mode}/{name}/{arm}", []).append({"seconds": round(result.seconds, 3),
                                                                          **result.extra})
                     log(f"rep {rep} {mode} {name} {arm}: {result.seconds:.2f} s {result.extra or ''}")
@@ -339,6 +381,11 @@ def run(args: argparse.Namespace, base: Path, stack: contextlib.ExitStack) -> di
                               "layers": s.layers, "compressed_bytes": s.compressed_bytes,
                               "uncompressed_bytes": s.uncompressed_bytes} for name, s in served.items()},
     }
+
+
+def _median_percent(entries: list[dict], key: str) -> str:
+    values = [entry[key] for entry in entries if key in entry]
+    return f"{100 * statistics.median(values):.0f}" if values else "-"
 
 
 def ratio(numerator: float, denominator: float) -> str:
@@ -358,15 +405,17 @@ def summary(results: dict) -> list[str]:
         check = results["cap_check"]
         lines.append(f"cap {results['cap_mbit']} Mbit/s per connection: one connection "
                      f"{check['one_connection_mbit']:.0f} Mbit/s, two {check['two_connections_mbit']:.0f} Mbit/s")
-    lines.append(f"{'mode':<9} {'set':<4} {'arm':<10} {'min s':>8} {'median s':>9}  runs")
+    lines.append(f"{'mode':<9} {'set':<4} {'arm':<10} {'min s':>8} {'median s':>9} {'cpu%':>5} {'iow%':>5}  runs")
     medians: dict[tuple[str, str, str], float] = {}
     for mode in modes:
         for name in sets:
             for arm in ARMS:
-                seconds = [entry["seconds"] for entry in results["runs"][f"{mode}/{name}/{arm}"]]
+                entries = results["runs"][f"{mode}/{name}/{arm}"]
+                seconds = [entry["seconds"] for entry in entries]
                 medians[mode, name, arm] = statistics.median(seconds)
-                lines.append(f"{mode:<9} {name:<4} {arm:<10} {min(seconds):>8.2f} {medians[mode, name, arm]:>9.2f}  "
-                             + " ".join(f"{value:.2f}" for value in seconds))
+                busy, iowait = (_median_percent(entries, key) for key in ("cpu_busy", "cpu_iowait"))
+                lines.append(f"{mode:<9} {name:<4} {arm:<10} {min(seconds):>8.2f} {medians[mode, name, arm]:>9.2f} "
+                             f"{busy:>5} {iowait:>5}  " + " ".join(f"{value:.2f}" for value in seconds))
     lines.append(f"{'mode':<9} {'set':<4} {'reference/ours':>15} {'ours/floor':>11} {'reference/floor':>16}  (medians)")
     for mode in modes:
         for name in sets:
