@@ -354,6 +354,13 @@ def run(args: argparse.Namespace, base: Path, stack: contextlib.ExitStack) -> di
                 stack.enter_context(registry)
                 targets[mode, name] = Target(mode, served[name], registry.address, link.client())
     runs: dict[str, list[dict]] = {}
+    document = {
+        "scale": args.scale, "reps": args.reps, "modes": args.modes, "sets": args.sets, "cap_mbit": args.cap_mbit,
+        "parallel": args.parallel, "cap_check": cap_check, "runs": runs,
+        "image_sets": {name: {"description": s.image_set.description, "images": len(s.image_set.images),
+                              "layers": s.layers, "compressed_bytes": s.compressed_bytes,
+                              "uncompressed_bytes": s.uncompressed_bytes} for name, s in served.items()},
+    }
     cpu = stack.enter_context(CpuSampler())
     for rep in range(1, args.reps + 1):
         for mode in args.modes:
@@ -374,13 +381,9 @@ def run(args: argparse.Namespace, base: Path, stack: contextlib.ExitStack) -> di
                     runs.setdefault(f"{mode}/{name}/{arm}", []).append({"seconds": round(result.seconds, 3),
                                                                          **result.extra})
                     log(f"rep {rep} {mode} {name} {arm}: {result.seconds:.2f} s {result.extra or ''}")
-    return {
-        "scale": args.scale, "reps": args.reps, "modes": args.modes, "sets": args.sets, "cap_mbit": args.cap_mbit,
-        "parallel": args.parallel, "cap_check": cap_check, "runs": runs,
-        "image_sets": {name: {"description": s.image_set.description, "images": len(s.image_set.images),
-                              "layers": s.layers, "compressed_bytes": s.compressed_bytes,
-                              "uncompressed_bytes": s.uncompressed_bytes} for name, s in served.items()},
-    }
+                    if args.json:  # after every arm: a run stopped midway keeps what it measured
+                        args.json.write_text(json.dumps(document, indent=1))
+    return document
 
 
 def _median_percent(entries: list[dict], key: str) -> str:
@@ -455,8 +458,6 @@ def main(argv: list[str] | None = None) -> int:
         process.kill_using(base)
         volumes.cleanup_under(base)
         shutil.rmtree(base, ignore_errors=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
     print("\n".join(summary(results)), flush=True)
     return 0
 
