@@ -11,7 +11,8 @@ base), and per arm and repetition a fresh XFS volume on a loop device. Three arm
   (spec file + ML_CACHE_* environment, its own containerd); its report's `timings.pull_seconds`
   (the `pulled` minus `prepared` marks) is the figure.
 - floor: no containerd: manifests fetched, then every blob at once, each layer streamed
-  `curl | pigz -d | tar -x` into its own directory on the volume, all in parallel.
+  `curl | pigz -d | tar -x` into its own directory on the volume, all in parallel. One connection per
+  blob, like the other arms: behind the cap, a fetcher splitting a big blob over several can beat it.
 
 Two network modes: `loopback` (127.0.0.1) and `capped`: the registry in one network namespace, the
 pullers (containerd, ctr, the script, curl) in another, each TCP connection capped at --cap-mbit by
