@@ -11,8 +11,9 @@ the same errors it would get from AWS. Settings stay until changed or reset.
                                          instance, SendCommand: InvalidInstanceId); registered ones
                                          turn ConnectionLost
   snapshot_error                         CreateSnapshot of sandbox volumes ends in state `error`
-  instance_lost_mid_command              "stopped" or "terminated": an instance whose command has run for
-                                         a second stops or terminates (StateReason as EC2 reports it);
+  instance_lost_mid_command              "stopped" or "terminated": a second after a command starts, its
+                                         instance stops or terminates (StateReason as EC2 reports it; a
+                                         command that ended sooner is not reported before the loss);
                                          its invocation stays InProgress, as on AWS (devstack.agent.loss)
   fsr_unsuccessful_azs                   EnableFastSnapshotRestores: Unsuccessful entries for these AZs
   ssm_command_status                     new commands run nothing and end with this status

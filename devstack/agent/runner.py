@@ -112,6 +112,7 @@ def _run_plugin(invocation: Invocation, plugin: PluginRun) -> None:
     with invocation.lock:
         invocation.process, invocation.pgid = child, child.pid
         stop_now = invocation.stop_reason is not None
+    loss_timer = None
     if stop_now:
         process.stop(child, KILL_GRACE_SECONDS)
     elif invocation.lose_instance:
@@ -119,6 +120,7 @@ def _run_plugin(invocation: Invocation, plugin: PluginRun) -> None:
                                 args=(invocation, invocation.lose_instance, KILL_GRACE_SECONDS))
         timer.daemon = True
         timer.start()
+        loss_timer = timer
     deadline = time.monotonic() + plugin.timeout_seconds
     timed_out = False
     while True:
@@ -130,6 +132,8 @@ def _run_plugin(invocation: Invocation, plugin: PluginRun) -> None:
                 timed_out = True
                 process.stop(child, KILL_GRACE_SECONDS)
     process.stop(child, KILL_GRACE_SECONDS)  # stray children of a finished script belong to the command too
+    if loss_timer is not None:  # a command quicker than the loss is not reported before it: the loss always hits
+        loss_timer.join()
     lost = invocation.stop_reason == loss.LOST
     if lost:  # nobody reports the end: InProgress until the execution timeout
         time.sleep(max(0.0, deadline - time.monotonic()))

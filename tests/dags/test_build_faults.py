@@ -80,18 +80,26 @@ def test_snapshot_pending_past_its_deadline_is_deleted(cloud, build_dag, capfd):
 @needs_data_plane
 def test_an_older_run_never_overwrites_a_newer_published_snapshot(cloud, build_dag, capfd):
     """While this run waits for FSR, another build publishes a snapshot taken after this run's: publish
-    refuses at once (StalePublish), the newer one stays published, this run's snapshot loses FSR."""
-    cloud.set_faults(fsr_enabling_seconds=15)  # ample time for the racer, even on a loaded machine
+    refuses at once (StalePublish), the newer one stays published, this run's snapshot loses FSR.
+    FSR stays `enabling` until the racer has published and moved the cloud's clock past the hour it
+    takes: the order is fixed, whatever the machine's load."""
+    cloud.set_faults(fsr_enabling_seconds=3600)
     ec2, ssm = cloud.client("ec2"), cloud.client("ssm")
     newer: dict[str, str] = {}
     pipeline = [{"Name": "tag:ml-cache:pipeline", "Values": [PIPELINE]}]
     earlier = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=pipeline)["Snapshots"]}
 
+    def enabling() -> list[str]:
+        """This run's snapshot once FSR is enabling for it (the run then waits for `enabled`)."""
+        ours = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=pipeline)["Snapshots"]
+                if s["SnapshotId"] not in earlier and s["State"] == "completed"}
+        states = ec2.describe_fast_snapshot_restores(
+            Filters=[{"Name": "snapshot-id", "Values": sorted(ours)}])["FastSnapshotRestores"] if ours else []
+        return [f["SnapshotId"] for f in states if f["State"] == "enabling"]
+
     def publish_a_newer_build() -> None:
-        """Once this run's snapshot is completed (FSR enabling then takes 15 s), a newer one is published."""
         deadline = time.monotonic() + 240
-        while not [s for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=pipeline)["Snapshots"]
-                   if s["SnapshotId"] not in earlier and s["State"] == "completed"]:
+        while not enabling():
             if time.monotonic() > deadline:
                 return
             time.sleep(0.5)
@@ -102,6 +110,7 @@ def test_an_older_run_never_overwrites_a_newer_published_snapshot(cloud, build_d
             {"snapshot_id": snapshot, "snapshot_start_time": started.isoformat(), "run_id": "manual__racing"}))
         ssm.put_parameter(Name=PARAMETER, Value=snapshot, Type="String", Overwrite=True)
         ssm.put_parameter(Name=METADATA_PARAMETER, Value=newer["metadata"], Type="String", Overwrite=True)
+        cloud.advance_clock(3600)  # FSR of this run's snapshot: enabled at the next poll
 
     racer = threading.Thread(target=publish_a_newer_build, daemon=True)
     racer.start()

@@ -42,6 +42,10 @@ class Season:
     template: str
     images: dict[str, str] = field(default_factory=dict)  # name -> tag ref (the tag moves when re-pushed)
     ledger: list[str] = field(default_factory=list)
+    first_version: int = 0  # the parameter's version this season started from (earlier ones: other tests')
+
+    def __post_init__(self) -> None:
+        self.first_version = max(item["Version"] for item in parameter_history(self.cloud))
 
     def push(self, name: str, seed: int) -> None:
         """Push demo image `name` (busybox base + one 1 MiB data layer from `seed`) under its tag."""
@@ -85,11 +89,21 @@ def node_group_snapshot(cloud, template: str) -> str | None:
     return cache[0]["Ebs"].get("SnapshotId") if cache else None
 
 
-def referenced(cloud, template: str) -> set[str]:
-    """What must never be deleted: the parameter's recent versions and the node group's snapshot."""
-    history = cloud.client("ssm").get_parameter_history(Name=PARAMETER)["Parameters"]
-    recent = {item["Value"] for item in history[-LIFECYCLE["parameter_history_versions"]:]}
-    return {sid for sid in recent | {node_group_snapshot(cloud, template)} if sid and sid != cloud.previous_snapshot}
+def parameter_history(cloud) -> list[dict]:
+    """Every version of the parameter, oldest first (all pages: the suite writes it many times)."""
+    pages = cloud.client("ssm").get_paginator("get_parameter_history").paginate(Name=PARAMETER)
+    return sorted((item for page in pages for item in page["Parameters"]), key=lambda item: item["Version"])
+
+
+def referenced(season: Season) -> set[str]:
+    """What must never be deleted: the parameter's recent versions and the node group's snapshot (of this
+    season: earlier tests' snapshots, published before it, were deleted by their own cleanup)."""
+    cloud = season.cloud
+    history = parameter_history(cloud)
+    recent = {item["Value"] for item in history[-LIFECYCLE["parameter_history_versions"]:]
+              if item["Version"] >= season.first_version}
+    return {sid for sid in recent | {node_group_snapshot(cloud, season.template)}
+            if sid and sid != cloud.previous_snapshot}
 
 
 def existing(cloud, snapshot_ids: set[str]) -> set[str]:
@@ -121,7 +135,7 @@ def week(season: Season, title: str, *, build: dict | None = None, expect_build:
     assert on <= {published}, f"{title}: FSR left on {on - {published}} besides the live {published}"
     assert existing(cloud, {published}) == {published}, f"{title}: the published snapshot is gone"
     assert node_group_snapshot(cloud, season.template) == published, f"{title}: published is not what nodes run"
-    refs = referenced(cloud, season.template)
+    refs = referenced(season)
     assert existing(cloud, refs) == refs, f"{title}: referenced snapshot(s) {refs - existing(cloud, refs)} deleted"
     assert [i["InstanceId"] for i in instances(cloud) if i["State"]["Name"] != "terminated"] == [], title
     outcome = "up to date" if up_to_date else json.loads(cloud.parameter(METADATA_PARAMETER)).get("build", {})

@@ -260,6 +260,21 @@ def test_an_instance_lost_mid_command_leaves_the_invocation_in_progress(ec2, ssm
     assert (result["Status"], result["StatusDetails"]) == ("TimedOut", "ExecutionTimedOut")
 
 
+
+def test_a_command_quicker_than_the_loss_is_lost_too(ec2, ssm, online, set_faults, helpers):
+    """The fault always hits: a command that ends before its instance goes is never reported either
+    (the DAG's fault tests must not pass or fail with the machine's speed)."""
+    set_faults(instance_lost_mid_command="stopped")
+    command_id = _run(ssm, online, ["true"], executionTimeout=["3"])
+
+    def state() -> str:
+        return ec2.describe_instances(InstanceIds=[online])["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+    helpers.wait_for(lambda: state() == "stopped", what="stopped")
+    assert ssm.get_command_invocation(CommandId=command_id, InstanceId=online)["Status"] == "InProgress"
+    result = helpers.wait_invocation(ssm, command_id, online)
+    assert (result["Status"], result["StatusDetails"]) == ("TimedOut", "ExecutionTimedOut")
+
 # --- document planning (pure logic) ---------------------------------------------------------
 
 def test_plan_substitutes_placeholders_and_expands_string_lists(tmp_path) -> None:

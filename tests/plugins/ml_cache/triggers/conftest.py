@@ -72,3 +72,27 @@ def cloud_instance(cloud_conn: AwsEndpoint) -> Iterator[Callable[..., str]]:
     yield launch
     if launched:
         ec2.terminate_instances(InstanceIds=launched)
+
+
+@pytest.fixture
+def online_instance(cloud_conn: AwsEndpoint, cloud_instance: Callable[..., str]) -> Callable[[], str]:
+    """Launch an instance whose SSM agent is Online (waited for with our agent_online waiter)."""
+    from ml_cache.hooks.ssm import CacheSsmHook
+
+    def launch() -> str:
+        cloud_conn.set_faults(agent_online_seconds=0)
+        instance_id = cloud_instance()
+        CacheSsmHook(aws_conn_id=cloud_conn.conn_id).get_waiter("agent_online").wait(
+            Filters=[{"Key": "InstanceIds", "Values": [instance_id]}], WaiterConfig={"Delay": 1, "MaxAttempts": 10})
+        return instance_id
+
+    return launch
+
+
+def send_shell(cloud_conn: AwsEndpoint, instance_id: str, command: str, execution_timeout: int | None = None) -> str:
+    """SendCommand of AWS-RunShellScript running `command`; the command id."""
+    parameters = {"commands": [command]}
+    if execution_timeout is not None:
+        parameters["executionTimeout"] = [str(execution_timeout)]
+    return cloud_conn.client("ssm").send_command(
+        InstanceIds=[instance_id], DocumentName="AWS-RunShellScript", Parameters=parameters)["Command"]["CommandId"]

@@ -6,22 +6,8 @@ import time
 
 import pytest
 
-from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.triggers.builder_command import BuilderCommandTrigger
-
-
-def _online_instance(cloud_conn, cloud_instance) -> str:
-    cloud_conn.set_faults(agent_online_seconds=0)
-    instance_id = cloud_instance()
-    CacheSsmHook(aws_conn_id=cloud_conn.conn_id).get_waiter("agent_online").wait(
-        Filters=[{"Key": "InstanceIds", "Values": [instance_id]}], WaiterConfig={"Delay": 1, "MaxAttempts": 10})
-    return instance_id
-
-
-def _send(cloud_conn, instance_id: str, command: str) -> str:
-    return cloud_conn.client("ssm").send_command(
-        InstanceIds=[instance_id], DocumentName="AWS-RunShellScript",
-        Parameters={"commands": [command], "executionTimeout": ["120"]})["Command"]["CommandId"]
+from tests.plugins.ml_cache.triggers.conftest import send_shell
 
 
 def _trigger(cloud_conn, command_id: str, instance_id: str, attempts: int = 30) -> BuilderCommandTrigger:
@@ -34,21 +20,21 @@ def test_serialize_round_trips(cloud_conn, trigger_tools) -> None:
                                              "i-0123456789abcdef0"), "command_executed")
 
 
-def test_a_command_that_finishes_is_a_success(cloud_conn, cloud_instance, trigger_tools) -> None:
-    instance_id = _online_instance(cloud_conn, cloud_instance)
-    command_id = _send(cloud_conn, instance_id, "sleep 2")
+def test_a_command_that_finishes_is_a_success(cloud_conn, online_instance, trigger_tools) -> None:
+    instance_id = online_instance()
+    command_id = send_shell(cloud_conn, instance_id, "sleep 2", execution_timeout=120)
     event = trigger_tools.first_event(_trigger(cloud_conn, command_id, instance_id))
     assert event == {"status": "success", "command_id": command_id}
 
 
 @pytest.mark.parametrize(("how", "code"), [("stopped", "Server.ScheduledStop"),
                                             ("terminated", "Client.InstanceInitiatedShutdown")])
-def test_a_builder_lost_mid_command_fails_at_once_naming_state_and_reason(cloud_conn, cloud_instance,
+def test_a_builder_lost_mid_command_fails_at_once_naming_state_and_reason(cloud_conn, online_instance,
                                                                          trigger_tools, how, code) -> None:
     """The invocation stays InProgress (AWS reports nobody's end); the wait ends on the instance's state."""
-    instance_id = _online_instance(cloud_conn, cloud_instance)
+    instance_id = online_instance()
     cloud_conn.set_faults(instance_lost_mid_command=how)
-    command_id = _send(cloud_conn, instance_id, "sleep 300")
+    command_id = send_shell(cloud_conn, instance_id, "sleep 300", execution_timeout=120)
     started = time.monotonic()
     event = trigger_tools.first_event(_trigger(cloud_conn, command_id, instance_id))
     assert time.monotonic() - started < 15  # not the 120 s execution timeout
@@ -58,9 +44,9 @@ def test_a_builder_lost_mid_command_fails_at_once_naming_state_and_reason(cloud_
     assert invocation["Status"] == "InProgress"
 
 
-def test_a_command_past_its_deadline_is_max_attempts(cloud_conn, cloud_instance, trigger_tools) -> None:
-    instance_id = _online_instance(cloud_conn, cloud_instance)
-    command_id = _send(cloud_conn, instance_id, "sleep 30")
+def test_a_command_past_its_deadline_is_max_attempts(cloud_conn, online_instance, trigger_tools) -> None:
+    instance_id = online_instance()
+    command_id = send_shell(cloud_conn, instance_id, "sleep 30", execution_timeout=120)
     event = trigger_tools.first_event(_trigger(cloud_conn, command_id, instance_id, attempts=2))
     assert (event["status"], event["command_id"]) == ("error", command_id)
     assert "max attempts reached" in event["message"]

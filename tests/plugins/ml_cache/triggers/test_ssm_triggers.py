@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ml_cache.errors import deadline_passed
-from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.triggers.ssm import SsmAgentOnlineTrigger, SsmCommandExecutedTrigger
+from tests.plugins.ml_cache.triggers.conftest import send_shell
 
 
 @pytest.mark.parametrize(("trigger_class", "kwargs", "waiter_name"), [
@@ -38,24 +38,10 @@ def test_agent_that_never_registers_runs_out_of_attempts(cloud_conn, cloud_insta
     assert deadline_passed(event)  # what the operators turn into DeadlinePassed
 
 
-def _online_instance(cloud_conn, cloud_instance) -> str:
-    cloud_conn.set_faults(agent_online_seconds=0)
-    instance_id = cloud_instance()
-    CacheSsmHook(aws_conn_id=cloud_conn.conn_id).get_waiter("agent_online").wait(
-        Filters=[{"Key": "InstanceIds", "Values": [instance_id]}], WaiterConfig={"Delay": 1, "MaxAttempts": 10})
-    return instance_id
-
-
-def _send(cloud_conn, instance_id: str, command: str) -> str:
-    return cloud_conn.client("ssm").send_command(
-        InstanceIds=[instance_id], DocumentName="AWS-RunShellScript", Parameters={"commands": [command]},
-    )["Command"]["CommandId"]
-
-
-def test_command_executed_waits_through_the_absent_invocation(cloud_conn, cloud_instance, trigger_tools) -> None:
-    instance_id = _online_instance(cloud_conn, cloud_instance)
+def test_command_executed_waits_through_the_absent_invocation(cloud_conn, online_instance, trigger_tools) -> None:
+    instance_id = online_instance()
     cloud_conn.set_faults(invocation_absent_seconds=1.2)  # GetCommandInvocation: InvocationDoesNotExist first
-    command_id = _send(cloud_conn, instance_id, "true")
+    command_id = send_shell(cloud_conn, instance_id, "true")
     event = trigger_tools.first_event(SsmCommandExecutedTrigger(
         command_id=command_id, instance_id=instance_id, waiter_delay=1, waiter_max_attempts=15,
         aws_conn_id=cloud_conn.conn_id))
@@ -63,11 +49,11 @@ def test_command_executed_waits_through_the_absent_invocation(cloud_conn, cloud_
 
 
 @pytest.mark.parametrize("status", ["Failed", "TimedOut", "Cancelled"])
-def test_command_that_ends_badly_is_a_failure_naming_command_and_instance(cloud_conn, cloud_instance,
+def test_command_that_ends_badly_is_a_failure_naming_command_and_instance(cloud_conn, online_instance,
                                                                           trigger_tools, status) -> None:
-    instance_id = _online_instance(cloud_conn, cloud_instance)
+    instance_id = online_instance()
     cloud_conn.set_faults(ssm_command_status=status)
-    command_id = _send(cloud_conn, instance_id, "true")
+    command_id = send_shell(cloud_conn, instance_id, "true")
     event = trigger_tools.first_event(SsmCommandExecutedTrigger(
         command_id=command_id, instance_id=instance_id, waiter_delay=1, waiter_max_attempts=15,
         aws_conn_id=cloud_conn.conn_id))
