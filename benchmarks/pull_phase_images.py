@@ -17,7 +17,6 @@ import io
 import json
 import math
 import random
-import re
 import shutil
 import subprocess
 import tarfile
@@ -35,6 +34,7 @@ from devstack.demo_images import (
     busybox_path,
     compressor,
     machine_architecture,
+    prune_older_recipes,
 )
 from devstack.registry import Registry
 
@@ -214,16 +214,8 @@ def build_set(image_set: ImageSet, scale: float, cache_dir: Path) -> ServedSet:
             staging.rename(cached)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        _prune_other_recipes(cached)
+        prune_older_recipes(cached)
     recorded = json.loads((cached / "refs.json").read_text())
     return ServedSet(image_set, cached / "registry", recorded["refs"], recorded["compressed_bytes"],
                      recorded["uncompressed_bytes"], recorded["layers"])
 
-
-def _prune_other_recipes(cached: Path) -> None:
-    """Drop caches of the same set and scale from another recipe (the full sets are GBs)."""
-    prefix, _, _ = cached.name.rpartition("-")
-    stale = re.compile(rf"{re.escape(prefix)}-[0-9a-f]{{16}}")
-    for sibling in cached.parent.iterdir():
-        if sibling != cached and stale.fullmatch(sibling.name):
-            shutil.rmtree(sibling, ignore_errors=True)

@@ -102,7 +102,7 @@ def build_layout(image: DemoImage, cache_dir: Path) -> Path:
     """Return an OCI layout for `image` under `cache_dir`, building it once per recipe."""
     layout = Path(cache_dir) / f"{image.name}-{image.recipe_key()}"
     if (layout / "index.json").exists():
-        _prune_older_recipes(layout)
+        prune_older_recipes(layout)
         return layout
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{image.name}-", dir=cache_dir))
@@ -115,12 +115,12 @@ def build_layout(image: DemoImage, cache_dir: Path) -> Path:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _prune_older_recipes(layout)
+    prune_older_recipes(layout)
     return layout
 
 
-def _prune_older_recipes(layout: Path) -> None:
-    """Drop cached layouts of the same image built from an older recipe (they can be a GiB)."""
+def prune_older_recipes(layout: Path) -> None:
+    """Drop cached siblings `<name>-<16 hex>` of `layout` built from an older recipe (they can be GiBs)."""
     name, _, _ = layout.name.rpartition("-")
     stale = re.compile(rf"{re.escape(name)}-[0-9a-f]{{16}}")
     for sibling in layout.parent.iterdir():
