@@ -204,7 +204,8 @@ def parse_spec(spec_file: str) -> list[str]:
     return lines
 
 
-def _platform_matches(found: dict, want: list[str]) -> bool:
+def platform_matches(found: dict, want: list[str]) -> bool:
+    """An index entry's or a config's platform against ["os", "arch"(, "variant")] (variant optional)."""
     if found.get("os") != want[0] or found.get("architecture") != want[1]:
         return False
     return len(want) < 3 or not found.get("variant") or found.get("variant") == want[2]
@@ -312,14 +313,14 @@ def verify(socket: str, namespace: str, platform: str, refs_file: str) -> int:
             continue
         document = json.loads(ctr("content", "get", digest))
         if media_type in INDEXES or "manifests" in document:
-            chosen = [m for m in document.get("manifests", []) if _platform_matches(m.get("platform") or {}, want)]
+            chosen = [m for m in document.get("manifests", []) if platform_matches(m.get("platform") or {}, want)]
             if not chosen:
                 errors.append(f"{ref}: no manifest for platform {platform}")
                 continue
             document = json.loads(ctr("content", "get", chosen[0]["digest"]))
         config_desc = document["config"]
         config = json.loads(ctr("content", "get", config_desc["digest"]))
-        if not _platform_matches(config, want):
+        if not platform_matches(config, want):
             found = f"{config.get('os')}/{config.get('architecture')}"
             errors.append(f"{ref}: image is for {found}, not for platform {platform}")
             continue

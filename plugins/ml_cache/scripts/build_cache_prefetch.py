@@ -46,6 +46,11 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
+try:  # on the builder: the module beside this file (python3 puts this file's directory first on sys.path)
+    from build_cache_helpers import platform_matches
+except ImportError:  # imported as a package (the Airflow side, the tests)
+    from ml_cache.scripts.build_cache_helpers import platform_matches
+
 TRANSIENT = "ml-cache.invalid/"  # .invalid: a name no registry can serve; removed by `release`
 ANCHOR = f"{TRANSIENT}prefetch-anchor:1"
 STAGING = "ml-cache-prefetch"  # beside io.containerd.content.v1.content on the volume; removed by `release`
@@ -530,12 +535,6 @@ class Image:
             self.reported = True
         self.prefetch.announce(f"{self.index} {line}")
         self.reported_event.set()
-
-
-def platform_matches(found: dict, want: list[str]) -> bool:
-    if found.get("os") != want[0] or found.get("architecture") != want[1]:
-        return False
-    return len(want) < 3 or not found.get("variant") or found.get("variant") == want[2]
 
 
 class Prefetch:

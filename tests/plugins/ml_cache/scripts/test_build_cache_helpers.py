@@ -349,11 +349,11 @@ def test_ctr_table_alias_and_platform_matching() -> None:
         f"localhost:5000/a/b:1.0@{SHA}", f"localhost:5000/a/b@{SHA}", "localhost:5000/a/b:1.0"]
     assert helpers.image_names(f"localhost:5000/b@{SHA}", SHA) == [f"localhost:5000/b@{SHA}"]
     assert helpers.image_names("localhost:5000/a/b:1.0", SHA) == ["localhost:5000/a/b:1.0", f"localhost:5000/a/b@{SHA}"]
-    assert helpers._platform_matches({"os": "linux", "architecture": "arm64", "variant": "v8"}, ["linux", "arm64"])
-    assert helpers._platform_matches({"os": "linux", "architecture": "arm64"}, ["linux", "arm64", "v8"])
-    assert not helpers._platform_matches({"os": "linux", "architecture": "arm64", "variant": "v7"},
+    assert helpers.platform_matches({"os": "linux", "architecture": "arm64", "variant": "v8"}, ["linux", "arm64"])
+    assert helpers.platform_matches({"os": "linux", "architecture": "arm64"}, ["linux", "arm64", "v8"])
+    assert not helpers.platform_matches({"os": "linux", "architecture": "arm64", "variant": "v7"},
                                          ["linux", "arm64", "v8"])
-    assert not helpers._platform_matches({"os": "linux", "architecture": "amd64"}, ["linux", "arm64"])
+    assert not helpers.platform_matches({"os": "linux", "architecture": "amd64"}, ["linux", "arm64"])
 
 
 FAKE_CTR = """#!{python}
