@@ -237,7 +237,8 @@ def _ctr(socket: str, namespace: str) -> Callable[..., str]:
     return ctr
 
 
-def _repository(name: str) -> str:
+def repository(name: str) -> str:
+    """host/repo[:tag][@digest] -> host/repo."""
     head, _, last = name.partition("@")[0].rpartition("/")
     return f"{head}/{last.partition(':')[0]}"
 
@@ -246,9 +247,9 @@ def prune_plan(listed: dict[str, str], refs: list[str]) -> tuple[list[str], list
     """Stored names (-> digest) to remove before the pull, to remove after it, and refs already present. An
     old version of a requested repository stays until the pull reused its layers (else pulled again)."""
     keep = {name for ref in refs for name in image_names(ref, ref.rpartition("@")[2])}
-    repositories = {_repository(ref) for ref in refs}
+    repositories = {repository(ref) for ref in refs}
     stale = [name for name in listed if name not in keep]
-    later = [name for name in stale if _repository(name) in repositories]
+    later = [name for name in stale if repository(name) in repositories]
     present = set(listed.values())
     return [name for name in stale if name not in later], later, [r for r in refs if r.rpartition("@")[2] in present]
 

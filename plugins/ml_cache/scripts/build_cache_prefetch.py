@@ -48,8 +48,10 @@ from typing import BinaryIO
 
 try:  # on the builder: the module beside this file (python3 puts this file's directory first on sys.path)
     from build_cache_helpers import platform_matches
+    from build_cache_helpers import repository as repository_of
 except ImportError:  # imported as a package (the Airflow side, the tests)
     from ml_cache.scripts.build_cache_helpers import platform_matches
+    from ml_cache.scripts.build_cache_helpers import repository as repository_of
 
 TRANSIENT = "ml-cache.invalid/"  # .invalid: a name no registry can serve; removed by `release`
 ANCHOR = f"{TRANSIENT}prefetch-anchor:1"
@@ -83,10 +85,8 @@ def registry_base(host: str, endpoints: dict[str, str], plain_http: list[str]) -
 
 def split_ref(ref: str) -> tuple[str, str, str]:
     """host/repo[:tag]@digest -> (host, repository, digest); docker.io's one-part names are library/."""
-    name, _, digest = ref.partition("@")
-    host, _, path = name.partition("/")
-    head, _, last = path.rpartition("/")
-    repository = f"{head}/{last.partition(':')[0]}" if head else last.partition(":")[0]
+    host, _, repository = repository_of(ref).partition("/")
+    digest = ref.partition("@")[2]
     if host == "docker.io" and "/" not in repository:
         repository = f"library/{repository}"
     return host, repository, digest
