@@ -32,6 +32,7 @@ PAYLOAD = {
     "build_cache_helpers.py": "ML_CACHE_HELPERS_EOF",
     "build_cache_secrets.py": "ML_CACHE_SECRETS_EOF",
     "build_cache_prefetch.py": "ML_CACHE_PREFETCH_EOF",
+    "build_cache_apply.py": "ML_CACHE_APPLY_EOF",
     "build_spec.schema.json": "ML_CACHE_SCHEMA_EOF",
 }
 BOOTSTRAP_HEAD = [

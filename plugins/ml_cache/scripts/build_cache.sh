@@ -65,12 +65,14 @@
 # (all blobs at once, large ones in Range parts over several connections, same endpoints and
 # credentials as ctr; sizes and digests checked, each blob written beside the store on the volume and
 # renamed into it, then registered by `ctr content ingest`), announcing each image as
-# soon as its blobs are in and unpacked: its leading layers are applied while the later ones still
-# fetch (stand-in images of the first k layers, imported from the content store: the same snapshots),
-# at most `unpack` at once; its `ctr images pull` then finds everything and only records the image.
+# soon as its blobs are in and its layers applied: build_cache_apply.py untars each layer as soon as
+# its blob is in (pigz | tar, `unpack` at once, diff IDs checked) into the overlayfs snapshot containerd
+# would make, committed in chain order; its `ctr images pull` then finds everything and only records it.
+# A layer it cannot apply exactly is left to containerd, with the layers above it.
 # An image the prefetch could not fetch is pulled by ctr alone (a warning, never a failure); the
 # retries and checks below are the same either way.
-#   ML_CACHE_PREFETCH=auto | fetch | off         fetch: no early unpack; off: the plain `ctr images pull`
+#   ML_CACHE_PREFETCH=auto | fetch | off         fetch: containerd applies every layer; off: the plain `ctr images pull`
+#   ML_CACHE_APPLY_MIN_BYTES=67108864            an image's layers are applied ahead of ctr from this size
 #   ML_CACHE_PREFETCH_CHUNK_BYTES=16777216       Range part size of a large blob
 set -euo pipefail
 if [[ -n "${ML_CACHE_TRACE:-}" ]]; then set -x; fi
@@ -120,7 +122,8 @@ helpers() { python3 "$HELPERS" "$@"; } # the Python half, beside this script: JS
 secrets() { python3 "$SECRETS" "$@"; } # the part of it that handles registry credentials
 prefetcher() { python3 "$PREFETCH" "$@"; } # the part that fetches blobs ahead of ctr
 
-[[ -r "$HELPERS" && -r "$SECRETS" && -r "$PREFETCH" ]] || die "helper module missing beside $0"
+[[ -r "$HELPERS" && -r "$SECRETS" && -r "$PREFETCH" && -r "$HERE/build_cache_apply.py" ]] \
+  || die "helper module missing beside $0"
 case "$PREFETCH_MODE" in auto | fetch | off) ;; *) die "ML_CACHE_PREFETCH must be auto, fetch or off" ;; esac
 case "$CD_SERVICE" in systemd | process) ;; *) die "ML_CACHE_CONTAINERD_SERVICE must be systemd or process" ;; esac
 [[ "$PULL_ATTEMPTS" =~ ^[1-9][0-9]?$ ]] || die "ML_CACHE_PULL_ATTEMPTS must be 1..99"
@@ -434,7 +437,7 @@ pull_all() { # each image's pull starts when the prefetch announces it (any orde
     wait "$PREFETCH_PID" 2>/dev/null || true
     PREFETCH_PID=""
     log "$(tail -n 1 "$WORK/prefetch.log" 2>/dev/null | cut -c1-300); $prefetched of ${#IMAGES[@]} image(s) prefetched"
-    grep -m 3 '^early unpack' "$WORK/prefetch.log" | cut -c1-300 >&2 || true
+    grep -m 3 '^apply' "$WORK/prefetch.log" | cut -c1-300 >&2 || true
   fi
   for index in "${!IMAGES[@]}"; do
     [[ -n "${STARTED[$index]:-}" ]] || start_pull "$index"
@@ -443,7 +446,7 @@ pull_all() { # each image's pull starts when the prefetch announces it (any orde
     wait "$pid" || true
   done
   if ((PREFETCH_ON)); then
-    # the anchor and the stand-ins must not reach the snapshot
+    # the anchor, and any snapshot no image recorded, must not reach the snapshot
     prefetcher release "$CD_SOCKET" "$NAMESPACE" "$CD_ROOT" || prefetcher release "$CD_SOCKET" "$NAMESPACE" "$CD_ROOT" \
       || die "could not remove the prefetch's transient images (ml-cache.invalid/...)"
   fi

@@ -370,12 +370,13 @@ def containerd_version(text: str) -> tuple[int, int] | None:
 def pull_plan(version: tuple[int, int] | None, cpus: int, parallel: int, mode: str = "auto") -> dict[str, object]:
     """How the pull phase runs on this containerd: the one place the version decides.
 
-    1.5-1.7: `ctr images pull` fetches one connection per blob and unpacks only when all are in, so
-    build_cache_prefetch.py fetches first (parallel, Range parts) and unpacks each image's leading
-    layers while its later ones fetch (stand-in imports); the pull then only records the image.
+    1.5-1.7: `ctr images pull` fetches one connection per blob and applies one layer after another
+    only when all are in, so build_cache_prefetch.py fetches first (parallel, Range parts) and
+    build_cache_apply.py applies each layer as its blob comes in, `unpack` at once, straight into the
+    overlayfs snapshots; the pull then only records the image.
     >= 2.0: the same; ctr pulls through the transfer service, which also unpacks while it fetches
     whatever is still missing (containerd's own parallel Range fetch needs 2.1 and daemon config).
-    Older, unknown, or mode "off": the plain pull; "fetch": the prefetch without the early unpack.
+    Older, unknown, or mode "off": the plain pull; "fetch": the prefetch, containerd applying.
     Unpacks at once: the spec's parallel, else the vCPUs."""
     unpack = parallel if parallel > 0 else max(1, cpus)
     connections = min(32, max(8, 4 * cpus))
@@ -384,7 +385,7 @@ def pull_plan(version: tuple[int, int] | None, cpus: int, parallel: int, mode: s
         return {"prefetch": 0, "connections": 0, "unpack": unpack, "early_unpack": 0, "path": path}
     early = 0 if mode == "fetch" else unpack
     service = "transfer service" if version >= (2, 0) else "ctr"
-    how = "unpacking each image while its later layers fetch" if early else f"then {service} unpack"
+    how = "layers applied as they come in" if early else f"then {service} unpack"
     return {"prefetch": 1, "connections": connections, "unpack": unpack, "early_unpack": early,
             "path": f"prefetch over {connections} connections, {how}"}
 

@@ -4,11 +4,10 @@ Why: `ctr images pull` (containerd 1.6) fetches each blob over one connection an
 every blob of the image is in. Here all blobs of all images are fetched at once, a large blob in
 HTTP Range parts over several connections, and streamed in order into `ctr content ingest`, which
 refuses a wrong size or digest. An image is announced as soon as its blobs are in, so build_cache.sh
-starts its `ctr images pull` while the others still fetch. With UNPACK > 0 the image is even unpacked
-while its own later layers fetch (what containerd's CRI pull does, and ctr 1.6 does not): as soon as its
-first k layers are in, a stand-in image of just those layers (its config with the first k diff_ids) is
-imported from the content store, which applies them; the snapshots are the ones the real image needs
-(same chain IDs), so its `ctr images pull` finds them and only records the image.
+starts its `ctr images pull` while the others still fetch. With UNPACK > 0 (and containerd's ROOT) the
+layers are applied too, UNPACK at once, each as soon as its blob is in (build_cache_apply.py: pigz and
+tar into the overlayfs snapshots containerd would make, committed in chain order), and an image is
+announced once its chain is applied: its `ctr images pull` finds every snapshot and only records it.
 Between ingest and pull nothing references the blobs, and containerd's GC runs on its own (at start,
 after deletions, every 100 mutations): before a blob is ingested, an anchor image (imported, no layers)
 gets a containerd.io/gc.ref.content label naming it, so the blob is referenced from its first moment;
@@ -17,8 +16,8 @@ A failure here only costs speed: the image's own `ctr images pull` fetches what 
 
 `prefetch SOCKET NAMESPACE PLATFORM SPEC_LINES WORK_DIR CONNECTIONS UNPACK [ROOT]`: prints `INDEX ok BYTES`
 or `INDEX failed REASON` per image (INDEX: its place among the spec's image= lines), in completion order.
-`release SOCKET NAMESPACE [ROOT]`: removes the anchor, the stand-ins and the staging directory (after the
-pulls; before a build, an interrupted run's), with a synchronous GC.
+`release SOCKET NAMESPACE [ROOT]`: removes the anchor and the staging directory (after the pulls; before a
+build, an interrupted run's), with a synchronous GC that also takes any snapshot no image recorded.
 Credentials: WORK_DIR/secret.<host> (user:password) when present; never on argv or in a message.
 Stdlib only, Python 3.9, like build_cache_helpers.py.
 """
@@ -46,23 +45,25 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
-try:  # on the builder: the module beside this file (python3 puts this file's directory first on sys.path)
+try:  # on the builder: the modules beside this file (python3 puts this file's directory first on sys.path)
+    from build_cache_apply import Applier, ApplyError, Snapshots
     from build_cache_helpers import platform_matches
     from build_cache_helpers import repository as repository_of
 except ImportError:  # imported as a package (the Airflow side, the tests)
+    from ml_cache.scripts.build_cache_apply import Applier, ApplyError, Snapshots
     from ml_cache.scripts.build_cache_helpers import platform_matches
     from ml_cache.scripts.build_cache_helpers import repository as repository_of
 
 TRANSIENT = "ml-cache.invalid/"  # .invalid: a name no registry can serve; removed by `release`
 ANCHOR = f"{TRANSIENT}prefetch-anchor:1"
 STAGING = "ml-cache-prefetch"  # beside io.containerd.content.v1.content on the volume; removed by `release`
-STAND_IN = f"{TRANSIENT}prefetch-unpack:"  # + image index and layer count
 REF_LABEL = "containerd.io/gc.ref.content.ml-cache."  # + the digest's first 16 hex digits
+SNAPSHOT_REF_LABEL = "containerd.io/gc.ref.snapshot.overlayfs/ml-cache."  # + a hash of the snapshot's key
 CHUNK_BYTES = int(os.environ.get("ML_CACHE_PREFETCH_CHUNK_BYTES", str(16 * 1024**2)))  # S3's sweet spot: 8-16 MiB
 ATTEMPTS = 3
-# Unpack early only while at least this much of the image is still to fetch: each stand-in costs an
-# import (processes, a containerd transaction), which only pays when it overlaps a real wait.
-EARLY_MIN_BYTES = 64 * 1024**2
+# Apply an image's layers ahead of ctr only from this size of its layers: each layer costs a few ctr calls,
+# which pay only where containerd's one-layer-at-a-time apply takes seconds.
+APPLY_MIN_BYTES = int(os.environ.get("ML_CACHE_APPLY_MIN_BYTES", str(64 * 1024**2)))
 ACCEPT = ", ".join([
     "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"])
@@ -377,10 +378,12 @@ class Store:
 
     def __init__(self, socket: str, namespace: str, root: str = "") -> None:
         self.ctr = ["ctr", "-a", socket, "-n", namespace]
+        self.socket, self.namespace, self.root = socket, namespace, root
         self.staging: Path | None = None
         self.blobs = Path(root, "io.containerd.content.v1.content", "blobs", "sha256")
-        if root and self.blobs.is_dir():
-            with contextlib.suppress(OSError):
+        if root and self.blobs.parent.parent.is_dir():  # a fresh store has no blobs/sha256 yet: containerd
+            with contextlib.suppress(OSError):         # makes it (0755) at its first commit, as here
+                self.blobs.mkdir(mode=0o755, parents=True, exist_ok=True)
                 Path(root, STAGING).mkdir(mode=0o700, exist_ok=True)
                 self.staging = Path(root, STAGING)
 
@@ -431,25 +434,6 @@ class Store:
         self._run("images", "import", "--no-unpack", "--all-platforms", "-",
                   data=layout(index, {config_desc["digest"]: config, manifest_desc["digest"]: manifest}))
 
-    def unpack_stand_in(self, name: str, manifest: dict, config: bytes, count: int, platform: str) -> None:
-        """Import (and so unpack) an image of the first `count` layers of `manifest`: its blobs are in
-        the store already, only the stand-in's config and manifest travel in the archive."""
-        document = json.loads(config)
-        diff_ids = document["rootfs"]["diff_ids"]
-        if len(diff_ids) != len(manifest["layers"]):
-            raise PrefetchError("config and manifest disagree on the layers")
-        document["rootfs"] = {**document["rootfs"], "diff_ids": diff_ids[:count]}
-        config = json.dumps(document).encode()
-        config_desc = {**manifest["config"], "size": len(config),
-                       "digest": "sha256:" + hashlib.sha256(config).hexdigest()}
-        stand_in = json.dumps({**manifest, "config": config_desc, "layers": manifest["layers"][:count]}).encode()
-        stand_in_desc = {"mediaType": manifest.get("mediaType", "application/vnd.oci.image.manifest.v1+json"),
-                         "size": len(stand_in), "digest": "sha256:" + hashlib.sha256(stand_in).hexdigest(),
-                         "annotations": {"io.containerd.image.name": name}}
-        index = json.dumps({"schemaVersion": 2, "manifests": [stand_in_desc]}).encode()
-        self._run("images", "import", "--platform", platform, "-",
-                  data=layout(index, {config_desc["digest"]: config, stand_in_desc["digest"]: stand_in}))
-
     def get(self, digest: str) -> bytes:
         proc = subprocess.run([*self.ctr, "content", "get", digest], capture_output=True, check=False)
         if proc.returncode != 0:
@@ -461,9 +445,16 @@ class Store:
         if digests:
             self._run("images", "label", ANCHOR, *(f"{REF_LABEL}{d.partition(':')[2][:16]}={d}" for d in digests))
 
+    def protect_snapshots(self, keys: list[str]) -> None:
+        """Reference the snapshots (active keys or committed names) from the anchor, before they exist."""
+        labels = [f"{SNAPSHOT_REF_LABEL}{hashlib.sha256(key.encode()).hexdigest()[:16]}={key}" for key in keys]
+        if labels:
+            self._run("images", "label", ANCHOR, *labels)
+
     def release(self, root: str = "") -> None:
-        """Remove the anchor, the stand-ins and the staging directory, and collect garbage before returning
-        (--sync): their own blobs and what only they referenced are gone before the build measures the volume."""
+        """Remove the anchor and the staging directory, and collect garbage before returning (--sync): what
+        only the anchor referenced (blobs, snapshots of images never recorded) is gone before the build
+        measures the volume."""
         if root:
             shutil.rmtree(Path(root, STAGING), ignore_errors=True)
         listed = subprocess.run([*self.ctr, "images", "ls", "-q"], capture_output=True, text=True, check=False)
@@ -487,46 +478,30 @@ def layout(index: bytes, blobs: dict[str, bytes]) -> bytes:
 
 
 class Image:
-    """One image of the set: its blobs, and the line printed when the last one is in (or one failed)."""
+    """One image of the set: its blobs, its chain once its config is in, and the line printed when all is
+    in and applied (or a blob failed)."""
 
     def __init__(self, prefetch: Prefetch, index: int, ref: str) -> None:
         self.prefetch, self.index, self.ref = prefetch, index, ref
         self.waiting: set[str] = set()
         self.bytes = 0
         self.lock = threading.Lock()
+        self.planned = False
         self.reported = False
         self.reported_event = threading.Event()
         self.manifest: dict = {}
-        self.unpacked = 0  # layers applied through stand-ins
-        self.unpacking = False
-        self.early_failed = False
-
-    @property
-    def layers(self) -> list[str]:
-        return [layer["digest"] for layer in self.manifest.get("layers", [])]
-
-    def remaining(self) -> int:
-        """Bytes of the image's layers not in the store yet."""
-        return sum(layer["size"] for layer in self.manifest.get("layers", []) if layer["digest"] in self.waiting)
-
-    def ready(self) -> int:
-        """How many leading layers are in the store (0 while the config is not)."""
-        if self.manifest.get("config", {}).get("digest") in self.waiting:
-            return 0
-        count = 0
-        for digest in self.layers:
-            if digest in self.waiting:
-                break
-            count += 1
-        return count
+        self.registered = False
+        self.chain: list[str] | None = None  # its chain IDs once registered ([]: containerd applies it)
 
     def blob_done(self, blob: Blob, error: str | None) -> None:
         with self.lock:
             self.waiting.discard(blob.digest)
         if error:
             self.report(f"failed {error}")
-        else:
-            self.prefetch.progress(self)
+            return
+        if self.prefetch.applier is not None:
+            self.prefetch.applier.blob_in(blob.digest)
+        self.prefetch.progress(self)
 
     def report(self, line: str) -> None:
         with self.lock:
@@ -544,10 +519,9 @@ class Prefetch:
     def __init__(self, store: Store, platform: str, connections: int, out: object = sys.stdout, unpack: int = 0
                  ) -> None:
         self.store, self.want, self.connections, self.out = store, platform.split("/"), connections, out
-        self.unpack_slots = threading.Semaphore(max(1, unpack))
-        self.early_unpack = unpack > 0
-        self.unpack_keys: dict[tuple[str, ...], threading.Event] = {}
-        self.unpacked_early = 0
+        self.unpack = unpack if store.staging is not None else 0  # the applier works on the volume's files
+        self.applier: Applier | None = None
+        self.images: list[Image] = []
         self.present = store.present()
         self.blobs: dict[str, Blob] = {}
         self.documents: dict[str, bytes] = {}
@@ -642,6 +616,7 @@ class Prefetch:
             mine.append(blob)
         with image.lock:
             image.waiting = {blob.digest for blob in mine}
+            image.planned = True
         for blob in mine:
             with blob.lock:
                 blob.waiters.append(image)
@@ -652,62 +627,42 @@ class Prefetch:
             self.progress(image)
 
     def progress(self, image: Image) -> None:
-        """After a blob of `image` is in: unpack the layers ready while much of the image is still to fetch
-        (one thread per image at a time); once every blob is in and no unpack runs, announce the image."""
+        """After a blob of `image` is in or a layer settled: register its chain with the applier once its
+        config is in; announce it once every blob is in and its chain is applied."""
         with image.lock:
-            if image.reported:
+            if image.reported or not image.planned:
                 return
-            ready = image.ready()
-            start = (self.early_unpack and not image.unpacking and not image.early_failed
-                     and ready > image.unpacked and image.remaining() >= EARLY_MIN_BYTES)
-            image.unpacking = image.unpacking or start
-            finished = not image.waiting and not image.unpacking  # its ctr pull applies what is left
-        if start:
-            threading.Thread(target=self.unpack_loop, args=(image,), daemon=True).start()
-        elif finished:
+            config = image.manifest["config"]["digest"]
+            register = self.applier is not None and not image.registered and config not in image.waiting
+            image.registered = image.registered or register
+        if register:
+            chain = self.register(image)
+            with image.lock:
+                image.chain = chain
+        with image.lock:
+            chain = image.chain
+            finished = not image.waiting and (self.applier is None or chain is not None)
+        if finished and chain and self.applier is not None and not self.applier.settled(chain):
+            finished = False
+        if finished:
             image.report(f"ok {image.bytes}")
 
-    def unpack_loop(self, image: Image) -> None:
-        config = b""
-        while True:
-            with image.lock:
-                count = image.ready()
-                if count <= image.unpacked or image.remaining() < EARLY_MIN_BYTES:
-                    image.unpacking = False
-                    break
-            try:
-                config = config or self.store.get(image.manifest["config"]["digest"])
-                self.unpack_prefix(image, count, config)
-            except Exception as error:  # the image's ctr pull unpacks what is left
-                print(f"early unpack of {image.ref} stopped: {error}", file=sys.stderr)
-                with image.lock:
-                    image.early_failed = True
-                    image.unpacking = False
-                break
-            with image.lock:
-                image.unpacked = count
-        self.progress(image)
+    def register(self, image: Image) -> list[str]:
+        """Hand the image's layers to the applier; [] when containerd is to apply them."""
+        layers = image.manifest.get("layers", [])
+        if self.applier is None or sum(int(layer["size"]) for layer in layers) < APPLY_MIN_BYTES:
+            return []
+        try:
+            config = json.loads(self.store.get(image.manifest["config"]["digest"]))
+            return self.applier.add(layers, config["rootfs"]["diff_ids"])
+        except (ApplyError, PrefetchError, ValueError, KeyError, TypeError) as error:
+            print(f"apply of {image.ref} left to containerd: {error}", file=sys.stderr)
+            return []
 
-    def unpack_prefix(self, image: Image, count: int, config: bytes) -> None:
-        """Apply the image's first `count` layers (one unpack slot); an image whose leading layers another
-        image is applying waits for it instead of applying them twice."""
-        key = tuple(image.layers[:count])
-        with self.unpack_slots:
-            with self.lock:
-                earlier = [self.unpack_keys[key[:n]] for n in range(1, count + 1) if key[:n] in self.unpack_keys]
-                exact = key in self.unpack_keys
-                mine = self.unpack_keys.setdefault(key, threading.Event())
-            for event in earlier:
-                event.wait()
-            if exact:
-                return
-            try:
-                self.store.unpack_stand_in(f"{STAND_IN}{image.index}-{count}", image.manifest, config, count,
-                                           "/".join(self.want))
-                with self.lock:
-                    self.unpacked_early += count - image.unpacked
-            finally:
-                mine.set()
+    def settled(self) -> None:
+        """A layer settled: some image may be complete now."""
+        for image in self.images:
+            self.progress(image)
 
     def worker(self) -> None:
         """Fetch parts, lowest (image, blob, part) first, each holding a memory slot until written."""
@@ -735,9 +690,14 @@ class Prefetch:
 
     def run(self, images: list[tuple[Image, Registry, str]]) -> None:
         """Plan every image (a few at once) while the connections fetch; returns when all are reported."""
+        self.images = [image for image, _, _ in images]
         try:
             self.store.create_anchor("/".join(self.want))
-        except PrefetchError as error:
+            if self.unpack > 0 and self.store.staging is not None:
+                self.applier = Applier(Snapshots(self.store.socket, self.store.namespace, self.store.root),
+                                       self.store.blobs, self.store.staging / "apply", self.unpack,
+                                       self.store.protect_snapshots, self.settled)
+        except (PrefetchError, ApplyError, OSError) as error:
             for image, _, _ in images:
                 image.report(f"failed {error}")
             return
@@ -761,6 +721,10 @@ class Prefetch:
             self.jobs.put((sys.maxsize, 0, 0, 0, None))
         for thread in workers:
             thread.join()
+        if self.applier is not None:
+            self.applier.close()
+            for reason in self.applier.stopped:
+                print(f"apply left to containerd: {reason}", file=sys.stderr)
 
 
 def spec_images(spec_lines: str) -> tuple[list[str], dict[str, str]]:
@@ -795,7 +759,7 @@ def prefetch(socket: str, namespace: str, platform: str, spec_lines: str, work_d
     job.run(entries)
     seconds = time.monotonic() - started
     return {"blobs": len(job.blobs), "bytes": job.fetched, "seconds": round(seconds, 2),
-            "connections": connections, "layers_unpacked": job.unpacked_early}
+            "connections": connections, "layers_applied": job.applier.applied if job.applier else 0}
 
 
 def main(argv: list[str]) -> int:
@@ -814,8 +778,8 @@ def main(argv: list[str]) -> int:
     summary = prefetch(*argv[1:6], int(argv[6]), sys.stdout, int(argv[7]), argv[8] if len(argv) == 9 else "")
     rate = summary["bytes"] / 1e6 / max(summary["seconds"], 0.01)
     print(f"prefetch: {summary['blobs']} blob(s), {summary['bytes'] / 1e6:.1f} MB in {summary['seconds']} s "
-          f"({rate:.0f} MB/s, {summary['connections']} connections), {summary['layers_unpacked']} layer(s) "
-          f"unpacked while fetching", file=sys.stderr)
+          f"({rate:.0f} MB/s, {summary['connections']} connections), {summary['layers_applied']} layer(s) "
+          f"applied ahead of ctr", file=sys.stderr)
     return 0
 
 

@@ -332,8 +332,10 @@ def test_large_image_snapshot_restores_and_runs_without_network(large_registry, 
     reg, refs = large_registry
     builder = make_builder([reg.address], size_gib=4)
     started = time.monotonic()
-    report = only_json_line(builder.run(builder.build_spec([refs["small"], refs["large"]], parallel=2)))
+    proc = builder.run(builder.build_spec([refs["small"], refs["large"]], parallel=2))
+    report = only_json_line(proc)
     print(f"build of small+large: {time.monotonic() - started:.1f}s, timings {report['timings']}")
+    assert "5 layer(s) applied ahead of ctr" in proc.stderr, proc.stderr  # large: busybox + 4 data layers
     digests = {image["ref"]: image["digest"] for image in report["images"]}
     assert digests == {ref: registry_digest(ref) for ref in (refs["small"], refs["large"])}
     large = next(image for image in report["images"] if image["ref"] == refs["large"])

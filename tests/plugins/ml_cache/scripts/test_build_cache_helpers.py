@@ -438,11 +438,11 @@ def test_containerd_version_reads_the_server_not_the_client(text: str, expected:
 
 @pytest.mark.parametrize(("version", "cpus", "parallel", "mode", "prefetch", "connections", "unpack", "early",
                           "says"), [
-    ((1, 6), 2, 0, "auto", 1, 8, 2, 2, "unpacking each image while its later layers fetch"),  # this lab: the vCPUs
+    ((1, 6), 2, 0, "auto", 1, 8, 2, 2, "layers applied as they come in"),  # this lab: the vCPUs
     ((1, 7), 8, 3, "auto", 1, 32, 3, 3, "prefetch over 32 connections"),    # the spec's parallel wins
     ((1, 6), 8, 0, "fetch", 1, 32, 8, 0, "then ctr unpack"),
     ((2, 0), 8, 0, "fetch", 1, 32, 8, 0, "then transfer service unpack"),
-    ((2, 1), 64, 0, "auto", 1, 32, 64, 64, "while its later layers fetch"),  # connections capped, unpacks not
+    ((2, 1), 64, 0, "auto", 1, 32, 64, 64, "layers applied as they come in"),  # connections capped, unpacks not
     ((1, 4), 8, 0, "auto", 0, 0, 8, 0, "plain ctr pull (containerd (1, 4))"),
     (None, 8, 0, "auto", 0, 0, 8, 0, "plain ctr pull (containerd unknown)"),
     ((1, 6), 8, 0, "off", 0, 0, 8, 0, "plain ctr pull (prefetch off)"),

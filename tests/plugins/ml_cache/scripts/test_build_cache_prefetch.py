@@ -259,26 +259,28 @@ def test_shared_blobs_are_fetched_once_and_every_image_is_announced(registry, pr
     assert len(blob_gets) == len(set(blob_gets)) == len(image_blobs(containerd, small)) - 1  # all but the manifest
 
 
-def test_layers_are_unpacked_while_later_ones_fetch(registry, proxy, containerd, tmp_path, monkeypatch) -> None:
-    """Stand-ins of the first k layers leave exactly the snapshots the image needs: its pull applies
-    nothing, and once the stand-ins are gone (with a GC) the image is still whole."""
+def test_layers_are_applied_ahead_of_the_pull(registry, proxy, containerd, tmp_path, monkeypatch) -> None:
+    """Each layer is applied as its blob comes in, a shared one once, leaving exactly the snapshots the
+    image needs: its pull applies nothing, and once the anchor is gone (with a GC) the image is whole."""
     monkeypatch.setattr(prefetch_module, "CHUNK_BYTES", 1024 * 1024)
-    monkeypatch.setattr(prefetch_module, "EARLY_MIN_BYTES", 0)  # unpack early however little is left to fetch
+    monkeypatch.setattr(prefetch_module, "APPLY_MIN_BYTES", 0)  # apply however small the image
     layered = DemoImage("three-layers", data_layers=3, data_layer_mib=3, seed=11)
     refs = seed_registry(registry[0].address, default_cache_dir(), images={"layered": layered})
     ref = refs["layered"].replace(registry[0].address, proxy.address)
     small = registry[1]["small"].replace(registry[0].address, proxy.address)  # shares the busybox layer
-    lines = run_prefetch(containerd, [ref, small], tmp_path, proxy.address, monkeypatch, unpack=2)
+    lines = run_prefetch(containerd, [ref, small], tmp_path, proxy.address, monkeypatch, unpack=2, staged=True)
     assert [line.split()[:2] for line in lines] == [["0", "ok"], ["1", "ok"]], lines
     chain = ctr(containerd, "snapshots", "ls").splitlines()[1:]
     assert len(chain) == 4 and all(line.split()[-1] == "Committed" for line in chain)  # busybox + 3, once
+    collect_garbage(containerd)  # no image records them yet: the anchor's labels keep them
+    assert ctr(containerd, "snapshots", "ls").splitlines()[1:] == chain
 
     pulled = subprocess.run(["ctr", "-a", str(containerd.address), "-n", NAMESPACE, "images", "pull", "--plain-http",
                              "--platform", PLATFORM, ref], capture_output=True, text=True, check=True).stdout
     assert "done" in pulled and len(ctr(containerd, "snapshots", "ls").splitlines()[1:]) == 4
-    prefetch_module.Store(str(containerd.address), NAMESPACE).release()
+    prefetch_module.Store(str(containerd.address), NAMESPACE).release(str(containerd.root))
     listing = ctr(containerd, "images", "ls", "-q").split()
-    assert listing == [ref], listing  # anchor and stand-ins gone; the unpulled small image never existed
+    assert listing == [ref], listing  # the anchor gone; the unpulled small image never existed
     check = ctr(containerd, "images", "check").splitlines()[1].split()
     assert check[3] == "complete" and check[-1] == "true"
     assert len(ctr(containerd, "snapshots", "ls").splitlines()[1:]) == 4  # the image keeps its whole chain
@@ -302,7 +304,7 @@ def test_the_build_prefetches_and_ctr_only_unpacks(registry, proxy, make_builder
     alias = f"{by_tag.rsplit(':', 1)[0]}@{digest}"
     proc = build(make_builder, proxy, [small, alias])
     assert "prefetch over" in proc.stderr and "2 of 2 image(s) prefetched" in proc.stderr, proc.stderr
-    assert "0 layer(s) unpacked while fetching" in proc.stderr, proc.stderr  # too small to pay for a stand-in
+    assert "0 layer(s) applied ahead of ctr" in proc.stderr, proc.stderr  # too small to pay for the ctr calls
     by_containerd = [(method, path) for method, path, agent, _ in proxy.seen if agent != PREFETCH_AGENT]
     assert by_containerd and all(method == "HEAD" for method, _ in by_containerd), by_containerd
     assert any(agent == PREFETCH_AGENT and "/blobs/" in path for _, path, agent, _ in proxy.seen)
