@@ -29,6 +29,7 @@ Stdlib only, Python 3.9, like build_cache_helpers.py.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -48,7 +49,8 @@ GZIP_TYPES = {"application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.do
 TAR_TYPES = {"application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar"}
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
-READ_BYTES = 1024 * 1024
+PIPE_BYTES = 1024 * 1024  # Linux's default pipe-max-size
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ from Python 3.10 (the builder's is 3.9)
 # A directory whose mtime is not older than this before the untar started was made by tar itself (an
 # entry's parent the archive does not list): the filesystem's clock is coarser than time.time_ns().
 IMPLICIT_MARGIN_NS = 1_000_000_000
@@ -84,18 +86,23 @@ def extract(blob: Path, media_type: str, diff_id: str, target: Path) -> None:
     started_ns = time.time_ns()
     digest = hashlib.sha256()
     with open(blob, "rb") as source, tempfile.TemporaryFile() as errors:
-        reader = subprocess.Popen(decompress, stdin=source, stdout=subprocess.PIPE, stderr=errors)
-        untar = subprocess.Popen(TAR, cwd=target, stdin=subprocess.PIPE, stderr=errors)
+        reader = subprocess.Popen(decompress, stdin=source, stdout=subprocess.PIPE, stderr=errors, bufsize=0)
+        untar = subprocess.Popen(TAR, cwd=target, stdin=subprocess.PIPE, stderr=errors, bufsize=0)
         assert reader.stdout is not None and untar.stdin is not None
+        for pipe in (reader.stdout, untar.stdin):  # fewer, larger transfers: a third less CPU here
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
+        buffer = memoryview(bytearray(PIPE_BYTES))
         open_pipe = True
         while True:
-            chunk = reader.stdout.read(READ_BYTES)
-            if not chunk:
+            count = reader.stdout.readinto(buffer)
+            if not count:
                 break
+            chunk = buffer[:count]
             digest.update(chunk)
-            if open_pipe:
+            while open_pipe and chunk:
                 try:
-                    untar.stdin.write(chunk)
+                    chunk = chunk[untar.stdin.write(chunk):]
                 except BrokenPipeError:  # tar stops at the end-of-archive blocks; the digest reads on
                     open_pipe = False
         with contextlib.suppress(BrokenPipeError):
@@ -195,8 +202,8 @@ class Snapshots:
 class Layer:
     """One chain position: its blob, and where it is on the way to a committed snapshot."""
 
-    def __init__(self, chain_id: str, parent: str, diff_id: str, descriptor: dict) -> None:
-        self.chain_id, self.parent, self.diff_id = chain_id, parent, diff_id
+    def __init__(self, chain_id: str, parent: str, depth: int, diff_id: str, descriptor: dict) -> None:
+        self.chain_id, self.parent, self.depth, self.diff_id = chain_id, parent, depth, diff_id
         self.blob, self.media_type = descriptor["digest"], descriptor.get("mediaType", "")
         self.size = int(descriptor.get("size", 0))
         self.state = "waiting"  # queued, extracting, extracted, committed (or existing), stopped
@@ -204,8 +211,9 @@ class Layer:
 
 
 class Applier:
-    """Extracts layers as their blobs come in (largest first, WORKERS at once) and commits them in chain
-    order. `changed` is called after any layer settles, so the caller can announce finished images."""
+    """Extracts layers as their blobs come in (largest first, WORKERS at once) while one more thread
+    commits them in chain order (a worker never waits for ctr). `changed` is called after layers settle,
+    so the caller can announce finished images."""
 
     def __init__(self, snapshots: Snapshots, blobs: Path, staging: Path, workers: int,
                  protect: Callable[[list[str]], None], changed: Callable[[], None]) -> None:
@@ -217,13 +225,16 @@ class Applier:
         self.arrived: set[str] = set()
         self.lock = threading.Lock()
         self.commit_lock = threading.Lock()
-        self.jobs: queue.PriorityQueue[tuple[int, int, str]] = queue.PriorityQueue()
+        self.jobs: queue.PriorityQueue[tuple[int, int, int, str]] = queue.PriorityQueue()
         self.sequence = 0
         self.existing = snapshots.committed()
         self.applied = 0
         self.stopped: list[str] = []
+        self.wake = threading.Event()
+        self.closing = False
         self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(max(1, workers))]
-        for thread in self.threads:
+        self.committer = threading.Thread(target=self._commit_loop, daemon=True)
+        for thread in [*self.threads, self.committer]:
             thread.start()
 
     def add(self, layers: list[dict], diff_ids: list[str]) -> list[str]:
@@ -232,17 +243,19 @@ class Applier:
             raise ApplyError("config and manifest disagree on the layers")
         chain = chain_ids(diff_ids)
         with self.lock:
-            for position, (descriptor, diff_id) in enumerate(zip(layers, diff_ids)):  # noqa: B905 - Python 3.9; lengths checked
+            new = [c for c in chain if c not in self.layers and c not in self.existing]
+        self.protect([name for c in new for name in (self.key(c), c)])  # one ctr call, before any prepare
+        with self.lock:
+            for position, descriptor in enumerate(layers):
                 if chain[position] in self.layers:
                     continue
                 layer = self.layers[chain[position]] = Layer(chain[position], chain[position - 1] if position else "",
-                                                              diff_id, descriptor)
+                                                              position, diff_ids[position], descriptor)
                 self.order.append(layer.chain_id)
                 if layer.chain_id in self.existing:
                     layer.state = "committed"
                 elif layer.blob in self.arrived:
                     self._queue(layer)
-        self._advance()
         return chain
 
     def blob_in(self, digest: str) -> None:
@@ -258,14 +271,23 @@ class Applier:
 
     def close(self) -> None:
         for _ in self.threads:
-            self.jobs.put((sys.maxsize, 0, ""))
+            self.jobs.put((sys.maxsize, 0, 0, ""))
         for thread in self.threads:
             thread.join()
+        self.closing = True
+        self.wake.set()
+        self.committer.join()
+
+    @staticmethod
+    def key(chain_id: str) -> str:
+        """The active snapshot's key while a layer is moved in (this process's)."""
+        return f"ml-cache-apply/{os.getpid()}/{chain_id.partition(':')[2]}"
 
     def _queue(self, layer: Layer) -> None:
+        """Lower layers first (their commits then keep pace with the extraction), larger first among them."""
         layer.state = "queued"
         self.sequence += 1
-        self.jobs.put((-layer.size, self.sequence, layer.chain_id))
+        self.jobs.put((layer.depth, -layer.size, self.sequence, layer.chain_id))
 
     def _work(self) -> None:
         while True:
@@ -289,7 +311,16 @@ class Applier:
                 layer.state, layer.reason = state, reason
                 if reason:
                     self.stopped.append(f"layer {layer.blob[:19]}: {reason}")
+            self.wake.set()
+
+    def _commit_loop(self) -> None:
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            closing = self.closing
             self._advance()
+            if closing:
+                return
 
     def _advance(self) -> None:
         """Commit every extracted layer whose parent is committed, in chain order; stop the layers above
@@ -316,11 +347,8 @@ class Applier:
         self.changed()
 
     def _commit(self, layer: Layer) -> None:
-        hexdigest = layer.chain_id.partition(":")[2]
-        key = f"ml-cache-apply/{os.getpid()}/{hexdigest}"
-        source = self.staging / hexdigest
+        key, source = self.key(layer.chain_id), self.staging / layer.chain_id.partition(":")[2]
         try:
-            self.protect([key, layer.chain_id])
             upper = self.snapshots.prepare(key, layer.parent)
             try:
                 upper.rmdir()
