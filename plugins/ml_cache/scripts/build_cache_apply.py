@@ -23,7 +23,9 @@ chain: containerd applies it and everything above it, with its own checks. Only 
 GC: an active or committed snapshot nothing references is collected by containerd's GC, which runs on
 its own; before a snapshot is prepared, the prefetch's anchor image gets containerd.io/gc.ref.snapshot
 labels naming its key and its chain ID (`protect`), until the pulls have recorded the images.
-Stdlib only, Python 3.9, like build_cache_helpers.py.
+`extract BLOB MEDIA_TYPE DIFF_ID TARGET`: one layer's extraction, in a process of its own (the Applier's
+workers run it so: a copy loop sharing the prefetch's interpreter lock with its fetch threads waited for
+it at every step). Stdlib only, Python 3.9, like build_cache_helpers.py.
 """
 
 from __future__ import annotations
@@ -115,6 +117,15 @@ def extract(blob: Path, media_type: str, diff_id: str, target: Path) -> None:
     if actual != diff_id:
         raise ApplyError(f"uncompressed layer is {actual[:19]}, its config says {diff_id[:19]}")
     convert(target, started_ns - IMPLICIT_MARGIN_NS)
+
+
+def extract_apart(blob: Path, media_type: str, diff_id: str, target: Path) -> None:
+    """extract() in a child process (this file's `extract` command)."""
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "extract", str(blob), media_type, diff_id,
+                           str(target)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        said = proc.stderr.strip().splitlines()
+        raise ApplyError(said[-1][-300:] if said else f"extract exited {proc.returncode}")
 
 
 def convert(root: Path, implicit_after_ns: int) -> None:
@@ -302,7 +313,7 @@ class Applier:
             target = self.staging / chain_id.partition(":")[2]
             try:
                 shutil.rmtree(target, ignore_errors=True)
-                extract(self.blobs / layer.blob.partition(":")[2], layer.media_type, layer.diff_id, target)
+                extract_apart(self.blobs / layer.blob.partition(":")[2], layer.media_type, layer.diff_id, target)
                 state, reason = "extracted", ""
             except (ApplyError, OSError) as error:
                 shutil.rmtree(target, ignore_errors=True)
@@ -366,3 +377,19 @@ class Applier:
             self.applied += 1 if mine else 0
             if reason:
                 self.stopped.append(f"layer {layer.blob[:19]}: {reason}")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 5 or argv[0] != "extract":
+        print("usage: build_cache_apply.py extract BLOB MEDIA_TYPE DIFF_ID TARGET", file=sys.stderr)
+        return 64
+    try:
+        extract(Path(argv[1]), argv[2], argv[3], Path(argv[4]))
+    except (ApplyError, OSError) as error:
+        print(str(error) or type(error).__name__, file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -105,7 +105,7 @@ def containerd() -> Iterator[Containerd]:
     base = short_tmp("mlc-p-")
     running = Containerd(base / "root", base / "state", base / "c.sock")
     try:
-        with running.start():
+        with running:
             yield running
     finally:
         subprocess.run(["umount", "-R", str(base / "state")], capture_output=True, check=False)
