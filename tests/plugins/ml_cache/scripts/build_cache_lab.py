@@ -152,3 +152,16 @@ def make_builder() -> Iterator:
     yield make
     for generator in made:
         generator.close()
+
+
+@pytest.fixture
+def containerd() -> Iterator[Containerd]:
+    """A private containerd of its own (root, state, socket under a short /tmp directory)."""
+    base = short_tmp("mlc-c-")
+    running = Containerd(base / "root", base / "state", base / "c.sock")
+    try:
+        with running:
+            yield running
+    finally:
+        subprocess.run(["umount", "-R", str(base / "state")], capture_output=True, check=False)
+        shutil.rmtree(base, ignore_errors=True)

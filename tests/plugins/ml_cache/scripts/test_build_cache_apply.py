@@ -9,16 +9,14 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import stat
 import subprocess
 import tarfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from build_cache_lab import MISSING, PLATFORM, short_tmp
+from build_cache_lab import MISSING, PLATFORM
 
 from devstack.containerd import Containerd
 from ml_cache.scripts import build_cache_apply as apply_module
@@ -26,18 +24,6 @@ from ml_cache.scripts.build_cache_prefetch import Store, layout
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(MISSING is not None, reason=str(MISSING))]
 OURS, THEIRS = "ours", "theirs"
-
-
-@pytest.fixture
-def containerd() -> Iterator[Containerd]:
-    base = short_tmp("mlc-a-")
-    running = Containerd(base / "root", base / "state", base / "c.sock")
-    try:
-        with running:
-            yield running
-    finally:
-        subprocess.run(["umount", "-R", str(base / "state")], capture_output=True, check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def entry(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", **fields: object

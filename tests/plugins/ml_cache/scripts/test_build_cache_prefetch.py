@@ -7,7 +7,6 @@ import base64
 import http.client
 import io
 import json
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from build_cache_lab import MISSING, PLATFORM, short_tmp
+from build_cache_lab import MISSING, PLATFORM
 
 from devstack import volumes
 from devstack.containerd import Containerd
@@ -98,18 +97,6 @@ def proxy(registry) -> Iterator[type[RecordingProxy]]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@pytest.fixture
-def containerd() -> Iterator[Containerd]:
-    base = short_tmp("mlc-p-")
-    running = Containerd(base / "root", base / "state", base / "c.sock")
-    try:
-        with running:
-            yield running
-    finally:
-        subprocess.run(["umount", "-R", str(base / "state")], capture_output=True, check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def ctr(containerd: Containerd, *args: str) -> str:
