@@ -362,6 +362,8 @@ def test_large_image_snapshot_restores_and_runs_without_network(large_registry, 
         run = containerd.ctr("run", "--rm", refs["large"], "large-from-snapshot", timeout=120)
         print(f"container start+exit from the restored volume: {time.monotonic() - started:.2f}s")
         assert run.returncode == 0 and run.stdout.strip() == "ready", run.stderr
+        small = containerd.ctr("run", "--rm", refs["small"], "small-from-snapshot", timeout=120)
+        assert small.returncode == 0 and small.stdout.strip() == "ready", small.stderr  # every image starts
         du = containerd.ctr("run", "--rm", refs["large"], "large-data", "/bin/sh", "-c",
                             "cat /data/*.bin | wc -c", timeout=120)
         assert int(du.stdout.strip()) == 4 * 256 * 1024**2
