@@ -212,3 +212,18 @@ def test_rollback_is_a_teardown_that_fails_the_run_when_it_fails(dagbag):
 def test_data_team_example_schedules_on_the_ready_asset(dagbag):
     dag = dagbag.dags["example_gpu_training"]
     assert [asset.name for asset in dag.timetable.asset_condition.objects] == ["ml_container_cache_ready"]
+
+
+def test_console_links_survive_serialization(dagbag):
+    """What the API server shows: the deserialized tasks keep their console links (name and XCom key)."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    def links(dag_id: str) -> dict[str, list[str]]:
+        dag = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.dags[dag_id]))
+        return {task.task_id: [link.name for link in task.operator_extra_links] for task in dag.tasks
+                if task.operator_extra_links}
+
+    build = links("ml_container_cache_build")
+    assert build["launch_builder"] == ["Instance"] and build["run_build_script"] == ["Run Command"]
+    assert build["create_snapshot"] == ["EBS snapshot"]
+    assert links("ml_container_cache_rollout")["update_node_group"] == ["EKS node group"]

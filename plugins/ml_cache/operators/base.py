@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+from airflow.providers.amazon.aws.links.base_aws import BaseAwsLink
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
 from airflow.providers.common.compat.sdk import AirflowFailException
@@ -57,6 +58,11 @@ class CacheAwsOperator(AwsBaseOperator[HookT]):
             if not deadline_passed(event):
                 raise
             raise DeadlinePassed(f"Deadline passed: {error}") from error
+
+    def persist_link(self, context: Any, link: type[BaseAwsLink], **ids: str) -> None:
+        """Keep what `link` needs (this connection's region and partition, the IDs) for the console link."""
+        link.persist(context=context, operator=self, region_name=self.hook.conn_region_name,
+                     aws_partition=self.hook.conn_partition, **ids)
 
     def defer_until(self, trigger_class: type[AwsBaseWaiterTrigger], *, method_name: str, timeout_seconds: int,
                     poll_seconds: int, kwargs: dict[str, Any] | None = None, **trigger_args: Any) -> None:

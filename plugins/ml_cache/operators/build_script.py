@@ -11,6 +11,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from ml_cache.builder_spec import build_spec, encode_spec
 from ml_cache.errors import DeadlinePassed, PermanentFailure, fail_fast
 from ml_cache.hooks.ssm import CacheSsmHook
+from ml_cache.links import RunCommandLink
 from ml_cache.operators.base import CacheAwsOperator
 from ml_cache.triggers.builder_command import BuilderCommandTrigger
 
@@ -25,6 +26,7 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
     """
 
     aws_hook_class = CacheSsmHook
+    operator_extra_links = (RunCommandLink(),)
     template_fields: Sequence[str] = aws_template_fields(
         "builder", "document", "images", "platform", "pull_parallelism", "registry_credentials",
         "registry_endpoints", "timeout_seconds", "poll_seconds")
@@ -63,6 +65,7 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
                 Comment=f"ml-container-cache {self.action} {context['ti'].run_id}"[:100],
             )
         command_id = response["Command"]["CommandId"]
+        self.persist_link(context, RunCommandLink, command_id=command_id, instance_id=instance_id)
         self.log.info("Sent %s (%s) to %s; deadline %s s", command_id, self.action, instance_id, self.timeout_seconds)
         # the command's own timeout plus delivery slack
         self.defer_until(BuilderCommandTrigger, method_name="execute_complete", command_id=command_id,

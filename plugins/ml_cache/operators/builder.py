@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 from ml_cache.builder_instance import BuilderLaunch, builder_request, builder_summary, data_volume_id
 from ml_cache.errors import PermanentFailure, is_permanent
 from ml_cache.hooks.ec2 import CacheEc2Hook
+from ml_cache.links import EC2InstanceLink
 from ml_cache.operators.base import CacheAwsOperator
 from ml_cache.tags import client_token, run_tags
 from ml_cache.triggers.ec2 import BuilderRunningTrigger
@@ -45,6 +46,7 @@ class LaunchBuilderOperator(CacheAwsOperator[CacheEc2Hook]):
 
     aws_hook_class = CacheEc2Hook
     template_fields: Sequence[str] = aws_template_fields("launch", "image_id", "volume_size_gib", "base_snapshot_id")
+    operator_extra_links = (EC2InstanceLink(),)
 
     def __init__(self, *, launch: BuilderLaunch, image_id: str, volume_size_gib: int,
                  base_snapshot_id: str | None = None, **kwargs: Any) -> None:
@@ -60,6 +62,7 @@ class LaunchBuilderOperator(CacheAwsOperator[CacheEc2Hook]):
         existing = self.hook.find_instances(tags)
         if existing:
             self.log.info("Reusing builder %s already launched by this run", existing[0]["InstanceId"])
+            self.persist_link(context, EC2InstanceLink, instance_id=existing[0]["InstanceId"])
             return builder_summary(existing[0])
         failures = []
         for instance_type, subnet in self.launch.candidates():
@@ -82,6 +85,7 @@ class LaunchBuilderOperator(CacheAwsOperator[CacheEc2Hook]):
                 continue
             self.log.info("Launched builder %s (%s) in %s", instance["InstanceId"], instance_type,
                           instance.get("Placement", {}).get("AvailabilityZone"))
+            self.persist_link(context, EC2InstanceLink, instance_id=instance["InstanceId"])
             return builder_summary(instance)
         raise BuilderLaunchError("No capacity for any candidate: " + "; ".join(failures))
 

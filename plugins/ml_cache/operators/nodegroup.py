@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from ml_cache.errors import DeadlinePassed, fail_fast
 from ml_cache.hooks.eks import CacheEksHook
+from ml_cache.links import NodegroupLink
 from ml_cache.operators.base import CacheAwsOperator, waiter_attempts
 from ml_cache.steps.rollout import rollout_published
 from ml_cache.tags import client_token
@@ -34,6 +35,7 @@ class _NodegroupChangeOperator(CacheAwsOperator[CacheEksHook]):
     """
 
     aws_hook_class = CacheEksHook
+    operator_extra_links = (NodegroupLink(),)
 
     def __init__(self, *, cluster_name: str, node_group_name: str, timeout_seconds: int, poll_seconds: int,
                  **kwargs: Any) -> None:
@@ -58,6 +60,7 @@ class _NodegroupChangeOperator(CacheAwsOperator[CacheEksHook]):
         change = self._change(context)
         if change is None:
             return None
+        self.persist_link(context, NodegroupLink, cluster_name=self.cluster_name, nodegroup_name=self.node_group_name)
         ti = context["ti"]
         token = client_token(ti, change)
         delay = self.poll_seconds

@@ -12,6 +12,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from ml_cache.errors import DeadlinePassed
 from ml_cache.fsr_lifecycle import BILLED_FSR_STATES, FsrQuotaExceeded, check_fsr_quota, disable_fsr
 from ml_cache.hooks.ec2 import CacheEc2Hook
+from ml_cache.links import SnapshotLink
 from ml_cache.operators.base import CacheAwsOperator
 from ml_cache.settings.models import LifecycleConfig
 from ml_cache.tags import run_tags
@@ -40,6 +41,7 @@ class CreateCacheSnapshotOperator(CacheAwsOperator[CacheEc2Hook]):
     """
 
     aws_hook_class = CacheEc2Hook
+    operator_extra_links = (SnapshotLink(),)
     template_fields: Sequence[str] = aws_template_fields(
         "pipeline", "volume_id", "name", "description", "timeout_seconds", "poll_seconds")
 
@@ -63,6 +65,7 @@ class CreateCacheSnapshotOperator(CacheAwsOperator[CacheEc2Hook]):
             snapshot = self.hook.create_snapshot(self.volume_id, self.description, {**tags, "Name": self.name})
             self.log.info("Created snapshot %s of %s", snapshot["SnapshotId"], self.volume_id)
         snapshot_id = snapshot["SnapshotId"]
+        self.persist_link(context, SnapshotLink, snapshot_id=snapshot_id)
         if snapshot["State"] == "completed":
             return snapshot_id
         self.defer_until(SnapshotCompletedTrigger, method_name="execute_complete", snapshot_id=snapshot_id,

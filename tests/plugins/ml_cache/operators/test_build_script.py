@@ -104,9 +104,16 @@ def sent(ssm: Any, instance_id: str) -> list[dict[str, Any]]:
 
 def test_sends_the_spec_the_builder_parses(ssm, builder) -> None:
     document = register(ssm, PROBE)
+    pushed: dict[str, Any] = {}
+    task = operator(builder, document)
+    ti = SimpleNamespace(run_id="manual__1", xcom_push=lambda key, value: pushed.__setitem__(key, value))
     with pytest.raises(TaskDeferred):
-        operator(builder, document).execute({"ti": SimpleNamespace(run_id="manual__1")})
+        task.execute({"ti": ti})
     (command,) = sent(ssm, builder["instance_id"])
+    (link,) = task.operator_extra_links  # the console link to this very invocation
+    assert link.format_link(**pushed[link.key]) == (
+        f"https://console.aws.amazon.com/systems-manager/run-command/{command['CommandId']}/"
+        f"{builder['instance_id']}?region={REGION}")
     assert command["DocumentName"] == document["name"] and document["version"] == "2"
     assert command["Parameters"]["executionTimeout"] == ["3600"]
     assert command["Comment"] == "ml-container-cache build manual__1"
