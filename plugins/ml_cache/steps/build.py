@@ -9,6 +9,7 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ml_cache import metrics
 from ml_cache.assets import cache_event_extra
 from ml_cache.cost import up_to_date_cost_report
 from ml_cache.cost_report import gather_run_cost
@@ -92,6 +93,7 @@ def up_to_date_summary(settings: BuildSettings, decision: BuildDecision, started
                                metadata_parameter=settings.aws.ssm_metadata_parameter)
     cost = up_to_date_cost_report(settings.prices, now=CacheEc2Hook(aws_conn_id=aws_conn_id).aws_now()[0],
                                   published_metadata=published.metadata)
+    metrics.build_up_to_date(pipeline=settings.pipeline, arch=settings.build.architecture)
     return {"outcome": "up to date", "snapshot_id": decision["published_snapshot_id"],
             "fingerprint": decision["fingerprint"], "reasons": decision["reasons"],
             "instances_launched": 0, "decided_in_seconds": None if seconds is None else round(seconds, 1),
@@ -190,6 +192,7 @@ def publish_snapshot(settings: BuildSettings, resolution: ImageResolution, decis
     published = publish_to_ssm(ssm, parameter=names.ssm_parameter, metadata_parameter=names.ssm_metadata_parameter,
                                metadata=metadata)
     extra = cache_event_extra(metadata)
+    metrics.build_published(metadata, report, pipeline=settings.pipeline)
     return {**published, **extra}, extra
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ml_cache import metrics
 from ml_cache.assets import ML_CONTAINER_CACHE, latest_event, read_cache_event, ready_event_extra
 from ml_cache.errors import error_code
 from ml_cache.fsr_lifecycle import retire_fsr
@@ -122,6 +123,7 @@ def create_launch_template_version(rollout: RolloutConfig, snapshot_id: str, run
 
 def publish_ready(target: RolloutTarget, report: dict[str, Any], run_id: str) -> dict[str, Any]:
     """The `ml_container_cache_ready` event's extra: the cache is on every new node and proven."""
+    metrics.rollout_validated(report, arch=target.get("arch"))
     return ready_event_extra(target, report, run_id)
 
 
