@@ -10,6 +10,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 help:
 	@echo "make run    - local cloud + Airflow, trigger ml_container_cache_build, print the outcome"
 	@echo "make up     - local cloud + Airflow UI on http://localhost:8080, kept running"
+	@echo "              (make up AIRFLOW=celery: CeleryExecutor with Postgres and Redis)"
 	@echo "make down   - stop everything make up/run started, unmount, detach loop devices"
 	@echo "make test   - lint + the whole test suite (root runs the real data-plane tests too)"
 	@echo "make lint   - ruff + shellcheck"
@@ -51,7 +52,7 @@ run: venv system-deps
 	$(PY) -m devstack run
 
 up: venv system-deps
-	$(PY) -m devstack up
+	$(PY) -m devstack up $(if $(AIRFLOW),--airflow $(AIRFLOW))
 
 down: venv
 	$(PY) -m devstack down

@@ -2,6 +2,7 @@
 
     python -m devstack run     # up, one build and its rollout followed to their outcome, down
     python -m devstack up      # registry + local cloud + Airflow UI on http://localhost:8080, left running
+    python -m devstack up --airflow celery   # the same on CeleryExecutor, Postgres and Redis
     python -m devstack up --cloud-only   # just the AWS endpoint in the background; prints it
     python -m devstack down    # stop what up/run started (by PID), unmount, detach loop devices
     python -m devstack serve   # the AWS endpoint in the foreground (what `up` runs in the background)
@@ -38,6 +39,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     commands.add_parser("run", parents=[common], help="build the demo cache end to end (KEEP=1 leaves it running)")
     up = commands.add_parser("up", parents=[common, registries], help="start the stack, left running")
     up.add_argument("--cloud-only", action="store_true", help="only the AWS endpoint, no registry or Airflow")
+    up.add_argument("--airflow", choices=("standalone", "celery"), default=os.environ.get("AIRFLOW") or "standalone",
+                    help="airflow standalone (SQLite), or CeleryExecutor with Postgres and Redis (default $AIRFLOW)")
     commands.add_parser("down", parents=[common], help="stop what up/run started and clean up")
     commands.add_parser("serve", parents=[common, registries], help="the AWS endpoint in the foreground")
     commands.add_parser("status", parents=[common], help="the background AWS endpoint's state")
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "up":
             from devstack.stack.up import up
 
-            up(layout)
+            up(layout, flavour=args.airflow)
         elif args.command == "run":
             from devstack.stack.run import run
 

@@ -3,8 +3,9 @@
 # and why: the tests that need those parts skip with that reason, `make run` cannot work.
 set -euo pipefail
 
-packages=(containerd docker-registry skopeo xfsprogs pigz busybox-static shellcheck util-linux awscli)
-commands=(containerd docker-registry skopeo mkfs.xfs pigz busybox shellcheck losetup aws)
+packages=(containerd docker-registry skopeo xfsprogs pigz busybox-static shellcheck util-linux awscli postgresql
+  redis-server)
+commands=(containerd docker-registry skopeo mkfs.xfs pigz busybox shellcheck losetup aws pg_ctlcluster redis-server)
 
 missing=()
 for i in "${!packages[@]}"; do

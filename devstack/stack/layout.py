@@ -58,6 +58,16 @@ class Layout:
         return f"http://127.0.0.1:{self.airflow_port}"
 
     @property
+    def postgres_port(self) -> int:
+        """The Celery flavour's metadata database (devstack/stack/airflow_celery.py)."""
+        return self.airflow_port + 2
+
+    @property
+    def redis_port(self) -> int:
+        """The Celery flavour's broker."""
+        return self.airflow_port + 3
+
+    @property
     def config_path(self) -> Path:
         return self.home / "ml_container_cache.yaml"
 

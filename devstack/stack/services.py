@@ -14,9 +14,11 @@ import urllib.request
 from pathlib import Path
 
 from devstack import process, volumes
+from devstack.stack.airflow_celery import SERVICES as CELERY_SERVICES
 from devstack.stack.layout import REPO, Layout, say
 
-SERVICES = ("airflow", "cloud", "registry", "registry-private")  # stop order
+# stop order: Airflow (standalone, or the Celery flavour's components and stores), then what it uses
+SERVICES = ("airflow", *CELERY_SERVICES, "cloud", "registry", "registry-private")
 STOP_SECONDS = {"cloud": 60.0}  # the server tears its sandboxes and nodes down on SIGTERM
 KEPT_ACROSS_RUNS = {"cache"}  # built demo image layouts; everything else belongs to one run
 

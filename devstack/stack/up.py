@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from devstack.stack import private_registries, services
+from devstack.stack import airflow_celery, private_registries, services
 from devstack.stack.airflow_standalone import start_airflow
 from devstack.stack.layout import Layout, say
 from devstack.stack.provision import add_baseline_node_group, provision, write_config
@@ -15,10 +15,13 @@ CLOUD_ENV = {
 }
 
 
-def up(layout: Layout) -> dict[str, str]:
-    """Stop and forget an earlier (maybe interrupted) run, start everything; the demo image refs
+def up(layout: Layout, flavour: str = "standalone") -> dict[str, str]:
+    """Stop and forget an earlier (maybe interrupted) run, start everything, Airflow as `flavour`
+    (standalone, or celery: devstack/stack/airflow_celery.py); the demo image refs
     ({"small": anonymous, "ecr": through ECR, "private": through the bearer registry})."""
     services.preflight()
+    if flavour == "celery" and airflow_celery.missing():
+        raise SystemExit(f"The Celery flavour cannot run here: {airflow_celery.missing()}")
     services.down(layout)
     services.forget(layout)
     layout.home.mkdir(parents=True, exist_ok=True)
@@ -32,6 +35,9 @@ def up(layout: Layout) -> dict[str, str]:
         add_baseline_node_group(layout, config["rollout"])
     write_config(layout, config, refs, private)
     say(f"local cloud at {layout.endpoint} ({time.monotonic() - started:.1f} s); starting Airflow")
-    start_airflow(layout)
+    if flavour == "celery":
+        airflow_celery.start_airflow_celery(layout)
+    else:
+        start_airflow(layout)
     say(f"Airflow UI: {layout.airflow_url} (config {layout.config_path})")
     return refs
