@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv checkov system-deps lint test test-fast run up down clean
+.PHONY: help venv checkov system-deps lint test test-fast run up down clean mwaa-bundle
 
 help:
 	@echo "make run    - local cloud + Airflow, trigger ml_container_cache_build, print the outcome"
@@ -14,6 +14,7 @@ help:
 	@echo "make down   - stop everything make up/run started, unmount, detach loop devices"
 	@echo "make test   - lint + the whole test suite (root runs the real data-plane tests too)"
 	@echo "make lint   - ruff + shellcheck"
+	@echo "make mwaa-bundle - dist/mwaa/: plugins.zip, requirements.txt, startup.sh, dags/ for Amazon MWAA"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (found %d.%d)" % sys.version_info[:2])'
@@ -57,5 +58,9 @@ up: venv system-deps
 down: venv
 	$(PY) -m devstack down
 
+# Standard library only: no virtualenv needed to package for MWAA.
+mwaa-bundle:
+	$(PYTHON) -m tools.mwaa_bundle --out dist/mwaa
+
 clean: down
-	rm -rf .devstack .airflow
+	rm -rf .devstack .airflow dist

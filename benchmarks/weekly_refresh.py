@@ -99,7 +99,7 @@ class Cloud:
         os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps(connection)
         os.environ["ML_CACHE_CONFIG"] = str(self.config_path)
         self.client("iam").create_instance_profile(InstanceProfileName="ml-container-cache-builder")
-        config = yaml.safe_load((REPO / "config" / "ml_container_cache.yaml").read_text())
+        config = yaml.safe_load((REPO / "plugins/ml_cache/defaults/ml_container_cache.yaml").read_text())
         subnet = self.client("ec2").describe_subnets()["Subnets"][0]["SubnetId"]
         config["aws"].update({"region": REGION, "subnet_ids": [subnet],
                               "registry_endpoints": {self.registry: f"http://{self.registry}"}})

@@ -39,7 +39,7 @@ locals {
     (local.pipeline_tag_key) = local.name
   })
 
-  # Names shared with the DAGs (config/ml_container_cache.yaml).
+  # Names shared with the DAGs (plugins/ml_cache/defaults/ml_container_cache.yaml).
   snapshot_id_parameter_name       = "/${local.name}/snapshot-id"
   snapshot_metadata_parameter_name = "/${local.name}/snapshot-metadata"
   ssm_document_name                = "${local.name}-build"

@@ -161,7 +161,7 @@ output "airflow_registry_policy_json" {
 }
 
 output "ml_cache_config" {
-  description = "YAML configuration of the DAGs (config/ml_container_cache.yaml shape): `terraform output -raw ml_cache_config > ml_cache.yaml` and set ML_CACHE_CONFIG to its path"
+  description = "YAML configuration of the DAGs (plugins/ml_cache/defaults/ml_container_cache.yaml shape): `terraform output -raw ml_cache_config > ml_cache.yaml` and set ML_CACHE_CONFIG to its path"
   value = yamlencode(merge(local.ml_cache_base_config, {
     pipeline = local.name
     aws = merge(lookup(local.ml_cache_base_config, "aws", {}), {

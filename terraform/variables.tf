@@ -238,7 +238,7 @@ variable "snapshot_id_placeholder" {
 }
 
 variable "ml_cache_base_config" {
-  description = "YAML text of the DAGs' config file (config/ml_container_cache.yaml) that ml_cache_config completes with what Terraform knows; empty = only Terraform's keys"
+  description = "YAML text of the DAGs' config file (plugins/ml_cache/defaults/ml_container_cache.yaml) that ml_cache_config completes with what Terraform knows; empty = only Terraform's keys"
   type        = string
   default     = ""
 }

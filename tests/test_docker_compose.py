@@ -13,6 +13,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 import yaml
 
+from ml_cache.settings.config import DEFAULT_CONFIG_PATH
+
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 AIRFLOW_IMAGE = "apache/airflow:3.3.2-python3.11"
@@ -85,20 +87,18 @@ def test_requirements_are_installed_from_the_mounted_files(compose):
     assert compose["services"]["airflow-init"]["environment"]["_PIP_ADDITIONAL_REQUIREMENTS"] == ""
 
 
-def test_dags_plugins_config_are_mounted(compose):
+def test_dags_and_plugins_are_mounted(compose):
     mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in compose["x-airflow-common"]["volumes"]}
     assert mounts["/opt/airflow/dags"] == "./dags"
-    assert mounts["/opt/airflow/plugins"] == "./plugins"
-    assert mounts["/opt/airflow/config"] == "./config"
+    assert mounts["/opt/airflow/plugins"] == "./plugins"  # the config and pod template ship inside ml_cache
 
 
 def test_ml_cache_config_points_at_the_mounted_file(compose):
     env = compose["x-airflow-common"]["environment"]
     path = default_of(env["ML_CACHE_CONFIG"])
-    assert path == "/opt/airflow/config/ml_container_cache.yaml"
-    assert (REPO / "config" / Path(path).name).is_file()
-    # settings.py's own default (plugins/ml_cache/../../config) lands on the same file in the container
-    assert Path("/opt/airflow/plugins/ml_cache/settings.py").parents[2] / "config" == Path(path).parent
+    assert path == "/opt/airflow/plugins/ml_cache/defaults/ml_container_cache.yaml"
+    # the packaged default (ml_cache.settings.config) is that same file of the ./plugins mount
+    assert Path(str(DEFAULT_CONFIG_PATH)) == REPO / Path(path).relative_to("/opt/airflow")
 
 
 def test_aws_connection_defaults_to_the_local_cloud(compose):

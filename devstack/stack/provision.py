@@ -15,6 +15,7 @@ import boto3
 import yaml
 
 from devstack.stack.layout import REGION, REPO, Layout, say
+from ml_cache.settings.config import DEFAULT_CONFIG_PATH
 
 if TYPE_CHECKING:
     from devstack.stack.private_registries import PrivateRegistries
@@ -59,7 +60,7 @@ def provision_by_hand(layout: Layout) -> dict[str, Any]:
     subnets = sorted(ec2.describe_subnets()["Subnets"], key=lambda s: s["AvailabilityZone"])
     with contextlib.suppress(ssm.exceptions.ParameterAlreadyExists):
         ssm.put_parameter(Name="/ml-container-cache/snapshot-id", Value="none", Type="String")
-    config = yaml.safe_load((REPO / "config" / "ml_container_cache.yaml").read_text())
+    config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     config["aws"].update({"region": REGION, "subnet_ids": [s["SubnetId"] for s in subnets[:1]]})
     config["build"]["fsr_availability_zones"] = sorted({s["AvailabilityZone"] for s in subnets})[:3]
     config.pop("rollout")  # no cluster without Terraform: nothing to roll out to

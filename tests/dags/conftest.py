@@ -113,7 +113,7 @@ class LocalCloud:
             self.client("ec2").delete_snapshot(SnapshotId=self.previous_snapshot)
 
     def write_config(self, **build: Any) -> None:
-        config = yaml.safe_load((REPO / "config" / "ml_container_cache.yaml").read_text())
+        config = yaml.safe_load((REPO / "plugins" / "ml_cache" / "defaults" / "ml_container_cache.yaml").read_text())
         subnets = self.client("ec2").describe_subnets()["Subnets"]
         config["aws"].update({"region": REGION, "subnet_ids": [subnets[0]["SubnetId"]]})
         if self.registry:  # the loopback registry speaks plain HTTP: resolve_images and the builder reach it so

@@ -13,16 +13,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ml_cache.validation.manifest import validation_pod_manifest
+from ml_cache.validation.manifest import DEFAULT_TEMPLATE, validation_pod_manifest
 from tests.conftest import REPO
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install -r requirements-dev.txt")
 
 MANIFESTS = REPO / "manifests"
-# 1.33 is the cluster version config/ and terraform/ default to; the newest the package knows too.
+# 1.33 is the cluster version the config and terraform/ default to; the newest the package knows too.
 KUBERNETES_VERSIONS = ("1.33.0", kubernetes_validate.latest_version())
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-EXPECTED = {"pod-cached.yaml", "pod-uncached.yaml", "validation-pod.yaml", "nvidia-device-plugin.yaml"}
+EXPECTED = {"pod-cached.yaml", "pod-uncached.yaml", "nvidia-device-plugin.yaml"}
+# the validation pod template is code's data: it ships inside the package (plugins/ml_cache/defaults/)
+PATHS = {**{name: MANIFESTS / name for name in EXPECTED}, "validation-pod.yaml": Path(str(DEFAULT_TEMPLATE))}
 
 
 def documents(path: Path) -> list[dict]:
@@ -30,7 +32,7 @@ def documents(path: Path) -> list[dict]:
 
 
 def load(name: str) -> dict:
-    (doc,) = documents(MANIFESTS / name)
+    (doc,) = documents(PATHS[name])
     return doc
 
 
@@ -56,9 +58,9 @@ def test_the_expected_manifests_exist():
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(PATHS))
 def test_manifest_validates_offline(name, version, offline):
-    for doc in documents(MANIFESTS / name):
+    for doc in documents(PATHS[name]):
         assert_valid(doc, version)
 
 

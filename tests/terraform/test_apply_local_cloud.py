@@ -356,7 +356,7 @@ def test_nodes_are_no_run_command_targets(deployment: Deployment) -> None:
 
 def test_dag_config_output_is_the_config_file_completed(deployment: Deployment) -> None:
     rendered = yaml.safe_load(deployment.outputs["ml_cache_config"])
-    defaults = yaml.safe_load((REPO / "config/ml_container_cache.yaml").read_text())
+    defaults = yaml.safe_load((REPO / "plugins/ml_cache/defaults/ml_container_cache.yaml").read_text())
     assert rendered["pipeline"] == PIPELINE
     # the shipped file holds only the site's choices; Terraform completes them (the models forbid unknown keys)
     assert set(defaults["aws"]) <= set(rendered["aws"])

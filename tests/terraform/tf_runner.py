@@ -16,7 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 TERRAFORM_DIR = REPO / "terraform"
-CONFIG_FILE = REPO / "config" / "ml_container_cache.yaml"
+CONFIG_FILE = REPO / "plugins" / "ml_cache" / "defaults" / "ml_container_cache.yaml"
 PLUGIN_DIR = Path(os.environ.get("ML_CACHE_TF_PLUGIN_DIR", "/opt/tf-plugins"))
 PROVIDER_GLOB = "registry.terraform.io/hashicorp/aws/*/*/terraform-provider-aws*"
 _IGNORED = shutil.ignore_patterns(".terraform", ".terraform.lock.hcl", "terraform.tfstate*", "*.tfplan")
@@ -43,8 +43,9 @@ def copy_tree(destination: Path) -> Path:
     """Copy terraform/ (without local state) and the DAG config the examples read; return the copy."""
     target = destination / "terraform"
     shutil.copytree(TERRAFORM_DIR, target, ignore=_IGNORED)
-    (destination / "config").mkdir(exist_ok=True)
-    shutil.copy2(CONFIG_FILE, destination / "config" / CONFIG_FILE.name)
+    packaged = destination / CONFIG_FILE.relative_to(REPO)
+    packaged.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(CONFIG_FILE, packaged)
     return target
 
 

@@ -1,8 +1,14 @@
-"""The version-controlled config file: where it is and how it is read (shape checked by the models)."""
+"""The version-controlled config file: where it is and how it is read (shape checked by the models).
+
+It ships inside the package (plugins/ml_cache/defaults/), found through importlib.resources, so
+an image or MWAA that copies only plugins/ and dags/ has it; $ML_CACHE_CONFIG still wins.
+"""
 
 from __future__ import annotations
 
 import os
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import yaml
@@ -10,15 +16,15 @@ import yaml
 from ml_cache.images import InvalidInputs
 
 CONFIG_ENV = "ML_CACHE_CONFIG"
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[3] / "config" / "ml_container_cache.yaml"
+DEFAULT_CONFIG_PATH: Traversable = files("ml_cache") / "defaults" / "ml_container_cache.yaml"
 
 
 class ConfigError(InvalidInputs):
     """The configuration file is missing or not the YAML mapping we expect."""
 
 
-def config_path() -> Path:
-    """The file to read: $ML_CACHE_CONFIG if set, else config/ml_container_cache.yaml in the repo."""
+def config_path() -> Path | Traversable:
+    """The file to read: $ML_CACHE_CONFIG if set, else the packaged defaults/ml_container_cache.yaml."""
     override = os.environ.get(CONFIG_ENV)
     return Path(override) if override else DEFAULT_CONFIG_PATH
 

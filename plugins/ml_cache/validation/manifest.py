@@ -1,6 +1,6 @@
 """The validation pod for one (node, image) of a rollout: its name, labels and manifest.
 
-The manifest comes from the repo's manifests/validation-pod.yaml; values are set on the loaded
+The manifest comes from the packaged defaults/validation-pod.yaml; values are set on the loaded
 object, never formatted into YAML text. No airflow or kubernetes import here.
 """
 
@@ -10,6 +10,8 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,9 @@ NODE_ANNOTATION = "ml-cache/node"
 IMAGE_ANNOTATION = "ml-cache/image"
 NAME_PREFIX = "mlc-validate-"
 GPU_TOLERATION_KEY = "nvidia.com/gpu"
-# the repo's manifests/ (plugins/ml_cache/ -> ../../); $ML_CACHE_VALIDATION_POD_TEMPLATE overrides it
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[3] / "manifests" / "validation-pod.yaml"
+# shipped inside the package (importlib.resources: plugins/ and dags/ are all MWAA or an image
+# carries); $ML_CACHE_VALIDATION_POD_TEMPLATE overrides it
+DEFAULT_TEMPLATE: Traversable = files("ml_cache") / "defaults" / "validation-pod.yaml"
 TEMPLATE_ENV = "ML_CACHE_VALIDATION_POD_TEMPLATE"
 # the creating client's clock just before the create call: the sub-second origin of the timings
 CREATED_AT_ANNOTATION = "ml-cache/created-at"
@@ -67,7 +70,7 @@ def validation_pod_manifest(
     template_path: str | Path | None = None,
     created_at: str | None = None,
 ) -> dict[str, Any]:
-    """The validation pod for one (node, image), from manifests/validation-pod.yaml.
+    """The validation pod for one (node, image), from the packaged defaults/validation-pod.yaml.
 
     The template is loaded as YAML and fields are set on the object: no value is ever formatted
     into YAML text. `command=None` keeps the image's own entrypoint (the demo images print
@@ -88,10 +91,11 @@ def validation_pod_manifest(
     if command is not None and (not command or not all(isinstance(arg, str) for arg in command)):
         raise ValidationInputError(f"command must be a non-empty list of strings, got {command!r}")
 
-    path = Path(template_path or os.environ.get(TEMPLATE_ENV) or DEFAULT_TEMPLATE)
+    chosen = template_path or os.environ.get(TEMPLATE_ENV)
+    path = Path(chosen) if chosen else DEFAULT_TEMPLATE
     if not path.is_file():
-        raise ValidationInputError(f"validation pod template {path} not found: mount the repo's manifests/ "
-                                   f"there or point ${TEMPLATE_ENV} at validation-pod.yaml")
+        raise ValidationInputError(f"validation pod template {path} not found: ship plugins/ml_cache whole "
+                                   f"(with defaults/) or point ${TEMPLATE_ENV} at a validation-pod.yaml")
     manifest = yaml.safe_load(path.read_text())
     metadata = manifest["metadata"]
     metadata["name"] = pod_name

@@ -36,7 +36,7 @@ module "ml_container_cache" {
   registry_endpoints    = var.registry_endpoints
 
   # The DAGs' config file, completed with this deployment's ids by the ml_cache_config output.
-  ml_cache_base_config = file("${path.root}/../../../config/ml_container_cache.yaml")
+  ml_cache_base_config = file("${path.root}/../../../plugins/ml_cache/defaults/ml_container_cache.yaml")
 
   # The emulator has no EKS add-on or access-entry API; everything else is the AWS shape.
   enable_cluster_addons                    = false

@@ -62,7 +62,7 @@ def build_report_line(digests: tuple[str, str] = (PYTORCH_DIGEST, BUSYBOX_DIGEST
 
 def build_settings(**build: Any) -> Any:
     """The settings of a build of IMAGES (the repo's config with the form's `build` values over it)."""
-    config = load_config(str(Path(__file__).resolve().parents[3] / "config" / "ml_container_cache.yaml"))
+    config = load_config(str(Path(__file__).resolve().parents[3] / "plugins/ml_cache/defaults/ml_container_cache.yaml"))
     config["build"]["images"] = list(IMAGES)
     config["build"]["allowed_registries"] = ["nvcr.io", "public.ecr.aws"]
     config["aws"]["subnet_ids"] = ["subnet-0123456789abcdef0"]  # a build needs private subnets

@@ -31,7 +31,7 @@ def test_no_builder_without_a_private_subnet():
 
 
 def test_the_build_settings_give_the_launch_its_values():
-    config = load_config(str(Path(__file__).resolve().parents[3] / "config" / "ml_container_cache.yaml"))
+    config = load_config(str(Path(__file__).resolve().parents[3] / "plugins/ml_cache/defaults/ml_container_cache.yaml"))
     config["aws"] = {**config["aws"], "subnet_ids": ["subnet-0123abcd"]}  # as terraform output fills it in
     launch = resolve_build_settings(config, {"volume_iops": 4000}, region="us-west-2").builder_launch
     assert launch.subnet_ids == ["subnet-0123abcd"]

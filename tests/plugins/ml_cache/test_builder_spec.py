@@ -53,7 +53,7 @@ def resolved(ref: str, digest: str, authenticated: str) -> ResolvedImage:
 
 def test_settings_to_resolution_to_spec_to_the_builders_parser(tmp_path: Path) -> None:
     """The settings' credentials become per-host references, the refs pinned ones, and the builder reads them."""
-    config = load_config(str(REPO / "config" / "ml_container_cache.yaml"))
+    config = load_config(str(REPO / "plugins/ml_cache/defaults/ml_container_cache.yaml"))
     config["aws"]["registry_credentials"] = {ECR: {"source": "ecr"},
                                              "nvcr.io": {"source": "secretsmanager", "secret_arn": NGC_ARN},
                                              "ghcr.io": {"source": "anonymous"}}

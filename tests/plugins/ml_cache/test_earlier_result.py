@@ -11,7 +11,7 @@ from airflow.providers.common.compat.sdk import AirflowSkipException
 from ml_cache.earlier_result import EarlierResult
 from ml_cache.settings import BuildSettings, load_config, resolve_build_settings
 
-CONFIG = Path(__file__).resolve().parents[3] / "config" / "ml_container_cache.yaml"
+CONFIG = Path(__file__).resolve().parents[3] / "plugins/ml_cache/defaults/ml_container_cache.yaml"
 
 
 def context_with(xcoms: dict[str, object]) -> dict[str, object]:

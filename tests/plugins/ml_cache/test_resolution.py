@@ -23,7 +23,7 @@ def resolved(ref: str, n: int, compressed: int, source: str = "anonymous") -> Re
 
 
 def settings(**build):
-    config = load_config(str(Path(__file__).resolve().parents[3] / "config" / "ml_container_cache.yaml"))
+    config = load_config(str(Path(__file__).resolve().parents[3] / "plugins/ml_cache/defaults/ml_container_cache.yaml"))
     config["aws"]["registry_credentials"] = {"*.dkr.ecr.*.amazonaws.com": {"source": "ecr"},
                                              "nvcr.io": {"source": "secretsmanager", "secret_arn": NGC_SECRET}}
     config["aws"]["registry_endpoints"] = {ECR: "http://127.0.0.1:5001"}

@@ -18,7 +18,7 @@ ZONE = "ca-central-1a"
 @pytest.fixture
 def config(cloud_conn, tmp_path, monkeypatch):
     """The repo's config in the connection's region."""
-    data = yaml.safe_load((REPO / "config" / "ml_container_cache.yaml").read_text())
+    data = yaml.safe_load((REPO / "plugins/ml_cache/defaults/ml_container_cache.yaml").read_text())
     data["aws"].update({"region": cloud_conn.region, "subnet_ids": ["subnet-0123abcd"]})
     data["build"]["fsr_availability_zones"] = [ZONE]
     name = f"/ml-cache-{uuid.uuid4().hex[:8]}"

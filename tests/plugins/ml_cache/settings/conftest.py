@@ -9,6 +9,6 @@ from ml_cache.settings import load_config
 
 @pytest.fixture
 def config():
-    config = load_config(str(Path(__file__).resolve().parents[4] / "config" / "ml_container_cache.yaml"))
+    config = load_config(str(Path(__file__).resolve().parents[4] / "plugins/ml_cache/defaults/ml_container_cache.yaml"))
     config["aws"]["subnet_ids"] = ["subnet-0123456789abcdef0"]
     return config

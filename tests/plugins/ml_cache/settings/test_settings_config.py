@@ -13,8 +13,10 @@ REPO = Path(__file__).resolve().parents[4]
 REGION = "us-west-2"
 
 
-def test_default_path_is_the_repo_config():
-    assert DEFAULT_CONFIG_PATH == REPO / "config" / "ml_container_cache.yaml"
+def test_default_is_packaged_inside_ml_cache():
+    # found through importlib.resources: an image or MWAA ships plugins/ml_cache whole, config included
+    assert DEFAULT_CONFIG_PATH == REPO / "plugins" / "ml_cache" / "defaults" / "ml_container_cache.yaml"
+    assert DEFAULT_CONFIG_PATH.is_file()
 
 
 def test_load_config_reads_default_file(monkeypatch):
@@ -29,7 +31,7 @@ def test_env_var_overrides_the_file(monkeypatch, tmp_path, config):
     other.write_text(yaml.safe_dump({**config, "pipeline": "other-cache"}))
     monkeypatch.setenv("ML_CACHE_CONFIG", str(other))
     assert load_config()["pipeline"] == "other-cache"
-    assert load_config(str(REPO / "config" / "ml_container_cache.yaml"))["pipeline"] == "ml-container-cache"
+    assert load_config(str(DEFAULT_CONFIG_PATH))["pipeline"] == "ml-container-cache"
 
 
 def test_missing_file_is_named(tmp_path):

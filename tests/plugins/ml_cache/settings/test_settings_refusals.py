@@ -14,7 +14,7 @@ from ml_cache.settings.models import DEFAULT_ARM64_INSTANCE_TYPES
 
 
 def repo_config():
-    return load_config(str(Path(__file__).resolve().parents[4] / "config" / "ml_container_cache.yaml"))
+    return load_config(str(Path(__file__).resolve().parents[4] / "plugins/ml_cache/defaults/ml_container_cache.yaml"))
 
 
 def test_the_repo_config_refuses_a_build_until_private_subnets_are_set():

@@ -1,4 +1,4 @@
-"""The validation pod: name, labels and the manifest from manifests/validation-pod.yaml."""
+"""The validation pod: name, labels and the manifest from the packaged defaults/validation-pod.yaml."""
 
 from __future__ import annotations
 
