@@ -36,6 +36,7 @@ from ml_cache.earlier_result import EarlierResult
 from ml_cache.errors import fail_fast_task
 from ml_cache.janitor.inventory import Inventory
 from ml_cache.janitor.plan import Plan
+from ml_cache.notify import PipelineNotifier
 from ml_cache.run_deadline import check_run_fits, configured_timeouts, run_timeout
 from ml_cache.settings import JanitorSettings
 from ml_cache.steps import janitor as steps
@@ -53,7 +54,10 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=run_timeout("janitor"),  # apply_cleanup may wait up to timeouts.fsr_seconds for FSR to go off
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID},
+    on_failure_callback=PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID),  # a run timeout
+    on_success_callback=PipelineNotifier("run_success", aws_conn_id=AWS_CONN_ID),
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID,
+                  "on_failure_callback": PipelineNotifier("task_failure", aws_conn_id=AWS_CONN_ID)},
     tags=["ml-container-cache", "ebs", "cost"],
     params={"dry_run": Param(False, type="boolean", description="Only report what would be done.")},
 ) as dag:
