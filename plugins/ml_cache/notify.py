@@ -145,6 +145,10 @@ class PipelineNotifier(BaseNotifier):
         self.event = event
         self.aws_conn_id = aws_conn_id
 
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        """Nothing is templated: the message holds an exception's text, which is data (and a DAG callback under
+        dag.test() gets a SerializedDAG, which has no template environment)."""
+
     def message(self, context: Any) -> tuple[str, str] | None:
         """(subject, message) for this context, or None when this event sends nothing."""
         dag_id = context["dag"].dag_id
