@@ -38,6 +38,9 @@ still loses its builders and its unpublished FSR through the DAG's `on_failure_c
   snapshot this run made but did not publish never keeps it (`retire_unpublished_fsr`).
 * Publish is last: a failed run leaves the SSM parameter and the previous snapshot untouched,
   and `terminate_builder` leaves no instance running.
+* Notifications (`notifications:` in the config, `ml_cache.notify`): a failed task sends the DAG, run, task and
+  cause in one line; a run failed without a failed task (timeout) and, if asked, a successful run send too.
+  `late_build_minutes` adds a Deadline Alert: a run that far past the average of the last successful ones.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ validate_inputs ─► take_inventory ─► plan_cleanup ─► apply_cleanup �
 * Orphaned builder: tagged role=builder, launched longer ago than the build deadline (agent online +
   build + snapshot timeouts) on AWS's clock, and its build run is not queued or running.
 * A retry of `apply_cleanup` re-plans from a fresh inventory; every action is idempotent.
+* Notifications (`notifications:` in the config, `ml_cache.notify`): a failed task sends the DAG, run, task and
+  cause in one line; a run failed without a failed task (timeout) and, if asked, a successful run send too.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ validate_inputs ─► resolve_snapshot ─► precheck_node_group ─► create
   and starts the rollback.
 * Fast Snapshot Restore stays on the live snapshot only: once validated, the snapshot the nodes ran
   before loses it; after a rollback, the rejected one does.
+* Notifications (`notifications:` in the config, `ml_cache.notify`): a failed task sends the DAG, run, task and
+  cause in one line; a run failed without a failed task (timeout) and, if asked, a successful run send too.
 """
 
 from __future__ import annotations
