@@ -105,6 +105,11 @@ def _run_failure_cause(reason: str | None) -> str:
     return f"the run failed without a failed task ({reason or 'no reason given'})"
 
 
+def topic_region(topic_arn: str) -> str:
+    """SNS publishes to a topic only in the topic's region, whatever the connection's region."""
+    return topic_arn.split(":")[3]
+
+
 def channels(config: NotificationsConfig, title: str, message: str, *, aws_conn_id: str | None) -> list[BaseNotifier]:
     """The providers' notifiers for every configured channel."""
     notifiers: list[BaseNotifier] = []
@@ -112,7 +117,7 @@ def channels(config: NotificationsConfig, title: str, message: str, *, aws_conn_
         from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
 
         notifiers.append(SnsNotifier(aws_conn_id=aws_conn_id, target_arn=config.sns_topic_arn, message=message,
-                                     subject=title))
+                                     subject=title, region_name=topic_region(config.sns_topic_arn)))
     if config.slack_webhook_conn_id:
         from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
 
@@ -188,6 +193,7 @@ async def alert_late_build(*, aws_conn_id: str | None, topic_arn: str, minutes: 
     deadline = ((context or {}).get("deadline") or {}).get("deadline_time", "?")
     message = late_message(dag_id, run_id, minutes, deadline, run_link(dag_id, run_id))
     await SnsNotifier(aws_conn_id=aws_conn_id, target_arn=topic_arn, message=message,
+                      region_name=topic_region(topic_arn),
                       subject=subject(dag_id, "is running late")).async_notify(context or {})
 
 

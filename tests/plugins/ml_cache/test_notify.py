@@ -174,3 +174,17 @@ def test_the_late_build_callback_publishes_from_the_triggerers_context(inbox, mo
     (received,) = inbox.messages()
     assert received["Message"].startswith(f"{DAG_ID} run {RUN_ID} is LATE: still running 90 min past the average")
     assert received["Subject"] == f"{DAG_ID} is running late"
+
+
+def test_a_topic_in_another_region_than_the_connection_is_reached(config_file, moto_conn):
+    import boto3
+
+    def client(service):
+        return boto3.client(service, region_name="eu-west-1", endpoint_url=moto_conn.endpoint,
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    inbox = subscribe_queue(client("sns"), client("sqs"))
+    config_file(sns_topic_arn=inbox.topic_arn)
+    PipelineNotifier("task_failure", aws_conn_id=moto_conn.conn_id)(_context(ValueError("x")))  # us-east-2
+    (received,) = inbox.messages()
+    assert received["Message"].startswith(f"{DAG_ID} run {RUN_ID} FAILED at task run_build_script: ValueError: x")
