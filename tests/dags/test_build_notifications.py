@@ -63,3 +63,14 @@ def test_a_notification_that_cannot_be_sent_stops_no_cleanup(cloud, build_dag, c
     assert failed == ({"run_build_script"} if cloud.registry else {"resolve_images"}), states
     assert cloud.live_instances() == []
     assert "Notification through SnsNotifier failed" in caplog.text
+
+
+@needs_data_plane
+def test_a_successful_build_is_notified_when_asked(cloud, build_dag, inbox):
+    """The DAG's on_success_callback (a run-level notifier): one message; no failure message."""
+    notify_to(cloud, sns_topic_arn=inbox.topic_arn, on_success=True)
+    run, states = run_dag(build_dag)
+    assert str(run.state) == "success", states
+    (message,) = inbox.messages(count=2, wait_seconds=5)
+    assert message["Message"] == f"{DAG_ID} run {run.run_id} succeeded"
+    assert message["Subject"] == f"{DAG_ID} succeeded"
