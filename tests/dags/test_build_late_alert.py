@@ -61,6 +61,12 @@ def test_a_build_far_past_its_usual_time_sends_the_late_alert(cloud, tmp_path):
                 layout, "GET", f"{runs}/{run_id}")["state"] == "running", 60, log_file)
             time.sleep(2)
             dag_runs.api(layout, "PATCH", f"{runs}/{run_id}", json={"state": "success"})
+
+            def ended(run_id=run_id) -> bool:  # the average counts successful runs with an end date
+                run = dag_runs.api(layout, "GET", f"{runs}/{run_id}")
+                return run["state"] == "success" and bool(run["end_date"])
+
+            _until("the run ended successful", ended, 60, log_file)
         late = dag_runs.trigger(layout, DAG_ID)
         started = time.monotonic()
         (message,) = _until("the LATE message", lambda: inbox.messages(wait_seconds=1), 240, log_file)
