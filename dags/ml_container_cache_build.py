@@ -38,6 +38,9 @@ still loses its builders and its unpublished FSR through the DAG's `on_failure_c
   snapshot this run made but did not publish never keeps it (`retire_unpublished_fsr`).
 * Publish is last: a failed run leaves the SSM parameter and the previous snapshot untouched,
   and `terminate_builder` leaves no instance running.
+* Notifications (`notifications:` in the config, `ml_cache.notify`): a failed task sends the DAG, run, task and
+  cause in one line; a run failed without a failed task (timeout) and, if asked, a successful run send too.
+  `late_build_minutes` adds a Deadline Alert: a run that far past the average of the last successful ones.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from ml_cache.assets import ML_CONTAINER_CACHE
 from ml_cache.cost import render_cost
 from ml_cache.earlier_result import EarlierResult
 from ml_cache.errors import fail_fast_task
+from ml_cache.notify import PipelineNotifier, late_build_alert
 from ml_cache.operators.build_script import RunBuilderScriptOperator
 from ml_cache.operators.builder import LaunchBuilderOperator, TerminateBuilderOperator, WaitForBuilderOperator
 from ml_cache.operators.snapshot import CreateCacheSnapshotOperator, EnableFastSnapshotRestoreOperator
@@ -83,10 +87,15 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=run_timeout("build"),  # the waits' deadlines from the config file, plus a margin
-    on_failure_callback=partial(clean_up_failed_build, aws_conn_id=AWS_CONN_ID),  # also after a timeout
+    # The cleanup first; Airflow runs each callback of the list on its own, so neither stops the other.
+    on_failure_callback=[partial(clean_up_failed_build, aws_conn_id=AWS_CONN_ID),  # also after a timeout
+                         PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID)],
+    on_success_callback=PipelineNotifier("run_success", aws_conn_id=AWS_CONN_ID),
+    deadline=late_build_alert(AWS_CONN_ID),  # notifications.late_build_minutes past the usual time; None: off
     # Every task is idempotent (tokens, tags, run-marked versions), so retries are safe; two also
     # absorb apache/airflow#71580 (a trigger that fires at once can fail the resumed try).
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID},
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID,
+                  "on_failure_callback": PipelineNotifier("task_failure", aws_conn_id=AWS_CONN_ID)},
     tags=["ml-container-cache", "eks", "ebs"],
     params=build_params(),
 ) as dag:

@@ -21,6 +21,8 @@ validate_inputs ─► take_inventory ─► plan_cleanup ─► apply_cleanup �
 * Orphaned builder: tagged role=builder, launched longer ago than the build deadline (agent online +
   build + snapshot timeouts) on AWS's clock, and its build run is not queued or running.
 * A retry of `apply_cleanup` re-plans from a fresh inventory; every action is idempotent.
+* Notifications (`notifications:` in the config, `ml_cache.notify`): a failed task sends the DAG, run, task and
+  cause in one line; a run failed without a failed task (timeout) and, if asked, a successful run send too.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ml_cache.earlier_result import EarlierResult
 from ml_cache.errors import fail_fast_task
 from ml_cache.janitor.inventory import Inventory
 from ml_cache.janitor.plan import Plan
+from ml_cache.notify import PipelineNotifier
 from ml_cache.run_deadline import check_run_fits, configured_timeouts, run_timeout
 from ml_cache.settings import JanitorSettings
 from ml_cache.steps import janitor as steps
@@ -53,7 +56,10 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=run_timeout("janitor"),  # apply_cleanup may wait up to timeouts.fsr_seconds for FSR to go off
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID},
+    on_failure_callback=PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID),  # a run timeout
+    on_success_callback=PipelineNotifier("run_success", aws_conn_id=AWS_CONN_ID),
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID,
+                  "on_failure_callback": PipelineNotifier("task_failure", aws_conn_id=AWS_CONN_ID)},
     tags=["ml-container-cache", "ebs", "cost"],
     params={"dry_run": Param(False, type="boolean", description="Only report what would be done.")},
 ) as dag:

@@ -28,6 +28,8 @@ validate_inputs ─► resolve_snapshot ─► precheck_node_group ─► create
   and starts the rollback.
 * Fast Snapshot Restore stays on the live snapshot only: once validated, the snapshot the nodes ran
   before loses it; after a rollback, the rejected one does.
+* Notifications (`notifications:` in the config, `ml_cache.notify`): a failed task sends the DAG, run, task and
+  cause in one line; a run failed without a failed task (timeout) and, if asked, a successful run send too.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from airflow.sdk.definitions.asset import AssetAll
 from ml_cache.assets import ML_CONTAINER_CACHE, ML_CONTAINER_CACHE_READY
 from ml_cache.earlier_result import EarlierResult
 from ml_cache.errors import fail_fast_task
+from ml_cache.notify import PipelineNotifier
 from ml_cache.operators.nodegroup import ScaleNodegroupOperator, UpdateNodegroupOperator
 from ml_cache.operators.validation import DeleteValidationPodsOperator
 from ml_cache.rollout_target import RolloutTarget
@@ -72,11 +75,14 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=run_timeout("rollout"),
-    on_failure_callback=undo_after_timeout,
+    # The undo first; Airflow runs each callback of the list on its own, so neither stops the other.
+    on_failure_callback=[undo_after_timeout, PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID)],
+    on_success_callback=PipelineNotifier("run_success", aws_conn_id=AWS_CONN_ID),
     # Every task is idempotent (tokens, tags, run-marked versions), so retries are safe; two also
     # absorb apache/airflow#71580 (a trigger that fires at once can fail the resumed try). Failures no
     # retry can cure (bad input, refused permissions, passed deadlines) fail at once (ml_cache.errors).
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID},
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID,
+                  "on_failure_callback": PipelineNotifier("task_failure", aws_conn_id=AWS_CONN_ID)},
     tags=["ml-container-cache", "eks"],
     params=rollout_params(),
 ) as dag:

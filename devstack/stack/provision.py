@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from devstack.stack.private_registries import PrivateRegistries
 
 BASELINE_NODE_GROUP = "ml-container-cache-gpu-uncached"
+NOTIFICATION_TOPIC = "ml-container-cache-notifications"
 TERRAFORM_APPLY = REPO / "terraform" / "examples" / "local-cloud" / "apply.sh"
 
 
@@ -90,12 +91,17 @@ def add_baseline_node_group(layout: Layout, rollout: dict[str, Any]) -> None:
     )
 
 
+def create_notification_topic(layout: Layout) -> str:
+    """The SNS topic the DAGs notify in the local cloud (CreateTopic is idempotent): its ARN."""
+    return aws(layout, "sns").create_topic(Name=NOTIFICATION_TOPIC)["TopicArn"]
+
+
 def write_config(layout: Layout, config: dict[str, Any], refs: dict[str, str],
-                 private: PrivateRegistries) -> None:
+                 private: PrivateRegistries, topic_arn: str | None = None) -> None:
     """The provisioned config, with the demo images (anonymous, ECR, Secrets Manager) by tag (each run
     resolves them: a moved tag is next week's change), the registry credentials and endpoints, local
-    Kubernetes access and local deadlines. No volume size: the build computes it from the sizes
-    resolve_images finds."""
+    Kubernetes access, local deadlines and, given a topic, notifications of failures and successes to it.
+    No volume size: the build computes it from the sizes resolve_images finds."""
     config["build"].update({
         "images": [refs[key].partition("@")[0] for key in ("small", "ecr", "private")],
         "allowed_registries": [layout.registry, *private.endpoints],
@@ -106,6 +112,8 @@ def write_config(layout: Layout, config: dict[str, Any], refs: dict[str, str],
         "registry_endpoints": {layout.registry: f"http://{layout.registry}", **private.endpoints},
     })
     config.setdefault("timeouts", {}).update({"poll_seconds": 2, "update_seconds": 600, "validation_seconds": 300})
+    if topic_arn is not None:
+        config["notifications"] = {"sns_topic_arn": topic_arn, "on_success": True}
     if "rollout" in config:
         config["rollout"].update({"kubernetes_conn_id": "kubernetes_local", "uncached_baseline": True,
                                   "baseline_node_group_name": BASELINE_NODE_GROUP})

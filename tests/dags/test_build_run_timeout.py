@@ -21,6 +21,7 @@ import requests
 import yaml
 
 from tests.dags.conftest import assert_failed_with, needs_data_plane, run_dag
+from tests.plugins.ml_cache.sns_inbox import subscribe_queue
 
 # EC2's error document for a refused permission (EC2 API reference, "Error codes": UnauthorizedOperation, 403)
 UNAUTHORIZED = (b'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>UnauthorizedOperation'
@@ -132,8 +133,10 @@ def test_a_run_past_its_timeout_mid_build_leaves_no_builder_and_the_parameter_un
     from devstack.stack.layout import Layout
     from ml_cache.run_deadline import configured_timeouts, run_timeout
 
+    inbox = subscribe_queue(cloud.client("sns"), cloud.client("sqs"))
     config = yaml.safe_load(cloud.config_path.read_text())
     config["timeouts"]["agent_online_seconds"] = 900  # the build stays mid-way for the whole test
+    config["notifications"] = {"sns_topic_arn": inbox.topic_arn}
     cloud.config_path.write_text(yaml.safe_dump(config))
     cloud.set_faults(agent_offline=True)
     layout = Layout(home=tmp_path, cloud_port=int(cloud.endpoint.rsplit(":", 1)[1]), registry_port=_free_port(),
@@ -164,6 +167,9 @@ def test_a_run_past_its_timeout_mid_build_leaves_no_builder_and_the_parameter_un
         assert states["wait_for_builder"] == "skipped" and states["terminate_builder"] == "skipped", states
         _wait_for("the callback terminating the builder", lambda: not run_builders(cloud, run_id), 180,
                   layout.log_file("airflow"))
+        (message,) = _wait_for("the run's notification", lambda: inbox.messages(wait_seconds=1), 60,
+                               layout.log_file("airflow"))
+        assert message["Message"].startswith(f"{BUILD_DAG_ID} run {run_id} FAILED: the run passed its dagrun_timeout")
     finally:
         process.stop(airflow)
     tagged = cloud.client("ec2").describe_instances(Filters=[

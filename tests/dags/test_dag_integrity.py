@@ -131,8 +131,26 @@ def test_a_failed_step_reaches_a_leaf_that_decides_the_run_state(dagbag):
 def test_a_failed_build_run_cleans_up_by_tag_even_when_its_teardowns_were_skipped(dagbag):
     from ml_cache.run_callbacks import clean_up_failed_build
 
-    callback = dagbag.dags["ml_container_cache_build"].on_failure_callback
+    callback = dagbag.dags["ml_container_cache_build"].on_failure_callback[0]  # first: before any notification
     assert callback.func is clean_up_failed_build and callback.keywords == {"aws_conn_id": "aws_default"}
+
+
+@pytest.mark.parametrize("dag_id", ["ml_container_cache_build", "ml_container_cache_rollout",
+                                    "ml_container_cache_janitor"])
+def test_every_pipeline_dag_notifies_failed_tasks_failed_runs_and_successes(dagbag, dag_id):
+    """Each task's last failed try notifies (it holds the exception); the DAG's failure callbacks end with the
+    run notifier, after the cleanups; a run's success notifies when configured."""
+    from ml_cache.notify import PipelineNotifier
+
+    dag = dagbag.dags[dag_id]
+    callbacks = dag.on_failure_callback if isinstance(dag.on_failure_callback, list) else [dag.on_failure_callback]
+    assert [getattr(c, "event", None) for c in callbacks][-1] == "run_failure"
+    assert all(not isinstance(c, PipelineNotifier) for c in callbacks[:-1])
+    assert isinstance(dag.on_success_callback, PipelineNotifier) and dag.on_success_callback.event == "run_success"
+    for task in dag.tasks:
+        notifiers = [c for c in (task.on_failure_callback or []) if isinstance(c, PipelineNotifier)]
+        assert [n.event for n in notifiers] == ["task_failure"], task.task_id
+        assert notifiers[0].aws_conn_id == "aws_default"
 
 
 def test_build_tasks_that_call_aws_fail_at_once_on_permanent_errors(dagbag):

@@ -83,6 +83,9 @@ LaunchTemplateId = _pattern(r"lt-[0-9a-f]{8,17}")
 DeviceName = _pattern(r"/dev/(?:xvd|sd)[b-z]")
 ConnectionId = _pattern(r"[A-Za-z0-9_.-]{1,250}")
 Namespace = _pattern(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+# A standard topic: SnsNotifier sends no MessageGroupId, which a FIFO (`.fifo`) topic requires.
+SnsTopicArn = _pattern(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}")
+DagName = Literal["build", "rollout", "janitor"]  # ml_container_cache_<name>
 
 VolumeSizeGib = Annotated[int, Field(ge=GP3_SIZE_GIB[0], le=GP3_SIZE_GIB[1])]
 VolumeIops = Annotated[int, Field(ge=GP3_IOPS[0], le=GP3_IOPS[1])]
@@ -91,6 +94,7 @@ PullParallelism = Annotated[int, Field(ge=1, le=16)]
 Seconds = Annotated[int, Field(ge=1, le=TIMEOUT_MAX)]
 BuildSeconds = Annotated[int, Field(ge=1, le=SSM_EXECUTION_TIMEOUT_MAX)]
 StartupSeconds = Annotated[float, Field(gt=0, le=3600)]
+LateMinutes = Annotated[int, Field(ge=1, le=TIMEOUT_MAX // 60)]
 
 
 # Graviton (arm64) families put a `g` right after the generation digit (c7g, m6gd, c6gn, g5g, x2gd, im4gn,

@@ -9,6 +9,7 @@ naming the key instead of a silently ignored setting.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -166,6 +167,37 @@ class Prices(Section):
         description="On-demand price per builder instance type; a type not listed is reported without a price.")
 
 
+class NotificationsConfig(Section):
+    """Who hears about runs (README: Notifications). Nothing configured: no notification is sent."""
+
+    sns_topic_arn: f.SnsTopicArn | None = Field(None, description="Standard SNS topic the messages are published "
+                                                "to, through the DAG's AWS connection.")
+    slack_webhook_conn_id: f.ConnectionId | None = Field(None, description="Also post to Slack through this "
+                                                         "`slackwebhook` connection (needs "
+                                                         "apache-airflow-providers-slack).")
+    on_failure: bool = Field(True, description="A message for each failed task and each run failed without one "
+                                               "(run timeout).")
+    on_success: bool = Field(False, description="A message for each successful run.")
+    dags: f.unique_list(f.DagName) = Field(["build", "rollout", "janitor"], description="The DAGs "
+                                           "(ml_container_cache_<name>) that notify.")
+    late_build_minutes: f.LateMinutes | None = Field(None, description="Deadline alert: a build still running this "
+                                                     "many minutes past the average of its last successful runs "
+                                                     "(needs sns_topic_arn; read when the DAG is parsed).")
+
+    @model_validator(mode="after")
+    def _channels(self) -> NotificationsConfig:
+        if self.slack_webhook_conn_id is not None and importlib.util.find_spec("airflow.providers.slack") is None:
+            raise ValueError("notifications.slack_webhook_conn_id needs the Slack provider, which is not installed: "
+                             "add apache-airflow-providers-slack to the deployment, or remove the key")
+        if self.late_build_minutes is not None and self.sns_topic_arn is None:
+            raise ValueError("notifications.late_build_minutes needs notifications.sns_topic_arn (the alert's topic)")
+        return self
+
+    @property
+    def channels(self) -> bool:
+        return self.sns_topic_arn is not None or self.slack_webhook_conn_id is not None
+
+
 class Timeouts(Section):
     """Deadlines of the deferred waits, in seconds."""
 
@@ -190,6 +222,7 @@ class RunSettings(Section):
     timeouts: Timeouts = Timeouts()
     lifecycle: LifecycleConfig = LifecycleConfig()
     prices: Prices = Prices()
+    notifications: NotificationsConfig = NotificationsConfig()
 
     @model_validator(mode="after")
     def _same_region(self) -> RunSettings:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from ml_cache.images import InvalidInputs, show
 from ml_cache.settings.models import BuildConfig, BuildSettings, JanitorSettings, RolloutSettings
 
-CONFIG_SECTIONS = ("pipeline", "aws", "build", "rollout", "timeouts", "lifecycle", "prices")
+CONFIG_SECTIONS = ("pipeline", "aws", "build", "rollout", "timeouts", "lifecycle", "prices", "notifications")
 # Form fields: every BuildConfig field but the allow-list (an allow-list a run can widen is no allow-list).
 BUILD_FORM_FIELDS = tuple(name for name in BuildConfig.model_fields if name != "allowed_registries")
 ROLLOUT_FORM_FIELDS = ("snapshot_id", "max_startup_seconds", "force_update", "uncached_baseline")
@@ -89,7 +89,7 @@ def _merged(config: dict[str, Any], section: str, params: dict[str, Any] | None,
 def _common(config: dict[str, Any], region: str) -> dict[str, Any]:
     return {"pipeline": config.get("pipeline"), "region": region, "aws": config.get("aws"),
             "timeouts": config.get("timeouts") or {}, "lifecycle": config.get("lifecycle") or {},
-            "prices": config.get("prices") or {}}
+            "prices": config.get("prices") or {}, "notifications": config.get("notifications") or {}}
 
 
 def resolve_build_settings(config: dict[str, Any], params: dict[str, Any] | None, *, region: str,

@@ -37,3 +37,15 @@ def test_config_names_every_registry_with_its_credential_source_and_endpoint(tmp
                                                     "127.0.0.1:5003": "http://127.0.0.1:5003"}
     assert "rollout" not in written and written["aws"]["region"] == "us-west-2"
     assert "password" not in layout.config_path.read_text()
+    assert "notifications" not in written  # no topic: nothing to notify
+
+
+def test_a_local_topic_gets_failures_and_successes(tmp_path: Path) -> None:
+    from ml_cache.settings.models import NotificationsConfig
+
+    layout = Layout(home=tmp_path, cloud_port=4566, registry_port=5000, airflow_port=8080)
+    private = PrivateRegistries(refs={"ecr": "e", "private": "p"}, credentials={}, endpoints={})
+    topic = "arn:aws:sns:us-west-2:123456789012:ml-container-cache-notifications"
+    write_config(layout, {"build": {}, "aws": {}}, {"small": "s", **private.refs}, private, topic_arn=topic)
+    notifications = NotificationsConfig.model_validate(yaml.safe_load(layout.config_path.read_text())["notifications"])
+    assert notifications.sns_topic_arn == topic and notifications.on_failure and notifications.on_success
