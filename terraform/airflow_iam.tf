@@ -60,3 +60,54 @@ resource "aws_iam_policy" "airflow_registry" {
 
   tags = local.tags
 }
+
+################################################################################
+# Optional: Airflow running in this cluster (the official Helm chart) gets its AWS
+# identity through EKS Pod Identity: a role holding every Airflow policy above,
+# associated with the one Kubernetes service account its workers, triggerer and
+# DAG processor share (deploy/helm/values.yaml). The same role gets the
+# namespace-scoped access entry of eks.tf, so validation pods need nothing more.
+# https://docs.aws.amazon.com/eks/latest/userguide/pod-identities.html
+################################################################################
+
+data "aws_iam_policy_document" "airflow_pod_identity_assume" {
+  statement {
+    actions = ["sts:AssumeRole", "sts:TagSession"]
+    principals {
+      type        = "Service"
+      identifiers = ["pods.eks.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "airflow" {
+  count = var.airflow_pod_identity != null ? 1 : 0
+
+  name_prefix        = "${local.name}-airflow-"
+  description        = "Airflow of ${local.name} (service account ${var.airflow_pod_identity.namespace}/${var.airflow_pod_identity.service_account}), through EKS Pod Identity"
+  assume_role_policy = data.aws_iam_policy_document.airflow_pod_identity_assume.json
+
+  tags = local.tags
+}
+
+resource "aws_iam_role_policy_attachment" "airflow" {
+  # Static keys (known at plan); the registry policy only when it exists.
+  for_each = var.airflow_pod_identity == null ? {} : merge(
+    { calls = aws_iam_policy.airflow.arn, launch = aws_iam_policy.airflow_launch.arn },
+    { for policy in aws_iam_policy.airflow_registry : "registry" => policy.arn },
+  )
+
+  role       = aws_iam_role.airflow[0].name
+  policy_arn = each.value
+}
+
+resource "aws_eks_pod_identity_association" "airflow" {
+  count = var.airflow_pod_identity != null ? 1 : 0
+
+  cluster_name    = aws_eks_cluster.this.name
+  namespace       = var.airflow_pod_identity.namespace
+  service_account = var.airflow_pod_identity.service_account
+  role_arn        = aws_iam_role.airflow[0].arn
+
+  tags = local.tags
+}

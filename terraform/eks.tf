@@ -150,18 +150,23 @@ resource "aws_eks_access_policy_association" "creator" {
   }
 }
 
+locals {
+  # Airflow's Kubernetes identity: the role named by the variable, else the Pod Identity role (airflow_iam.tf).
+  airflow_kubernetes_access = var.airflow_kubernetes_principal_arn != null || var.airflow_pod_identity != null
+}
+
 resource "aws_eks_access_entry" "airflow" {
-  count = var.airflow_kubernetes_principal_arn != null ? 1 : 0
+  count = local.airflow_kubernetes_access ? 1 : 0
 
   cluster_name  = aws_eks_cluster.this.name
-  principal_arn = var.airflow_kubernetes_principal_arn
+  principal_arn = coalesce(var.airflow_kubernetes_principal_arn, one(aws_iam_role.airflow[*].arn))
   type          = "STANDARD"
 
   tags = local.tags
 }
 
 resource "aws_eks_access_policy_association" "airflow" {
-  count = var.airflow_kubernetes_principal_arn != null ? 1 : 0
+  count = local.airflow_kubernetes_access ? 1 : 0
 
   cluster_name  = aws_eks_cluster.this.name
   principal_arn = aws_eks_access_entry.airflow[0].principal_arn
@@ -171,6 +176,34 @@ resource "aws_eks_access_policy_association" "airflow" {
     type       = "namespace"
     namespaces = var.airflow_kubernetes_namespaces
   }
+}
+
+# An Airflow outside the cluster reaches the private API endpoint through the cluster security group
+# (nodes and pods of this cluster already do). https://docs.aws.amazon.com/eks/latest/userguide/cluster-endpoint.html
+resource "aws_vpc_security_group_ingress_rule" "cluster_api_from_airflow_sg" {
+  for_each = toset(var.airflow_api_access_security_group_ids)
+
+  security_group_id            = aws_eks_cluster.this.vpc_config[0].cluster_security_group_id
+  description                  = "Kubernetes API from Airflow (${each.value})"
+  referenced_security_group_id = each.value
+  ip_protocol                  = "tcp"
+  from_port                    = 443
+  to_port                      = 443
+
+  tags = local.tags
+}
+
+resource "aws_vpc_security_group_ingress_rule" "cluster_api_from_airflow_cidr" {
+  for_each = toset(var.airflow_api_access_cidrs)
+
+  security_group_id = aws_eks_cluster.this.vpc_config[0].cluster_security_group_id
+  description       = "Kubernetes API from Airflow (${each.value})"
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+
+  tags = local.tags
 }
 
 ################################################################################

@@ -140,6 +140,21 @@ output "airflow_policy_arns" {
   value       = concat([aws_iam_policy.airflow.arn, aws_iam_policy.airflow_launch.arn], aws_iam_policy.airflow_registry[*].arn)
 }
 
+output "airflow_role_arn" {
+  description = "The Airflow role of airflow_pod_identity (every Airflow policy, Pod Identity, access entry); null without it"
+  value       = one(aws_iam_role.airflow[*].arn)
+}
+
+output "airflow_kubernetes_principal_arn" {
+  description = "The IAM principal Airflow's EKS access entry maps (validation pods); null when none"
+  value       = one(aws_eks_access_entry.airflow[*].principal_arn)
+}
+
+output "cluster_security_group_id" {
+  description = "Security group of the EKS control plane ENIs (the private Kubernetes API endpoint)"
+  value       = aws_eks_cluster.this.vpc_config[0].cluster_security_group_id
+}
+
 output "builder_registry_policy_json" {
   description = "The builder role's registry policy, as attached (ECR, secrets and parameters of the configured sources only)"
   value       = module.registry_read_policy.builder_json

@@ -117,6 +117,32 @@ variable "airflow_kubernetes_principal_arn" {
   default     = null
 }
 
+variable "airflow_pod_identity" {
+  description = "Airflow in this cluster: the namespace and service account of its workers, triggerer and DAG processor. Creates a role with every Airflow policy, its EKS Pod Identity association and (unless airflow_kubernetes_principal_arn names another role) its access entry. null = none"
+  type = object({
+    namespace       = string
+    service_account = string
+  })
+  default = null
+}
+
+variable "airflow_api_access_security_group_ids" {
+  description = "Security groups of an Airflow outside this cluster (MWAA, another cluster, EC2) allowed to reach the private Kubernetes API endpoint on 443"
+  type        = list(string)
+  default     = []
+}
+
+variable "airflow_api_access_cidrs" {
+  description = "CIDR blocks of an Airflow outside this VPC (peered or through a transit gateway) allowed to reach the private Kubernetes API endpoint on 443"
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for cidr in var.airflow_api_access_cidrs : can(cidrnetmask(cidr)) && !endswith(cidr, "/0")])
+    error_message = "airflow_api_access_cidrs takes IPv4 CIDR blocks narrower than /0."
+  }
+}
+
 variable "airflow_kubernetes_namespaces" {
   description = "Namespaces the Airflow principal may edit (validation pods)"
   type        = list(string)

@@ -16,7 +16,7 @@ SECRETS_DIR = "/opt/airflow/secrets"
 SECRET_OPTIONS = {"AIRFLOW__CORE__FERNET_KEY": "fernet_key", "AIRFLOW__API_AUTH__JWT_SECRET": "jwt_secret",
                   "AIRFLOW__API__SECRET_KEY": "api_secret_key"}
 AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                    "airflow-triggerer")
+                    "airflow-triggerer", "airflow-worker")
 
 
 @pytest.fixture(scope="module")

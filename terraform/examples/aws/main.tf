@@ -14,17 +14,20 @@ provider "aws" {
 module "ml_container_cache" {
   source = "../.."
 
-  name                             = var.name
-  cluster_version                  = var.cluster_version
-  gpu_instance_types               = var.gpu_instance_types
-  gpu_desired_size                 = var.gpu_desired_size
-  single_nat_gateway               = var.single_nat_gateway
-  enable_vpc_endpoints             = var.enable_vpc_endpoints
-  cache_volume_size_gib            = var.cache_volume_size_gib
-  airflow_kubernetes_principal_arn = var.airflow_kubernetes_principal_arn
-  ml_cache_build_config            = var.ml_cache_build_config
-  builder_instance_types           = var.builder_instance_types
-  builder_ami_owner_ids            = var.builder_ami_owner_ids
+  name                                  = var.name
+  cluster_version                       = var.cluster_version
+  gpu_instance_types                    = var.gpu_instance_types
+  gpu_desired_size                      = var.gpu_desired_size
+  single_nat_gateway                    = var.single_nat_gateway
+  enable_vpc_endpoints                  = var.enable_vpc_endpoints
+  cache_volume_size_gib                 = var.cache_volume_size_gib
+  airflow_kubernetes_principal_arn      = var.airflow_kubernetes_principal_arn
+  airflow_pod_identity                  = var.airflow_pod_identity
+  airflow_api_access_security_group_ids = var.airflow_api_access_security_group_ids
+  airflow_api_access_cidrs              = var.airflow_api_access_cidrs
+  ml_cache_build_config                 = var.ml_cache_build_config
+  builder_instance_types                = var.builder_instance_types
+  builder_ami_owner_ids                 = var.builder_ami_owner_ids
 
   # Private registries: the builder and Airflow may read exactly these sources (README.md).
   registry_credentials  = var.registry_credentials

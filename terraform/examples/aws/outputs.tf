@@ -37,3 +37,8 @@ output "airflow_connection_env" {
   description = "Environment line for the aws_default Airflow connection"
   value       = module.ml_container_cache.airflow_connection_env
 }
+
+output "airflow_role_arn" {
+  description = "Airflow's Pod Identity role (airflow_pod_identity); null without it"
+  value       = module.ml_container_cache.airflow_role_arn
+}

@@ -75,6 +75,27 @@ variable "airflow_kubernetes_principal_arn" {
   default     = null
 }
 
+variable "airflow_pod_identity" {
+  description = "Airflow in this cluster (Helm): namespace and service account; gets a role with every Airflow policy through EKS Pod Identity, and the access entry. null = none"
+  type = object({
+    namespace       = string
+    service_account = string
+  })
+  default = null
+}
+
+variable "airflow_api_access_security_group_ids" {
+  description = "Security groups of an Airflow outside the cluster allowed to reach the private Kubernetes API endpoint"
+  type        = list(string)
+  default     = []
+}
+
+variable "airflow_api_access_cidrs" {
+  description = "CIDR blocks of an Airflow outside the VPC allowed to reach the private Kubernetes API endpoint"
+  type        = list(string)
+  default     = []
+}
+
 variable "ml_cache_build_config" {
   description = "Extra keys of the DAGs' `build` configuration (images, instance_types, ...)"
   type        = any
