@@ -18,7 +18,8 @@ from ml_cache.notify import (
     late_build_alert,
     one_line,
 )
-from tests.conftest import REPO, AwsEndpoint, use_aws_connection
+from ml_cache.settings.config import DEFAULT_CONFIG_PATH
+from tests.conftest import AwsEndpoint, use_aws_connection
 from tests.plugins.ml_cache.sns_inbox import subscribe_queue
 
 DAG_ID = "ml_container_cache_build"
@@ -49,7 +50,7 @@ def _raised(error: BaseException) -> BaseException:
 def config_file(tmp_path, monkeypatch):
     """Writes `notifications:` into a copy of the repo config that ML_CACHE_CONFIG points at."""
     def write(**notifications):
-        config = yaml.safe_load((REPO / "config" / "ml_container_cache.yaml").read_text())
+        config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
         config["notifications"] = notifications
         path = tmp_path / "ml_container_cache.yaml"
         path.write_text(yaml.safe_dump(config))
