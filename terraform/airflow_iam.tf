@@ -32,6 +32,7 @@ module "airflow_policy" {
   node_group_name              = aws_eks_node_group.gpu.node_group_name
   launch_template_id           = aws_launch_template.gpu.id
   kms_key_arn                  = var.kms_key_arn
+  notification_topic_arns      = var.notification_topic_arns
 }
 
 resource "aws_iam_policy" "airflow" {

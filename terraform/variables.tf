@@ -218,6 +218,12 @@ variable "cache_volume_throughput_mibps" {
   default     = 250
 }
 
+variable "notification_topic_arns" {
+  description = "SNS topics of the DAG config's notifications.sns_topic_arn: Airflow's policy may publish to these only"
+  type        = list(string)
+  default     = []
+}
+
 variable "kms_key_arn" {
   description = "KMS key for EBS volumes (nodes, cache) and the builder; null = the account's default EBS key. Snapshots stay incremental only with the same key"
   type        = string

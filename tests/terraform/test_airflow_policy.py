@@ -300,12 +300,13 @@ REFUSED_CALLS = {
 }
 
 
-def render_policy(tmp_path: Path, kms_key_arn: str | None = None) -> list[dict[str, Any]]:
+def render_policy(tmp_path: Path, kms_key_arn: str | None = None, **inputs: Any) -> list[dict[str, Any]]:
     """Apply a configuration that only calls the module, and read its two documents (DAG calls, launch)."""
     tree = copy_tree(tmp_path)
     root = tmp_path / "render"
     root.mkdir()
-    module = {"source": str(tree / "modules" / "airflow-policy"), **POLICY_INPUTS, "kms_key_arn": kms_key_arn}
+    module = {"source": str(tree / "modules" / "airflow-policy"), **POLICY_INPUTS, "kms_key_arn": kms_key_arn,
+              **inputs}
     (root / "main.tf.json").write_text(json.dumps({
         "module": {"policy": module},
         "output": {name: {"value": f"${{module.policy.{name}}}"} for name in ("json", "launch_json")},
@@ -387,6 +388,16 @@ def test_customer_managed_key_adds_kms_through_ec2_only(tmp_path: Path) -> None:
     assert is_allowed(policy, Request("kms:GenerateDataKeyWithoutPlaintext", KMS_KEY, via_ec2))
     assert not is_allowed(policy, Request("kms:Decrypt", KMS_KEY, {}))
     assert not is_allowed(policy, Request("kms:CreateGrant", f"{KMS_KEY}-other", via_ec2))
+    assert all(_iam_size(document) <= MANAGED_POLICY_CHARACTERS for document in policy)
+
+
+def test_notification_topics_add_sns_publish_to_them_only(tmp_path: Path) -> None:
+    """ml_cache.notify publishes with the DAGs' connection: to the configured topics, nothing else of SNS."""
+    topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:ml-cache-notifications"
+    policy = render_policy(tmp_path, notification_topic_arns=[topic])
+    assert is_allowed(policy, Request("sns:Publish", topic, {}))
+    assert not is_allowed(policy, Request("sns:Publish", f"{topic}-other", {}))
+    assert union_actions(policy) - CONTRACT_ACTIONS == {"sns:Publish"}
     assert all(_iam_size(document) <= MANAGED_POLICY_CHARACTERS for document in policy)
 
 

@@ -77,8 +77,11 @@ def _largest() -> dict[str, Any]:
     subnets = [*SUBNETS, *(f"subnet-0{index}23456789abcdef0" for index in range(6 - len(SUBNETS)))]
     types = [*INSTANCE_TYPES, *["c5.2xlarge", "c6a.2xlarge", "m6a.2xlarge", "c7i.2xlarge", "m7i.2xlarge",
                                 "r6i.2xlarge"][:8 - len(INSTANCE_TYPES)]]
+    # Two notification topics (say, the platform team's and an on-call one).
+    topics = [f"arn:aws:sns:{REGION}:{ACCOUNT}:ml-container-cache-{name}-notifications" for name in ("team", "oncall")]
     return {"registry_credentials": credentials, "ecr_repository_arns": repositories, "kms_key_arns": keys,
-            "kms_key_arn": KMS_KEY, "builder_subnet_ids": subnets, "builder_instance_types": types}
+            "kms_key_arn": KMS_KEY, "builder_subnet_ids": subnets, "builder_instance_types": types,
+            "notification_topic_arns": topics}
 
 
 REGISTRIES = {
@@ -111,8 +114,8 @@ def _modules(tree: Path, name: str, configuration: dict[str, Any]) -> dict[str, 
         },
         f"{name}_airflow": {
             "source": str(tree / "modules" / "airflow-policy"), **POLICY_INPUTS,
-            **{key: configuration[key] for key in ("builder_subnet_ids", "builder_instance_types")
-               if key in configuration},
+            **{key: configuration[key] for key in ("builder_subnet_ids", "builder_instance_types",
+                                                   "notification_topic_arns") if key in configuration},
             "kms_key_arn": configuration.get("kms_key_arn"),
         },
     }
@@ -212,6 +215,8 @@ def test_the_union_allows_exactly_the_contract_and_the_configured_reads(
         expected |= CACHE_KMS_ACTIONS
     if configuration.get("registry_credentials"):
         expected |= REGISTRY_ACTIONS
+    if configuration.get("notification_topic_arns"):
+        expected |= {"sns:Publish"}
     assert set().union(*(allowed_actions(policy) for policy in _airflow(rendered, name))) == expected
 
 

@@ -215,7 +215,7 @@ locals {
 
   # Launching a builder is a policy of its own: with it the DAG calls would exceed the 6,144
   # characters of one managed policy (outputs.tf).
-  launch_statements = [
+  launch_statements = concat([
     {
       Sid      = "RunBuilderInstance"
       Effect   = "Allow"
@@ -285,7 +285,15 @@ locals {
         StringEquals = { "iam:PassedToService" = "ec2.amazonaws.com" }
       }
     }
-  ]
+    ], length(var.notification_topic_arns) == 0 ? [] : [
+    {
+      # ml_cache.notify publishes a run's failure (and, if asked, success) to these topics only.
+      Sid      = "PublishNotifications"
+      Effect   = "Allow"
+      Action   = ["sns:Publish"]
+      Resource = var.notification_topic_arns
+    }
+  ])
 
   policy        = { Version = "2012-10-17", Statement = local.statements }
   launch_policy = { Version = "2012-10-17", Statement = local.launch_statements }

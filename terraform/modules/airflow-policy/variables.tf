@@ -107,6 +107,16 @@ variable "launch_template_id" {
   type        = string
 }
 
+variable "notification_topic_arns" {
+  description = "SNS topics the DAGs publish notifications to (config notifications.sns_topic_arn); [] = no SNS statement"
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for arn in var.notification_topic_arns : can(regex("^arn:[^:]+:sns:[^:]+:[0-9]{12}:[^:*]+$", arn))])
+    error_message = "notification_topic_arns must be SNS topic ARNs, no wildcard."
+  }
+}
+
 variable "kms_key_arn" {
   description = "Customer managed KMS key of the builder's volumes and snapshots; null = the default EBS key (no KMS statement)"
   type        = string
