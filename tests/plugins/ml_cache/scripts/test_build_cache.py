@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -335,7 +336,10 @@ def test_large_image_snapshot_restores_and_runs_without_network(large_registry, 
     proc = builder.run(builder.build_spec([refs["small"], refs["large"]], parallel=2))
     report = only_json_line(proc)
     print(f"build of small+large: {time.monotonic() - started:.1f}s, timings {report['timings']}")
-    assert "5 layer(s) applied ahead of ctr" in proc.stderr, proc.stderr  # large: busybox + 4 data layers
+    # large's 4 data layers at least; the busybox layer too unless the small image's own pull (too small to
+    # apply ahead) committed that shared snapshot first, which the apply then counts as present, not as its own
+    applied = re.search(r"(\d+) layer\(s\) applied ahead of ctr", proc.stderr)
+    assert applied and int(applied[1]) in (4, 5), proc.stderr
     digests = {image["ref"]: image["digest"] for image in report["images"]}
     assert digests == {ref: registry_digest(ref) for ref in (refs["small"], refs["large"])}
     large = next(image for image in report["images"] if image["ref"] == refs["large"])
