@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -52,6 +53,30 @@ def wait_ready(process: subprocess.Popen[bytes], ready: Callable[[], bool], *, w
         time.sleep(interval)
     stop(process)
     raise NotReady(f"{what} did not answer within {timeout:.0f} s")
+
+
+def free_port() -> int:
+    """A port the kernel just considered free on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def free_port_block(offsets: Iterable[int]) -> int:
+    """A free port P whose neighbours P+offset are free too (a stack that numbers its ports from one base)."""
+    offsets = tuple(offsets)
+    for _ in range(50):
+        base = free_port()
+        if base + max(offsets, default=0) > 65535:
+            continue
+        try:
+            for offset in offsets:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as neighbour:
+                    neighbour.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free block of ports on 127.0.0.1")
 
 
 def answers(url: str, statuses: Iterable[int] = (200,)) -> bool:

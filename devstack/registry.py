@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from pathlib import Path
 
@@ -32,13 +31,6 @@ auth:
 """
 
 
-def free_port() -> int:
-    """A port the kernel just considered free on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Registry:
     """`docker-registry serve` on 127.0.0.1:<port>, storage under `storage_dir`.
 
@@ -48,7 +40,7 @@ class Registry:
     def __init__(self, storage_dir: Path, port: int = 0, *, htpasswd: Path | None = None,
                  work_dir: Path | None = None, pid_file: Path | None = None) -> None:
         self.storage_dir = Path(storage_dir)
-        self.port = port or free_port()
+        self.port = port or process.free_port()
         self.htpasswd = Path(htpasswd) if htpasswd else None
         self.work_dir = Path(work_dir) if work_dir else self.storage_dir.parent
         self.config_path = self.work_dir / f"registry-{self.port}.yml"

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from devstack import process
-from devstack.stack.airflow_standalone import BUILD_DAG_ID, airflow_env
+from devstack.stack.airflow_standalone import airflow_env, wait_for_api
 from devstack.stack.layout import REPO, Layout
 
 COMPONENTS = {  # pid/log name -> `airflow` arguments
@@ -128,13 +128,7 @@ def start_airflow_celery(layout: Layout, base_env: Mapping[str, str] | None = No
         for name, args in COMPONENTS.items():
             started.insert(0, process.start([airflow, *args], layout.log_file(name), pid_file=layout.pid_file(name),
                                             env=env, cwd=REPO))
-        api_server = started[len(COMPONENTS) - 1]
-        api = f"{layout.airflow_url}/api/v2"
-        log = layout.log_file("airflow-api-server")
-        process.wait_ready(api_server, lambda: process.answers(f"{api}/version"), what=f"Airflow at {api}",
-                           timeout=240, interval=0.5, log_path=log)
-        process.wait_ready(api_server, lambda: process.answers(f"{api}/dags/{BUILD_DAG_ID}"),
-                           what=f"DAG {BUILD_DAG_ID}", timeout=180, interval=0.5, log_path=log)
+        wait_for_api(layout, started[len(COMPONENTS) - 1], layout.log_file("airflow-api-server"))
     except BaseException:
         stop(started)
         raise

@@ -48,9 +48,14 @@ def start_airflow(layout: Layout, base_env: Mapping[str, str] | None = None) -> 
     env = {**(os.environ if base_env is None else base_env), **airflow_env(layout)}
     child = process.start([airflow, "standalone"], layout.log_file("airflow"), pid_file=layout.pid_file("airflow"),
                           env=env, cwd=REPO)
-    api = f"{layout.airflow_url}/api/v2"
-    process.wait_ready(child, lambda: process.answers(f"{api}/version"), what=f"Airflow at {api}", timeout=240,
-                       interval=0.5, log_path=layout.log_file("airflow"))
-    process.wait_ready(child, lambda: process.answers(f"{api}/dags/{BUILD_DAG_ID}"), what=f"DAG {BUILD_DAG_ID}",
-                       timeout=180, interval=0.5, log_path=layout.log_file("airflow"))
+    wait_for_api(layout, child, layout.log_file("airflow"))
     return child
+
+
+def wait_for_api(layout: Layout, server: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Until the API answers and serves the build DAG (parsed), or `server` exits (its log's tail in the error)."""
+    api = f"{layout.airflow_url}/api/v2"
+    process.wait_ready(server, lambda: process.answers(f"{api}/version"), what=f"Airflow at {api}", timeout=240,
+                       interval=0.5, log_path=log_path)
+    process.wait_ready(server, lambda: process.answers(f"{api}/dags/{BUILD_DAG_ID}"), what=f"DAG {BUILD_DAG_ID}",
+                       timeout=180, interval=0.5, log_path=log_path)

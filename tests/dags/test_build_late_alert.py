@@ -6,31 +6,18 @@ runs, a build that stays mid-way (its builder's agent never comes online) past t
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import pytest
 import yaml
 
+from devstack.process import free_port
+from tests.dags.airflow_waits import until
 from tests.plugins.ml_cache.sns_inbox import subscribe_queue
 
 DAG_ID = "ml_container_cache_build"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _until(what: str, check, timeout: float, log_file):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(1)
-    pytest.fail(f"{what} not within {timeout:.0f} s; Airflow's log ends:\n{log_file.read_text()[-4000:]}")
 
 
 @pytest.mark.slow
@@ -46,8 +33,8 @@ def test_a_build_far_past_its_usual_time_sends_the_late_alert(cloud, tmp_path):
     config["notifications"] = {"sns_topic_arn": inbox.topic_arn, "late_build_minutes": 1, "on_failure": False}
     cloud.config_path.write_text(yaml.safe_dump(config))
     cloud.set_faults(agent_offline=True)
-    layout = Layout(home=tmp_path, cloud_port=int(cloud.endpoint.rsplit(":", 1)[1]), registry_port=_free_port(),
-                    airflow_port=_free_port())
+    layout = Layout(home=tmp_path, cloud_port=int(cloud.endpoint.rsplit(":", 1)[1]), registry_port=free_port(),
+                    airflow_port=free_port())
     env = {key: value for key, value in os.environ.items()  # the pytest session's Airflow is not this one
            if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN", "ML_CACHE")) and key != "AIRFLOW_HOME"}
     airflow = start_airflow(layout, base_env=env)
@@ -57,7 +44,7 @@ def test_a_build_far_past_its_usual_time_sends_the_late_alert(cloud, tmp_path):
         dag_runs.api(layout, "PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
         for _ in range(3):  # the usual time: three runs a few seconds long, marked successful
             run_id = dag_runs.trigger(layout, DAG_ID)
-            _until("the run running", lambda run_id=run_id: dag_runs.api(
+            until("the run running", lambda run_id=run_id: dag_runs.api(
                 layout, "GET", f"{runs}/{run_id}")["state"] == "running", 60, log_file)
             time.sleep(2)
             dag_runs.api(layout, "PATCH", f"{runs}/{run_id}", json={"state": "success"})
@@ -66,10 +53,10 @@ def test_a_build_far_past_its_usual_time_sends_the_late_alert(cloud, tmp_path):
                 run = dag_runs.api(layout, "GET", f"{runs}/{run_id}")
                 return run["state"] == "success" and bool(run["end_date"])
 
-            _until("the run ended successful", ended, 60, log_file)
+            until("the run ended successful", ended, 60, log_file)
         late = dag_runs.trigger(layout, DAG_ID)
         started = time.monotonic()
-        (message,) = _until("the LATE message", lambda: inbox.messages(wait_seconds=1), 240, log_file)
+        (message,) = until("the LATE message", lambda: inbox.messages(wait_seconds=1), 240, log_file)
         assert time.monotonic() - started >= 55  # not before the average plus a minute
         assert message["Message"].startswith(f"{DAG_ID} run {late} is LATE: still running 1 min past the average")
         assert message["Subject"] == f"{DAG_ID} is running late"

@@ -6,32 +6,15 @@ the local cloud; beside the standalone/SQLite path that `make run` and the other
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 
 import pytest
 
+from devstack.process import free_port, free_port_block
 from devstack.stack import airflow_celery
 
 pytestmark = pytest.mark.skipif(airflow_celery.missing() is not None, reason=str(airflow_celery.missing()))
 
-
-def _free_port_block() -> int:
-    """An Airflow port whose neighbours (+2 Postgres, +3 Redis, +4 worker logs) are free too."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base > 65000:
-            continue
-        try:
-            for offset in (2, 3, 4):
-                with socket.socket() as neighbour:
-                    neighbour.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free block of ports on 127.0.0.1")
 
 
 @pytest.mark.slow
@@ -40,11 +23,9 @@ def test_the_build_runs_end_to_end_on_celery_with_postgres_and_redis(cloud, tmp_
     from devstack.stack.airflow_standalone import BUILD_DAG_ID
     from devstack.stack.layout import Layout
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        registry_port = probe.getsockname()[1]
-    layout = Layout(home=tmp_path, cloud_port=int(cloud.endpoint.rsplit(":", 1)[1]), registry_port=registry_port,
-                    airflow_port=_free_port_block())
+    # the Airflow port's neighbours: +2 Postgres, +3 Redis, +4 worker logs
+    layout = Layout(home=tmp_path, cloud_port=int(cloud.endpoint.rsplit(":", 1)[1]), registry_port=free_port(),
+                    airflow_port=free_port_block((2, 3, 4)))
     assert layout.config_path == cloud.config_path
     env = {key: value for key, value in os.environ.items()  # the pytest session's Airflow is not this one
            if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN", "ML_CACHE")) and key != "AIRFLOW_HOME"}

@@ -7,19 +7,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
+from devstack.process import free_port
+from tests.dags.airflow_waits import until
 from tests.dags.conftest import assert_failed_with, needs_data_plane, run_dag
 from tests.plugins.ml_cache.sns_inbox import subscribe_queue
 
@@ -94,21 +93,6 @@ def test_a_failing_teardown_fails_the_run_and_the_callback_still_terminates_the_
     assert [i["State"]["Name"] for r in terminated for i in r["Instances"]] == ["terminated"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(what: str, check, timeout: float, log_file: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(requests.RequestException):  # a busy API server (SQLite) answers late
-            value = check()
-            if value:
-                return value
-        time.sleep(1)
-    pytest.fail(f"{what} not within {timeout:.0f} s; Airflow's log ends:\n{log_file.read_text()[-4000:]}")
 
 
 def _move_run_start_back(database: Path, run_id: str, by: timedelta) -> None:
@@ -139,8 +123,8 @@ def test_a_run_past_its_timeout_mid_build_leaves_no_builder_and_the_parameter_un
     config["notifications"] = {"sns_topic_arn": inbox.topic_arn}
     cloud.config_path.write_text(yaml.safe_dump(config))
     cloud.set_faults(agent_offline=True)
-    layout = Layout(home=tmp_path, cloud_port=int(cloud.endpoint.rsplit(":", 1)[1]), registry_port=_free_port(),
-                    airflow_port=_free_port())
+    layout = Layout(home=tmp_path, cloud_port=int(cloud.endpoint.rsplit(":", 1)[1]), registry_port=free_port(),
+                    airflow_port=free_port())
     assert layout.config_path == cloud.config_path
     env = {key: value for key, value in os.environ.items()  # the pytest session's Airflow is not this one
            if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN", "ML_CACHE")) and key != "AIRFLOW_HOME"}
@@ -153,7 +137,7 @@ def test_a_run_past_its_timeout_mid_build_leaves_no_builder_and_the_parameter_un
                                  f"wait_for_builder")["state"]
             return state == "deferred" and bool(run_builders(cloud, run_id))
 
-        _wait_for("the builder running, wait_for_builder deferred", builder_deferred, 240, layout.log_file("airflow"))
+        until("the builder running, wait_for_builder deferred", builder_deferred, 240, layout.log_file("airflow"))
         timeout = run_timeout("build", configured_timeouts())
         _move_run_start_back(layout.home / "airflow" / "airflow.db", run_id, timeout + timedelta(minutes=5))
 
@@ -161,13 +145,13 @@ def test_a_run_past_its_timeout_mid_build_leaves_no_builder_and_the_parameter_un
             run = dag_runs.api(layout, "GET", f"/dags/{BUILD_DAG_ID}/dagRuns/{run_id}")
             return run if run["state"] == "failed" else None
 
-        _wait_for("the run timed out", run_failed, 120, layout.log_file("airflow"))
+        until("the run timed out", run_failed, 120, layout.log_file("airflow"))
         tis = dag_runs.api(layout, "GET", f"/dags/{BUILD_DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
         states = {ti["task_id"]: ti["state"] for ti in tis}
         assert states["wait_for_builder"] == "skipped" and states["terminate_builder"] == "skipped", states
-        _wait_for("the callback terminating the builder", lambda: not run_builders(cloud, run_id), 180,
+        until("the callback terminating the builder", lambda: not run_builders(cloud, run_id), 180,
                   layout.log_file("airflow"))
-        (message,) = _wait_for("the run's notification", lambda: inbox.messages(wait_seconds=1), 60,
+        (message,) = until("the run's notification", lambda: inbox.messages(wait_seconds=1), 60,
                                layout.log_file("airflow"))
         assert message["Message"].startswith(f"{BUILD_DAG_ID} run {run_id} FAILED: the run passed its dagrun_timeout")
     finally:

@@ -20,6 +20,7 @@ import pytest
 from devstack import nodes, sandbox, volumes
 from devstack.containerd import Containerd, write_config
 from devstack.demo_images import default_cache_dir, seed_registry
+from devstack.process import free_port
 from devstack.registry import Registry
 from tests.devstack.conftest import wait_for
 
@@ -385,7 +386,6 @@ def test_update_whose_nodes_never_join_ends_failed(gpu, set_faults, monkeypatch)
 def test_server_stop_leaves_no_mounts_loops_or_containerd(registry, tmp_path) -> None:
     """`python -m devstack up --cloud-only` with DEVSTACK_NODES=1, a node and a running pod, then `down`."""
     import json
-    import socket
     import sys
     import urllib.request
 
@@ -393,9 +393,7 @@ def test_server_stop_leaves_no_mounts_loops_or_containerd(registry, tmp_path) ->
     from kubernetes import client, config
 
     home = tmp_path / "h"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "DEVSTACK_NODES": "1"}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:

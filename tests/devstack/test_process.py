@@ -112,3 +112,13 @@ def test_answers_probes_http_with_the_accepted_statuses() -> None:
         server.shutdown()
         server.server_close()
     assert process.answers(url + "/") is False
+
+
+
+def test_free_port_block_gives_a_base_whose_neighbours_are_free() -> None:
+    import socket
+
+    base = process.free_port_block((2, 3, 4))
+    for port in (base, base + 2, base + 3, base + 4):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import boto3
+
+from devstack.process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,11 +64,6 @@ def test_unknown_devstack_route_is_404(cloud, helpers) -> None:
     assert helpers.devstack_call(cloud, "GET", "/_devstack/nothing")[0] == 404
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "devstack", *args], cwd=REPO, capture_output=True, text=True,
@@ -96,7 +92,7 @@ def _reset_resets_the_extension(endpoint: str) -> None:
 
 def test_cli_up_status_down(tmp_path) -> None:
     home = tmp_path / "h"
-    port = _free_port()
+    port = free_port()
     started = _cli("up", "--cloud-only", "--port", str(port), "--home", str(home),
                    "--plain-http-registry", "127.0.0.1:5001")
     assert started.returncode == 0, started.stderr
@@ -134,7 +130,7 @@ def test_cli_up_status_down(tmp_path) -> None:
 def test_down_cleans_up_after_an_interrupted_run(tmp_path) -> None:
     """The server is SIGKILLed mid-command: `down` still stops what the command left and detaches loops."""
     home = tmp_path / "h"
-    port = _free_port()
+    port = free_port()
     assert _cli("up", "--cloud-only", "--port", str(port), "--home", str(home)).returncode == 0
     endpoint = f"http://127.0.0.1:{port}"
     pid = int((home / "pids" / "cloud.pid").read_text())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 from pathlib import Path
 
 import boto3
@@ -23,22 +22,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(MISSING is not None, reason=s
 ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
 
 
-def _free_base() -> int:
-    """A port P with P+1..P+3 free on 127.0.0.1 (the layout's backend and fronts)."""
-    for base in range(23000, 30000, 7):
-        try:
-            for offset in range(1, 4):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-    raise AssertionError("no free port range")
-
 
 def test_private_registries_serve_the_refs_with_the_credentials_the_config_names(devstack_server,
                                                                                    tmp_path: Path) -> None:
-    layout = Layout(home=tmp_path, cloud_port=devstack_server.port, registry_port=_free_base(), airflow_port=1)
+    layout = Layout(home=tmp_path, cloud_port=devstack_server.port, registry_port=process.free_port_block((1, 2, 3)),
+                    airflow_port=1)
     (tmp_path / "cache").symlink_to(default_cache_dir(), target_is_directory=True)  # the 1 GiB layout, built once
     try:
         started = private_registries.start(layout)

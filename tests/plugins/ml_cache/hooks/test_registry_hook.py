@@ -24,7 +24,8 @@ from airflow.sdk.log import redact
 from throttling_registry import CONFIG, LAYER_SIZES, MANIFEST_DIGEST, REPOSITORY, TOKEN, Behaviour, ThrottlingRegistry
 
 from devstack.demo_images import DemoImage, build_layout, default_cache_dir, machine_architecture
-from devstack.registry import Registry, free_port
+from devstack.process import free_port
+from devstack.registry import Registry
 from ml_cache.hooks.registry import CacheRegistryHook
 from ml_cache.registry import ImageResolutionFailed
 
