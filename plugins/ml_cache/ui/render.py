@@ -178,19 +178,26 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+HISTORY_SHOWN = 12  # newest builds in view; the rest of the year folds away
+
+
 def _history(page: CachePage, ui_base: str) -> str:
     if not page.history:
         return "<h2>Builds</h2><p class=empty>No build has run yet.</p>"
-    rows = "".join(
+    header = ("<tr><th>Started</th><th>Run</th><th>Arch</th><th>Outcome</th><th>Snapshot</th><th>Pulled</th>"
+              "<th>Duration</th><th>Run cost</th><th>Cause</th></tr>")
+    rows = [
         f"<tr><td>{escape(row.time or '-')}</td><td>{_run_link(ui_base, BUILD_DAG_ID, row.run_id)}</td>"
         f"<td>{escape(row.arch or '-')}</td><td>{escape(row.outcome)}</td>"
         f"<td><code>{escape(row.snapshot_id or '-')}</code></td><td class=n>{_size(row.bytes_pulled)}</td>"
         f"<td class=n>{'-' if row.duration_seconds is None else f'{row.duration_seconds / 60:.1f} min'}</td>"
         f"<td class=n>{'-' if row.run_usd is None else f'${row.run_usd:,.2f}'}</td>"
-        f"<td>{escape(row.cause or '')}</td></tr>" for row in page.history)
-    return ("<h2>Builds</h2><table class=history><tr><th>Started</th><th>Run</th><th>Arch</th><th>Outcome</th>"
-            "<th>Snapshot</th><th>Pulled</th><th>Duration</th><th>Run cost</th><th>Cause</th></tr>"
-            f"{rows}</table>")
+        f"<td>{escape(row.cause or '')}</td></tr>" for row in page.history]
+    html = f"<h2>Builds</h2><table class=history>{header}{''.join(rows[:HISTORY_SHOWN])}</table>"
+    if len(rows) > HISTORY_SHOWN:
+        html += (f"<details><summary>{len(rows) - HISTORY_SHOWN} older builds</summary>"
+                 f"<table class=history>{header}{''.join(rows[HISTORY_SHOWN:])}</table></details>")
+    return html
 
 
 def _cost(weeks: Sequence[CostWeek], total: dict | None) -> str:
