@@ -67,6 +67,14 @@ def published_parameter() -> dict[str, Any]:
     return {"snapshot_id": published.snapshot_id, "metadata": published.metadata}
 
 
+def fsr_states(snapshot_id: str) -> dict[str, str]:
+    """The snapshot's FSR state per AZ as EC2 describes it now (an AZ without an entry has FSR off)."""
+    from ml_cache.hooks.ec2 import CacheEc2Hook
+
+    entries = CacheEc2Hook(aws_conn_id=AWS_CONN_ID, config=_AWS_CONFIG).describe_fast_snapshot_restores(snapshot_id)
+    return {entry["AvailabilityZone"]: entry["State"] for entry in entries}
+
+
 def gather_page(session: Session, *, now: datetime | None = None) -> CachePage:
     """Everything the page needs; each source that fails adds a message instead."""
     messages: list[str] = []
@@ -77,6 +85,13 @@ def gather_page(session: Session, *, now: datetime | None = None) -> CachePage:
         messages.append(f"Cannot read the published snapshot from SSM ({type(error).__name__}: {error}); "
                         "showing what the Asset events say.")
         published = None
+    if published and published["snapshot_id"]:
+        try:
+            published["fsr_states"] = fsr_states(published["snapshot_id"])
+        except Exception as error:
+            log.warning("ML cache page: cannot describe FSR: %s", error)
+            messages.append(f"Cannot read the FSR state from EC2 ({type(error).__name__}: {error}); "
+                            "showing the AZs enabled at publish.")
     return build_page(now=now or datetime.now(UTC),
                       cache_events=asset_events(session, ML_CONTAINER_CACHE.name),
                       ready_events=asset_events(session, ML_CONTAINER_CACHE_READY.name),

@@ -142,7 +142,8 @@ def build_page(*, now: datetime, cache_events: Iterable[Event], ready_events: It
                build_runs: Iterable[Run] = (), published: Mapping[str, Any] | None = None,
                messages: Sequence[str] = ()) -> CachePage:
     """The page from the events (any order), the build runs and the metadata parameter's content
-    (`published`: {"snapshot_id": ..., "metadata": {...}}, None when it could not be read)."""
+    (`published`: {"snapshot_id": ..., "metadata": {...}, "fsr_states": {az: state} as EC2 describes the
+    published snapshot now, absent when not read}, None when the parameter could not be read)."""
     cache = sorted(cache_events, key=lambda event: event.timestamp)
     ready = sorted(ready_events, key=lambda event: event.timestamp)
     notes = list(messages)
@@ -161,7 +162,8 @@ def build_page(*, now: datetime, cache_events: Iterable[Event], ready_events: It
     for view in archs.values():
         arch_cache = [e for e in cache if (e.extra.get("arch") or UNKNOWN_ARCH) == view.arch]
         arch_ready = [e for e in ready if (e.extra.get("arch") or UNKNOWN_ARCH) == view.arch]
-        view.live = _live(view.arch, now, arch_cache, arch_ready, published_id, published_meta)
+        view.live = _live(view.arch, now, arch_cache, arch_ready, published_id, published_meta,
+                          (published or {}).get("fsr_states"))
         view.startup = _startup(arch_ready)
         if arch_ready:
             newest = arch_ready[-1]
@@ -176,7 +178,7 @@ def build_page(*, now: datetime, cache_events: Iterable[Event], ready_events: It
 
 
 def _live(arch: str, now: datetime, cache: Sequence[Event], ready: Sequence[Event], published_id: str | None,
-          metadata: Mapping[str, Any]) -> LiveSnapshot | None:
+          metadata: Mapping[str, Any], fsr_states: Mapping[str, str] | None) -> LiveSnapshot | None:
     from_parameter = bool(published_id) and metadata.get("snapshot_id") == published_id \
         and (metadata.get("arch") or UNKNOWN_ARCH) == arch
     events = {event.extra.get("snapshot_id"): event for event in cache}
@@ -203,13 +205,21 @@ def _live(arch: str, now: datetime, cache: Sequence[Event], ready: Sequence[Even
         used_bytes=(info.get("totals") or {}).get("filesystem_used_bytes"),
         full_bytes=cost_snapshot.get("full_bytes"),
         incremental_bytes=cost_snapshot.get("incremental_bytes"),
-        fsr=[(zone, "enabled at publish") for zone in info.get("fsr_availability_zones") or []],
+        fsr=_fsr(info.get("fsr_availability_zones") or [], fsr_states if from_parameter else None),
         images=images,
         build_run_id=info.get("run_id"),
         rollout_run_id=validations[-1].extra.get("run_id") if validations else None,
         validated=bool(validations),
         mode=_mode(info.get("build")),
     )
+
+
+def _fsr(published_zones: Sequence[str], states: Mapping[str, str] | None) -> list[tuple[str, str]]:
+    """FSR per AZ: EC2's state now when it was read (an AZ without an entry has FSR off), else the AZs
+    the build enabled before it published."""
+    if states is None:
+        return [(zone, "enabled at publish") for zone in published_zones]
+    return [(zone, states.get(zone, "disabled")) for zone in sorted(set(published_zones) | set(states))]
 
 
 def _mode(build: Mapping[str, Any] | None) -> str | None:

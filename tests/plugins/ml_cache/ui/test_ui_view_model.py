@@ -91,6 +91,13 @@ def test_runs_without_an_event_show_as_up_to_date_or_failed_with_their_cause():
     assert "busybox;rm is not a reference" in render_page(page)
 
 
+def test_fsr_as_ec2_describes_it_now_over_the_zones_enabled_at_publish():
+    cache, ready, metadata = year.weeks(1)
+    published = {**_published(metadata[0]), "fsr_states": {"us-west-2a": "enabled", "us-west-2c": "optimizing"}}
+    [view] = build_page(now=NOW, cache_events=cache, ready_events=ready, published=published).archs
+    assert view.live.fsr == [("us-west-2a", "enabled"), ("us-west-2b", "disabled"), ("us-west-2c", "optimizing")]
+
+
 def test_unreadable_parameter_falls_back_to_the_newest_event_with_a_message():
     cache, ready, _ = year.weeks(3)
     page = build_page(now=NOW, cache_events=cache, ready_events=ready, published=None,
