@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.config import Config
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from ml_cache.assets import ML_CONTAINER_CACHE, ML_CONTAINER_CACHE_READY
 from ml_cache.ui.view_model import BUILD_DAG_ID, CachePage, Event, Run, build_page
@@ -45,7 +45,8 @@ def build_runs(session: Session, limit: int = MAX_RUNS) -> list[Run]:
     from airflow.models.dagrun import DagRun
 
     runs = session.scalars(
-        select(DagRun).where(DagRun.dag_id == BUILD_DAG_ID).order_by(DagRun.run_after.desc()).limit(limit)
+        select(DagRun).options(selectinload(DagRun.dag_run_note))  # the notes in one query, not one per run
+        .where(DagRun.dag_id == BUILD_DAG_ID).order_by(DagRun.run_after.desc()).limit(limit)
     ).all()
     return [Run(run_id=run.run_id, state=str(run.state), start=run.start_date, end=run.end_date, note=run.note)
             for run in runs]

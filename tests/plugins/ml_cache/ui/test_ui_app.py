@@ -177,3 +177,28 @@ def test_aws_unreachable_is_a_message_not_an_error(client, parameters, monkeypat
     assert response.status_code == 200
     assert "role=alert>Cannot read the published snapshot from SSM" in response.text
     assert producers.SNAPSHOT_ID in response.text and "newest Asset event" in response.text
+
+
+def test_a_failed_build_run_shows_with_the_cause_its_note_gives(client, parameters, local_cloud):
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunType
+    from sqlalchemy import delete
+
+    ended = datetime.now(UTC)
+    with create_session() as session:
+        run = DagRun(dag_id="ml_container_cache_build", run_id="manual__refused", run_type=DagRunType.MANUAL,
+                     state=DagRunState.FAILED, run_after=ended, start_date=ended - timedelta(minutes=3))
+        run.end_date = ended
+        run.note = "image 'busybox;rm -rf /' is not a reference: ';' is not allowed"
+        session.add(run)
+    try:
+        data = client.get("/ml-cache/api/page", headers={"Authorization": f"Bearer {_token('viewer')}"}).json()
+    finally:
+        with create_session() as session:
+            session.execute(delete(DagRun).where(DagRun.run_id == "manual__refused"))
+    [row] = data["history"]
+    assert (row["run_id"], row["outcome"], row["snapshot_id"]) == ("manual__refused", "failed", None)
+    assert row["cause"] == "image 'busybox;rm -rf /' is not a reference: ';' is not allowed"
+    assert row["duration_seconds"] == 180
