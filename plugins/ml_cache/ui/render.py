@@ -58,6 +58,11 @@ def _size(value: int | None) -> str:
     return f"{value} B"
 
 
+def _when(iso: str | None) -> str:
+    """An ISO time to the minute (UTC, as Airflow stores it)."""
+    return escape(iso[:16].replace("T", " ")) if iso else "-"
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -79,7 +84,7 @@ def _arch(view: ArchView, ui_base: str) -> str:
             "<h3>Live snapshot</h3><dl>"
             f'<dt>Snapshot</dt><dd><code class=snapshot-id>{escape(live.snapshot_id)}</code> '
             f"({escape(live.source)}), {validated}</dd>"
-            f"<dt>Published</dt><dd>{escape(live.published_at or '-')} (age {_age(live.age_seconds)})</dd>"
+            f"<dt>Published</dt><dd>{_when(live.published_at)} UTC (age {_age(live.age_seconds)})</dd>"
             f"<dt>Build</dt><dd>{escape(live.mode or '-')}, run {_run_link(ui_base, BUILD_DAG_ID, live.build_run_id)}"
             f"</dd><dt>Rollout</dt><dd>{_run_link(ui_base, ROLLOUT_DAG_ID, live.rollout_run_id)}</dd>"
             f"<dt>Size</dt><dd>volume {live.volume_size_gib or '-'} GiB, used {_size(live.used_bytes)}, "
@@ -187,7 +192,7 @@ def _history(page: CachePage, ui_base: str) -> str:
     header = ("<tr><th>Started</th><th>Run</th><th>Arch</th><th>Outcome</th><th>Snapshot</th><th>Pulled</th>"
               "<th>Duration</th><th>Run cost</th><th>Cause</th></tr>")
     rows = [
-        f"<tr><td>{escape(row.time or '-')}</td><td>{_run_link(ui_base, BUILD_DAG_ID, row.run_id)}</td>"
+        f"<tr><td>{_when(row.time)}</td><td>{_run_link(ui_base, BUILD_DAG_ID, row.run_id)}</td>"
         f"<td>{escape(row.arch or '-')}</td><td>{escape(row.outcome)}</td>"
         f"<td><code>{escape(row.snapshot_id or '-')}</code></td><td class=n>{_size(row.bytes_pulled)}</td>"
         f"<td class=n>{'-' if row.duration_seconds is None else f'{row.duration_seconds / 60:.1f} min'}</td>"
@@ -205,7 +210,7 @@ def _cost(weeks: Sequence[CostWeek], total: dict | None) -> str:
         return "<h2>Cost</h2><p class=empty>No cost reported yet (builds report it when they publish).</p>"
     width, height, bottom = 640, 140, 20
     top = max(week.usd for week in weeks) or 1.0
-    bar = (width - 10) / len(weeks)
+    bar = min(40.0, (width - 10) / len(weeks))
     bars = "".join(
         f'<rect x="{i * bar:.1f}" y="{height - bottom - _scale(week.usd, top, height - bottom - 10):.1f}" '
         f'width="{max(1.0, bar - 2):.1f}" height="{_scale(week.usd, top, height - bottom - 10):.1f}" fill="#6b7280">'
