@@ -175,7 +175,7 @@ def _stages_chart(rows: Sequence[StageRow]) -> str:
 
 def _cache_word(row: StageRow) -> str:
     if row.baseline:
-        return "uncached baseline"
+        return "baseline, image was on the node" if row.cache_hit else "uncached baseline"
     return {True: "hit", False: "miss", None: "unknown"}[row.cache_hit]
 
 

@@ -267,7 +267,8 @@ def _startup(ready: Sequence[Event]) -> dict[str, list[StartupPoint]]:
     for event in ready:
         validation = event.extra.get("validation") or {}
         cached = _medians(validation.get("results") or [])
-        uncached = _medians(validation.get("baselines") or [])
+        # a baseline that found its image on the node (a kubelet cache hit) measured no pull: not an uncached start
+        uncached = _medians(b for b in validation.get("baselines") or [] if b.get("cache_hit") is not True)
         for image in sorted(set(cached) | set(uncached)):
             series[image].append(StartupPoint(time=event.timestamp.isoformat(), cached_seconds=cached.get(image),
                                               uncached_seconds=uncached.get(image),

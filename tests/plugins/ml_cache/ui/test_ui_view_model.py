@@ -3,6 +3,7 @@ a year of weekly runs; a failed and an up-to-date run; an unreadable parameter."
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 
@@ -96,6 +97,19 @@ def test_fsr_as_ec2_describes_it_now_over_the_zones_enabled_at_publish():
     published = {**_published(metadata[0]), "fsr_states": {"us-west-2a": "enabled", "us-west-2c": "optimizing"}}
     [view] = build_page(now=NOW, cache_events=cache, ready_events=ready, published=published).archs
     assert view.live.fsr == [("us-west-2a", "enabled"), ("us-west-2b", "disabled"), ("us-west-2c", "optimizing")]
+
+
+def test_a_baseline_that_found_its_image_on_the_node_is_no_uncached_start():
+    cache, ready, metadata = year.weeks(2)
+    warm = json.loads(json.dumps(ready[1].extra))
+    for baseline in warm["validation"]["baselines"]:
+        baseline["cache_hit"] = True  # the kubelet reported the image already present
+    ready[1] = Event(timestamp=ready[1].timestamp, extra=warm)
+    [view] = build_page(now=NOW, cache_events=cache, ready_events=ready, published=_published(metadata[1])).archs
+    [series] = view.startup.values()
+    assert [(p.cached_seconds, p.uncached_seconds) for p in series] == [(2.0, 336.0), (2.0, None)]
+    assert "baseline, image was on the node" in render_page(build_page(
+        now=NOW, cache_events=cache, ready_events=ready, published=_published(metadata[1])))
 
 
 def test_unreadable_parameter_falls_back_to_the_newest_event_with_a_message():
