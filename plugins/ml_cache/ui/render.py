@@ -150,8 +150,9 @@ def _stages_chart(rows: Sequence[StageRow]) -> str:
         y = i * row_height + 4
         end = row.stages.get("ready")
         color = UNCACHED if row.baseline or not row.cache_hit else CACHED
-        label = escape(f"{row.image} ({_cache_word(row)})")
-        bars.append(f'<text x="0" y="{y + 13}">{label[:48]}</text>')
+        short = "/".join(row.image.split("/")[-2:])  # repository tail and tag: the table below has the full ref
+        label = escape(f"{short} ({'baseline' if row.baseline else _cache_word(row)})")
+        bars.append(f'<text x="0" y="{y + 13}">{label}</text>')
         if end is not None:
             bars.append(f'<rect x="{left}" y="{y}" width="{_scale(end, top, width - left - 20):.1f}" height="16" '
                         f'fill="{color}" opacity="0.25"/>')
