@@ -4,8 +4,9 @@
 set -euo pipefail
 
 packages=(containerd docker-registry skopeo xfsprogs pigz busybox-static shellcheck util-linux awscli postgresql
-  redis-server)
-commands=(containerd docker-registry skopeo mkfs.xfs pigz busybox shellcheck losetup aws pg_ctlcluster redis-server)
+  redis-server chromium chromium-driver)
+commands=(containerd docker-registry skopeo mkfs.xfs pigz busybox shellcheck losetup aws pg_ctlcluster redis-server
+  chromium chromedriver)
 
 missing=()
 for i in "${!packages[@]}"; do
