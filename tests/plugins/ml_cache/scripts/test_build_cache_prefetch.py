@@ -19,6 +19,7 @@ from build_cache_lab import MISSING, PLATFORM
 from devstack import volumes
 from devstack.containerd import Containerd
 from devstack.demo_images import DemoImage, default_cache_dir, seed_registry
+from ml_cache import build_progress
 from ml_cache.scripts import build_cache_prefetch as prefetch_module
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(MISSING is not None, reason=str(MISSING))]
@@ -342,3 +343,18 @@ def test_an_interrupted_runs_transient_images_never_reach_the_snapshot(registry,
         assert ctr(reopened, "images", "ls", "-q").split() == sorted(
             [small, small.split(":1.0@")[0] + "@" + small.split("@")[1], small.split("@")[0]])
     volumes.unmount(builder.base / "reopened" / "root")
+
+
+def test_the_builds_progress_lines_are_read_by_airflows_parser(registry, proxy, make_builder) -> None:
+    """The script's real stderr through ml_cache.build_progress: each image fetched and pulled, with its bytes;
+    the report on stdout stays the only line there."""
+    small = registry[1]["small"].replace(registry[0].address, proxy.address)
+    proc = build(make_builder, proxy, [small], ML_CACHE_PROGRESS_SECONDS="0.05")
+    events = [fields for line in proc.stderr.splitlines() if (fields := build_progress.parse_progress(line))]
+    fetched = [e for e in events if e["phase"] == "image"]
+    assert fetched == [{"phase": "image", "image": small, "ok": True, "bytes": small_bytes(registry)}], events
+    assert [e for e in events if e["phase"] == "pulled"] == [{"phase": "pulled", "image": small, "ok": True}]
+    ticks = [e for e in events if e["phase"] == "fetch"]
+    assert all(0 <= e["done"] <= e["total"] and e["image"] == small for e in ticks), ticks
+    assert build_progress.describe(fetched[0]).startswith(f"image {small} fetched: ")
+    assert len(proc.stdout.strip().splitlines()) == 1
