@@ -92,6 +92,7 @@ def command_response_object(original: Any) -> Any:
             result["CompletedCount"] = sum(1 for inv in invocations if inv.finished)
             result["ErrorCount"] = sum(1 for inv in invocations if inv.finished and inv.status != "Success")
             result["TargetCount"] = len(invocations)
+            result["CloudWatchOutputConfig"] = _cloudwatch(invocations[0])  # moto keeps none
         return result
 
     return response_object
