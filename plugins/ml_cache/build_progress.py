@@ -32,11 +32,13 @@ def stream_name(command_id: str, instance_id: str, step: str, output: str = "std
 
 def _size(count: Any) -> str:
     value = float(count or 0)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    if value < 1000:
+        return f"{value:.0f} B"
+    for unit in ("KB", "MB"):
         value /= 1000
-    return f"{value:.1f} GB"
+        if value < 1000:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1000:.1f} GB"
 
 
 def describe(fields: Mapping[str, Any]) -> str:
@@ -117,7 +119,10 @@ class ProgressReader:
     def _line(self, line: str) -> None:
         fields = parse_progress(line)
         if fields is not None:
-            self.log.info("builder progress: %s", describe(fields))
+            try:
+                self.log.info("builder progress: %s", describe(fields))
+            except (TypeError, ValueError):  # a field of another shape: the line as it came
+                self.log.info("builder progress: %s", line[len(PROGRESS_PREFIX):])
         elif line.strip():
             self.tail.append(line)
             self.log.info("builder: %s", line)
