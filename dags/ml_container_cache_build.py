@@ -189,7 +189,8 @@ with DAG(
               "pull_parallelism": SETTINGS["build.pull_parallelism"],
               "registry_credentials": RESOLVED["registry_credentials"],
               "registry_endpoints": RESOLVED["registry_endpoints"],
-              "timeout_seconds": SETTINGS["timeouts.build_seconds"], "poll_seconds": POLL}
+              "timeout_seconds": SETTINGS["timeouts.build_seconds"], "poll_seconds": POLL,
+              "log_group": SETTINGS["aws.build_log_group"]}
 
     settings = validate_inputs()
     resolved = resolve_images(SETTINGS)

@@ -33,6 +33,7 @@ module "airflow_policy" {
   launch_template_id           = aws_launch_template.gpu.id
   kms_key_arn                  = var.kms_key_arn
   notification_topic_arns      = var.notification_topic_arns
+  build_log_group_arn          = aws_cloudwatch_log_group.build.arn
 }
 
 resource "aws_iam_policy" "airflow" {

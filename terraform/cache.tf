@@ -122,6 +122,37 @@ resource "aws_iam_role_policy" "builder_registry_read" {
   policy = module.registry_read_policy.builder_json
 }
 
+# The builder's output, streamed by the SSM agent while a command runs (SendCommand's
+# CloudWatchOutputConfig; the DAG's trigger reads its progress from here). The agent calls
+# CreateLogGroup first (an existing group answers ResourceAlreadyExists, which it accepts), then
+# CreateLogStream and PutLogEvents: amazon-ssm-agent, agent/framework/processor/executer/iohandler and
+# agent/agentlogstocloudwatch/cloudwatchlogspublisher. Exactly this group, nothing else of CloudWatch Logs.
+resource "aws_cloudwatch_log_group" "build" {
+  # checkov:skip=CKV_AWS_338:Build output is for watching and debugging a run, not an audit trail: build_log_retention_days (30) suffices
+  name              = local.build_log_group_name
+  retention_in_days = var.build_log_retention_days
+  kms_key_id        = var.kms_key_arn # as the control plane's group (eks.tf)
+
+  tags = local.tags
+}
+
+data "aws_iam_policy_document" "builder_output" {
+  statement {
+    sid     = "StreamCommandOutput"
+    actions = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"]
+    resources = [
+      aws_cloudwatch_log_group.build.arn,
+      "${aws_cloudwatch_log_group.build.arn}:log-stream:*",
+    ]
+  }
+}
+
+resource "aws_iam_role_policy" "builder_output" {
+  name   = "command-output"
+  role   = aws_iam_role.builder.id
+  policy = data.aws_iam_policy_document.builder_output.json
+}
+
 resource "aws_iam_instance_profile" "builder" {
   name = local.builder_name
   role = aws_iam_role.builder.name

@@ -43,6 +43,7 @@ locals {
   snapshot_id_parameter_name       = "/${local.name}/snapshot-id"
   snapshot_metadata_parameter_name = "/${local.name}/snapshot-metadata"
   ssm_document_name                = "${local.name}-build"
+  build_log_group_name             = coalesce(var.build_log_group_name, "/${local.name}/build")
   builder_name                     = "${local.name}-builder"
 
   ml_cache_base_config = yamldecode(var.ml_cache_base_config == "" ? "{}" : var.ml_cache_base_config)

@@ -100,6 +100,11 @@ output "ssm_document_name" {
   value       = local.ssm_document_name
 }
 
+output "build_log_group_name" {
+  description = "CloudWatch Logs group of the builder's output (DAG config aws.build_log_group)"
+  value       = aws_cloudwatch_log_group.build.name
+}
+
 output "builder_instance_profile_name" {
   description = "Instance profile of the builder"
   value       = aws_iam_instance_profile.builder.name
@@ -187,6 +192,7 @@ output "ml_cache_config" {
       ssm_parameter          = aws_ssm_parameter.snapshot_id.name
       ssm_metadata_parameter = aws_ssm_parameter.snapshot_metadata.name
       ssm_document           = local.ssm_document_name
+      build_log_group        = aws_cloudwatch_log_group.build.name
       kms_key_id             = var.kms_key_arn
       # Terraform's entries win over the config file's: the IAM above is rendered from them.
       registry_credentials = merge(lookup(lookup(local.ml_cache_base_config, "aws", {}), "registry_credentials", {}), {

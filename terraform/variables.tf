@@ -224,6 +224,18 @@ variable "notification_topic_arns" {
   default     = []
 }
 
+variable "build_log_group_name" {
+  description = "CloudWatch Logs group the SSM agent streams the builder's output to while it runs (DAG config aws.build_log_group); null = /<name>/build"
+  type        = string
+  default     = null
+}
+
+variable "build_log_retention_days" {
+  description = "Days the builder's output is kept in CloudWatch Logs"
+  type        = number
+  default     = 30
+}
+
 variable "kms_key_arn" {
   description = "KMS key for EBS volumes (nodes, cache) and the builder; null = the account's default EBS key. Snapshots stay incremental only with the same key"
   type        = string

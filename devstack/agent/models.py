@@ -56,6 +56,7 @@ class Invocation:
     cwd: Path
     forced_status: str | None = None
     lose_instance: str | None = None  # the instance_lost_mid_command fault when the command started
+    cloudwatch: Any = None  # devstack.agent.cloudwatch.CloudWatchOutput when SendCommand asked for it
     requested: datetime = field(default_factory=clock.now)
     created_monotonic: float = field(default_factory=time.monotonic)
     visible_after: float = 0.0

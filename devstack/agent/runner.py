@@ -17,6 +17,7 @@ from typing import Any
 
 from devstack import clock, faults, process
 from devstack.agent import loss, models
+from devstack.agent.cloudwatch import CloudWatchOutput, StepStreamer
 from devstack.agent.documents import plan
 from devstack.agent.models import Invocation, PluginRun
 from devstack.sandbox import Sandbox
@@ -27,7 +28,7 @@ KILL_GRACE_SECONDS = 2.0
 
 
 def start(command_id: str, sandbox: Sandbox, document_name: str, content: dict[str, Any],
-          parameters: dict[str, Any], comment: str = "") -> Invocation:
+          parameters: dict[str, Any], comment: str = "", cloudwatch: CloudWatchOutput | None = None) -> Invocation:
     """Validate, register and start one invocation in the background."""
     cmd_dir = sandbox.root / "ssm" / command_id
     cmd_dir.mkdir(parents=True, exist_ok=True)
@@ -37,6 +38,7 @@ def start(command_id: str, sandbox: Sandbox, document_name: str, content: dict[s
         command_id=command_id, instance_id=sandbox.instance_id, document_name=document_name,
         comment=comment, plugins=plugins, env=env, cwd=sandbox.root,
         forced_status=faults.current().ssm_command_status, lose_instance=faults.current().instance_lost_mid_command,
+        cloudwatch=cloudwatch,
     )
     invocation.visible_after = invocation.created_monotonic + faults.delay("invocation_absent_seconds")
     models.register(invocation)
@@ -99,6 +101,18 @@ def _run_plugin(invocation: Invocation, plugin: PluginRun) -> None:
     cwd = Path(plugin.working_directory) if plugin.working_directory else invocation.cwd
     plugin.started = clock.now()
     plugin.status = plugin.status_details = "InProgress"
+    streamer = None
+    if invocation.cloudwatch is not None:
+        streamer = StepStreamer(invocation.cloudwatch, invocation.command_id, invocation.instance_id, plugin.name,
+                                {"stdout": plugin.stdout_path, "stderr": plugin.stderr_path}).start()
+    try:
+        _carry_out(invocation, plugin, script_path, cwd)
+    finally:
+        if streamer is not None:  # the step ends once its last output is uploaded, as with the agent
+            streamer.close()
+
+
+def _carry_out(invocation: Invocation, plugin: PluginRun, script_path: Path, cwd: Path) -> None:
     try:
         child = process.start(["bash", str(script_path)], plugin.stdout_path, errors_path=plugin.stderr_path,
                               env=invocation.env, cwd=cwd)

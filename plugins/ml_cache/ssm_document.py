@@ -41,6 +41,7 @@ BOOTSTRAP_HEAD = [
     "trap 'rm -rf \"$dir\"' EXIT",
 ]
 BOOTSTRAP_TAIL = ['bash "$dir/build_cache.sh"']
+STEP_NAME = "buildCache"  # also names the CloudWatch log streams of its output (ml_cache.build_progress)
 
 
 def shipped_files() -> dict[str, str]:
@@ -90,7 +91,7 @@ def build_document(files: dict[str, str] | None = None) -> str:
         },
         "mainSteps": [{
             "action": "aws:runShellScript",
-            "name": "buildCache",
+            "name": STEP_NAME,
             "inputs": {
                 "timeoutSeconds": "{{ executionTimeout }}",
                 "runCommand": [*run_command, *BOOTSTRAP_TAIL],

@@ -8,6 +8,7 @@ fixture) still exists, `completed`, with its size and tags.
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -156,3 +157,20 @@ def test_the_trigger_form_refuses_what_the_settings_refuse(cloud, build_dag):
     with pytest.raises(ParamValidationError, match="fsr_availability_zones"):
         run_dag(build_dag, fsr_availability_zones=[""])
     assert len(cloud.client("ec2").describe_instances()["Reservations"]) == launched
+
+
+@needs_data_plane
+def test_the_task_log_shows_the_builders_progress(cloud, build_dag, capfd):
+    """The agent streams the script's stderr to the build log group; the trigger logs its progress lines
+    (the image, its bytes) and the script's own log lines. This build takes seconds, so most arrive at the
+    last read; that they arrive while a command runs: test_builder_command_trigger.py."""
+    run, states = run_dag(build_dag)
+    assert str(run.state) == "success", states
+    out = capfd.readouterr().out
+    image = cloud.images["small"]
+    assert f"builder progress: image {image} pulled" in out, out[-3000:]
+    assert re.search(rf"builder progress: image {re.escape(image)} fetched: [0-9.]+ [KM]?B", out), out[-3000:]
+    assert re.search(r"builder: \S+ build_cache: build: ok, 1 image\(s\), volume quiesced", out)
+    assert "ml-cache-progress" not in out  # formatted, never raw
+    groups = cloud.client("logs").describe_log_groups(logGroupNamePrefix="/ml-container-cache/build")["logGroups"]
+    assert [group["logGroupName"] for group in groups] == ["/ml-container-cache/build"]

@@ -401,6 +401,19 @@ def test_notification_topics_add_sns_publish_to_them_only(tmp_path: Path) -> Non
     assert all(_iam_size(document) <= MANAGED_POLICY_CHARACTERS for document in policy)
 
 
+def test_the_build_log_group_adds_reading_its_streams_only(tmp_path: Path) -> None:
+    """ml_cache.triggers.builder_command reads the builder's output stream of this group, nothing else of Logs."""
+    group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/{PIPELINE}/build"
+    policy = render_policy(tmp_path, build_log_group_arn=group)
+    stream = f"{group}:log-stream:0123abcd-0000-1111-2222-333344445555/i-0123456789abcdef0/buildCache/stderr"
+    assert is_allowed(policy, Request("logs:GetLogEvents", stream, {}))
+    assert is_allowed(policy, Request("logs:FilterLogEvents", group, {}))
+    assert not is_allowed(policy, Request("logs:GetLogEvents", f"{group}-other:log-stream:x", {}))
+    assert not is_allowed(policy, Request("logs:PutLogEvents", stream, {}))
+    assert union_actions(policy) - CONTRACT_ACTIONS == {"logs:FilterLogEvents", "logs:GetLogEvents"}
+    assert all(_iam_size(document) <= MANAGED_POLICY_CHARACTERS for document in policy)
+
+
 @pytest.mark.parametrize("candidate", range(len(LAUNCH.candidates())))
 def test_every_launch_candidate_is_allowed(policy: list[dict[str, Any]], candidate: int) -> None:
     """Each (instance type, subnet) fallback LaunchBuilderOperator may send, as builder_request builds it."""

@@ -81,7 +81,8 @@ def _largest() -> dict[str, Any]:
     topics = [f"arn:aws:sns:{REGION}:{ACCOUNT}:ml-container-cache-{name}-notifications" for name in ("team", "oncall")]
     return {"registry_credentials": credentials, "ecr_repository_arns": repositories, "kms_key_arns": keys,
             "kms_key_arn": KMS_KEY, "builder_subnet_ids": subnets, "builder_instance_types": types,
-            "notification_topic_arns": topics}
+            "notification_topic_arns": topics,
+            "build_log_group_arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/ml-container-cache-production/build"}
 
 
 REGISTRIES = {
@@ -115,7 +116,8 @@ def _modules(tree: Path, name: str, configuration: dict[str, Any]) -> dict[str, 
         f"{name}_airflow": {
             "source": str(tree / "modules" / "airflow-policy"), **POLICY_INPUTS,
             **{key: configuration[key] for key in ("builder_subnet_ids", "builder_instance_types",
-                                                   "notification_topic_arns") if key in configuration},
+                                                   "notification_topic_arns", "build_log_group_arn")
+               if key in configuration},
             "kms_key_arn": configuration.get("kms_key_arn"),
         },
     }
@@ -217,6 +219,8 @@ def test_the_union_allows_exactly_the_contract_and_the_configured_reads(
         expected |= REGISTRY_ACTIONS
     if configuration.get("notification_topic_arns"):
         expected |= {"sns:Publish"}
+    if configuration.get("build_log_group_arn"):
+        expected |= {"logs:FilterLogEvents", "logs:GetLogEvents"}
     assert set().union(*(allowed_actions(policy) for policy in _airflow(rendered, name))) == expected
 
 

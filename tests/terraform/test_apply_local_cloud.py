@@ -180,7 +180,8 @@ def test_builder_profile_role_and_security_group(deployment: Deployment) -> None
     attached = {p["PolicyName"] for p in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]}
     # No AmazonSSMManagedInstanceCore (every parameter), no AmazonEC2ContainerRegistryReadOnly (every repository).
     assert attached == set()
-    assert sorted(iam.list_role_policies(RoleName=role)["PolicyNames"]) == ["registry-read", "ssm-agent"]
+    assert sorted(iam.list_role_policies(RoleName=role)["PolicyNames"]) == ["command-output", "registry-read",
+                                                                          "ssm-agent"]
     document = iam.get_role_policy(RoleName=role, PolicyName="registry-read")["PolicyDocument"]
     if isinstance(document, str):
         document = json.loads(document)
@@ -194,6 +195,31 @@ def test_builder_profile_role_and_security_group(deployment: Deployment) -> None
     group = deployment.client("ec2").describe_security_groups(
         GroupIds=[deployment.outputs["builder_security_group_id"]])["SecurityGroups"][0]
     assert group["IpPermissions"] == []
+
+
+def test_the_builder_writes_its_command_output_to_the_build_log_group_only(deployment: Deployment) -> None:
+    """The SSM agent streams the builder's output (CreateLogGroup answered "exists", then its streams);
+    Airflow reads it back; the group keeps it for the configured days."""
+    group = deployment.outputs["build_log_group_name"]
+    logs = deployment.client("logs")
+    (described,) = [g for g in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+                    if g["logGroupName"] == group]
+    assert described["retentionInDays"] == 30
+    assert yaml.safe_load(deployment.outputs["ml_cache_config"])["aws"]["build_log_group"] == group
+    iam = deployment.client("iam")
+    profile = iam.get_instance_profile(InstanceProfileName=deployment.outputs["builder_instance_profile_name"])
+    role = profile["InstanceProfile"]["Roles"][0]["RoleName"]
+    document = iam.get_role_policy(RoleName=role, PolicyName="command-output")["PolicyDocument"]
+    documents = [json.loads(document) if isinstance(document, str) else document]
+    arn = described["arn"].removesuffix(":*")
+    stream = f"{arn}:log-stream:0123abcd-0000-1111-2222-333344445555/i-0123456789abcdef0/buildCache/stderr"
+    for action in ("logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"):
+        assert is_allowed(documents, Request(action, stream))
+        assert not is_allowed(documents, Request(action, stream.replace("/build:", "/other:")))
+    assert is_allowed(documents, Request("logs:CreateLogGroup", arn))
+    assert not is_allowed(documents, Request("logs:GetLogEvents", stream))
+    airflow = json.loads(deployment.outputs["airflow_launch_policy_json"])
+    assert is_allowed([airflow], Request("logs:GetLogEvents", stream))
 
 
 def test_the_deployed_builder_role_reads_no_parameter_or_secret_outside_its_own(deployment: Deployment) -> None:

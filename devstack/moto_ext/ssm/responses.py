@@ -13,6 +13,7 @@ from moto.ssm.models import Command
 from devstack import clock
 from devstack.agent import documents, runner
 from devstack.agent import models as agent_state
+from devstack.agent.cloudwatch import CloudWatchOutput
 from devstack.agent.models import Invocation, PluginRun
 from devstack.moto_ext.ssm import models
 from devstack.moto_ext.ssm.exceptions import SsmError
@@ -68,12 +69,14 @@ def send_command(original: Any) -> Any:
         if not_online:
             raise SsmError("InvalidInstanceId",
                            f"Instances {not_online} not in a valid state for account {self.current_account}")
+        cloudwatch = CloudWatchOutput.from_request(self._get_param("CloudWatchOutputConfig"), self.current_account,
+                                                   self.region, document_name)
         result = original(self)
         command = self.ssm_backend.get_command_by_id(result.result["Command"]["CommandId"])
         for instance_id in list(command.instance_ids):
             if instance_id in boxes and models.ping_status(*boxes[instance_id]) == "Online":
                 runner.start(command.command_id, boxes[instance_id][1], document_name, content, parameters,
-                            comment=command.comment)
+                             comment=command.comment, cloudwatch=cloudwatch)
         return ActionResult({"Command": command.response_object()})
 
     return handler
@@ -89,6 +92,7 @@ def command_response_object(original: Any) -> Any:
             result["CompletedCount"] = sum(1 for inv in invocations if inv.finished)
             result["ErrorCount"] = sum(1 for inv in invocations if inv.finished and inv.status != "Success")
             result["TargetCount"] = len(invocations)
+            result["CloudWatchOutputConfig"] = _cloudwatch(invocations[0])  # moto keeps none
         return result
 
     return response_object
@@ -141,8 +145,14 @@ def get_command_invocation(self: Any) -> ActionResult:
         "StandardOutputUrl": "",
         "StandardErrorContent": plugin.errors(agent_state.STDERR_LIMIT),
         "StandardErrorUrl": "",
-        "CloudWatchOutputConfig": {"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": False},
+        "CloudWatchOutputConfig": _cloudwatch(invocation),
     })
+
+
+def _cloudwatch(invocation: Invocation) -> dict[str, Any]:
+    if invocation.cloudwatch is None:
+        return {"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": False}
+    return invocation.cloudwatch.as_response()
 
 
 def _plugin_output(plugin: PluginRun) -> str:
@@ -186,7 +196,7 @@ def list_command_invocations(self: Any) -> ActionResult:
             "StandardErrorUrl": "",
             "CommandPlugins": [],
             "ServiceRole": "",
-            "CloudWatchOutputConfig": {"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": False},
+            "CloudWatchOutputConfig": _cloudwatch(invocation),
         }
         if details:
             item["CommandPlugins"] = [

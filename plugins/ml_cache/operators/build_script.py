@@ -8,11 +8,13 @@ from typing import Any
 from airflow.providers.amazon.aws.utils import validate_execute_complete_event
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
+from ml_cache.build_progress import parse_progress, stream_name
 from ml_cache.builder_spec import build_spec, encode_spec
 from ml_cache.errors import DeadlinePassed, PermanentFailure, fail_fast
 from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.links import RunCommandLink
 from ml_cache.operators.base import CacheAwsOperator
+from ml_cache.ssm_document import STEP_NAME
 from ml_cache.triggers.builder_command import BuilderCommandTrigger
 
 DELIVERY_TIMEOUT_SECONDS = 600
@@ -22,18 +24,20 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
     """Run our document on the builder: spec as data, timeout sized to the work, deferrable wait.
 
     On failure the error carries the tail of the script's stderr, so the run names the cause
-    (the image that failed to pull) rather than only "exit code 1".
+    (the image that failed to pull) rather than only "exit code 1". With `log_group`, the SSM agent
+    streams the script's output to CloudWatch Logs and the trigger logs its progress while it runs.
     """
 
     aws_hook_class = CacheSsmHook
     operator_extra_links = (RunCommandLink(),)
     template_fields: Sequence[str] = aws_template_fields(
         "builder", "document", "images", "platform", "pull_parallelism", "registry_credentials",
-        "registry_endpoints", "timeout_seconds", "poll_seconds")
+        "registry_endpoints", "timeout_seconds", "poll_seconds", "log_group")
 
     def __init__(self, *, action: str, builder: dict[str, Any], document: dict[str, str], images: list[str],
                  platform: str, pull_parallelism: int | None, registry_credentials: dict[str, Any],
-                 registry_endpoints: dict[str, str], timeout_seconds: int, poll_seconds: int, **kwargs: Any) -> None:
+                 registry_endpoints: dict[str, str], timeout_seconds: int, poll_seconds: int,
+                 log_group: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.action = action
         self.builder = builder
@@ -45,6 +49,7 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
         self.registry_endpoints = registry_endpoints
         self.timeout_seconds = timeout_seconds
         self.poll_seconds = poll_seconds
+        self.log_group = log_group  # the SSM agent streams the script's output there; the trigger logs its progress
 
     def execute(self, context: Any) -> str:
         instance_id = self.builder["instance_id"]
@@ -63,6 +68,8 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
                 Parameters={"spec": [encode_spec(spec)], "executionTimeout": [str(self.timeout_seconds)]},
                 TimeoutSeconds=DELIVERY_TIMEOUT_SECONDS,
                 Comment=f"ml-container-cache {self.action} {context['ti'].run_id}"[:100],
+                **({"CloudWatchOutputConfig": {"CloudWatchOutputEnabled": True,
+                                               "CloudWatchLogGroupName": self.log_group}} if self.log_group else {}),
             )
         command_id = response["Command"]["CommandId"]
         self.persist_link(context, RunCommandLink, command_id=command_id, instance_id=instance_id)
@@ -70,7 +77,8 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
         # the command's own timeout plus delivery slack
         self.defer_until(BuilderCommandTrigger, method_name="execute_complete", command_id=command_id,
                          instance_id=instance_id, timeout_seconds=self.timeout_seconds + DELIVERY_TIMEOUT_SECONDS,
-                         poll_seconds=self.poll_seconds)
+                         poll_seconds=self.poll_seconds, log_group=self.log_group or None,
+                         log_stream=stream_name(command_id, instance_id, STEP_NAME) if self.log_group else None)
         return command_id  # not reached: defer raises
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> str:
@@ -80,7 +88,9 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
             raise PermanentFailure(f"Builder script ({self.action}): {event['message']}")
         invocation = self.hook.get_command_invocation(command_id, self.builder["instance_id"])
         if event["status"] != "success" or invocation.get("Status") != "Success":
-            stderr_tail = (invocation.get("StandardErrorContent") or "").strip()[-1500:]
+            stderr_tail = event.get("stderr_tail") or "\n".join(  # the trigger's (CloudWatch Logs) or SSM's first 8,000
+                line for line in (invocation.get("StandardErrorContent") or "").strip().splitlines()
+                if parse_progress(line) is None)[-1500:]
             status, details = invocation.get("Status"), invocation.get("StatusDetails")
             ended = status if details in (None, status) else f"{status}: {details}"  # TimedOut: DeliveryTimedOut
             raise failure_class(status, details)(

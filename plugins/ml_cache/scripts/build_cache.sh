@@ -11,7 +11,8 @@
 #        "registry_endpoints": {"<host>": "http(s)://mirror[:port]"}}
 #   defined by build_spec.schema.json, checked by build_cache_helpers.py (both beside this script)
 #   before the volume is touched.
-# stdout: exactly one JSON line (the report). Logs: stderr, terse (SSM keeps 8,000 chars).
+# stdout: exactly one JSON line (the report). Logs: stderr, terse (SSM keeps 8,000 chars), and progress
+# lines while it pulls (build_cache_helpers.py progress_line: read live from CloudWatch Logs by Airflow).
 # Exit status: 0 only when every image is pulled, verified and the volume is unmounted.
 # Pulled images go to namespace k8s.io, are labelled io.cri-containerd.image=managed and
 # io.cri-containerd.pinned=pinned (kubelet GC keeps them) under every name a pod may use: the pinned
@@ -382,6 +383,7 @@ pull_one() { # pull_one INDEX REF: bounded retries; writes pull.INDEX.rc
     fi
   done
   printf '%s %s\n' "$rc" "$tried" >"$WORK/pull.$index.rc"
+  helpers progress pulled "$ref" "$rc" || true
 }
 
 plan_pull() { # the pull path for the running containerd (build_cache_helpers.py pull_plan)
@@ -421,8 +423,8 @@ pull_all() { # each image's pull starts when the prefetch announces it (any orde
   local index status detail fd pid prefetched=0
   RUNNING=() STARTED=()
   if ((PREFETCH_ON)); then
-    exec {fd}< <(exec python3 "$PREFETCH" prefetch "$CD_SOCKET" "$NAMESPACE" "$PLATFORM" "$WORK/spec.lines" "$WORK" \
-      "$CONNECTIONS" "$EARLY_UNPACK" "$CD_ROOT" 2>>"$WORK/prefetch.log")
+    exec {fd}< <(ML_CACHE_PROGRESS_FD=4 exec python3 "$PREFETCH" prefetch "$CD_SOCKET" "$NAMESPACE" "$PLATFORM" \
+      "$WORK/spec.lines" "$WORK" "$CONNECTIONS" "$EARLY_UNPACK" "$CD_ROOT" 4>&2 2>>"$WORK/prefetch.log")
     PREFETCH_PID=$!
     while read -r -u "$fd" index status detail; do
       [[ "$index" =~ ^[0-9]+$ && -n "${IMAGES[$index]:-}" && -z "${STARTED[$index]:-}" ]] || continue

@@ -36,6 +36,26 @@ JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "nu
 ECR_HOST = re.compile(json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))["$defs"]["ecr_registry_host"]["pattern"],
                       re.IGNORECASE)  # DNS names are case-insensitive
 
+# Progress on the script's stderr while it pulls (SSM keeps only the first 24,000 characters of stdout,
+# where the report goes): this prefix, then one JSON object with "phase" (fetch: bytes of the set;
+# image: one image fetched; pulled: one image's ctr pull ended). Airflow reads them with parse_progress.
+PROGRESS_PREFIX = "ml-cache-progress "
+
+
+def progress_line(phase: str, **fields: object) -> str:
+    return PROGRESS_PREFIX + json.dumps({"phase": phase, **fields}, separators=(",", ":"))
+
+
+def parse_progress(line: str) -> dict | None:
+    """The fields of a progress line; None for any other line."""
+    if not line.startswith(PROGRESS_PREFIX):
+        return None
+    try:
+        fields = json.loads(line[len(PROGRESS_PREFIX):])
+    except ValueError:
+        return None
+    return fields if isinstance(fields, dict) and isinstance(fields.get("phase"), str) else None
+
 
 class SpecError(ValueError):
     """The spec breaks the schema; the message names the path and the value."""
@@ -432,13 +452,16 @@ def main(argv: list[str]) -> int:
     if command == "pull-plan" and len(args) == 3 and args[1].isdigit():
         print("\n".join(plan_pull(*args)))
         return 0
+    if command == "progress" and len(args) == 3 and args[2].isdigit():  # progress pulled REF EXIT_CODE
+        print(progress_line(args[0], image=args[1], ok=args[2] == "0"), file=sys.stderr)
+        return 0
     if command == "imds-region" and not args:
         print(imds_region())
         return 0
     print("usage: build_cache_helpers.py parse-spec FILE | verify SOCKET NAMESPACE PLATFORM REFS_FILE"
           " | prune before|after SOCKET NAMESPACE ROOT STATE [REFS_FILE]"
           " | report build|quiesce KEY=VALUE... | pull-plan SOCKET PARALLEL auto|fetch|off"
-          " | imds-region", file=sys.stderr)
+          " | progress PHASE REF EXIT_CODE | imds-region", file=sys.stderr)
     return 64
 
 

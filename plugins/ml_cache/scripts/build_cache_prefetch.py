@@ -16,6 +16,7 @@ A failure here only costs speed: the image's own `ctr images pull` fetches what 
 
 `prefetch SOCKET NAMESPACE PLATFORM SPEC_LINES WORK_DIR CONNECTIONS UNPACK [ROOT]`: prints `INDEX ok BYTES`
 or `INDEX failed REASON` per image (INDEX: its place among the spec's image= lines), in completion order.
+Progress lines (build_cache_helpers.progress_line) go to fd $ML_CACHE_PROGRESS_FD when set.
 `release SOCKET NAMESPACE [ROOT]`: removes the anchor and the staging directory (after the pulls; before a
 build, an interrupted run's), with a synchronous GC that also takes any snapshot no image recorded.
 Credentials: WORK_DIR/secret.<host> (user:password) when present; never on argv or in a message.
@@ -47,11 +48,11 @@ from typing import BinaryIO
 
 try:  # on the builder: the modules beside this file (python3 puts this file's directory first on sys.path)
     from build_cache_apply import Applier, ApplyError, Snapshots
-    from build_cache_helpers import platform_matches
+    from build_cache_helpers import platform_matches, progress_line
     from build_cache_helpers import repository as repository_of
 except ImportError:  # imported as a package (the Airflow side, the tests)
     from ml_cache.scripts.build_cache_apply import Applier, ApplyError, Snapshots
-    from ml_cache.scripts.build_cache_helpers import platform_matches
+    from ml_cache.scripts.build_cache_helpers import platform_matches, progress_line
     from ml_cache.scripts.build_cache_helpers import repository as repository_of
 
 TRANSIENT = "ml-cache.invalid/"  # .invalid: a name no registry can serve; removed by `release`
@@ -68,6 +69,7 @@ ACCEPT = ", ".join([
     "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"])
 REDIRECTS = (301, 302, 303, 307, 308)
+PROGRESS_SECONDS = float(os.environ.get("ML_CACHE_PROGRESS_SECONDS", "5"))  # at most one `fetch` line per period
 USER_AGENT = "ml-cache-prefetch/1"  # tells our requests from containerd's in a registry's log
 
 
@@ -509,6 +511,7 @@ class Image:
                 return
             self.reported = True
         self.prefetch.announce(f"{self.index} {line}")
+        self.prefetch.tell("image", image=self.ref, ok=line.startswith("ok"), bytes=self.bytes)
         self.reported_event.set()
 
 
@@ -516,9 +519,10 @@ class Prefetch:
     """The whole image set: plans each image (manifests), then fetches every blob part with a pool of
     connections, earlier images first, at most connections + 2 parts held in memory."""
 
-    def __init__(self, store: Store, platform: str, connections: int, out: object = sys.stdout, unpack: int = 0
-                 ) -> None:
+    def __init__(self, store: Store, platform: str, connections: int, out: object = sys.stdout, unpack: int = 0,
+                 progress: object = None) -> None:
         self.store, self.want, self.connections, self.out = store, platform.split("/"), connections, out
+        self.progress_out = progress  # where progress lines go (build_cache_helpers.progress_line), if anywhere
         self.unpack = unpack if store.staging is not None else 0  # the applier works on the volume's files
         self.applier: Applier | None = None
         self.images: list[Image] = []
@@ -535,6 +539,24 @@ class Prefetch:
     def announce(self, line: str) -> None:
         with self.lock:
             print(line, file=self.out, flush=True)
+
+    def tell(self, phase: str, **fields: object) -> None:
+        if self.progress_out is not None:
+            with self.lock:
+                print(progress_line(phase, **fields), file=self.progress_out, flush=True)
+
+    def ticker(self, finished: threading.Event) -> None:
+        """Bytes fetched of the set's (as planned so far) every PROGRESS_SECONDS while they change."""
+        told = -1
+        while not finished.wait(PROGRESS_SECONDS):
+            with self.lock:
+                done, total = self.fetched, sum(blob.size for blob in self.blobs.values())
+            waiting = [image for image in self.images if not image.reported]
+            if done != told and waiting:
+                told = done
+                self.tell("fetch", image=waiting[0].ref, done=done, total=total,
+                          images_done=len(self.images) - len(waiting), images=len(self.images),
+                          layers_applied=self.applier.applied if self.applier else 0)
 
     def document(self, registry: Registry, digest: str) -> bytes:
         """A manifest or index by digest, checked against it (fetched once per digest)."""
@@ -713,10 +735,13 @@ class Prefetch:
                 named = error if isinstance(error, PrefetchError) else f"{type(error).__name__}: {error}"
                 image.report(f"failed {named}")
 
+        finished = threading.Event()
+        threading.Thread(target=self.ticker, args=(finished,), daemon=True).start()
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(8, len(images)))) as planners:
             list(planners.map(plan, images))
         for image, _, _ in images:
             image.reported_event.wait()
+        finished.set()
         for _ in workers:
             self.jobs.put((sys.maxsize, 0, 0, 0, None))
         for thread in workers:
@@ -741,12 +766,12 @@ def spec_images(spec_lines: str) -> tuple[list[str], dict[str, str]]:
 
 
 def prefetch(socket: str, namespace: str, platform: str, spec_lines: str, work_dir: str, connections: int,
-             out: object = sys.stdout, unpack: int = 0, root: str = "") -> dict:
+             out: object = sys.stdout, unpack: int = 0, root: str = "", progress: object = None) -> dict:
     """Fetch every image of the spec into the content store; one line per image on `out`."""
     started = time.monotonic()
     refs, endpoints = spec_images(spec_lines)
     plain_http = os.environ.get("ML_CACHE_PLAIN_HTTP_REGISTRIES", "").split()
-    job = Prefetch(Store(socket, namespace, root), platform, connections, out, unpack)
+    job = Prefetch(Store(socket, namespace, root), platform, connections, out, unpack, progress)
     registries: dict[tuple[str, str], Registry] = {}
     entries = []
     for index, ref in enumerate(refs):
@@ -775,7 +800,10 @@ def main(argv: list[str]) -> int:
         print("usage: build_cache_prefetch.py prefetch SOCKET NAMESPACE PLATFORM SPEC_LINES WORK_DIR CONNECTIONS UNPACK"
               " [CONTAINERD_ROOT] | release SOCKET NAMESPACE [CONTAINERD_ROOT]", file=sys.stderr)
         return 64
-    summary = prefetch(*argv[1:6], int(argv[6]), sys.stdout, int(argv[7]), argv[8] if len(argv) == 9 else "")
+    fd = os.environ.get("ML_CACHE_PROGRESS_FD", "")  # build_cache.sh's stderr (ours goes to a log file)
+    progress = os.fdopen(int(fd), "w", buffering=1) if fd.isdigit() else None
+    summary = prefetch(*argv[1:6], int(argv[6]), sys.stdout, int(argv[7]), argv[8] if len(argv) == 9 else "",
+                       progress)
     rate = summary["bytes"] / 1e6 / max(summary["seconds"], 0.01)
     print(f"prefetch: {summary['blobs']} blob(s), {summary['bytes'] / 1e6:.1f} MB in {summary['seconds']} s "
           f"({rate:.0f} MB/s, {summary['connections']} connections), {summary['layers_applied']} layer(s) "

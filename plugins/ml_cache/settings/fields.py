@@ -75,6 +75,7 @@ KmsKeyId = _pattern(
     r"|arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(?:key/[A-Za-z0-9_-]+|alias/[A-Za-z0-9_/-]+)")
 SsmParameterName = Annotated[_pattern(r"(?:/[a-zA-Z0-9_.-]+)+", max_length=1011), _no_reserved_prefix("/aws/", "/ssm/")]
 SsmDocumentName = Annotated[_pattern(r"[a-zA-Z0-9_.-]{3,128}"), _no_reserved_prefix("aws", "amazon", "amzn")]
+LogGroupName = _pattern(r"[.\-_/#A-Za-z0-9]{1,512}")  # CloudWatch Logs' CreateLogGroup pattern
 SnapshotName = Annotated[_pattern(r"[A-Za-z0-9 _.:/=+@-]{1,128}"), AfterValidator(_trimmed)]  # EC2 tag value
 SnapshotDescription = Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(_printable)]
 SnapshotId = Annotated[str, StringConstraints(pattern=SNAPSHOT_ID_PATTERN)]

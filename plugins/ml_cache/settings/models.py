@@ -42,6 +42,9 @@ class AwsConfig(Section):
     ssm_parameter: f.SsmParameterName = Field("/ml-container-cache/snapshot-id", description="Bare snap- id.")
     ssm_metadata_parameter: f.SsmParameterName = "/ml-container-cache/snapshot-metadata"
     ssm_document: f.SsmDocumentName = Field("ml-container-cache-build", description="Registered by the DAG.")
+    build_log_group: f.LogGroupName | None = Field(
+        "/ml-container-cache/build", description="CloudWatch Logs group the SSM agent streams the builder's "
+                                                 "output to (its progress in the task log); None: none.")
     kms_key_id: f.KmsKeyId | None = Field(None, description="None: the account's default EBS key.")
     registry_credentials: dict[str, dict] = Field({}, description="Registry host or host pattern -> where its "
                                                   "credentials come from (builder spec schema's $defs/credential); "

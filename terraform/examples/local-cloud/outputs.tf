@@ -87,3 +87,8 @@ output "builder_registry_policy_json" {
   description = "The builder role's registry policy (configured sources only)"
   value       = module.ml_container_cache.builder_registry_policy_json
 }
+
+output "build_log_group_name" {
+  description = "CloudWatch Logs group of the builder's output"
+  value       = module.ml_container_cache.build_log_group_name
+}

@@ -285,6 +285,14 @@ locals {
         StringEquals = { "iam:PassedToService" = "ec2.amazonaws.com" }
       }
     }
+    ], var.build_log_group_arn == null ? [] : [
+    {
+      # ml_cache.triggers.builder_command logs the builder's progress from its output stream.
+      Sid      = "ReadBuilderOutput"
+      Effect   = "Allow"
+      Action   = ["logs:FilterLogEvents", "logs:GetLogEvents"]
+      Resource = [var.build_log_group_arn, "${var.build_log_group_arn}:log-stream:*"]
+    }
     ], length(var.notification_topic_arns) == 0 ? [] : [
     {
       # ml_cache.notify publishes a run's failure (and, if asked, success) to these topics only.

@@ -117,6 +117,16 @@ variable "notification_topic_arns" {
   }
 }
 
+variable "build_log_group_arn" {
+  description = "CloudWatch Logs group of the builder's output, read while a command runs (no trailing :*); null = no statement"
+  type        = string
+  default     = null
+  validation {
+    condition     = var.build_log_group_arn == null || can(regex("^arn:[^:]+:logs:[^:]+:[0-9]{12}:log-group:[^:*]+$", var.build_log_group_arn))
+    error_message = "build_log_group_arn must be one log group's ARN, no wildcard."
+  }
+}
+
 variable "kms_key_arn" {
   description = "Customer managed KMS key of the builder's volumes and snapshots; null = the default EBS key (no KMS statement)"
   type        = string

@@ -161,3 +161,38 @@ def test_a_document_changed_under_its_version_never_runs(ssm, builder) -> None:
         operator(builder, document).execute({"ti": SimpleNamespace(run_id="manual__1")})
     assert f"does not match the Sha256 hash {document['sha256']}" in str(refused.value)
     assert sent(ssm, builder["instance_id"]) == []
+
+
+def test_with_a_log_group_the_output_streams_and_the_trigger_reads_it(cloud, ssm, builder) -> None:  # noqa: F811
+    task = operator(builder, register(ssm, FAILING), {**ARGS, "log_group": "/test/build-script"})
+    with pytest.raises(TaskDeferred) as deferred:
+        task.execute({"ti": SimpleNamespace(run_id="manual__1")})
+    (command,) = sent(ssm, builder["instance_id"])
+    command_id, instance_id = command["CommandId"], builder["instance_id"]
+    assert command["CloudWatchOutputConfig"] == {"CloudWatchLogGroupName": "/test/build-script",
+                                                 "CloudWatchOutputEnabled": True}
+    trigger = deferred.value.trigger
+    assert (trigger.log_group, trigger.log_stream) == ("/test/build-script",
+                                                       f"{command_id}/{instance_id}/buildCache/stderr")
+    assert wait_invocation(ssm, command_id, instance_id)["Status"] == "Failed"
+    events = aws(cloud, "logs").get_log_events(logGroupName=trigger.log_group, logStreamName=trigger.log_stream,
+                                               startFromHead=True)["events"]
+    assert events[-1]["message"].endswith("ERROR: pull failed: nvcr.io/nvidia/pytorch:24.05-py3@" + DIGEST)
+
+
+def test_the_failure_prefers_the_triggers_stderr_tail_and_never_quotes_progress(ssm, builder) -> None:
+    progress = ('python3 "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/build_cache_helpers.py" '
+                "progress pulled a/b:1 1\n")
+    task = operator(builder, register(ssm, progress + FAILING))
+    with pytest.raises(TaskDeferred):
+        task.execute({"ti": SimpleNamespace(run_id="manual__1")})
+    (command,) = sent(ssm, builder["instance_id"])
+    command_id = command["CommandId"]
+    invocation = wait_invocation(ssm, command_id, builder["instance_id"])
+    assert "ml-cache-progress " in invocation["StandardErrorContent"]
+    with pytest.raises(RuntimeError) as failed:
+        task.execute_complete({}, {"status": "failure", "command_id": command_id})
+    assert "ERROR: pull failed" in str(failed.value) and "ml-cache-progress" not in str(failed.value)
+    with pytest.raises(RuntimeError, match=r"stderr tail:\nthe last lines CloudWatch Logs held$"):
+        task.execute_complete({}, {"status": "failure", "command_id": command_id,
+                                   "stderr_tail": "the last lines CloudWatch Logs held"})

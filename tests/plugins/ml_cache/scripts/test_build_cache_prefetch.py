@@ -7,8 +7,10 @@ import base64
 import http.client
 import io
 import json
+import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,6 +21,7 @@ from build_cache_lab import MISSING, PLATFORM
 from devstack import volumes
 from devstack.containerd import Containerd
 from devstack.demo_images import DemoImage, default_cache_dir, seed_registry
+from ml_cache import build_progress
 from ml_cache.scripts import build_cache_prefetch as prefetch_module
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(MISSING is not None, reason=str(MISSING))]
@@ -36,6 +39,7 @@ class RecordingProxy(BaseHTTPRequestHandler):
     refuse_prefetch = 0
     corrupt = ""
     bearer = ""
+    delay = 0.0  # seconds before answering each blob request of our prefetch (a slow registry)
 
     def _reply(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.send_response(status)
@@ -51,6 +55,8 @@ class RecordingProxy(BaseHTTPRequestHandler):
         cls = type(self)
         agent = self.headers.get("User-Agent", "")
         cls.seen.append((self.command, self.path, agent, self.headers.get("Range", "")))
+        if cls.delay and agent == PREFETCH_AGENT and "/blobs/" in self.path:
+            time.sleep(cls.delay)
         if cls.refuse_prefetch and agent == PREFETCH_AGENT:
             self._reply(cls.refuse_prefetch, {}, b"refused by the test proxy\n")
             return
@@ -160,6 +166,31 @@ def test_range_parts_reassemble_the_blob_exactly(registry, proxy, containerd, tm
     upstream.request("GET", f"/v2/ml-cache-demo/small/blobs/{layer}")
     assert subprocess.run(["ctr", "-a", str(containerd.address), "-n", NAMESPACE, "content", "get", layer],
                           capture_output=True, check=True).stdout == upstream.getresponse().read()
+
+
+def test_progress_ticks_count_the_bytes_fetched_of_the_set(registry, proxy, containerd, tmp_path,
+                                                          monkeypatch) -> None:
+    """While bytes move, a `fetch` line at most every PROGRESS_SECONDS: bytes done of the set's, growing to it;
+    then the image's own line. Read back with Airflow's parser."""
+    monkeypatch.setattr(prefetch_module, "CHUNK_BYTES", 128 * 1024)
+    monkeypatch.setattr(prefetch_module, "PROGRESS_SECONDS", 0.2)
+    proxy.delay = 0.1
+    ref = registry[1]["small"].replace(registry[0].address, proxy.address)
+    (tmp_path / "spec.lines").write_text(f"image={ref}\n")
+    monkeypatch.setenv("ML_CACHE_PLAIN_HTTP_REGISTRIES", proxy.address)
+    progress = io.StringIO()
+    prefetch_module.prefetch(str(containerd.address), NAMESPACE, PLATFORM, str(tmp_path / "spec.lines"),
+                             str(tmp_path), 2, io.StringIO(), 0, "", progress)
+    events = [build_progress.parse_progress(line) for line in progress.getvalue().splitlines()]
+    assert None not in events, progress.getvalue()
+    ticks = [e for e in events if e["phase"] == "fetch"]
+    assert len(ticks) >= 2, events
+    done = [tick["done"] for tick in ticks]
+    assert done == sorted(set(done)) and done[-1] <= ticks[-1]["total"] <= small_bytes(registry)
+    assert all(tick["image"] == ref and (tick["images_done"], tick["images"]) == (0, 1) for tick in ticks)
+    assert events[-1] == {"phase": "image", "image": ref, "ok": True, "bytes": small_bytes(registry)}
+    assert re.fullmatch(rf"fetching: [0-9.]+ [KM]?B of [0-9.]+ [KM]?B \([0-9]+%\), 0 of 1 image\(s\) in, "
+                        rf"0 layer\(s\) applied; now {re.escape(ref)}", build_progress.describe(ticks[-1]))
 
 
 def small_bytes(registry) -> int:
@@ -342,3 +373,18 @@ def test_an_interrupted_runs_transient_images_never_reach_the_snapshot(registry,
         assert ctr(reopened, "images", "ls", "-q").split() == sorted(
             [small, small.split(":1.0@")[0] + "@" + small.split("@")[1], small.split("@")[0]])
     volumes.unmount(builder.base / "reopened" / "root")
+
+
+def test_the_builds_progress_lines_are_read_by_airflows_parser(registry, proxy, make_builder) -> None:
+    """The script's real stderr through ml_cache.build_progress: each image fetched and pulled, with its bytes;
+    the report on stdout stays the only line there."""
+    small = registry[1]["small"].replace(registry[0].address, proxy.address)
+    proc = build(make_builder, proxy, [small], ML_CACHE_PROGRESS_SECONDS="0.05")
+    events = [fields for line in proc.stderr.splitlines() if (fields := build_progress.parse_progress(line))]
+    fetched = [e for e in events if e["phase"] == "image"]
+    assert fetched == [{"phase": "image", "image": small, "ok": True, "bytes": small_bytes(registry)}], events
+    assert [e for e in events if e["phase"] == "pulled"] == [{"phase": "pulled", "image": small, "ok": True}]
+    ticks = [e for e in events if e["phase"] == "fetch"]
+    assert all(0 <= e["done"] <= e["total"] and e["image"] == small for e in ticks), ticks
+    assert build_progress.describe(fetched[0]).startswith(f"image {small} fetched: ")
+    assert len(proc.stdout.strip().splitlines()) == 1
