@@ -30,8 +30,8 @@ def online(launch, ssm, set_faults, helpers):
 
 def test_agent_comes_online_after_the_delay(ssm, launch, set_faults) -> None:
     set_faults(agent_online_seconds=1.0)
+    started = time.monotonic()  # before the launch: the delay counts from it, and a loaded machine returns late
     instance_id = launch()
-    started = time.monotonic()
     assert ssm.describe_instance_information(
         Filters=[{"Key": "InstanceIds", "Values": [instance_id]}])["InstanceInformationList"] == []
     with pytest.raises(ssm.exceptions.InvalidInstanceId):
@@ -43,7 +43,7 @@ def test_agent_comes_online_after_the_delay(ssm, launch, set_faults) -> None:
         if info:
             break
         time.sleep(0.1)
-    assert time.monotonic() - started >= 0.9
+    assert time.monotonic() - started >= 1.0
     item = info[0]
     assert item["PingStatus"] == "Online"
     assert (item["PlatformType"], item["PlatformName"], item["ResourceType"]) == (
