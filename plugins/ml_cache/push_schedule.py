@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable
+from airflow.timetables.trigger import CronTriggerTimetable as CoreCronTriggerTimetable
 
 from ml_cache.triggers.ecr_push import EcrPushTrigger
 
@@ -30,10 +31,11 @@ def ecr_push_asset(queue_url: str, *, aws_conn_id: str, quiet_seconds: int = 60)
 
 def build_schedule(aws_conn_id: str, environ: Mapping[str, str] = os.environ) -> Any:
     """CronTriggerTimetable, or AssetOrTimeSchedule(cron, ECR pushes) when ML_CACHE_PUSH_QUEUE_URL is set."""
-    cron = CronTriggerTimetable(environ.get("ML_CACHE_BUILD_SCHEDULE") or DEFAULT_CRON, timezone="UTC")
+    expression = environ.get("ML_CACHE_BUILD_SCHEDULE") or DEFAULT_CRON
     queue_url = (environ.get("ML_CACHE_PUSH_QUEUE_URL") or "").strip()
     if not queue_url:
-        return cron
+        return CoreCronTriggerTimetable(expression, timezone="UTC")  # as before this option existed
+    cron = CronTriggerTimetable(expression, timezone="UTC")  # the SDK's, as AssetOrTimeSchedule wants
     quiet = int(environ.get("ML_CACHE_PUSH_QUIET_SECONDS") or 60)
     return AssetOrTimeSchedule(timetable=cron,
                                assets=ecr_push_asset(queue_url, aws_conn_id=aws_conn_id, quiet_seconds=quiet))
