@@ -87,3 +87,8 @@ output "builder_registry_policy_json" {
   description = "The builder role's registry policy (configured sources only)"
   value       = module.ml_container_cache.builder_registry_policy_json
 }
+
+output "ecr_push_queue_url" {
+  description = "Build on push: the queue to give Airflow as ML_CACHE_PUSH_QUEUE_URL (null when off)"
+  value       = module.ml_container_cache.ecr_push_queue_url
+}

@@ -54,15 +54,6 @@ resource "aws_sqs_queue" "push" {
   tags = var.tags
 }
 
-resource "aws_sqs_queue_redrive_allow_policy" "dead_letter" {
-  queue_url = aws_sqs_queue.dead_letter.id
-
-  redrive_allow_policy = jsonencode({
-    redrivePermission = "byQueue"
-    sourceQueueArns   = [aws_sqs_queue.push.arn]
-  })
-}
-
 # jsonencode, not a policy document data source: tests read the very policies attached.
 locals {
   queue_arns = { push = aws_sqs_queue.push.arn, dead_letter = aws_sqs_queue.dead_letter.arn }
