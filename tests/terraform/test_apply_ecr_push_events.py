@@ -72,7 +72,9 @@ def _push(endpoint: str, repository: str) -> str:
         ecr.create_repository(repositoryName=repository)
     manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2,
-                           "digest": f"sha256:{uuid.uuid4().hex * 2}"}, "layers": []}
+                           "digest": "sha256:" + "4" * 64},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": 2,
+                            "digest": f"sha256:{uuid.uuid4().hex * 2}"}]}  # moto's digest: from the layers
     return ecr.put_image(repositoryName=repository, imageManifest=json.dumps(manifest),
                          imageTag="v1")["image"]["imageId"]["imageDigest"]
 

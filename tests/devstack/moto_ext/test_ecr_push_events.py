@@ -13,9 +13,14 @@ from typing import Any
 
 import pytest
 
-MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+
+def manifest() -> str:
+    """A new image manifest each call: moto 5.2.5 derives the digest from the layer digests."""
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": 2,
+             "digest": f"sha256:{uuid.uuid4().hex * 2}"}
+    return json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2,
-                                  "digest": "sha256:" + "4" * 64}, "layers": []})
+                                  "digest": "sha256:" + "4" * 64}, "layers": [layer]})
 
 
 def _setup(aws: Callable[..., Any], repositories: list[str], *, source_arn: str | None = None,
@@ -40,8 +45,7 @@ def _push(aws: Callable[..., Any], repository: str, tag: str) -> str:
     ecr = aws("ecr")
     with contextlib.suppress(ecr.exceptions.RepositoryAlreadyExistsException):
         ecr.create_repository(repositoryName=repository)
-    manifest = MANIFEST.replace("4" * 64, uuid.uuid4().hex * 2)  # a new image each time
-    return ecr.put_image(repositoryName=repository, imageManifest=manifest, imageTag=tag)["image"]["imageId"][
+    return ecr.put_image(repositoryName=repository, imageManifest=manifest(), imageTag=tag)["image"]["imageId"][
         "imageDigest"]
 
 
