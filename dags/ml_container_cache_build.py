@@ -23,6 +23,10 @@ still loses its builders and its unpublished FSR through the DAG's `on_failure_c
 
 * Defaults come from `plugins/ml_cache/defaults/ml_container_cache.yaml` (or `$ML_CACHE_CONFIG`), read when the run
   starts; every field of the trigger form left empty keeps its default.
+* Runs weekly, or also after a burst of ECR pushes when `ML_CACHE_PUSH_QUEUE_URL` names the queue
+  Terraform's `ecr_push_events` fills (`ml_cache.push_schedule`; one run per burst, see
+  `ml_cache.triggers.ecr_push`); the pushes are logged by `validate_inputs`, and a push the image
+  set does not name ends at `up_to_date`.
 * Bad input fails `validate_inputs`, before any AWS call, naming the offending value.
 * `resolve_images` asks each registry, with the image's own credentials, for its digest on our
   platform and its size, before any EC2 call: a missing tag or architecture, or a credential that
@@ -46,14 +50,12 @@ still loses its builders and its unpublished FSR through the DAG's `on_failure_c
 from __future__ import annotations
 
 import logging
-import os
 from datetime import timedelta
 from functools import partial
 from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, chain, task
-from airflow.timetables.trigger import CronTriggerTimetable
 
 from ml_cache.assets import ML_CONTAINER_CACHE
 from ml_cache.cost import render_cost
@@ -63,6 +65,7 @@ from ml_cache.notify import PipelineNotifier, late_build_alert
 from ml_cache.operators.build_script import RunBuilderScriptOperator
 from ml_cache.operators.builder import LaunchBuilderOperator, TerminateBuilderOperator, WaitForBuilderOperator
 from ml_cache.operators.snapshot import CreateCacheSnapshotOperator, EnableFastSnapshotRestoreOperator
+from ml_cache.push_schedule import build_schedule, pushes_of_run
 from ml_cache.resolution import ImageResolution
 from ml_cache.run_callbacks import clean_up_failed_build
 from ml_cache.run_deadline import check_run_fits, configured_timeouts, run_timeout
@@ -82,7 +85,7 @@ with DAG(
     dag_id="ml_container_cache_build",
     description="Build the ML container image cache snapshot and publish it",
     doc_md=__doc__,
-    schedule=CronTriggerTimetable(os.environ.get("ML_CACHE_BUILD_SCHEDULE", "0 3 * * 1"), timezone="UTC"),
+    schedule=build_schedule(AWS_CONN_ID),  # weekly cron, OR a burst of ECR pushes when ML_CACHE_PUSH_QUEUE_URL is set
     # No start_date: the first scheduled build is the next tick, not one at deploy time.
     catchup=False,
     max_active_runs=1,
@@ -104,6 +107,8 @@ with DAG(
     def validate_inputs(params: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
         """Merge the form over the config file and validate everything, before any AWS call."""
         check_run_fits("build", configured_timeouts(), context["dag"].dagrun_timeout)
+        for push in pushes_of_run(context.get("triggering_asset_events")):
+            log.info("Pushed: %s:%s %s", push["repository"], push["tag"], push["digest"])
         return steps.validate_inputs(params, aws_conn_id=AWS_CONN_ID)
 
     @task

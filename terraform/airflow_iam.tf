@@ -93,10 +93,11 @@ resource "aws_iam_role" "airflow" {
 }
 
 resource "aws_iam_role_policy_attachment" "airflow" {
-  # Static keys (known at plan); the registry policy only when it exists.
+  # Static keys (known at plan); the registry and push policies only when they exist.
   for_each = var.airflow_pod_identity == null ? {} : merge(
     { calls = aws_iam_policy.airflow.arn, launch = aws_iam_policy.airflow_launch.arn },
     { for policy in aws_iam_policy.airflow_registry : "registry" => policy.arn },
+    { for policy in aws_iam_policy.airflow_push : "push" => policy.arn },
   )
 
   role       = aws_iam_role.airflow[0].name

@@ -141,8 +141,18 @@ output "airflow_registry_policy_arn" {
 }
 
 output "airflow_policy_arns" {
-  description = "Every IAM policy Airflow needs (two or three: a managed policy holds 6,144 characters): attach them all to the Airflow workers' role"
-  value       = concat([aws_iam_policy.airflow.arn, aws_iam_policy.airflow_launch.arn], aws_iam_policy.airflow_registry[*].arn)
+  description = "Every IAM policy Airflow needs (two to four: a managed policy holds 6,144 characters): attach them all to the Airflow workers' role"
+  value       = concat([aws_iam_policy.airflow.arn, aws_iam_policy.airflow_launch.arn], aws_iam_policy.airflow_registry[*].arn, aws_iam_policy.airflow_push[*].arn)
+}
+
+output "ecr_push_queue_url" {
+  description = "Build on push: the SQS queue of ECR push events; give it to Airflow as ML_CACHE_PUSH_QUEUE_URL. null when ecr_push_events is off"
+  value       = one(module.ecr_push_events[*].queue_url)
+}
+
+output "airflow_push_policy_json" {
+  description = "The Airflow policy for the push queue (IAM JSON); null when ecr_push_events is off"
+  value       = one(module.ecr_push_events[*].airflow_json)
 }
 
 output "airflow_role_arn" {

@@ -397,3 +397,21 @@ variable "registry_endpoints" {
     error_message = "registry_endpoints maps an exact registry host[:port] (no pattern) to a URL like https://mirror.example.com or http://127.0.0.1:5000 (no path)."
   }
 }
+
+################################################################################
+# Build on push
+################################################################################
+
+variable "ecr_push_events" {
+  description = "Build on push: successful pushes to these ECR repositories (names, in this account and Region) reach an SQS queue through an EventBridge rule; Airflow reads it (set ML_CACHE_PUSH_QUEUE_URL to the ecr_push_queue_url output). null = off (weekly builds only)"
+  type = object({
+    repository_names          = list(string)
+    message_retention_seconds = optional(number, 345600)
+  })
+  default = null
+
+  validation {
+    condition     = try(length(var.ecr_push_events.repository_names) > 0, var.ecr_push_events == null)
+    error_message = "ecr_push_events.repository_names must name at least one ECR repository: an empty list would match no push."
+  }
+}

@@ -5,7 +5,7 @@ on the response classes (EC2Response, SimpleSystemManagerResponse, EKSResponse),
 from moto.eks.urls.url_paths, and moto.moto_api's state manager holds staged transitions. Those
 are private details, so the extension refuses any moto version it was not written against.
 
-Shaped like moto's own services: per service (ebs, ec2, ecr, eks, iam, ssm) a `models` module holds the state
+Shaped like moto's own services: per service (ebs, ec2, ecr, eks, events, iam, ssm) a `models` module holds the state
 and its rules, a `responses` module the request handlers, and the package's install()/reset().
 """
 
@@ -39,12 +39,13 @@ def install() -> None:
     with _install_lock:
         if _installed:
             return
-        from devstack.moto_ext import clock, ebs, ec2, ecr, eks, iam, ssm
+        from devstack.moto_ext import clock, ebs, ec2, ecr, eks, events, iam, ssm
 
         clock.install()
         ebs.install()
         ec2.install()
         ecr.install()
+        events.install()
         iam.install()
         ssm.install()
         eks.install()

@@ -37,7 +37,15 @@ def airflow_env(layout: Layout) -> dict[str, str]:
         "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
         # standalone starts its components as `airflow ...`: the venv's must come first
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        **_push_queue_env(layout),
     }
+
+
+def _push_queue_env(layout: Layout) -> dict[str, str]:
+    """ML_CACHE_PUSH_QUEUE_URL when Terraform made the build-on-push queue (its variable set at `make up`)."""
+    path = layout.push_queue_url_file
+    url = path.read_text().strip() if path.is_file() else ""
+    return {"ML_CACHE_PUSH_QUEUE_URL": url} if url else {}
 
 
 def start_airflow(layout: Layout, base_env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:

@@ -71,6 +71,11 @@ class Layout:
     def config_path(self) -> Path:
         return self.home / "ml_container_cache.yaml"
 
+    @property
+    def push_queue_url_file(self) -> Path:
+        """Build on push: the queue Terraform made (provision writes it; Airflow gets ML_CACHE_PUSH_QUEUE_URL)."""
+        return self.home / "terraform" / "ecr_push_queue_url"
+
     def pid_file(self, name: str) -> Path:
         return self.home / "pids" / f"{name}.pid"
 

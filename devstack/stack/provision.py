@@ -4,6 +4,7 @@ resources by hand), the uncached baseline node group, and the DAG config written
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -50,7 +51,20 @@ def provision_with_terraform(layout: Layout) -> dict[str, Any]:
     if result.returncode != 0:
         raise SystemExit(f"terraform apply into the local cloud failed:\n{result.stderr[-3000:]}")
     say(f"terraform applied into the local cloud in {time.monotonic() - started:.1f} s")
+    record_push_queue(layout, env)
     return yaml.safe_load(output.read_text())
+
+
+def record_push_queue(layout: Layout, env: dict[str, str]) -> None:
+    """The build-on-push queue URL (TF_VAR_ecr_push_repository_names set) for Airflow's environment, or none."""
+    result = subprocess.run(["terraform", f"-chdir={TERRAFORM_APPLY.parent}", "output", "-no-color",
+                             f"-state={env['ML_CACHE_TF_STATE']}", "-json", "ecr_push_queue_url"],
+                            env=env, capture_output=True, text=True, check=False)
+    url = json.loads(result.stdout) if result.returncode == 0 and result.stdout.strip() else None
+    layout.push_queue_url_file.unlink(missing_ok=True)
+    if url:
+        layout.push_queue_url_file.write_text(url)
+        say(f"build on push: ECR pushes reach {url}")
 
 
 def provision_by_hand(layout: Layout) -> dict[str, Any]:

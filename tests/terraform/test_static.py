@@ -9,7 +9,7 @@ from tf_runner import Terraform, copy_tree, skip_reason
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 
-CONFIGURATIONS = [".", "modules/airflow-policy", "modules/registry-read-policy", "examples/aws", "examples/local-cloud"]
+CONFIGURATIONS = [".", "modules/airflow-policy", "modules/registry-read-policy", "modules/ecr-push-events", "examples/aws", "examples/local-cloud"]
 
 
 def test_fmt_is_clean(tmp_path: Path) -> None:

@@ -14,13 +14,15 @@ provider "aws" {
   skip_requesting_account_id  = false
 
   endpoints {
-    ec2  = var.endpoint_url
-    eks  = var.endpoint_url
-    iam  = var.endpoint_url
-    kms  = var.endpoint_url
-    logs = var.endpoint_url
-    ssm  = var.endpoint_url
-    sts  = var.endpoint_url
+    ec2    = var.endpoint_url
+    eks    = var.endpoint_url
+    events = var.endpoint_url
+    iam    = var.endpoint_url
+    kms    = var.endpoint_url
+    logs   = var.endpoint_url
+    sqs    = var.endpoint_url
+    ssm    = var.endpoint_url
+    sts    = var.endpoint_url
   }
 }
 
@@ -34,6 +36,9 @@ module "ml_container_cache" {
   ecr_repository_arns   = var.ecr_repository_arns
   registry_kms_key_arns = var.registry_kms_key_arns
   registry_endpoints    = var.registry_endpoints
+
+  # Build on push: a push (ECR PutImage) to one of these local ECR repositories reaches the queue.
+  ecr_push_events = length(var.ecr_push_repository_names) > 0 ? { repository_names = var.ecr_push_repository_names } : null
 
   # The DAGs' config file, completed with this deployment's ids by the ml_cache_config output.
   ml_cache_base_config = file("${path.root}/../../../plugins/ml_cache/defaults/ml_container_cache.yaml")

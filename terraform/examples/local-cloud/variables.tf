@@ -42,3 +42,9 @@ variable "registry_endpoints" {
   type        = map(string)
   default     = {}
 }
+
+variable "ecr_push_repository_names" {
+  description = "Build on push: local ECR repositories whose pushes reach the ecr_push_queue_url queue; [] = off"
+  type        = list(string)
+  default     = []
+}
