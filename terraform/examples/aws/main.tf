@@ -35,6 +35,10 @@ module "ml_container_cache" {
   registry_kms_key_arns = var.registry_kms_key_arns
   registry_endpoints    = var.registry_endpoints
 
+  # Notifications and build on push (README.md: Notifications, Build on push); both off by default.
+  notification_topic_arns = var.notification_topic_arns
+  ecr_push_events         = length(var.ecr_push_repository_names) > 0 ? { repository_names = var.ecr_push_repository_names } : null
+
   # The DAGs' config file, completed with this deployment's ids by the ml_cache_config output.
   ml_cache_base_config = file("${path.root}/../../../plugins/ml_cache/defaults/ml_container_cache.yaml")
 }

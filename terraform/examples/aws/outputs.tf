@@ -42,3 +42,13 @@ output "airflow_role_arn" {
   description = "Airflow's Pod Identity role (airflow_pod_identity); null without it"
   value       = module.ml_container_cache.airflow_role_arn
 }
+
+output "build_log_group_name" {
+  description = "CloudWatch Logs group of the builder's output"
+  value       = module.ml_container_cache.build_log_group_name
+}
+
+output "ecr_push_queue_url" {
+  description = "Build on push: the queue to give Airflow as ML_CACHE_PUSH_QUEUE_URL (null when off)"
+  value       = module.ml_container_cache.ecr_push_queue_url
+}

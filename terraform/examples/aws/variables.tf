@@ -129,3 +129,15 @@ variable "registry_endpoints" {
   type        = map(string)
   default     = {}
 }
+
+variable "notification_topic_arns" {
+  description = "SNS topics of the DAG config's notifications.sns_topic_arn: Airflow may publish to these only"
+  type        = list(string)
+  default     = []
+}
+
+variable "ecr_push_repository_names" {
+  description = "Build on push: ECR repositories whose pushes reach the ecr_push_queue_url queue; [] = off"
+  type        = list(string)
+  default     = []
+}
