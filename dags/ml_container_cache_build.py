@@ -85,6 +85,9 @@ with DAG(
     schedule=CronTriggerTimetable(os.environ.get("ML_CACHE_BUILD_SCHEDULE", "0 3 * * 1"), timezone="UTC"),
     # No start_date: the first scheduled build is the next tick, not one at deploy time.
     catchup=False,
+    # Paused on deploy: a build launches EC2 and turns on FSR (billed per AZ-hour) every week, so a new
+    # deployment starts spending when someone unpauses it, once the config (subnets, images) is right.
+    is_paused_upon_creation=True,
     max_active_runs=1,
     dagrun_timeout=run_timeout("build"),  # the waits' deadlines from the config file, plus a margin
     # The cleanup first; Airflow runs each callback of the list on its own, so neither stops the other.

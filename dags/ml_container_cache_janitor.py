@@ -54,6 +54,9 @@ with DAG(
     doc_md=__doc__,
     schedule=CronTriggerTimetable(os.environ.get("ML_CACHE_JANITOR_SCHEDULE", "0 5 * * *"), timezone="UTC"),
     catchup=False,
+    # Running on deploy: it touches only what the pipeline tagged and stops what would keep billing
+    # (orphaned builders, superseded FSR); with nothing built yet it finds nothing to do.
+    is_paused_upon_creation=False,
     max_active_runs=1,
     dagrun_timeout=run_timeout("janitor"),  # apply_cleanup may wait up to timeouts.fsr_seconds for FSR to go off
     on_failure_callback=PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID),  # a run timeout

@@ -73,6 +73,9 @@ with DAG(
     doc_md=__doc__,
     schedule=AssetAll(ML_CONTAINER_CACHE),
     catchup=False,
+    # Running on deploy: it runs only on a build's Asset event; paused, a published cache would never reach
+    # the node group (and nothing in the UI would say so).
+    is_paused_upon_creation=False,
     max_active_runs=1,
     dagrun_timeout=run_timeout("rollout"),
     # The undo first; Airflow runs each callback of the list on its own, so neither stops the other.
