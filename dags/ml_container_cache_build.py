@@ -4,15 +4,16 @@
 Pre-pulls ML container images into containerd on an EBS volume, snapshots it, enables Fast
 Snapshot Restore (FSR) and publishes the snapshot id, so new EKS GPU nodes start pods in seconds.
 
-```
-validate_inputs ─► resolve_images ─► decide_build ─► build_or_skip ─┬► up_to_date (nothing launched, no event)
-  ┌──────────────────────────────────────────────────────────────────┘
+```text
+validate_inputs ─► resolve_images ─► decide_build ─► build_or_skip
+  ├► up_to_date (nothing launched, no event)
   └► resolve_ami ─► register_build_script ─► launch_builder (setup)
-  ─► wait_for_builder ─► run_build_script ─► verify_build_report ─► quiesce_builder
-  ─► verify_quiesced ─► create_snapshot ─┬► terminate_builder (teardown: runs whatever failed)
-                                          └► enable_fast_snapshot_restore ─► publish_snapshot (─► Asset)
-  publish_snapshot ─┬► finish_build (the run's verdict: upstream_failed when any step failed)
-                    └► retire_unpublished_fsr (teardown)
+     ─► wait_for_builder ─► run_build_script ─► verify_build_report
+     ─► quiesce_builder ─► verify_quiesced ─► create_snapshot
+          ├► terminate_builder (teardown: runs whatever failed)
+          └► enable_fast_snapshot_restore ─► publish_snapshot (─► Asset)
+               ├► finish_build (the run's verdict: upstream_failed when any step failed)
+               └► retire_unpublished_fsr (teardown)
 ```
 
 A failing teardown fails the run (`on_failure_fail_dagrun`). Airflow then counts the teardowns as

@@ -6,7 +6,7 @@ deletes their leftover volumes, turns Fast Snapshot Restore off on snapshots tha
 nor a rollback target, deletes snapshots beyond the retention, prunes old SSM document versions,
 and reports each action (or, with `dry_run`, each would-be action) with the money it saves.
 
-```
+```text
 validate_inputs ─► take_inventory ─► plan_cleanup ─► apply_cleanup ─► report_cleanup
                    (read-only)       (pure rules)    (skipped in a     (table + JSON XCom)
                                                       dry run)

@@ -4,13 +4,15 @@
 Rolls a published cache snapshot out to the EKS GPU node group, proves on every new node that
 the images were already present, and only then tells data teams (Asset `ml_container_cache_ready`).
 
-```
-validate_inputs ─► resolve_snapshot ─► precheck_node_group ─► create_launch_template_version
-  ─► update_node_group ─► scale_up_for_validation ─► validate_nodes ─► publish_ready ─► retire_superseded_fsr
-                                                                            └► Asset ml_container_cache_ready
-  teardowns (run whatever happened, each decides whether it has anything to undo; one that fails fails the run):
-  delete_validation_pods ─► restore_node_group_scaling ─► rollback_node_group ─► restore_snapshot_parameter
-                                                                              ─► retire_rejected_fsr
+```text
+validate_inputs ─► resolve_snapshot ─► precheck_node_group
+  ─► create_launch_template_version ─► update_node_group ─► scale_up_for_validation
+  ─► validate_nodes ─► publish_ready ─► retire_superseded_fsr
+                        └► Asset ml_container_cache_ready
+teardowns (run whatever happened, each decides whether it has anything to undo;
+one that fails fails the run):
+  delete_validation_pods ─► restore_node_group_scaling ─► rollback_node_group
+  ─► restore_snapshot_parameter ─► retire_rejected_fsr
 ```
 
 * Runs on each `ml_container_cache` event (the build DAG's publish), or manually with a snapshot.
