@@ -67,6 +67,7 @@ from ml_cache.operators.snapshot import CreateCacheSnapshotOperator, EnableFastS
 from ml_cache.resolution import ImageResolution
 from ml_cache.run_callbacks import clean_up_failed_build
 from ml_cache.run_deadline import check_run_fits, configured_timeouts, run_timeout
+from ml_cache.run_note import note_failed_task
 from ml_cache.settings import BuildSettings
 from ml_cache.settings.params import build_params
 from ml_cache.steps import build as steps
@@ -99,12 +100,14 @@ with DAG(
     # Every task is idempotent (tokens, tags, run-marked versions), so retries are safe; two also
     # absorb apache/airflow#71580 (a trigger that fires at once can fail the resumed try).
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID,
-                  "on_failure_callback": PipelineNotifier("task_failure", aws_conn_id=AWS_CONN_ID)},
+                  # a failed task's cause becomes the run's note (ml_cache.run_note), and is notified
+                  "on_failure_callback": [note_failed_task, PipelineNotifier("task_failure", aws_conn_id=AWS_CONN_ID)]},
     tags=["ml-container-cache", "eks", "ebs"],
     params=build_params(),
 ) as dag:
 
     @task(retries=0)  # bad input does not get better by waiting
+    @fail_fast_task  # the cause in one line, without pydantic's frames
     def validate_inputs(params: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
         """Merge the form over the config file and validate everything, before any AWS call."""
         check_run_fits("build", configured_timeouts(), context["dag"].dagrun_timeout)

@@ -40,6 +40,7 @@ from ml_cache.janitor.inventory import Inventory
 from ml_cache.janitor.plan import Plan
 from ml_cache.notify import PipelineNotifier
 from ml_cache.run_deadline import check_run_fits, configured_timeouts, run_timeout
+from ml_cache.run_note import note_failed_task
 from ml_cache.settings import JanitorSettings
 from ml_cache.steps import janitor as steps
 
@@ -62,12 +63,14 @@ with DAG(
     on_failure_callback=PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID),  # a run timeout
     on_success_callback=PipelineNotifier("run_success", aws_conn_id=AWS_CONN_ID),
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID,
-                  "on_failure_callback": PipelineNotifier("task_failure", aws_conn_id=AWS_CONN_ID)},
+                  # a failed task's cause becomes the run's note (ml_cache.run_note), and is notified
+                  "on_failure_callback": [note_failed_task, PipelineNotifier("task_failure", aws_conn_id=AWS_CONN_ID)]},
     tags=["ml-container-cache", "ebs", "cost"],
     params={"dry_run": Param(False, type="boolean", description="Only report what would be done.")},
 ) as dag:
 
     @task(retries=0)  # bad input does not get better by waiting
+    @fail_fast_task  # the cause in one line, without pydantic's frames
     def validate_inputs(params: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
         """Config `lifecycle:` and `rollout:` with the run's dry_run, validated before any AWS call."""
         check_run_fits("janitor", configured_timeouts(), context["dag"].dagrun_timeout)

@@ -50,6 +50,7 @@ from ml_cache.operators.nodegroup import ScaleNodegroupOperator, UpdateNodegroup
 from ml_cache.operators.validation import DeleteValidationPodsOperator
 from ml_cache.rollout_target import RolloutTarget
 from ml_cache.run_deadline import run_timeout
+from ml_cache.run_note import note_failed_task
 from ml_cache.sensors.validation import ValidateCacheOnNodesSensor
 from ml_cache.settings import RolloutSettings
 from ml_cache.settings.models import RolloutConfig
@@ -87,7 +88,8 @@ with DAG(
     # absorb apache/airflow#71580 (a trigger that fires at once can fail the resumed try). Failures no
     # retry can cure (bad input, refused permissions, passed deadlines) fail at once (ml_cache.errors).
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID,
-                  "on_failure_callback": PipelineNotifier("task_failure", aws_conn_id=AWS_CONN_ID)},
+                  # a failed task's cause becomes the run's note (ml_cache.run_note), and is notified
+                  "on_failure_callback": [note_failed_task, PipelineNotifier("task_failure", aws_conn_id=AWS_CONN_ID)]},
     tags=["ml-container-cache", "eks"],
     params=rollout_params(),
 ) as dag:
