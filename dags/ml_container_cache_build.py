@@ -22,8 +22,8 @@ failed step into the run's state. The run timeout is derived from the configured
 (`ml_cache.run_deadline`); a run failed past it anyway (the scheduler then skips the teardowns)
 still loses its builders and its unpublished FSR through the DAG's `on_failure_callback`.
 
-* Defaults come from `plugins/ml_cache/defaults/ml_container_cache.yaml` (or `$ML_CACHE_CONFIG`), read when the run
-  starts; every field of the trigger form left empty keeps its default.
+* Defaults come from `plugins/ml_cache/defaults/ml_container_cache.yaml` (or `$ML_CACHE_CONFIG`): the trigger form
+  shows them, and a field left at its default takes the file's value when the run starts.
 * Bad input fails `validate_inputs`, before any AWS call, naming the offending value.
 * `resolve_images` asks each registry, with the image's own credentials, for its digest on our
   platform and its size, before any EC2 call: a missing tag or architecture, or a credential that
