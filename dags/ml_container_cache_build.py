@@ -67,7 +67,7 @@ from ml_cache.operators.snapshot import CreateCacheSnapshotOperator, EnableFastS
 from ml_cache.resolution import ImageResolution
 from ml_cache.run_callbacks import clean_up_failed_build
 from ml_cache.run_deadline import check_run_fits, configured_timeouts, run_timeout
-from ml_cache.run_note import note_failed_task
+from ml_cache.run_note import note_failed_run, note_failed_task
 from ml_cache.settings import BuildSettings
 from ml_cache.settings.params import build_params
 from ml_cache.steps import build as steps
@@ -94,7 +94,7 @@ with DAG(
     dagrun_timeout=run_timeout("build"),  # the waits' deadlines from the config file, plus a margin
     # The cleanup first; Airflow runs each callback of the list on its own, so neither stops the other.
     on_failure_callback=[partial(clean_up_failed_build, aws_conn_id=AWS_CONN_ID),  # also after a timeout
-                         PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID)],
+                         note_failed_run, PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID)],
     on_success_callback=PipelineNotifier("run_success", aws_conn_id=AWS_CONN_ID),
     deadline=late_build_alert(AWS_CONN_ID),  # notifications.late_build_minutes past the usual time; None: off
     # Every task is idempotent (tokens, tags, run-marked versions), so retries are safe; two also

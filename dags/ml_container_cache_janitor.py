@@ -40,7 +40,7 @@ from ml_cache.janitor.inventory import Inventory
 from ml_cache.janitor.plan import Plan
 from ml_cache.notify import PipelineNotifier
 from ml_cache.run_deadline import check_run_fits, configured_timeouts, run_timeout
-from ml_cache.run_note import note_failed_task
+from ml_cache.run_note import note_failed_run, note_failed_task
 from ml_cache.settings import JanitorSettings
 from ml_cache.steps import janitor as steps
 
@@ -60,7 +60,7 @@ with DAG(
     is_paused_upon_creation=False,
     max_active_runs=1,
     dagrun_timeout=run_timeout("janitor"),  # apply_cleanup may wait up to timeouts.fsr_seconds for FSR to go off
-    on_failure_callback=PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID),  # a run timeout
+    on_failure_callback=[note_failed_run, PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID)],  # a run timeout
     on_success_callback=PipelineNotifier("run_success", aws_conn_id=AWS_CONN_ID),
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID,
                   # a failed task's cause becomes the run's note (ml_cache.run_note), and is notified

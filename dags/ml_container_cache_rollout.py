@@ -50,7 +50,7 @@ from ml_cache.operators.nodegroup import ScaleNodegroupOperator, UpdateNodegroup
 from ml_cache.operators.validation import DeleteValidationPodsOperator
 from ml_cache.rollout_target import RolloutTarget
 from ml_cache.run_deadline import run_timeout
-from ml_cache.run_note import note_failed_task
+from ml_cache.run_note import note_failed_run, note_failed_task
 from ml_cache.sensors.validation import ValidateCacheOnNodesSensor
 from ml_cache.settings import RolloutSettings
 from ml_cache.settings.models import RolloutConfig
@@ -82,7 +82,7 @@ with DAG(
     max_active_runs=1,
     dagrun_timeout=run_timeout("rollout"),
     # The undo first; Airflow runs each callback of the list on its own, so neither stops the other.
-    on_failure_callback=[undo_after_timeout, PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID)],
+    on_failure_callback=[undo_after_timeout, note_failed_run, PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID)],
     on_success_callback=PipelineNotifier("run_success", aws_conn_id=AWS_CONN_ID),
     # Every task is idempotent (tokens, tags, run-marked versions), so retries are safe; two also
     # absorb apache/airflow#71580 (a trigger that fires at once can fail the resumed try). Failures no

@@ -1,4 +1,5 @@
-"""A failed run's cause as the run's note, the first thing its page shows: `<task>: <cause>`.
+"""A failed run's cause as the run's note, the first thing its page shows: `<task>: <cause>`, or
+`run: <cause>` for a run failed without a failed task (its run timeout: the DAG's callback).
 
 In Airflow 3 a worker has no database access and the Task SDK cannot write a note, so the failed
 task's callback writes it through Airflow's public REST API (PATCH the run with `update_mask=note`),
@@ -17,7 +18,7 @@ from urllib.parse import quote
 import requests
 
 from ml_cache.errors import EXPECTED_ERRORS
-from ml_cache.notify import one_line
+from ml_cache.notify import one_line, run_failure_cause
 
 log = logging.getLogger(__name__)
 
@@ -86,3 +87,13 @@ def note_failed_task(context: dict[str, Any]) -> None:
     ti = context["ti"]
     task = ti.task_id if ti.map_index is None or ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
     set_run_note(ti.dag_id, ti.run_id, failure_note(task, context.get("exception")))
+
+
+def note_failed_run(context: dict[str, Any]) -> None:
+    """A DAG's `on_failure_callback`: a run failed without a failed task (timed out) says so in its note;
+    after a task failure there is nothing to add (the task's callback wrote its cause)."""
+    if context.get("reason") == "task_failure":
+        return
+    ti = context.get("ti")
+    run_id = context.get("run_id") or ti.run_id
+    set_run_note(context["dag"].dag_id, run_id, f"run: {one_line(run_failure_cause(context.get('reason')))}")

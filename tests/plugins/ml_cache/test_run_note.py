@@ -92,3 +92,16 @@ def test_refused_or_missing_api_is_logged_never_raised(api, monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_AIRFLOW_API")
     assert set_run_note("dag", "manual__1", "task: cause") is False
     assert api.note is None
+
+
+def test_a_run_failed_without_a_failed_task_says_so_and_a_task_failure_adds_nothing(api):
+    from types import SimpleNamespace
+
+    from ml_cache.run_note import note_failed_run
+
+    api.connect()
+    dag = SimpleNamespace(dag_id="ml_container_cache_build")
+    note_failed_run({"dag": dag, "run_id": "scheduled__1", "reason": "task_failure"})
+    assert api.note is None  # the failed task's callback wrote (or writes) the cause
+    note_failed_run({"dag": dag, "run_id": "scheduled__1", "reason": "timed_out"})
+    assert api.note.startswith("run: the run passed its dagrun_timeout")
