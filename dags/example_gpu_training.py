@@ -5,7 +5,7 @@ An example of a data team's GPU DAG that depends on the ML container image cache
 time the rollout publishes the Asset `ml_container_cache_ready`, that is, when every GPU node
 runs the new snapshot and has been shown to start every cached image without pulling it.
 
-```
+```text
 Asset ml_container_cache_ready ─► read_cache_event ─► train_model (KubernetesPodOperator, GPU node)
 ```
 

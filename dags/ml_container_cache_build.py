@@ -4,15 +4,16 @@
 Pre-pulls ML container images into containerd on an EBS volume, snapshots it, enables Fast
 Snapshot Restore (FSR) and publishes the snapshot id, so new EKS GPU nodes start pods in seconds.
 
-```
-validate_inputs ─► resolve_images ─► decide_build ─► build_or_skip ─┬► up_to_date (nothing launched, no event)
-  ┌──────────────────────────────────────────────────────────────────┘
+```text
+validate_inputs ─► resolve_images ─► decide_build ─► build_or_skip
+  ├► up_to_date (nothing launched, no event)
   └► resolve_ami ─► register_build_script ─► launch_builder (setup)
-  ─► wait_for_builder ─► run_build_script ─► verify_build_report ─► quiesce_builder
-  ─► verify_quiesced ─► create_snapshot ─┬► terminate_builder (teardown: runs whatever failed)
-                                          └► enable_fast_snapshot_restore ─► publish_snapshot (─► Asset)
-  publish_snapshot ─┬► finish_build (the run's verdict: upstream_failed when any step failed)
-                    └► retire_unpublished_fsr (teardown)
+     ─► wait_for_builder ─► run_build_script ─► verify_build_report
+     ─► quiesce_builder ─► verify_quiesced ─► create_snapshot
+          ├► terminate_builder (teardown: runs whatever failed)
+          └► enable_fast_snapshot_restore ─► publish_snapshot (─► Asset)
+               ├► finish_build (the run's verdict: upstream_failed when any step failed)
+               └► retire_unpublished_fsr (teardown)
 ```
 
 A failing teardown fails the run (`on_failure_fail_dagrun`). Airflow then counts the teardowns as
@@ -21,8 +22,8 @@ failed step into the run's state. The run timeout is derived from the configured
 (`ml_cache.run_deadline`); a run failed past it anyway (the scheduler then skips the teardowns)
 still loses its builders and its unpublished FSR through the DAG's `on_failure_callback`.
 
-* Defaults come from `plugins/ml_cache/defaults/ml_container_cache.yaml` (or `$ML_CACHE_CONFIG`), read when the run
-  starts; every field of the trigger form left empty keeps its default.
+* Defaults come from `plugins/ml_cache/defaults/ml_container_cache.yaml` (or `$ML_CACHE_CONFIG`): the trigger form
+  shows them, and a field left at its default takes the file's value when the run starts.
 * Runs weekly, or also after a burst of ECR pushes when `ML_CACHE_PUSH_QUEUE_URL` names the queue
   Terraform's `ecr_push_events` fills (`ml_cache.push_schedule`; one run per burst, see
   `ml_cache.triggers.ecr_push`); the pushes are logged by `validate_inputs`, and a push the image
@@ -69,6 +70,7 @@ from ml_cache.push_schedule import build_schedule, pushes_of_run
 from ml_cache.resolution import ImageResolution
 from ml_cache.run_callbacks import clean_up_failed_build
 from ml_cache.run_deadline import check_run_fits, configured_timeouts, run_timeout
+from ml_cache.run_note import note_failed_run, note_failed_task
 from ml_cache.settings import BuildSettings
 from ml_cache.settings.params import build_params
 from ml_cache.steps import build as steps
@@ -88,22 +90,27 @@ with DAG(
     schedule=build_schedule(AWS_CONN_ID),  # weekly cron, OR a burst of ECR pushes when ML_CACHE_PUSH_QUEUE_URL is set
     # No start_date: the first scheduled build is the next tick, not one at deploy time.
     catchup=False,
+    # Paused on deploy: a build launches EC2 and turns on FSR (billed per AZ-hour) every week, so a new
+    # deployment starts spending when someone unpauses it, once the config (subnets, images) is right.
+    is_paused_upon_creation=True,
     max_active_runs=1,
     dagrun_timeout=run_timeout("build"),  # the waits' deadlines from the config file, plus a margin
     # The cleanup first; Airflow runs each callback of the list on its own, so neither stops the other.
     on_failure_callback=[partial(clean_up_failed_build, aws_conn_id=AWS_CONN_ID),  # also after a timeout
-                         PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID)],
+                         note_failed_run, PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID)],
     on_success_callback=PipelineNotifier("run_success", aws_conn_id=AWS_CONN_ID),
     deadline=late_build_alert(AWS_CONN_ID),  # notifications.late_build_minutes past the usual time; None: off
     # Every task is idempotent (tokens, tags, run-marked versions), so retries are safe; two also
     # absorb apache/airflow#71580 (a trigger that fires at once can fail the resumed try).
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID,
-                  "on_failure_callback": PipelineNotifier("task_failure", aws_conn_id=AWS_CONN_ID)},
+                  # a failed task's cause becomes the run's note (ml_cache.run_note), and is notified
+                  "on_failure_callback": [note_failed_task, PipelineNotifier("task_failure", aws_conn_id=AWS_CONN_ID)]},
     tags=["ml-container-cache", "eks", "ebs"],
     params=build_params(),
 ) as dag:
 
     @task(retries=0)  # bad input does not get better by waiting
+    @fail_fast_task  # the cause in one line, without pydantic's frames
     def validate_inputs(params: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
         """Merge the form over the config file and validate everything, before any AWS call."""
         check_run_fits("build", configured_timeouts(), context["dag"].dagrun_timeout)

@@ -6,7 +6,7 @@ deletes their leftover volumes, turns Fast Snapshot Restore off on snapshots tha
 nor a rollback target, deletes snapshots beyond the retention, prunes old SSM document versions,
 and reports each action (or, with `dry_run`, each would-be action) with the money it saves.
 
-```
+```text
 validate_inputs ─► take_inventory ─► plan_cleanup ─► apply_cleanup ─► report_cleanup
                    (read-only)       (pure rules)    (skipped in a     (table + JSON XCom)
                                                       dry run)
@@ -40,6 +40,7 @@ from ml_cache.janitor.inventory import Inventory
 from ml_cache.janitor.plan import Plan
 from ml_cache.notify import PipelineNotifier
 from ml_cache.run_deadline import check_run_fits, configured_timeouts, run_timeout
+from ml_cache.run_note import note_failed_run, note_failed_task
 from ml_cache.settings import JanitorSettings
 from ml_cache.steps import janitor as steps
 
@@ -54,17 +55,22 @@ with DAG(
     doc_md=__doc__,
     schedule=CronTriggerTimetable(os.environ.get("ML_CACHE_JANITOR_SCHEDULE", "0 5 * * *"), timezone="UTC"),
     catchup=False,
+    # Running on deploy: it touches only what the pipeline tagged and stops what would keep billing
+    # (orphaned builders, superseded FSR); with nothing built yet it finds nothing to do.
+    is_paused_upon_creation=False,
     max_active_runs=1,
     dagrun_timeout=run_timeout("janitor"),  # apply_cleanup may wait up to timeouts.fsr_seconds for FSR to go off
-    on_failure_callback=PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID),  # a run timeout
+    on_failure_callback=[note_failed_run, PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID)],  # a run timeout
     on_success_callback=PipelineNotifier("run_success", aws_conn_id=AWS_CONN_ID),
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID,
-                  "on_failure_callback": PipelineNotifier("task_failure", aws_conn_id=AWS_CONN_ID)},
+                  # a failed task's cause becomes the run's note (ml_cache.run_note), and is notified
+                  "on_failure_callback": [note_failed_task, PipelineNotifier("task_failure", aws_conn_id=AWS_CONN_ID)]},
     tags=["ml-container-cache", "ebs", "cost"],
     params={"dry_run": Param(False, type="boolean", description="Only report what would be done.")},
 ) as dag:
 
     @task(retries=0)  # bad input does not get better by waiting
+    @fail_fast_task  # the cause in one line, without pydantic's frames
     def validate_inputs(params: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
         """Config `lifecycle:` and `rollout:` with the run's dry_run, validated before any AWS call."""
         check_run_fits("janitor", configured_timeouts(), context["dag"].dagrun_timeout)

@@ -4,13 +4,15 @@
 Rolls a published cache snapshot out to the EKS GPU node group, proves on every new node that
 the images were already present, and only then tells data teams (Asset `ml_container_cache_ready`).
 
-```
-validate_inputs ─► resolve_snapshot ─► precheck_node_group ─► create_launch_template_version
-  ─► update_node_group ─► scale_up_for_validation ─► validate_nodes ─► publish_ready ─► retire_superseded_fsr
-                                                                            └► Asset ml_container_cache_ready
-  teardowns (run whatever happened, each decides whether it has anything to undo; one that fails fails the run):
-  delete_validation_pods ─► restore_node_group_scaling ─► rollback_node_group ─► restore_snapshot_parameter
-                                                                              ─► retire_rejected_fsr
+```text
+validate_inputs ─► resolve_snapshot ─► precheck_node_group
+  ─► create_launch_template_version ─► update_node_group ─► scale_up_for_validation
+  ─► validate_nodes ─► publish_ready ─► retire_superseded_fsr
+                        └► Asset ml_container_cache_ready
+teardowns (run whatever happened, each decides whether it has anything to undo;
+one that fails fails the run):
+  delete_validation_pods ─► restore_node_group_scaling ─► rollback_node_group
+  ─► restore_snapshot_parameter ─► retire_rejected_fsr
 ```
 
 * Runs on each `ml_container_cache` event (the build DAG's publish), or manually with a snapshot.
@@ -48,6 +50,7 @@ from ml_cache.operators.nodegroup import ScaleNodegroupOperator, UpdateNodegroup
 from ml_cache.operators.validation import DeleteValidationPodsOperator
 from ml_cache.rollout_target import RolloutTarget
 from ml_cache.run_deadline import run_timeout
+from ml_cache.run_note import note_failed_run, note_failed_task
 from ml_cache.sensors.validation import ValidateCacheOnNodesSensor
 from ml_cache.settings import RolloutSettings
 from ml_cache.settings.models import RolloutConfig
@@ -73,16 +76,20 @@ with DAG(
     doc_md=__doc__,
     schedule=AssetAll(ML_CONTAINER_CACHE),
     catchup=False,
+    # Running on deploy: it runs only on a build's Asset event; paused, a published cache would never reach
+    # the node group (and nothing in the UI would say so).
+    is_paused_upon_creation=False,
     max_active_runs=1,
     dagrun_timeout=run_timeout("rollout"),
     # The undo first; Airflow runs each callback of the list on its own, so neither stops the other.
-    on_failure_callback=[undo_after_timeout, PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID)],
+    on_failure_callback=[undo_after_timeout, note_failed_run, PipelineNotifier("run_failure", aws_conn_id=AWS_CONN_ID)],
     on_success_callback=PipelineNotifier("run_success", aws_conn_id=AWS_CONN_ID),
     # Every task is idempotent (tokens, tags, run-marked versions), so retries are safe; two also
     # absorb apache/airflow#71580 (a trigger that fires at once can fail the resumed try). Failures no
     # retry can cure (bad input, refused permissions, passed deadlines) fail at once (ml_cache.errors).
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "aws_conn_id": AWS_CONN_ID,
-                  "on_failure_callback": PipelineNotifier("task_failure", aws_conn_id=AWS_CONN_ID)},
+                  # a failed task's cause becomes the run's note (ml_cache.run_note), and is notified
+                  "on_failure_callback": [note_failed_task, PipelineNotifier("task_failure", aws_conn_id=AWS_CONN_ID)]},
     tags=["ml-container-cache", "eks"],
     params=rollout_params(),
 ) as dag:

@@ -30,6 +30,8 @@ def airflow_env(layout: Layout) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
+        # a failed task writes its cause as the run's note through the REST API (every user is an admin here)
+        "AIRFLOW_CONN_AIRFLOW_API": json.dumps({"conn_type": "http", "host": layout.airflow_url}),
         # the local cloud's Kubernetes API stand-in writes this kubeconfig
         "AIRFLOW_CONN_KUBERNETES_LOCAL": json.dumps(
             {"conn_type": "kubernetes", "extra": {"kube_config_path": str(layout.home / "kubeconfig")}}),

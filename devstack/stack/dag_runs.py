@@ -12,6 +12,9 @@ from devstack.stack.airflow_standalone import BUILD_DAG_ID
 from devstack.stack.layout import Layout, say
 
 ROLLOUT_DAG_ID = "ml_container_cache_rollout"
+JANITOR_DAG_ID = "ml_container_cache_janitor"
+# The lifecycle `make up` leaves running: a build's Asset event starts the rollout, the janitor cleans up.
+LIFECYCLE_DAG_IDS = (BUILD_DAG_ID, ROLLOUT_DAG_ID, JANITOR_DAG_ID)
 
 
 def api(layout: Layout, method: str, path: str, **kwargs: Any) -> Any:
@@ -25,6 +28,22 @@ def trigger_build(layout: Layout, with_rollout: bool) -> str:
     for dag_id in (BUILD_DAG_ID, ROLLOUT_DAG_ID) if with_rollout else (BUILD_DAG_ID,):
         api(layout, "PATCH", f"/dags/{dag_id}", json={"is_paused": False})
     return trigger(layout, BUILD_DAG_ID)
+
+
+def unpause(layout: Layout, dag_ids: tuple[str, ...] = LIFECYCLE_DAG_IDS, timeout: float = 120) -> None:
+    """Unpause each DAG, waiting for the dag processor to have parsed it (404 until then)."""
+    deadline = time.monotonic() + timeout
+    for dag_id in dag_ids:
+        while True:
+            response = requests.patch(f"{layout.airflow_url}/api/v2/dags/{dag_id}", json={"is_paused": False},
+                                      timeout=30)
+            if response.status_code != 404:
+                response.raise_for_status()
+                say(f"{dag_id} unpaused")
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{dag_id} not parsed by Airflow within {timeout:.0f} s: see its import errors")
+            time.sleep(2)
 
 
 def trigger(layout: Layout, dag_id: str) -> str:

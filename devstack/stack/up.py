@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from devstack.stack import airflow_celery, private_registries, services
+from devstack.stack import airflow_celery, dag_runs, private_registries, services
 from devstack.stack.airflow_standalone import start_airflow
 from devstack.stack.layout import Layout, say
 from devstack.stack.provision import add_baseline_node_group, create_notification_topic, provision, write_config
@@ -39,5 +39,6 @@ def up(layout: Layout, flavour: str = "standalone") -> dict[str, str]:
         airflow_celery.start_airflow_celery(layout)
     else:
         start_airflow(layout)
+    dag_runs.unpause(layout)  # the whole lifecycle runs, whatever the DAGs' paused-at-creation default
     say(f"Airflow UI: {layout.airflow_url} (config {layout.config_path})")
     return refs

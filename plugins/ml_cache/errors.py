@@ -5,11 +5,14 @@ parameter AWS rejects or a reused idempotency token with other parameters are as
 try: retrying them only delays the failure by the retry delays and buries the cause in more log.
 `fail_fast` turns exactly those into `PermanentFailure` (an `AirflowFailException`) with the cause
 first in the message; throttling, 5xx and eventual-consistency `*.NotFound` codes stay retried.
+An expected error names its cause in one log line; the error it replaces stays chained, but without
+its frames (botocore's or pydantic's internals say nothing to the user).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -20,6 +23,7 @@ from botocore.exceptions import ClientError, ParamValidationError
 from ml_cache.images import InvalidInputs
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
 
 # Error codes that name a request that can never succeed as sent (EC2, SSM, EKS, IAM error references).
 # EC2's quota and offering codes are here too: the fault catalog wants them failed with no retries burnt
@@ -58,6 +62,10 @@ class DeadlinePassed(AirflowFailException):
     timeout (ml_cache.run_deadline)."""
 
 
+# Failures whose message is the whole story for the user (a run note, a notification show it alone).
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (PermanentFailure, DeadlinePassed, InvalidInputs)
+
+
 # What AwsBaseWaiterTrigger's event carries when its waiter used up every attempt (WaiterMaxAttemptsError).
 _MAX_ATTEMPTS = "max attempts reached"
 
@@ -91,7 +99,8 @@ def fail_fast() -> Iterator[None]:
     except Exception as error:
         if not is_permanent(error):
             raise
-        raise PermanentFailure(str(error)) from error
+        log.error("Failed, not retried: %s", error)  # the cause in one line, above Airflow's traceback
+        raise PermanentFailure(str(error)) from error.with_traceback(None)
 
 
 def fail_fast_task(func: F) -> F:

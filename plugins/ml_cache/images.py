@@ -41,6 +41,8 @@ _TAG_RE = re.compile(_TAG, re.ASCII)
 _DIGEST_RE = re.compile(_DIGEST, re.ASCII)
 _SHA256_RE = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
 _BARE_IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}", re.ASCII)
+# Every character the reference grammar uses anywhere (names, host:port, [IPv6], tag, digest).
+_OUTSIDE_GRAMMAR_RE = re.compile(r"[^A-Za-z0-9._\-/:@+\[\]]")
 # The grammar admits any algorithm; containerd parses a digest with opencontainers/go-digest, which
 # knows only these (algorithm.go: sha256, sha384, sha512, lower-case hex of the hash's length) and
 # refuses every other one: https://github.com/opencontainers/go-digest/blob/master/algorithm.go
@@ -91,6 +93,15 @@ class ImageRef:
         return text
 
 
+def describe_character(char: str) -> str:
+    """`character ';'`, `whitespace (' ')`, `control character U+0007`: what a user can find in their input."""
+    if char.isspace():
+        return f"whitespace ({char!r})"
+    if not char.isprintable():
+        return f"control character U+{ord(char):04X}"
+    return f"character {char!r}" if char.isascii() else f"non-ASCII character {char!r}"
+
+
 def _invalid(ref: str, why: str) -> InvalidImageReference:
     return InvalidImageReference(f"invalid image reference {show(ref)}: {why}")
 
@@ -125,8 +136,10 @@ def parse_reference(ref: str) -> ImageRef:
         raise InvalidImageReference(f"image reference must be a string, got {show(ref)}")
     if not ref:
         raise InvalidImageReference("image reference is empty")
-    if not ref.isascii() or not ref.isprintable() or any(c.isspace() for c in ref):
-        raise _invalid(ref, "contains whitespace, control or non-ASCII characters")
+    outside = _OUTSIDE_GRAMMAR_RE.search(ref)
+    if outside:  # the first offending character, so `busybox;rm -rf /` blames the `;`
+        raise _invalid(ref, f"{describe_character(outside.group())} at position {outside.start() + 1} "
+                            "is not allowed in an image reference")
     if _BARE_IDENTIFIER_RE.fullmatch(ref):
         raise _invalid(ref, "a bare 64-hex identifier is not a repository name")
 

@@ -98,7 +98,8 @@ def subject(dag_id: str, what: str) -> str:
     return text[:SUBJECT_MAX_CHARS]
 
 
-def _run_failure_cause(reason: str | None) -> str:
+def run_failure_cause(reason: str | None) -> str:
+    """Why a run failed without a failed task (a DAG callback's reason)."""
     if reason == "timed_out":
         return ("the run passed its dagrun_timeout; the scheduler skipped the unfinished tasks, teardowns "
                 "included (the DAG's failure callback cleans up)")
@@ -167,7 +168,7 @@ class PipelineNotifier(BaseNotifier):
         if self.event == "run_failure":
             if context.get("reason") == "task_failure":
                 return None  # the failed task's own callback sent it, with the exception
-            cause = one_line(_run_failure_cause(context.get("reason")))
+            cause = one_line(run_failure_cause(context.get("reason")))
             return subject(dag_id, "failed"), failure_message(dag_id, run_id, None, cause, link)
         return subject(dag_id, "succeeded"), success_message(dag_id, run_id, link)
 

@@ -193,8 +193,7 @@ def test_build_params_form(dagbag):
                 "enable_fast_snapshot_restore", "volume_size_gib", "volume_iops", "volume_throughput_mibps",
                 "snapshot_name", "snapshot_description", "pull_parallelism", "incremental", "force_rebuild"}
     assert expected <= set(params)
-    for name in expected:  # empty means "config default", so a plain trigger validates
-        assert params.get_param(name).value is None
+    assert params.get_param("images").value  # the configured images, shown in the form (test_dag_ui.py)
     params.validate()
 
 
@@ -224,7 +223,7 @@ def test_rollback_is_a_teardown_that_fails_the_run_when_it_fails(dagbag):
     from ml_cache.sensors.validation import CacheValidationFailed
 
     assert dag.get_task("validate_nodes").retries >= 1 and issubclass(CacheValidationFailed, AirflowFailException)
-    assert dag.params.get_param("force_update").value is None  # never `force` unless asked
+    assert dag.params.get_param("force_update").value is False  # never `force` unless asked
 
 
 def test_data_team_example_schedules_on_the_ready_asset(dagbag):

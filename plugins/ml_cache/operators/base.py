@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,6 +18,12 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from ml_cache.errors import DeadlinePassed, deadline_passed, fail_fast
 
 HookT = TypeVar("HookT", bound=AwsBaseHook)
+
+# How long a task polls a wait's condition itself before deferring. A condition that holds at once or
+# within seconds (the local cloud's FSR, a completed snapshot) then ends the wait in this try: a trigger
+# that fires at once can fail the resumed try (apache/airflow#71580), which shows as a failed first try.
+# On AWS these waits take minutes, so they still defer, after holding a worker slot this long at most.
+SETTLE_SECONDS = 10
 
 
 def waiter_attempts(timeout_seconds: int, delay_seconds: int) -> int:
@@ -63,6 +70,22 @@ class CacheAwsOperator(AwsBaseOperator[HookT]):
         """Keep what `link` needs (this connection's region and partition, the IDs) for the console link."""
         link.persist(context=context, operator=self, region_name=self.hook.conn_region_name,
                      aws_partition=self.hook.conn_partition, **ids)
+
+    def holds_soon(self, condition: Callable[[], bool], *, poll_seconds: int, timeout_seconds: int) -> bool:
+        """True when `condition()` holds now or within a short budget (SETTLE_SECONDS, at most a quarter of
+        the wait's deadline), polled every `poll_seconds` here. Any error reads as "not yet": the trigger
+        then waits and judges, as it did before this check."""
+        deadline = time.monotonic() + min(SETTLE_SECONDS, timeout_seconds / 4)
+        while True:
+            try:
+                if condition():
+                    return True
+            except Exception as error:  # the trigger's waiter decides what an error means
+                self.log.debug("Not settled yet: %s", error)
+                return False
+            if time.monotonic() + poll_seconds > deadline:
+                return False
+            time.sleep(poll_seconds)
 
     def defer_until(self, trigger_class: type[AwsBaseWaiterTrigger], *, method_name: str, timeout_seconds: int,
                     poll_seconds: int, kwargs: dict[str, Any] | None = None, **trigger_args: Any) -> None:

@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 from ml_cache.builder_instance import BuilderLaunch, builder_request, builder_summary, data_volume_id
 from ml_cache.errors import PermanentFailure, is_permanent
 from ml_cache.hooks.ec2 import CacheEc2Hook
+from ml_cache.hooks.ssm import CacheSsmHook
 from ml_cache.links import EC2InstanceLink
 from ml_cache.operators.base import CacheAwsOperator
 from ml_cache.tags import client_token, run_tags
@@ -91,7 +92,8 @@ class LaunchBuilderOperator(CacheAwsOperator[CacheEc2Hook]):
 
 
 class WaitForBuilderOperator(CacheAwsOperator[CacheEc2Hook]):
-    """Defer until the builder is running, then until its SSM agent is Online; both within `timeout_seconds`.
+    """Wait until the builder is running, then until its SSM agent is Online; both within `timeout_seconds`
+    (a few seconds in the task, then deferred: operators.base.SETTLE_SECONDS).
 
     Returns the builder summary plus the data volume id, looked up by device name once running.
     """
@@ -105,11 +107,24 @@ class WaitForBuilderOperator(CacheAwsOperator[CacheEc2Hook]):
         self.timeout_seconds = timeout_seconds
         self.poll_seconds = poll_seconds
 
-    def execute(self, context: Any) -> None:
-        self.defer_until(BuilderRunningTrigger, method_name="running", instance_id=self.builder["instance_id"],
+    def execute(self, context: Any) -> dict[str, Any] | None:
+        instance_id = self.builder["instance_id"]
+        if self.holds_soon(lambda: self.hook.describe_instance(instance_id)["State"]["Name"] == "running",
+                           poll_seconds=self.poll_seconds,
+                           timeout_seconds=self.timeout_seconds):  # in this try when it can: no #71580
+            return self.running(context, {"status": "success", "instance_id": instance_id})
+        self.defer_until(BuilderRunningTrigger, method_name="running", instance_id=instance_id,
                          timeout_seconds=self.timeout_seconds, poll_seconds=self.poll_seconds)
+        return None  # not reached: defer raises
 
-    def running(self, context: Any, event: dict[str, Any] | None = None) -> None:
+    def _agent_online(self, instance_id: str) -> bool:
+        ssm = CacheSsmHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
+                           config=self.botocore_config)
+        found = ssm.conn.describe_instance_information(
+            Filters=[{"Key": "InstanceIds", "Values": [instance_id]}])["InstanceInformationList"]
+        return bool(found) and all(entry.get("PingStatus") == "Online" for entry in found)
+
+    def running(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any] | None:
         event = validate_execute_complete_event(event)
         instance_id = self.builder["instance_id"]
         if event["status"] != "success":
@@ -119,8 +134,12 @@ class WaitForBuilderOperator(CacheAwsOperator[CacheEc2Hook]):
             if instance["State"]["Name"] in GONE_STATES:  # a retry would wait on the same dead instance
                 raise PermanentFailure(message.strip())
             raise RuntimeError(message.strip())
+        if self.holds_soon(lambda: self._agent_online(instance_id), poll_seconds=self.poll_seconds,
+                           timeout_seconds=self.timeout_seconds):
+            return self.online(context, {"status": "success", "instance_id": instance_id})
         self.defer_until(SsmAgentOnlineTrigger, method_name="online", instance_id=instance_id,
                          timeout_seconds=self.timeout_seconds, poll_seconds=self.poll_seconds)
+        return None  # not reached: defer raises
 
     def online(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         event = validate_execute_complete_event(event)

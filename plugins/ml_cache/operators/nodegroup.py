@@ -56,6 +56,9 @@ class _NodegroupChangeOperator(CacheAwsOperator[CacheEksHook]):
         return self.hook.describe_nodegroup(clusterName=self.cluster_name,
                                             nodegroupName=self.node_group_name)["nodegroup"]
 
+    def _update_status(self, update_id: str) -> str:
+        return self.hook.describe_update(self.cluster_name, self.node_group_name, update_id)["status"]
+
     def execute(self, context: Any, event: dict[str, Any] | None = None, attempt: int = 0) -> dict[str, Any] | None:
         change = self._change(context)
         if change is None:
@@ -79,6 +82,9 @@ class _NodegroupChangeOperator(CacheAwsOperator[CacheEksHook]):
                        kwargs={"attempt": attempt + 1})
         self.log.info("Update %s (%s) of %s to %s: %s", update["id"], update.get("type"), self.node_group_name,
                       change, update["status"])
+        if self.holds_soon(lambda: self._update_status(update["id"]) != "InProgress", poll_seconds=delay,
+                           timeout_seconds=self.timeout_seconds):
+            return self.execute_complete(context, {"status": "success", "update_id": update["id"]})  # no #71580
         self.defer_until(NodegroupUpdateTrigger, method_name="execute_complete", cluster=self.cluster_name,
                          nodegroup=self.node_group_name, update_id=update["id"],
                          timeout_seconds=self.timeout_seconds, poll_seconds=delay)

@@ -66,7 +66,9 @@ class CreateCacheSnapshotOperator(CacheAwsOperator[CacheEc2Hook]):
             self.log.info("Created snapshot %s of %s", snapshot["SnapshotId"], self.volume_id)
         snapshot_id = snapshot["SnapshotId"]
         self.persist_link(context, SnapshotLink, snapshot_id=snapshot_id)
-        if snapshot["State"] == "completed":
+        if snapshot["State"] == "completed" or self.holds_soon(
+                lambda: self.hook.describe_snapshot(snapshot_id).get("State") == "completed",
+                poll_seconds=self.poll_seconds, timeout_seconds=self.timeout_seconds):
             return snapshot_id
         self.defer_until(SnapshotCompletedTrigger, method_name="execute_complete", snapshot_id=snapshot_id,
                          timeout_seconds=self.timeout_seconds, poll_seconds=self.poll_seconds)
@@ -90,7 +92,8 @@ class CreateCacheSnapshotOperator(CacheAwsOperator[CacheEc2Hook]):
 
 
 class EnableFastSnapshotRestoreOperator(CacheAwsOperator[CacheEc2Hook]):
-    """Check the FSR limits, enable FSR in the chosen AZs and defer until `enabled` in all of them.
+    """Check the FSR limits, enable FSR in the chosen AZs and wait until `enabled` in all of them
+    (a few seconds in the task, then deferred: operators.base.SETTLE_SECONDS).
 
     Over the Region's quota or the pipeline's limit the task fails at once, naming the snapshots
     that hold FSR. EnableFastSnapshotRestores answers 200 with an `Unsuccessful` list: any entry
@@ -129,10 +132,18 @@ class EnableFastSnapshotRestoreOperator(CacheAwsOperator[CacheEc2Hook]):
             raise FastSnapshotRestoreFailed(
                 f"Fast Snapshot Restore for {self.snapshot_id} unsuccessful: {describe_unsuccessful(unsuccessful)}"
             )
+        if self.holds_soon(self._enabled_everywhere, poll_seconds=self.poll_seconds,
+                           timeout_seconds=self.timeout_seconds):  # no deferral: no #71580
+            return self.execute_complete(context, {"status": "success", "snapshot_id": self.snapshot_id})
         self.defer_until(FastSnapshotRestoreEnabledTrigger, method_name="execute_complete",
                          snapshot_id=self.snapshot_id, timeout_seconds=self.timeout_seconds,
                          poll_seconds=self.poll_seconds)
         return {}  # not reached: defer raises
+
+    def _enabled_everywhere(self) -> bool:
+        states = {entry["AvailabilityZone"]: entry["State"]
+                  for entry in self.hook.describe_fast_snapshot_restores(self.snapshot_id)}
+        return all(states.get(zone) == "enabled" for zone in self.availability_zones)
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, str]:
         event = validate_execute_complete_event(event)

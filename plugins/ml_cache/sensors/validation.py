@@ -61,7 +61,7 @@ def kubernetes_hook(rollout: RolloutConfig, aws_conn_id: str) -> CacheKubernetes
 class ValidateCacheOnNodesSensor(BaseSensorOperator):
     """One pod per (new node, cached image), judged on kubelet's events once all finished.
 
-    Returns the report (also logged as a table, with a Markdown summary under `markdown`), which
+    Returns the report (logged as a plain table; a Markdown summary under `markdown`), which
     travels in the `ml_container_cache_ready` event; raises CacheValidationFailed when it failed.
     """
 
@@ -98,9 +98,8 @@ class ValidateCacheOnNodesSensor(BaseSensorOperator):
         report = evaluate(self._results(hook, cached, pods), baselines=self._results(hook, baseline, pods),
                           max_startup_seconds=self.rollout.max_startup_seconds,
                           expected_nodes=sorted({p.node for p in cached}), expected_images=images)
-        self.log.info("Validation report:\n%s", report_table(report))
+        self.log.info("Validation report:\n%s", report_table(report))  # plain text; Markdown only in XCom
         summary = report_markdown(report)
-        self.log.info("Summary (Markdown):\n%s", summary)
         if not report.passed:
             raise CacheValidationFailed("Cache validation failed: " + "; ".join(report.failures))
         return PokeReturnValue(is_done=True, xcom_value={**report.to_dict(), "markdown": summary})

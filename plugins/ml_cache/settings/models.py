@@ -75,7 +75,8 @@ class BuildConfig(Section):
                                                                         "builder runs.")
     instance_types: f.unique_list(f.InstanceType, min_length=1) = Field(
         DEFAULT_INSTANCE_TYPES, description="Builder instance types of the architecture, tried in order on capacity "
-                                            f"errors. Unset with arm64: {', '.join(DEFAULT_ARM64_INSTANCE_TYPES)}.")
+                                            f"errors. arm64 types: {', '.join(DEFAULT_ARM64_INSTANCE_TYPES)} (the "
+                                            "default when the config sets arm64 without types).")
     volume_size_gib: f.VolumeSizeGib | None = Field(None, description="Data volume size. Empty: computed from the "
                                                                       "resolved images (compressed + unpacked, with "
                                                                       "margin); a size too small is refused.")

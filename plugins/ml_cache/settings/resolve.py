@@ -53,6 +53,26 @@ def trigger_conf() -> dict[str, Any]:
     return dict(conf) if isinstance(conf, dict) else {}
 
 
+def form_defaults() -> dict[str, Any]:
+    """The running DAG's Param defaults as this process parsed them, {} outside a task."""
+    from airflow.sdk import get_current_context
+
+    try:
+        dag = get_current_context().get("dag")
+    except RuntimeError:  # not in a task: a test or a script
+        return {}
+    params = getattr(dag, "params", None) or {}
+    return {name: params.get_param(name).value for name in params} if hasattr(params, "get_param") else {}
+
+
+def overrides(params: dict[str, Any], conf: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The params a run sets: non-empty, and submitted (in the trigger's conf) or unlike the form's default.
+    A form field shows the config's value at parse time (settings.params); left as it is and not submitted,
+    it is no override, so the config read now wins over a form parsed before the file changed."""
+    return {key: value for key, value in params.items()
+            if value is not None and (key in conf or key not in defaults or value != defaults[key])}
+
+
 def refuse_unknown_keys(keys: Iterable[str], form_fields: tuple[str, ...]) -> None:
     """InvalidInputs naming each key that is no field of the form, with the closest one: a typo such as
     `image` for `images` would otherwise build and roll out the config's default set."""
@@ -83,7 +103,7 @@ def _merged(config: dict[str, Any], section: str, params: dict[str, Any] | None,
     base = config.get(section)
     if not isinstance(base, dict):
         raise InvalidInputs(f"config has no `{section}:` mapping")
-    return {**base, **{key: value for key, value in params.items() if value is not None}}
+    return {**base, **overrides(params, conf, form_defaults())}
 
 
 def _common(config: dict[str, Any], region: str) -> dict[str, Any]:

@@ -1,18 +1,21 @@
 """The verdict over all validation pods, the cached-vs-uncached speed-up, and its renderings.
 
-`ValidationReport.to_dict()` travels in XCom and the `ml_container_cache_ready` event; the table
-goes to the task log, the Markdown to the run's summary. No airflow or kubernetes import here.
+`ValidationReport.to_dict()` travels in XCom and the `ml_container_cache_ready` event with every value
+in full; the renderings (the plain table for the task log, the Markdown summary in XCom) show short
+refs, node names and digests (`sha256:1234abcd…`) so that they fit a screen. No airflow or kubernetes
+import here.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ml_cache.images import canonical_reference
+from ml_cache.images import InvalidInputs, canonical_reference, parse_reference
 from ml_cache.validation.evidence import cache_hit, events_of, pull_seconds
 from ml_cache.validation.manifest import (
     CREATED_AT_ANNOTATION,
@@ -204,12 +207,38 @@ _COLUMNS = ("node", "instance", "image", "cache",
             "scheduled", "image_ready", "started", "cont_ready", "ready", "result")
 
 
+_DIGEST_RE = re.compile(r"\b(sha256:[0-9a-f]{8})[0-9a-f]{56}\b")
+
+
+def short_digests(text: str) -> str:
+    """Every sha256 digest in `text` as `sha256:<first 8 hex>…`."""
+    return _DIGEST_RE.sub(r"\1…", text)
+
+
+def short_image(ref: str) -> str:
+    """`pytorch:24.08-py3@sha256:1234abcd…` for `nvcr.io/nvidia/pytorch:24.08-py3@sha256:<64 hex>`: the
+    repository's last component, the tag, the digest abbreviated (the full ref stays in the report's data)."""
+    try:
+        parsed = parse_reference(ref)
+    except InvalidInputs:
+        return short_digests(ref)
+    text = parsed.repository.rsplit("/", 1)[-1]
+    text += f":{parsed.tag}" if parsed.tag is not None else ""
+    text += f"@{parsed.digest}" if parsed.digest is not None else ""
+    return short_digests(text)
+
+
+def short_node(node: str) -> str:
+    """`ip-10-0-12-34` for `ip-10-0-12-34.us-west-2.compute.internal` (the instance id column is unique)."""
+    return node.split(".", 1)[0]
+
+
 def _rows(report: ValidationReport) -> list[list[str]]:
     rows = []
     for kind, items in (("", report.results), (" (baseline)", report.baselines)):
         for r in items:
             verdict = "baseline" if kind else ("PASS" if r.passed else "FAIL")
-            rows.append([r.node + kind, r.instance_id or "-", r.image, _hit(r.cache_hit),
+            rows.append([short_node(r.node) + kind, r.instance_id or "-", short_image(r.image), _hit(r.cache_hit),
                          *(_seconds(r.stages.get(stage)) for stage in STAGES), verdict])
     return rows
 
@@ -228,8 +257,9 @@ def report_table(report: ValidationReport | Mapping[str, Any]) -> str:
             lines.append("  ".join("-" * width for width in widths))
     verdict = "PASSED" if report.passed else "FAILED"
     lines.append(f"validation {verdict}: {len(report.results)} pod(s), threshold {report.max_startup_seconds:g}s")
-    lines.extend(f"  {image}: cached start {ratio:g}x faster than uncached" for image, ratio in report.speedups.items())
-    lines.extend(f"  failure: {failure}" for failure in report.failures)
+    lines.extend(f"  {short_image(image)}: cached start {ratio:g}x faster than uncached"
+                 for image, ratio in report.speedups.items())
+    lines.extend(f"  failure: {short_digests(failure)}" for failure in report.failures)
     return "\n".join(lines)
 
 
@@ -238,7 +268,8 @@ def _md(text: str) -> str:
 
 
 def report_markdown(report: ValidationReport | Mapping[str, Any]) -> str:
-    """A Markdown summary for the run's note: verdict, per-pod table, speed-ups, failures."""
+    """A Markdown summary (XCom `markdown`, for a view that renders it): verdict, per-pod table, speed-ups,
+    failures."""
     report = _report(report)
     verdict = "passed" if report.passed else "FAILED"
     hits = sum(1 for r in report.results if r.cache_hit is True)
@@ -255,8 +286,8 @@ def report_markdown(report: ValidationReport | Mapping[str, Any]) -> str:
         node, instance, image, cache, *times, result = row
         lines.append("| " + " | ".join([_md(node), instance, f"`{_md(image)}`", cache, *times, result]) + " |")
     if report.speedups:
-        lines += ["", *(f"- `{_md(image)}`: cached start **{ratio:g}x** faster than uncached"
+        lines += ["", *(f"- `{_md(short_image(image))}`: cached start **{ratio:g}x** faster than uncached"
                         for image, ratio in report.speedups.items())]
     if report.failures:
-        lines += ["", "**Failures**", "", *(f"- {_md(failure)}" for failure in report.failures)]
+        lines += ["", "**Failures**", "", *(f"- {_md(short_digests(failure))}" for failure in report.failures)]
     return "\n".join(lines) + "\n"

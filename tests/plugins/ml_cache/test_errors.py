@@ -78,3 +78,20 @@ def test_a_waiter_out_of_attempts_is_a_passed_deadline():
     assert not deadline_passed({"status": "error", "message": "Builder i-1 did not reach running: terminated"})
     assert not deadline_passed({"status": "success", "instance_id": "i-1"})
     assert not deadline_passed(None)
+
+
+def test_a_permanent_failure_logs_its_cause_in_one_line_and_keeps_no_internal_frames(caplog):
+    import traceback
+
+    def deep_in_a_library():
+        raise _aws_error("UnauthorizedOperation")
+
+    with pytest.raises(PermanentFailure) as failed, fail_fast():
+        deep_in_a_library()
+    assert error_code(failed.value.__cause__) == "UnauthorizedOperation"  # still chained, for the record
+    printed = "".join(traceback.format_exception(failed.value))
+    assert "deep_in_a_library" not in printed  # the replaced error's frames are gone
+    assert "UnauthorizedOperation" in printed
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "Failed, not retried: An error occurred (UnauthorizedOperation) when calling the RunInstances operation: "
+        "UnauthorizedOperation happened"]

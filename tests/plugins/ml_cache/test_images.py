@@ -319,3 +319,16 @@ def test_image_set_digest_rejects_bad_digests(digests):
 
 def test_platforms():
     assert PLATFORMS == {"x86_64": "linux/amd64", "arm64": "linux/arm64"}
+
+
+@pytest.mark.parametrize(("ref", "blamed"), [
+    ("busybox;rm -rf /", "character ';' at position 8"),  # the `;`, not the later space
+    ("busybox rm", "whitespace (' ') at position 8"),
+    ("busybox$(reboot)", "character '$' at position 8"),
+    ("a\x07b", "control character U+0007 at position 2"),
+    ("büsybox", "non-ASCII character 'ü' at position 2"),
+])
+def test_error_blames_the_first_character_outside_the_grammar(ref, blamed):
+    with pytest.raises(InvalidImageReference) as error:
+        parse_reference(ref)
+    assert blamed in str(error.value)

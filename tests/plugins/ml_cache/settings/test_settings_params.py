@@ -1,26 +1,87 @@
 """The trigger form is generated from the models: its limits are the models' limits."""
 
 import pytest
+import yaml
 from airflow.sdk import Param
 from airflow.sdk.exceptions import ParamValidationError
 
 from ml_cache.images import InvalidInputs
 from ml_cache.settings import resolve_build_settings
+from ml_cache.settings.models import DEFAULT_ARM64_INSTANCE_TYPES
 from ml_cache.settings.params import build_params, rollout_params
-from ml_cache.settings.resolve import BUILD_FORM_FIELDS, ROLLOUT_FORM_FIELDS
+from ml_cache.settings.resolve import BUILD_FORM_FIELDS, ROLLOUT_FORM_FIELDS, overrides, resolve_rollout_settings
 
 REGION = "us-west-2"
 
 
 def test_the_forms_have_one_field_per_overridable_setting():
-    assert tuple(build_params()) == BUILD_FORM_FIELDS
-    assert tuple(rollout_params()) == ROLLOUT_FORM_FIELDS
+    assert sorted(build_params()) == sorted(BUILD_FORM_FIELDS)
+    assert sorted(rollout_params()) == sorted(ROLLOUT_FORM_FIELDS)
+
+
+def test_the_build_form_has_its_sections_in_order():
+    sections = [param.schema["section"] for param in build_params().values()]
+    assert list(dict.fromkeys(sections)) == ["Images", "Builder", "Volume", "FSR"]
+    assert {param.schema["section"] for param in rollout_params().values()} == {"Rollout"}
 
 
 @pytest.mark.parametrize("param", [*build_params().values(), *rollout_params().values()])
-def test_every_field_may_be_left_empty(param: Param):
-    assert param.resolve(None) is None
-    assert param.description.endswith("Empty: config default.")
+def test_every_field_has_a_title_and_an_explicit_null_is_the_config_but_never_a_choice(param: Param):
+    assert param.schema["title"] and param.description
+    if "enum" in param.schema:
+        assert None not in param.schema["enum"]
+        with pytest.raises(ParamValidationError):
+            param.resolve(None)
+    else:
+        assert param.resolve(None) is None  # an API caller's null: the config's value
+
+
+def test_fields_show_the_configured_values(tmp_path, monkeypatch, config):
+    config["build"].update({"images": ["nvcr.io/nvidia/pytorch:24.08-py3"], "enable_fast_snapshot_restore": False,
+                            "architecture": "arm64"})
+    config["rollout"]["max_startup_seconds"] = 30
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("ML_CACHE_CONFIG", str(tmp_path / "config.yaml"))
+    build, rollout = build_params(), rollout_params()
+    assert build["images"].value == ["nvcr.io/nvidia/pytorch:24.08-py3"]
+    assert build["enable_fast_snapshot_restore"].value is False
+    assert build["instance_types"].value == DEFAULT_ARM64_INSTANCE_TYPES  # what an arm64 run uses
+    assert build["volume_iops"].value == 3000  # the schema's default where the config sets none
+    assert build["volume_size_gib"].value is None and "Empty: computed" in build["volume_size_gib"].description
+    assert rollout["max_startup_seconds"].value == 30
+    assert "public.ecr.aws, nvcr.io" in build["images"].description  # the allow-list, for context
+
+
+def test_a_config_that_does_not_validate_leaves_the_fields_empty_and_says_why(tmp_path, monkeypatch, config):
+    config["build"]["images"] = ["busybox;rm -rf /"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("ML_CACHE_CONFIG", str(tmp_path / "config.yaml"))
+    images = build_params()["images"]
+    assert images.value is None
+    assert "could not be shown" in images.description and "character ';'" in images.description
+    monkeypatch.setenv("ML_CACHE_CONFIG", str(tmp_path / "missing.yaml"))
+    assert "cannot read the config file" in build_params()["architecture"].description
+
+
+def test_the_forms_defaults_submitted_as_they_are_validate_like_the_config(tmp_path, monkeypatch, config):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("ML_CACHE_CONFIG", str(tmp_path / "config.yaml"))
+    submitted = {name: param.value for name, param in build_params().items()}  # what the UI sends untouched
+    from_form = resolve_build_settings(config, submitted, region=REGION, conf=submitted)
+    assert from_form == resolve_build_settings(config, {}, region=REGION, conf={})
+    rollout = {name: param.value for name, param in rollout_params().items()}
+    assert resolve_rollout_settings(config, rollout, region=REGION, conf=rollout) == \
+        resolve_rollout_settings(config, {}, region=REGION, conf={})
+
+
+def test_an_unsubmitted_default_yields_to_the_config_read_at_run_time(config):
+    """A form parsed before the config changed: its default is no override unless submitted."""
+    stale = {"images": ["public.ecr.aws/docker/library/busybox:1.36"]}
+    config["build"]["images"] = ["public.ecr.aws/docker/library/busybox:1.37"]
+    assert overrides(stale, {}, stale) == {}
+    assert overrides(stale, stale, stale) == stale  # submitted: the user saw and sent it
+    assert overrides({"images": ["x"]}, {}, stale) == {"images": ["x"]}  # changed from the default
+    assert overrides({"images": None}, {"images": None}, stale) == {}  # an explicit null: the config's value
 
 
 @pytest.mark.parametrize(

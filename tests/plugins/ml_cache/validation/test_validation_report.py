@@ -14,6 +14,7 @@ from ml_cache.validation.report import (
     node_result,
     report_markdown,
     report_table,
+    short_image,
     speedup,
 )
 from tests.plugins.ml_cache.validation.recorded import recorded, result
@@ -102,9 +103,8 @@ def test_report_table_is_fixed_width_and_names_failures():
     assert lines[0].split() == ["node", "instance", "image", "cache", "scheduled", "image_ready", "started",
                                 "cont_ready", "ready", "result"]
     assert set(lines[1]) == {"-", " "}
-    assert lines[2].split() == ["ip-10-0-12-34.us-west-2.compute.internal", "i-0abc1234def567890",
-                                "127.0.0.1:5000/ml-cache-demo/large:1", "hit", "0.184", "1.000", "2.000", "2.000",
-                                "2.000", "PASS"]
+    assert lines[2].split() == ["ip-10-0-12-34", "i-0abc1234def567890", "large:1", "hit", "0.184", "1.000", "2.000",
+                                "2.000", "2.000", "PASS"]
     assert lines[3].split()[3:] == ["MISS", "0.512", "335.000", "336.000", "336.000", "336.000", "FAIL"]
     assert lines[0].index("result") == lines[2].index("PASS")  # columns line up
     assert lines[0].rindex("ready") + len("ready") == lines[2].index("2.000  PASS") + len("2.000")  # right-aligned
@@ -119,9 +119,9 @@ def test_report_markdown_summary():
     markdown = report_markdown(report)
     assert markdown.startswith("### Cache validation passed\n")
     assert "1/1 pods started from the cache; start-up threshold 10 s" in markdown
-    assert ("| ip-10-0-12-34.us-west-2.compute.internal | - | `127.0.0.1:5000/ml-cache-demo/large:1` | hit | "
+    assert ("| ip-10-0-12-34 | - | `large:1` | hit | "
             "0.184 | 1.000 | 2.000 | 2.000 | 2.000 | PASS |") in markdown
-    assert "(baseline) | - | `127.0.0.1:5000/ml-cache-demo/large:1` | MISS |" in markdown
+    assert "(baseline) | - | `large:1` | MISS |" in markdown
     assert "cached start **168x** faster than uncached" in markdown
     assert "**Failures**" not in markdown
     failed = report_markdown(evaluate([result("failed_pod")], max_startup_seconds=10))
@@ -142,3 +142,32 @@ def test_same_result_through_the_kubernetes_client(name):
     assert sanitized_pod["metadata"]["creationTimestamp"].endswith("+00:00")
     expected, actual = node_result(pod, events).to_dict(), node_result(sanitized_pod, sanitized_events).to_dict()
     assert actual == expected
+
+
+DIGEST = "sha256:" + "1234abcd" * 8
+
+
+@pytest.mark.parametrize(("ref", "short"), [
+    (f"nvcr.io/nvidia/pytorch:24.08-py3@{DIGEST}", "pytorch:24.08-py3@sha256:1234abcd…"),
+    ("public.ecr.aws/docker/library/busybox:1.37", "busybox:1.37"),
+    (f"127.0.0.1:5000/ml-cache-demo/small@{DIGEST}", "small@sha256:1234abcd…"),
+    (f"not a ref@{DIGEST}", "not a ref@sha256:1234abcd…"),
+])
+def test_short_image_keeps_the_last_name_component_and_abbreviates_the_digest(ref, short):
+    assert short_image(ref) == short
+
+
+def test_a_pinned_image_table_fits_and_the_data_keeps_every_value():
+    pinned = f"123456789012.dkr.ecr.us-west-2.amazonaws.com/ml-team/training-images/pytorch:24.08-py3@{DIGEST}"
+    cached = NodeResult.from_dict({**result("cached_pod", instance_id="i-0abc1234def567890").to_dict(),
+                                   "image": pinned})
+    uncached = NodeResult.from_dict({**result("uncached_pod").to_dict(), "image": pinned})
+    report = evaluate([cached, uncached], max_startup_seconds=30)
+    table = report_table(report)
+    assert DIGEST not in table and " pytorch:24.08-py3@sha256:1234abcd… " in table
+    assert max(len(line) for line in table.splitlines()[:4]) <= 140  # fits the log view; the full refs made it 250
+    assert "###" not in table and "|" not in table  # plain text, no Markdown in the log
+    assert DIGEST not in report_markdown(report)
+    data = report.to_dict()
+    assert data["images"] == [pinned] and data["nodes"][0].endswith(".compute.internal")
+    assert any(DIGEST in failure for failure in data["failures"])
