@@ -154,7 +154,7 @@ def test_a_run_past_its_timeout_mid_build_leaves_no_builder_and_the_parameter_un
         (message,) = until("the run's notification", lambda: inbox.messages(wait_seconds=1), 60,
                                layout.log_file("airflow"))
         assert message["Message"].startswith(f"{BUILD_DAG_ID} run {run_id} FAILED: the run passed its dagrun_timeout")
-        note = _wait_for("the run's note", lambda: dag_runs.api(  # the run's page says why (ml_cache.run_note)
+        note = until("the run's note", lambda: dag_runs.api(  # the run's page says why (ml_cache.run_note)
             layout, "GET", f"/dags/{BUILD_DAG_ID}/dagRuns/{run_id}")["note"], 60, layout.log_file("airflow"))
         assert note.startswith("run: the run passed its dagrun_timeout")
     finally:
