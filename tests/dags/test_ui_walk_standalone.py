@@ -4,30 +4,17 @@ paused state on deploy, the trigger form the UI gets, and a failed run's note th
 from __future__ import annotations
 
 import os
-import socket
-import time
 from urllib.parse import quote
 
 import pytest
 import yaml
 
+from devstack.process import free_port
+from tests.dags.airflow_waits import until
+
 BUILD, ROLLOUT, JANITOR = "ml_container_cache_build", "ml_container_cache_rollout", "ml_container_cache_janitor"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _until(what: str, check, timeout: float, log_file):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(1)
-    pytest.fail(f"{what} not within {timeout:.0f} s; Airflow's log ends:\n{log_file.read_text()[-4000:]}")
 
 
 @pytest.mark.slow
@@ -39,8 +26,8 @@ def test_paused_state_form_and_run_note_in_a_real_airflow(cloud, tmp_path):
     from devstack.stack.airflow_standalone import start_airflow
     from devstack.stack.layout import Layout
 
-    layout = Layout(home=tmp_path, cloud_port=int(cloud.endpoint.rsplit(":", 1)[1]), registry_port=_free_port(),
-                    airflow_port=_free_port())
+    layout = Layout(home=tmp_path, cloud_port=int(cloud.endpoint.rsplit(":", 1)[1]), registry_port=free_port(),
+                    airflow_port=free_port())
     layout.config_path.parent.mkdir(parents=True, exist_ok=True)
     layout.config_path.write_text(cloud.config_path.read_text())  # the Airflow reads the layout's config
     env = {key: value for key, value in os.environ.items()  # the pytest session's Airflow is not this one
@@ -53,7 +40,7 @@ def test_paused_state_form_and_run_note_in_a_real_airflow(cloud, tmp_path):
         return answer.json() if answer.status_code == 200 else None
 
     try:
-        paused = {dag_id: _until(f"{dag_id} parsed", lambda dag_id=dag_id: dag(dag_id), 120, log_file)["is_paused"]
+        paused = {dag_id: until(f"{dag_id} parsed", lambda dag_id=dag_id: dag(dag_id), 120, log_file)["is_paused"]
                   for dag_id in (BUILD, ROLLOUT, JANITOR)}
         assert paused == {BUILD: True, ROLLOUT: False, JANITOR: False}  # as deployed: only the spending one waits
         dag_runs.unpause(layout)  # what `make up` does
@@ -68,8 +55,8 @@ def test_paused_state_form_and_run_note_in_a_real_airflow(cloud, tmp_path):
         run_id = dag_runs.api(layout, "POST", f"/dags/{BUILD}/dagRuns", json={
             "logical_date": None, "conf": {"images": ["busybox;rm -rf /"]}})["dag_run_id"]
         url = f"/dags/{BUILD}/dagRuns/{quote(run_id, safe='')}"
-        _until("the run failed", lambda: dag_runs.api(layout, "GET", url)["state"] == "failed", 180, log_file)
-        note = _until("the run's note", lambda: dag_runs.api(layout, "GET", url)["note"], 60, log_file)
+        until("the run failed", lambda: dag_runs.api(layout, "GET", url)["state"] == "failed", 180, log_file)
+        note = until("the run's note", lambda: dag_runs.api(layout, "GET", url)["note"], 60, log_file)
         assert note == ("validate_inputs: build: invalid image reference 'busybox;rm -rf /': character ';' at "
                         "position 8 is not allowed in an image reference")
     finally:
