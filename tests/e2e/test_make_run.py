@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,6 +195,38 @@ def test_the_ml_cache_page_in_chromium_after_builds_and_rollouts(made_run, login
         assert browser.text(browser.wait_for("code.snapshot-id")) == snapshot_id
         browser.frame(None)
         browser.screenshot(ARTEFACTS / "ml-cache-in-airflow-ui.png")
+
+
+@pytest.mark.skipif(bool(webdriver.missing()), reason=f"the browser test needs: {webdriver.missing()}")
+def test_the_trigger_form_in_chromium_shows_the_configured_defaults(made_run):
+    """The build's trigger form, as a user opens it from the DAG's page: each field holds what a run would use
+    (make run's config: its images, FSR on), sections closed but the images one opened for the screenshot."""
+    if made_run.returncode != 0:
+        pytest.fail("make run failed: see the first test")
+    layout = made_run.layout
+    build = yaml.safe_load(layout.config_path.read_text())["build"]
+    with webdriver.Browser(layout.home / "logs" / "chromedriver-form.log") as browser:
+        browser.get(f"{layout.airflow_url}/dags/ml_container_cache_build")
+        browser.click(browser.wait_for('button[aria-label="Trigger Dag"]'))
+        images = browser.wait_for('textarea[name="element_images"]')
+        assert browser.execute("return arguments[0].value", {webdriver.ELEMENT: images}).splitlines() == build["images"]
+        checked = dict(browser.execute("return Array.from(document.querySelectorAll("
+                                       "'[role=dialog] input[type=checkbox]')).map(e => [e.name, e.checked])"))
+        assert checked["element_enable_fast_snapshot_restore"] is build.get("enable_fast_snapshot_restore", True)
+        assert checked["element_force_rebuild"] is False
+        sections = [browser.text(e) for e in browser.find('[role="dialog"] button[aria-controls*=":content:"]')]
+        assert [s for s in sections if s in ("Images", "Builder", "Volume", "FSR")] == ["Images", "Builder", "Volume",
+                                                                                        "FSR"], sections
+        shown = ""
+        for section in ("FSR", "Volume", "Builder", "Images"):  # each opened in turn: every field read as shown
+            browser.click(browser.wait_for(f'[role="dialog"] button[aria-controls$=":content:{section}"]'))
+            shown += browser.execute("return Array.from(document.querySelectorAll('[role=dialog]'))"
+                                     ".map(e => e.innerText).find(text => text.includes('Trigger Dag'))")
+        assert "Images to cache" in shown and "Fast Snapshot Restore" in shown, shown
+        assert "null" not in shown.lower(), shown
+        browser.wait_for('[role="dialog"] button[aria-controls$=":content:Builder"][aria-expanded="false"]')
+        time.sleep(1)  # the accordion's closing animation, for a clean screenshot
+        browser.screenshot(ARTEFACTS / "trigger-form.png")
 
 
 def test_make_down_stops_what_make_run_left_running(made_run):

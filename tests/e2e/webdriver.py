@@ -123,6 +123,9 @@ class Browser:
     def text(self, element: str) -> str:
         return self._call("GET", f"{self._session}/element/{element}/text")
 
+    def click(self, element: str) -> None:
+        self._call("POST", f"{self._session}/element/{element}/click", {})
+
     def frame(self, element: str | None) -> None:
         """Switch into the iframe `element`, or back to the top document with None."""
         self._call("POST", f"{self._session}/frame", {"id": None if element is None else {ELEMENT: element}})
