@@ -31,13 +31,15 @@ def trigger_build(layout: Layout, with_rollout: bool) -> str:
 
 
 def unpause(layout: Layout, dag_ids: tuple[str, ...] = LIFECYCLE_DAG_IDS, timeout: float = 120) -> None:
-    """Unpause each DAG, waiting for the dag processor to have parsed it (404 until then)."""
+    """Unpause each DAG, waiting for the dag processor to have parsed it (404 until then). A 5xx is waited
+    out too: on SQLite a task running at the same moment (the janitor's daily tick) can hold the database
+    lock past the API's busy timeout."""
     deadline = time.monotonic() + timeout
     for dag_id in dag_ids:
         while True:
             response = requests.patch(f"{layout.airflow_url}/api/v2/dags/{dag_id}", json={"is_paused": False},
                                       timeout=30)
-            if response.status_code != 404:
+            if response.status_code != 404 and (response.status_code < 500 or time.monotonic() > deadline):
                 response.raise_for_status()
                 say(f"{dag_id} unpaused")
                 break

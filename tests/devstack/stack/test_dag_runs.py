@@ -12,7 +12,8 @@ from devstack.stack.layout import Layout
 
 
 class FakeAirflowApi(BaseHTTPRequestHandler):
-    """Airflow's PATCH /api/v2/dags/{id} at the HTTP level: 404 until a DAG's second request (not parsed yet)."""
+    """Airflow's PATCH /api/v2/dags/{id} at the HTTP level: 404 first (not parsed yet), then 500 (SQLite's
+    lock held by a running task), then 200."""
 
     requests: list[tuple[str, dict]] = []
 
@@ -20,7 +21,7 @@ class FakeAirflowApi(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         seen = sum(1 for path, _ in self.requests if path == self.path)
         self.requests.append((self.path, body))
-        status = 404 if seen == 0 else 200
+        status = {0: 404, 1: 500}.get(seen, 200)
         payload = json.dumps({"is_paused": body["is_paused"]}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -32,7 +33,7 @@ class FakeAirflowApi(BaseHTTPRequestHandler):
         pass
 
 
-def test_unpause_waits_for_each_lifecycle_dag_then_unpauses_it(tmp_path: Path, monkeypatch) -> None:
+def test_unpause_waits_for_each_lifecycle_dag_and_a_busy_database_then_unpauses_it(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("time.sleep", lambda seconds: None)
     FakeAirflowApi.requests = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeAirflowApi)
@@ -45,6 +46,6 @@ def test_unpause_waits_for_each_lifecycle_dag_then_unpauses_it(tmp_path: Path, m
         server.shutdown()
         server.server_close()
     unpaused = [path.rsplit("/", 1)[1] for path, body in FakeAirflowApi.requests if body == {"is_paused": False}]
-    assert unpaused == [dag_id for dag_id in dag_runs.LIFECYCLE_DAG_IDS for _ in (1, 2)]
+    assert unpaused == [dag_id for dag_id in dag_runs.LIFECYCLE_DAG_IDS for _ in (1, 2, 3)]
     assert set(dag_runs.LIFECYCLE_DAG_IDS) == {"ml_container_cache_build", "ml_container_cache_rollout",
                                                "ml_container_cache_janitor"}
