@@ -158,6 +158,10 @@ def test_janitor_cleans_up_what_the_rules_allow_and_reports_the_savings(cloud, l
 
 
 def test_dry_run_changes_nothing_and_says_what_it_would_do(cloud, leftovers):
+    from airflow.utils.session import create_session
+
+    from ml_cache.ui.gather import janitor_runs
+
     before = _state(cloud, leftovers)
     run, states = run_dag(load_dag("ml_container_cache_janitor"), dry_run=True)
     assert str(run.state) == "success" and states["apply_cleanup"] == "skipped", states
@@ -166,3 +170,6 @@ def test_dry_run_changes_nothing_and_says_what_it_would_do(cloud, leftovers):
     assert report["dry_run"] is True and set(_actions(report, leftovers)) == _expected_actions(leftovers)
     assert {a["outcome"] for a in report["actions"]} == {"would do (dry run)"}
     assert report["total_monthly_savings_usd"] > 1095
+    with create_session() as session:  # the ML cache page reads the same report, as the run stored it
+        [seen] = [page_run for page_run in janitor_runs(session) if page_run.run_id == run.run_id]
+    assert seen.report == report and seen.state == "success"

@@ -3,7 +3,7 @@
 Airflow mounts a plugin's app as it is: it adds no authentication. So every route here depends on
 Airflow's own checks: a user from the UI's JWT (the `_token` cookie the browser sends with the UI's iframe
 request, or an `Authorization: Bearer` token), then the auth manager's verdict on reading assets and the
-runs of both DAGs. No token: 401; a user without those permissions: 403.
+runs of the three DAGs and the janitor's XComs (its reports). No token: 401; a user without those permissions: 403.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from ml_cache.ui.gather import gather_page
 from ml_cache.ui.render import render_page
-from ml_cache.ui.view_model import BUILD_DAG_ID, ROLLOUT_DAG_ID
+from ml_cache.ui.view_model import BUILD_DAG_ID, JANITOR_DAG_ID, ROLLOUT_DAG_ID
 
 URL_PREFIX = "/ml-cache"
 REQUIRED_ACCESS = [
     Depends(requires_access_asset("GET")),
     Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=BUILD_DAG_ID)),
     Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=ROLLOUT_DAG_ID)),
+    Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=JANITOR_DAG_ID)),
+    Depends(requires_access_dag("GET", DagAccessEntity.XCOM, param_dag_id=JANITOR_DAG_ID)),
 ]
 
 

@@ -1,5 +1,6 @@
-"""Reads what the page shows: the Asset events and the build runs from Airflow's metadata DB (the
-api-server's own session), the metadata parameter through the `aws_default` connection with our SSM hook.
+"""Reads what the page shows: the Asset events, the build runs and the janitor runs with their
+`report_cleanup` XCom from Airflow's metadata DB (the api-server's own session), the metadata parameter
+through the `aws_default` connection with our SSM hook.
 
 A source that cannot be read becomes a message on the page, never an error page: the events alone still
 tell most of the story when AWS is unreachable.
@@ -12,16 +13,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from botocore.config import Config
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session, selectinload
 
 from ml_cache.assets import ML_CONTAINER_CACHE, ML_CONTAINER_CACHE_READY
-from ml_cache.ui.view_model import BUILD_DAG_ID, CachePage, Event, Run, build_page
+from ml_cache.ui.view_model import BUILD_DAG_ID, JANITOR_DAG_ID, CachePage, Event, Run, build_page
 
 log = logging.getLogger(__name__)
 AWS_CONN_ID = "aws_default"
 MAX_EVENTS = 120  # two years of weekly builds: the page stays fast however long the pipeline runs
 MAX_RUNS = 120
+MAX_JANITOR_RUNS = 60  # a year of weekly runs, two months of the default daily ones: reports are small
+JANITOR_REPORT_TASK = "report_cleanup"
 # One quick try: a page load must not wait out boto's retries when the endpoint is down.
 _AWS_CONFIG = Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 1, "mode": "standard"})
 
@@ -50,6 +53,23 @@ def build_runs(session: Session, limit: int = MAX_RUNS) -> list[Run]:
     ).all()
     return [Run(run_id=run.run_id, state=str(run.state), start=run.start_date, end=run.end_date, note=run.note)
             for run in runs]
+
+
+def janitor_runs(session: Session, limit: int = MAX_JANITOR_RUNS) -> list[Run]:
+    """The janitor's newest runs with their notes and `report_cleanup` return value, in one query."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.xcom import XCOM_RETURN_KEY, XComModel
+
+    report = and_(XComModel.dag_run_id == DagRun.id, XComModel.task_id == JANITOR_REPORT_TASK,
+                  XComModel.map_index == -1, XComModel.key == XCOM_RETURN_KEY)
+    rows = session.execute(
+        select(DagRun, XComModel.value.label("value")).outerjoin(XComModel, report)
+        .options(selectinload(DagRun.dag_run_note))
+        .where(DagRun.dag_id == JANITOR_DAG_ID).order_by(DagRun.run_after.desc()).limit(limit)
+    ).all()
+    return [Run(run_id=row.DagRun.run_id, state=str(row.DagRun.state), start=row.DagRun.start_date,
+                end=row.DagRun.end_date, note=row.DagRun.note, report=XComModel.deserialize_value(row))
+            for row in rows]  # deserialize_value reads the row's `value`: a JSON string or already decoded
 
 
 def published_parameter() -> dict[str, Any]:
@@ -96,4 +116,5 @@ def gather_page(session: Session, *, now: datetime | None = None) -> CachePage:
     return build_page(now=now or datetime.now(UTC),
                       cache_events=asset_events(session, ML_CONTAINER_CACHE.name),
                       ready_events=asset_events(session, ML_CONTAINER_CACHE_READY.name),
-                      build_runs=build_runs(session), published=published, messages=messages)
+                      build_runs=build_runs(session), published=published, messages=messages,
+                      janitor_runs=janitor_runs(session))

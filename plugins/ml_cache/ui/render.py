@@ -7,7 +7,17 @@ from collections.abc import Sequence
 from html import escape
 from urllib.parse import quote
 
-from ml_cache.ui.view_model import BUILD_DAG_ID, ROLLOUT_DAG_ID, ArchView, CachePage, CostWeek, StageRow, StartupPoint
+from ml_cache.ui.view_model import (
+    BUILD_DAG_ID,
+    JANITOR_DAG_ID,
+    ROLLOUT_DAG_ID,
+    ArchView,
+    CachePage,
+    CostWeek,
+    JanitorRow,
+    StageRow,
+    StartupPoint,
+)
 
 STAGE_NAMES = {"scheduled": "scheduled", "image_ready": "image ready", "container_started": "started",
                "containers_ready": "containers ready", "ready": "ready"}
@@ -37,6 +47,7 @@ def render_page(page: CachePage, *, ui_base: str = "/") -> str:
     for view in page.archs:
         parts.append(_arch(view, ui_base))
     parts.append(_history(page, ui_base))
+    parts.append(_janitor(page.janitor, ui_base))
     parts.append(_cost(page.cost_weeks, page.cost_total))
     parts.append("</body></html>")
     return "".join(parts)
@@ -203,6 +214,41 @@ def _history(page: CachePage, ui_base: str) -> str:
     if len(rows) > HISTORY_SHOWN:
         html += (f"<details><summary>{len(rows) - HISTORY_SHOWN} older builds</summary>"
                  f"<table class=history>{header}{''.join(rows[HISTORY_SHOWN:])}</table></details>")
+    return html
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"${value:,.2f}"
+
+
+def _janitor_actions(row: JanitorRow) -> str:
+    if row.dry_run is None:
+        return "no report"
+    if not row.actions:
+        return f"nothing to do ({row.kept} kept)"
+    items = "".join(f"<li>{escape(a.action)} <code>{escape(a.resource)}</code>: {escape(a.outcome)} "
+                    f"({_money(a.monthly_savings_usd)}/month)<br><small>{escape(a.reason)}</small></li>"
+                    for a in row.actions)
+    return f"<ul>{items}</ul>{row.kept} kept"
+
+
+def _janitor(rows: Sequence[JanitorRow], ui_base: str) -> str:
+    """The janitor's runs from their `report_cleanup` XCom: a dry run's actions are would-be actions."""
+    if not rows:
+        return f"<h2>Janitor</h2><p class=empty>No janitor run yet (<code>{JANITOR_DAG_ID}</code>).</p>"
+    header = ("<tr><th>Started</th><th>Run</th><th>State</th><th>Mode</th><th>Actions</th>"
+              "<th>Saved per month</th><th>Cause</th></tr>")
+    html_rows = [
+        f"<tr><td>{_when(row.time)}</td><td>{_run_link(ui_base, JANITOR_DAG_ID, row.run_id)}</td>"
+        f"<td>{escape(row.state)}</td>"
+        f"<td>{'-' if row.dry_run is None else ('dry run: nothing changed' if row.dry_run else 'applied')}</td>"
+        f"<td>{_janitor_actions(row)}</td>"
+        f"<td class=n>{_money(row.monthly_savings_usd)}{' (would be)' if row.dry_run else ''}</td>"
+        f"<td>{escape(row.cause or '')}</td></tr>" for row in rows]
+    html = f"<h2>Janitor</h2><table class=janitor>{header}{''.join(html_rows[:HISTORY_SHOWN])}</table>"
+    if len(html_rows) > HISTORY_SHOWN:
+        html += (f"<details><summary>{len(html_rows) - HISTORY_SHOWN} older janitor runs</summary>"
+                 f"<table class=janitor>{header}{''.join(html_rows[HISTORY_SHOWN:])}</table></details>")
     return html
 
 

@@ -1,7 +1,8 @@
 """What the "ML cache" page shows, made from what the pipeline publishes: pure, no Airflow or AWS import.
 
 Inputs are the Asset events (`ml_container_cache` from builds, `ml_container_cache_ready` from rollouts
-that passed validation), the build DAG's runs and the metadata parameter as read (ml_cache.ui.gather).
+that passed validation), the build DAG's runs, the janitor's runs with their `report_cleanup` XCom and the
+metadata parameter as read (ml_cache.ui.gather).
 The events and the parameter are the only sources: the page never keeps a copy. Everything is one pass
 over the events, so a year of weekly runs costs milliseconds.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 BUILD_DAG_ID = "ml_container_cache_build"
 ROLLOUT_DAG_ID = "ml_container_cache_rollout"
+JANITOR_DAG_ID = "ml_container_cache_janitor"
 UNKNOWN_ARCH = "unknown"
 
 
@@ -30,13 +32,15 @@ class Event:
 
 @dataclass(frozen=True)
 class Run:
-    """One build DAG run: a build that published nothing (up to date, failed) shows only here."""
+    """One build or janitor DAG run: a build that published nothing (up to date, failed) shows only here.
+    `report` is a janitor run's `report_cleanup` XCom (ml_cache.janitor.report), None when it wrote none."""
 
     run_id: str
     state: str
     start: datetime | None = None
     end: datetime | None = None
     note: str | None = None
+    report: Any = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,29 @@ class BuildRow:
     bytes_pulled: int | None
     duration_seconds: float | None
     run_usd: float | None
+    cause: str | None
+
+
+@dataclass(frozen=True)
+class JanitorAction:
+    action: str
+    resource: str
+    reason: str
+    outcome: str
+    monthly_savings_usd: float | None
+
+
+@dataclass(frozen=True)
+class JanitorRow:
+    """One janitor run: what it did (or, with dry_run, would have done) and saved, or why it failed."""
+
+    run_id: str
+    time: str | None
+    state: str
+    dry_run: bool | None  # None: no report (failed or running before report_cleanup)
+    actions: list[JanitorAction]
+    kept: int
+    monthly_savings_usd: float | None
     cause: str | None
 
 
@@ -129,6 +156,7 @@ class CachePage:
     cost_weeks: list[CostWeek]
     cost_total: dict[str, Any] | None
     messages: list[str]
+    janitor: list[JanitorRow] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -140,8 +168,8 @@ class CachePage:
 
 def build_page(*, now: datetime, cache_events: Iterable[Event], ready_events: Iterable[Event],
                build_runs: Iterable[Run] = (), published: Mapping[str, Any] | None = None,
-               messages: Sequence[str] = ()) -> CachePage:
-    """The page from the events (any order), the build runs and the metadata parameter's content
+               messages: Sequence[str] = (), janitor_runs: Iterable[Run] = ()) -> CachePage:
+    """The page from the events (any order), the build and janitor runs and the metadata parameter's content
     (`published`: {"snapshot_id": ..., "metadata": {...}, "fsr_states": {az: state} as EC2 describes the
     published snapshot now, absent when not read}, None when the parameter could not be read)."""
     cache = sorted(cache_events, key=lambda event: event.timestamp)
@@ -174,7 +202,8 @@ def build_page(*, now: datetime, cache_events: Iterable[Event], ready_events: It
                      f"not the published {published_id}: sizes and FSR are from the Asset events")
     weeks, total = _cost(cache)
     return CachePage(generated_at=now.isoformat(), archs=sorted(archs.values(), key=lambda view: view.arch),
-                     history=_history(cache, build_runs), cost_weeks=weeks, cost_total=total, messages=notes)
+                     history=_history(cache, build_runs), cost_weeks=weeks, cost_total=total, messages=notes,
+                     janitor=_janitor(janitor_runs))
 
 
 def _live(arch: str, now: datetime, cache: Sequence[Event], ready: Sequence[Event], published_id: str | None,
@@ -258,6 +287,26 @@ def _build_row(run_id: str, event: Event | None, run: Run | None) -> BuildRow:
         snapshot_id=extra.get("snapshot_id"), bytes_pulled=(extra.get("build") or {}).get("bytes_pulled"),
         duration_seconds=duration, run_usd=(extra.get("cost") or {}).get("run_usd"),
         cause=run.note if run and outcome == "failed" else None,
+    )
+
+
+def _janitor(runs: Iterable[Run]) -> list[JanitorRow]:
+    """Newest first: each janitor run with its report's actions; a run without a report shows its state and note."""
+    rows = [_janitor_row(run) for run in runs]
+    return sorted(rows, key=lambda row: row.time or "", reverse=True)
+
+
+def _janitor_row(run: Run) -> JanitorRow:
+    report = run.report if isinstance(run.report, Mapping) else {}
+    actions = [JanitorAction(action=str(a.get("action") or "?"), resource=str(a.get("resource") or "?"),
+                             reason=str(a.get("reason") or ""), outcome=str(a.get("outcome") or "?"),
+                             monthly_savings_usd=a.get("monthly_savings_usd"))
+               for a in report.get("actions") or [] if isinstance(a, Mapping)]
+    return JanitorRow(
+        run_id=run.run_id, time=run.start.isoformat() if run.start else None, state=run.state,
+        dry_run=report.get("dry_run") if report else None, actions=actions, kept=len(report.get("kept") or []),
+        monthly_savings_usd=report.get("total_monthly_savings_usd"),
+        cause=run.note if run.state == "failed" else None,
     )
 
 

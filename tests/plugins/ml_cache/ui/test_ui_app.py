@@ -202,3 +202,47 @@ def test_a_failed_build_run_shows_with_the_cause_its_note_gives(client, paramete
     assert (row["run_id"], row["outcome"], row["snapshot_id"]) == ("manual__refused", "failed", None)
     assert row["cause"] == "image 'busybox;rm -rf /' is not a reference: ';' is not allowed"
     assert row["duration_seconds"] == 180
+
+
+def test_a_janitor_run_shows_the_actions_its_report_cleanup_xcom_holds(client, parameters, local_cloud):
+    """The XCom as the task SDK stores a return value (XComModel.serialize_value), on its task instance."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XCOM_RETURN_KEY, XComModel
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunType
+    from sqlalchemy import delete, insert
+
+    from ml_cache.janitor.inventory import Inventory
+    from ml_cache.janitor.plan import Action, Plan
+    from ml_cache.janitor.report import cleanup_report
+
+    dag_id, run_id, task_id = "ml_container_cache_janitor", "manual__dry", "report_cleanup"
+    ended = datetime.now(UTC)
+    plan = Plan(actions=[Action(action="delete_snapshot", resource="snap-old", reason="beyond the retention",
+                                monthly_savings_usd=1.5)], kept=[])
+    report = cleanup_report(Inventory(now=ended, clock="aws"), plan, None, dry_run=True)
+    with create_session() as session:
+        run = DagRun(dag_id=dag_id, run_id=run_id, run_type=DagRunType.MANUAL, state=DagRunState.SUCCESS,
+                     run_after=ended, start_date=ended - timedelta(minutes=1))
+        session.add(run)
+        session.flush()
+        session.execute(insert(TaskInstance.__table__).values(
+            dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=-1, try_number=1, max_tries=0,
+            pool="default_pool", pool_slots=1))
+        session.add(XComModel(dag_run_id=run.id, dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=-1,
+                              key=XCOM_RETURN_KEY, value=XComModel.serialize_value(report)))
+    try:
+        data = client.get("/ml-cache/api/page", headers={"Authorization": f"Bearer {_token('viewer')}"}).json()
+        page = client.get("/ml-cache/", headers=_cookie("viewer")).text
+    finally:
+        with create_session() as session:
+            session.execute(delete(XComModel).where(XComModel.dag_id == dag_id))
+            session.execute(delete(TaskInstance).where(TaskInstance.dag_id == dag_id))
+            session.execute(delete(DagRun).where(DagRun.dag_id == dag_id))
+    [row] = data["janitor"]
+    assert (row["run_id"], row["dry_run"], row["monthly_savings_usd"]) == (run_id, True, 1.5)
+    assert [(a["action"], a["resource"], a["outcome"]) for a in row["actions"]] == [
+        ("delete_snapshot", "snap-old", "would do (dry run)")]
+    assert "delete_snapshot <code>snap-old</code>: would do (dry run)" in page
