@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 
 from tests.dags.conftest import assert_clean_failure, run_dag
+from tests.http_fakes import send_json
 
 
 class AirflowRunsApi(BaseHTTPRequestHandler):
@@ -24,12 +25,7 @@ class AirflowRunsApi(BaseHTTPRequestHandler):
     patches: list[dict[str, Any]]
 
     def _answer(self, body: dict[str, Any]) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, 200, body)
 
     def do_GET(self) -> None:
         self._answer({"dag_run_id": urlsplit(self.path).path.rsplit("/", 1)[1], "note": None})

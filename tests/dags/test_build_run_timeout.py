@@ -20,6 +20,7 @@ import yaml
 from devstack.process import free_port
 from tests.dags.airflow_waits import until
 from tests.dags.conftest import assert_failed_with, needs_data_plane, run_dag
+from tests.http_fakes import send_bytes
 from tests.plugins.ml_cache.sns_inbox import subscribe_queue
 
 # EC2's error document for a refused permission (EC2 API reference, "Error codes": UnauthorizedOperation, 403)
@@ -31,11 +32,7 @@ UNAUTHORIZED = (b'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error
 class _Refuse(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.send_response(403)
-        self.send_header("Content-Type", "text/xml")
-        self.send_header("Content-Length", str(len(UNAUTHORIZED)))
-        self.end_headers()
-        self.wfile.write(UNAUTHORIZED)
+        send_bytes(self, 403, UNAUTHORIZED, "text/xml")
 
     def log_message(self, *args: object) -> None:
         pass

@@ -125,6 +125,15 @@ def launch(ec2: Any, ssm: Any) -> Iterator[Callable[..., str]]:
 
 
 @pytest.fixture
+def online(launch: Callable[..., str], ssm: Any, set_faults: Callable[..., Any], helpers: Any) -> str:
+    """An instance whose agent is Online (short registration delay)."""
+    set_faults(agent_online_seconds=0.2)
+    instance_id = launch()
+    helpers.wait_online(ssm, instance_id)
+    return instance_id
+
+
+@pytest.fixture
 def helpers() -> Any:
     """The polling helpers below, for tests (conftest modules are not imported by name)."""
     import types

@@ -17,14 +17,6 @@ def _run(ssm, instance_id: str, commands: list[str], **extra) -> str:
                             Parameters={"commands": commands, **extra})["Command"]["CommandId"]
 
 
-@pytest.fixture
-def online(launch, ssm, set_faults, helpers):
-    """An instance whose agent is Online (short registration delay)."""
-    set_faults(agent_online_seconds=0.2)
-    instance_id = launch()
-    helpers.wait_online(ssm, instance_id)
-    return instance_id
-
 
 # --- registration ---------------------------------------------------------------------------
 

@@ -3,17 +3,7 @@ moto server's CloudWatch Logs while the step runs, in the streams the real agent
 
 from __future__ import annotations
 
-import pytest
-
 from ml_cache.build_progress import stream_name
-
-
-@pytest.fixture
-def online(launch, ssm, set_faults, helpers):
-    set_faults(agent_online_seconds=0.2)
-    instance_id = launch()
-    helpers.wait_online(ssm, instance_id)
-    return instance_id
 
 
 def _messages(logs, group: str, stream: str) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from devstack.stack import dag_runs
 from devstack.stack.layout import Layout
+from tests.http_fakes import send_json
 
 
 class FakeAirflowApi(BaseHTTPRequestHandler):
@@ -22,12 +23,7 @@ class FakeAirflowApi(BaseHTTPRequestHandler):
         seen = sum(1 for path, _ in self.requests if path == self.path)
         self.requests.append((self.path, body))
         status = {0: 404, 1: 500}.get(seen, 200)
-        payload = json.dumps({"is_paused": body["is_paused"]}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, status, {"is_paused": body["is_paused"]})
 
     def log_message(self, *args: object) -> None:
         pass

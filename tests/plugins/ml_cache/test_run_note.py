@@ -13,16 +13,12 @@ import pytest
 from ml_cache.errors import PermanentFailure
 from ml_cache.images import InvalidInputs
 from ml_cache.run_note import failure_note, set_run_note
+from tests.http_fakes import send_json
 
 
 class Api(BaseHTTPRequestHandler):
     def _answer(self, status: int, body: dict[str, Any]) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, status, body)
 
     def _body(self) -> dict[str, Any]:
         return json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +11,7 @@ import pytest
 
 from ml_cache.hooks.ebs import MAX_RESULTS, BlockCount, CacheEbsHook
 from tests.conftest import use_aws_connection
+from tests.http_fakes import send_json
 from tests.plugins.ml_cache.cloud_snapshots import ebs_direct_snapshot
 
 
@@ -53,12 +53,7 @@ class _PagedBlocks(BaseHTTPRequestHandler):
             following = "sparse" if end == 100 else str(end)
             body = {"Blocks": [{"BlockIndex": i, "BlockToken": f"t{i}"} for i in range(start, end)],
                     "VolumeSize": 1, "BlockSize": 524288, **({"NextToken": following} if end < 250 else {})}
-        payload = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, 200, body)
 
     def log_message(self, *args: object) -> None:
         pass
