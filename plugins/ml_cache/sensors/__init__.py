@@ -1,1 +1,1 @@
-"""Waits that poke in reschedule mode: each poke is a short worker slot, nothing is held between them."""
+"""Waits that poke: each poke is stateless, judged from what the cluster holds (see validation.py for the mode)."""

@@ -1,13 +1,17 @@
 """Validation pods: on every node of the new launch template version, every cached image must start
 from the node's store ("already present on machine"), within the start-up threshold.
 
-A sensor in reschedule mode, not a deferrable operator, because:
+A sensor in poke mode, not a deferrable operator, because:
 - the measurement does not depend on when we look: every timestamp comes from the kubelet and the
   API server, so a poke every `poll_seconds` loses nothing against a watch;
 - the triggerer would add nothing to a poll whose answer is already in the API server's objects;
 - the triggerer would need its own Kubernetes access (an EKS kubeconfig with an exec credential,
   an async client); pokes use the same hook as the teardown;
-- reschedule mode works under `dag.test()` (the DAG tests run it).
+- poke mode works under `dag.test()` (the DAG tests run it).
+Poke, not reschedule: Airflow 3.3 can fail a reschedule-mode poke whose previous poke's exit it had not
+yet processed (the executor's stale "success" for the same try: apache/airflow#71172, fix open in #71194),
+which showed every rollout a failed first try (`make run` hit it with 2 s pokes). Holding one worker slot
+for the validation (at most 2 x `validation_seconds`, once per rollout) costs less than that confusion.
 Each poke is stateless: it lists this run's pods, creates a phase's pods when none exists yet
 (cached first; once they finished, the uncached baseline, so its pulls never overlap the cached
 starts), and when both phases are done judges them and returns the report. `validation_seconds`
@@ -16,9 +20,7 @@ DeleteValidationPodsOperator teardown, also when this fails.
 
 Retries are safe because of that: a retry finds the pods the first try created (the teardown
 waits for the last try) and judges the same evidence; it never creates a pod again, so a first try
-that made the kubelet pull cannot turn into a "hit". They are needed: Airflow 3.3 can fail a poke
-whose previous poke's exit it had not yet processed (the executor's stale "success" for the same
-try: apache/airflow#71172, fix open in #71194; `make run` hits it with 2 s pokes).
+that made the kubelet pull cannot turn into a "hit" (a worker lost mid-wait is retried).
 A failed verdict is final, though: CacheValidationFailed is an AirflowFailException, never retried.
 """
 
@@ -69,7 +71,7 @@ class ValidateCacheOnNodesSensor(BaseSensorOperator):
 
     def __init__(self, *, rollout: RolloutConfig, target: dict[str, Any], version: str, deadline_seconds: int,
                  poll_seconds: int, aws_conn_id: str = "aws_default", **kwargs: Any) -> None:
-        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("mode", "poke")
         super().__init__(**kwargs)
         self.rollout = rollout
         self.target = target

@@ -1,6 +1,6 @@
 """Which validation pods a rollout needs, and how far they got: the sensor's decisions, as pure logic.
 
-Each poke of the sensor starts from nothing (reschedule mode keeps no state between pokes), so
+Each poke of the sensor starts from nothing (it keeps no state between pokes, so a retry can judge), so
 everything is recomputed from the cluster: the planned pods (their names are stable per node,
 image and run), the pods that exist, and their creation time, which the creating client wrote
 into an annotation. No airflow or kubernetes import here.

@@ -62,12 +62,13 @@ def uids(pods: dict[str, dict]) -> dict[str, str]:
     return {name: pod["metadata"]["uid"] for name, pod in pods.items()}
 
 
-def test_reschedule_mode_by_default():
+def test_poke_mode_by_default():
+    """Not reschedule: Airflow 3.3 fails a reschedule poke on a stale executor success (apache/airflow#71172)."""
     task = ValidateCacheOnNodesSensor(task_id="validate_nodes", version="2", deadline_seconds=1, poll_seconds=1,
                                       target={"images": []}, rollout=RolloutConfig(
                                           cluster_name="c", node_group_name="gpu",
                                           launch_template_id="lt-0123456789abcdef0"))
-    assert task.mode == "reschedule"
+    assert task.mode == "poke"
 
 
 def test_cached_pods_then_the_baseline_then_the_report(cluster, instance_ids):  # noqa: F811
@@ -158,7 +159,7 @@ def test_rollout_dag_wires_the_sensor_and_its_teardown():
     dag = DagBag(dag_folder=str(REPO / "dags" / "ml_container_cache_rollout.py")).dags[
         "ml_container_cache_rollout"]
     validate, delete = dag.get_task("validate_nodes"), dag.get_task("delete_validation_pods")
-    assert validate.mode == "reschedule" and validate.retries == 2
+    assert validate.mode == "poke" and validate.retries == 2
     assert delete.is_teardown and delete.on_failure_fail_dagrun
     assert "validate_nodes" in delete.get_flat_relative_ids(upstream=True)
     assert "delete_validation_pods" not in dag.get_task("publish_ready").get_flat_relative_ids(upstream=True)
