@@ -9,7 +9,7 @@ trigger naming a few fields) takes the config's value at that time (settings.res
 config is never overridden by the form of an older parse. A config that does not read or validate
 leaves the fields empty (empty = the config's value at run time) and says why in each description;
 `validate_inputs` then names the error. The published image set needs AWS, so it is not shown here:
-see the latest `ml_container_cache` Asset event.
+the description points at the ML cache page (plugins/ml_cache/ui), which shows it.
 
 JSON schema types keep `null` (an API caller's explicit null still means "the config's value"), but
 enums do not list it: the form never offers `null`.
@@ -125,8 +125,8 @@ def build_params() -> dict[str, Param]:
     context = {}
     if defaults is not None:
         context["images"] = (f"Allowed registries (config file only, not changeable per run): "
-                             f"{', '.join(defaults['allowed_registries'])}. The published image set: the latest "
-                             f"`ml_container_cache` Asset event (not read here: that needs AWS).")
+                             f"{', '.join(defaults['allowed_registries'])}. The published image set, with digests and "
+                             f"sizes: the ML cache page (ML cache in the navigation; not read here: that needs AWS).")
     return form_params(BuildConfig, "build", BUILD_SECTIONS, BUILD_FORM_FIELDS, context)
 
 
