@@ -49,6 +49,10 @@ def test_a_burst_of_pushes_makes_exactly_one_build_run(cloud, tmp_path):
     ecr, sqs = cloud.client("ecr"), cloud.client("sqs")
     ecr.create_repository(repositoryName=repository)
     cloud.set_faults(agent_offline=True)  # a run stays at wait_for_builder: we count runs, not builds
+    # ... for the whole test: at the suite's 20 s agent deadline the first run failed before the second burst's
+    # event, which then started a run at once (CI, 2026-12-04)
+    cloud.config_path.write_text(cloud.config_path.read_text().replace("agent_online_seconds: 20",
+                                                                       "agent_online_seconds: 900"))
     layout = Layout(home=tmp_path, cloud_port=int(cloud.endpoint.rsplit(":", 1)[1]), registry_port=free_port(),
                     airflow_port=free_port())
     env = {key: value for key, value in os.environ.items()  # the pytest session's Airflow is not this one
