@@ -57,8 +57,11 @@ def provision_with_terraform(layout: Layout) -> dict[str, Any]:
 
 def record_push_queue(layout: Layout, env: dict[str, str]) -> None:
     """The build-on-push queue URL (TF_VAR_ecr_push_repository_names set) for Airflow's environment, or none."""
-    result = subprocess.run(["terraform", f"-chdir={TERRAFORM_APPLY.parent}", "output", "-no-color",
-                             f"-state={env['ML_CACHE_TF_STATE']}", "-json", "ecr_push_queue_url"],
+    state = Path(env["ML_CACHE_TF_STATE"])
+    # `output` reads only the state; run beside it, not in the configuration, whose lock file (after any apply)
+    # would demand providers in TF_DATA_DIR
+    result = subprocess.run(["terraform", f"-chdir={state.parent}", "output", "-no-color", f"-state={state}",
+                             "-json", "ecr_push_queue_url"],
                             env=env, capture_output=True, text=True, check=False)
     url = json.loads(result.stdout) if result.returncode == 0 and result.stdout.strip() else None
     layout.push_queue_url_file.unlink(missing_ok=True)
