@@ -6,13 +6,13 @@ the images were already present, and only then tells data teams (Asset `ml_conta
 
 ```text
 validate_inputs ─► resolve_snapshot ─► precheck_node_group
-  ─► create_launch_template_version ─► update_node_group ─► scale_up_for_validation
-  ─► validate_nodes ─► publish_ready ─► retire_superseded_fsr
-                        └► Asset ml_container_cache_ready
+  ─► create_launch_template_version ─► update_node_group
+  ─┬► scale_up_for_validation ─┬► validate_nodes ─► publish_ready ─► retire_superseded_fsr
+   └► scale_up_baseline ───────┘                    └► Asset ml_container_cache_ready
 teardowns (run whatever happened, each decides whether it has anything to undo;
 one that fails fails the run):
-  delete_validation_pods ─► restore_node_group_scaling ─► rollback_node_group
-  ─► restore_snapshot_parameter ─► retire_rejected_fsr
+  delete_validation_pods ─► restore_node_group_scaling ─► restore_baseline_scaling
+  ─► rollback_node_group ─► restore_snapshot_parameter ─► retire_rejected_fsr
 ```
 
 * Runs on each `ml_container_cache` event (the build DAG's publish), or manually with a snapshot.
@@ -22,6 +22,9 @@ one that fails fails the run):
   launches from its own copy of our template, so the instances' tags name the copy).
 * A node group scaled to 0 gets one node (desiredSize 1) for the validation, and its own scaling
   back afterwards, also when the validation failed.
+* The uncached baseline (`rollout.uncached_baseline`, Terraform's `uncached_baseline`): its node group is
+  kept at 0 and gets one fresh node per rollout the same way, so each week's uncached start is a cold
+  pull (a node kept up would still hold last week's images); a warm baseline is left out of the speed-up.
 * Unless `publish_ready` succeeded, the node group goes back to its previous launch template
   version and the SSM parameter back to the previous snapshot; the run ends FAILED.
   `force` is used only when the `force_update` parameter asks for it.
@@ -163,12 +166,16 @@ with DAG(
     scale_up = ScaleNodegroupOperator(task_id="scale_up_for_validation", scaling=CURRENT["validation_scaling"],
                                       **node_group)
     # A retry re-judges the same pods (never creates one again); a failed verdict is never retried.
+    # the uncached baseline's group (kept at 0): one fresh node, so its pulls are cold
+    baseline = {**node_group, "node_group_name": SETTINGS["rollout.baseline_node_group_name"]}
+    scale_up_baseline = ScaleNodegroupOperator(task_id="scale_up_baseline",
+                                               scaling=CURRENT["baseline_validation_scaling"], **baseline)
     report = ValidateCacheOnNodesSensor(task_id="validate_nodes", rollout=SETTINGS["rollout"], target=TARGET,
                                         version=VERSION, deadline_seconds=SETTINGS["timeouts.validation_seconds"],
                                         poll_seconds=POLL)
     ready = publish_ready(TARGET, report.output)
-    chain(settings, target, current, version, update, scale_up, report, ready, retire_superseded_fsr(SETTINGS, TARGET,
-                                                                                                     CURRENT))
+    chain(settings, target, current, version, update, [scale_up, scale_up_baseline], report, ready,
+          retire_superseded_fsr(SETTINGS, TARGET, CURRENT))
 
     # Teardowns: each runs once everything before it is done, whatever its outcome, and decides itself
     # whether there is anything to undo (nothing once publish_ready succeeded; nothing changed, nothing
@@ -177,6 +184,8 @@ with DAG(
         DeleteValidationPodsOperator(task_id="delete_validation_pods", rollout=SETTINGS["rollout"]),
         ScaleNodegroupOperator(task_id="restore_node_group_scaling", scaling=CURRENT["restore_scaling"],
                                **node_group),
+        ScaleNodegroupOperator(task_id="restore_baseline_scaling", scaling=CURRENT["baseline_restore_scaling"],
+                               **baseline),
         UpdateNodegroupOperator(task_id="rollback_node_group", version=CURRENT["launch_template_version"],
                                 rollback=True, **template, **node_group),
         restore_snapshot_parameter(SETTINGS, TARGET, CURRENT),

@@ -9,6 +9,7 @@ from typing import Any
 from devstack.stack.layout import Layout
 from devstack.stack.provision import aws
 from ml_cache.cost import render_cost
+from ml_cache.validation.report import is_cold
 
 SNAPSHOT_PARAMETER = "/ml-container-cache/snapshot-id"
 METADATA_PARAMETER = "/ml-container-cache/snapshot-metadata"
@@ -86,12 +87,23 @@ def print_validation(report: dict[str, Any]) -> None:
     versus uncached start of each image."""
     print()
     print(report["markdown"])
-    baselines = {b["image"]: b for b in report.get("baselines", [])}
     for image, ratio in sorted(report.get("speedups", {}).items()):
         cached = max(r["total_seconds"] for r in report["results"] if r["image"] == image)
-        uncached = baselines[image]["total_seconds"]
+        uncached = max(b["total_seconds"] for b in report.get("baselines", [])
+                       if b["image"] == image and b["total_seconds"] is not None and is_cold(b))
         print(f"  {image.split('@')[0]}: cached start {cached:.3f} s vs uncached {uncached:.3f} s "
               f"on the same instance type: {ratio:.0f}x faster")
+
+
+def print_week_baseline(week: int, report: dict[str, Any], before: dict[str, Any] | None) -> None:
+    """The uncached baseline of a later week: which node measured it (a fresh one each rollout, not the
+    node of the week before, which still held what it had pulled) and how many images it had to pull."""
+    baselines = report.get("baselines") or []
+    nodes = sorted({b.get("instance_id") or b["node"] for b in baselines})
+    earlier = sorted({b.get("instance_id") or b["node"] for b in (before or {}).get("baselines") or []})
+    cold = sum(1 for b in baselines if b.get("cache_hit") is False)
+    print(f"Week {week} baseline: node {', '.join(nodes) or 'none'} (week {week - 1}'s: "
+          f"{', '.join(earlier) or 'none'}), {cold}/{len(baselines)} images pulled")
 
 
 def print_changed_week(metadata: dict[str, Any], changed: dict[str, int], old_snapshot: str,

@@ -94,8 +94,9 @@ def provision(layout: Layout) -> dict[str, Any]:
 
 
 def add_baseline_node_group(layout: Layout, rollout: dict[str, Any]) -> None:
-    """A node group of the same instance type from the template's first version (no cache):
-    the uncached start-up of each image, measured beside the cached one."""
+    """A node group of the same instance type from the template's first version (no cache), kept at 0
+    nodes like Terraform's `uncached_baseline` group: each rollout scales it to one fresh node, so the
+    uncached start-up of each image is a cold pull, measured beside the cached one."""
     eks = aws(layout, "eks")
     gpu = eks.describe_nodegroup(clusterName=rollout["cluster_name"],
                                  nodegroupName=rollout["node_group_name"])["nodegroup"]
@@ -103,7 +104,7 @@ def add_baseline_node_group(layout: Layout, rollout: dict[str, Any]) -> None:
     eks.create_nodegroup(
         clusterName=rollout["cluster_name"], nodegroupName=BASELINE_NODE_GROUP, nodeRole=gpu["nodeRole"],
         subnets=gpu["subnets"][:1], launchTemplate={"id": rollout["launch_template_id"], "version": "1"},
-        scalingConfig={"minSize": 1, "maxSize": 1, "desiredSize": 1},
+        scalingConfig={"minSize": 0, "maxSize": 1, "desiredSize": 0},
         labels={**gpu.get("labels", {}), "ml-cache/enabled": "false"}, **optional,
     )
 

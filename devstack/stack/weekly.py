@@ -17,6 +17,7 @@ from devstack.stack.outcome import (
     print_changed_week,
     print_phases,
     print_unchanged_week,
+    print_week_baseline,
     published_metadata,
     run_seconds,
 )
@@ -91,7 +92,12 @@ def changed_image_week(layout: Layout, refs: dict[str, str]) -> bool:
     restores = aws(layout, "ec2").describe_fast_snapshot_restores(
         Filters=[{"Name": "snapshot-id", "Values": [old_snapshot]}])["FastSnapshotRestores"]
     print_changed_week(metadata, changed, old_snapshot, restores)
-    return rollout["state"] == "success"
+    if rollout["state"] != "success":
+        return False
+    before = max(earlier_rollouts, default=None)  # week 1's: run ids of one kind sort by their time
+    print_week_baseline(2, xcom(layout, ROLLOUT_DAG_ID, rollout_id, "validate_nodes"),
+                        xcom(layout, ROLLOUT_DAG_ID, before, "validate_nodes") if before else None)
+    return True
 
 
 def unchanged_week(layout: Layout) -> bool:

@@ -23,6 +23,8 @@ from typing import Any
 
 from airflow.sdk.observability import stats
 
+from ml_cache.validation.report import is_cold
+
 log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -78,8 +80,8 @@ def rollout_validated(report: Mapping[str, Any], *, arch: str | None) -> None:
     results = report.get("results") or []
     _send("gauge", "ml_cache.validation.cache_hits", sum(1 for r in results if r.get("cache_hit")), **tags)
     _send("gauge", "ml_cache.validation.cache_misses", sum(1 for r in results if r.get("cache_hit") is False), **tags)
-    for name, pods in (("ml_cache.validation.cached_start", results),
-                       ("ml_cache.validation.uncached_start", report.get("baselines") or [])):
+    cold = [b for b in report.get("baselines") or [] if is_cold(b)]  # a warm baseline measured no pull
+    for name, pods in (("ml_cache.validation.cached_start", results), ("ml_cache.validation.uncached_start", cold)):
         for pod in pods:
             if pod.get("total_seconds") is not None:
                 _send("timing", name, pod["total_seconds"], image=image_tag(pod.get("image") or ""), **tags)

@@ -27,10 +27,10 @@ DAG_WAITS: dict[str, tuple[str, ...]] = {
     # enable_fast_snapshot_restore. The teardowns do not wait (terminate, FSR disable are requests).
     "build": ("agent_online_seconds", "agent_online_seconds", "build_seconds", "build_seconds",
               "snapshot_seconds", "fsr_seconds"),
-    # update_node_group, scale_up_for_validation, validate_nodes (cached pods, then the uncached baseline),
-    # restore_node_group_scaling, rollback_node_group
+    # update_node_group, scale_up_for_validation (scale_up_baseline beside it), validate_nodes (cached pods, then
+    # the uncached baseline), restore_node_group_scaling, restore_baseline_scaling, rollback_node_group
     "rollout": ("update_seconds", "update_seconds", "validation_seconds", "validation_seconds", "update_seconds",
-                "update_seconds"),
+                "update_seconds", "update_seconds"),
     # apply_cleanup: FSR going off
     "janitor": ("fsr_seconds",),
 }

@@ -320,9 +320,11 @@ def gpu_node_group(cloud, nodes_on):
     iam.delete_role(RoleName="ml-cache-e2e-node")
 
 
-def configure_rollout(cloud, template: str) -> None:
+def configure_rollout(cloud, template: str, baseline: str | None = None) -> None:
     config = yaml.safe_load(cloud.config_path.read_text())
     config["rollout"].update({"cluster_name": CLUSTER, "node_group_name": NODEGROUP, "launch_template_id": template,
                               "kubernetes_conn_id": "kubernetes_local", "max_startup_seconds": 30})
+    if baseline is not None:
+        config["rollout"].update({"uncached_baseline": True, "baseline_node_group_name": baseline})
     config.setdefault("timeouts", {}).update({"update_seconds": 300, "validation_seconds": 120})
     cloud.config_path.write_text(yaml.safe_dump(config))

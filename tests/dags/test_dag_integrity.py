@@ -85,9 +85,10 @@ def test_rollout_graph_draws_the_pipeline_and_its_rollback(dagbag):
     pipeline = ["validate_inputs", "resolve_snapshot", "precheck_node_group", "create_launch_template_version",
                 "update_node_group", "scale_up_for_validation", "validate_nodes", "publish_ready",
                 "retire_superseded_fsr"]
-    teardowns = ["publish_ready", "delete_validation_pods", "restore_node_group_scaling", "rollback_node_group",
-                 "restore_snapshot_parameter", "retire_rejected_fsr"]
-    assert edges == set(itertools.pairwise(pipeline)) | set(itertools.pairwise(teardowns))
+    baseline = {("update_node_group", "scale_up_baseline"), ("scale_up_baseline", "validate_nodes")}  # beside it
+    teardowns = ["publish_ready", "delete_validation_pods", "restore_node_group_scaling", "restore_baseline_scaling",
+                 "rollback_node_group", "restore_snapshot_parameter", "retire_rejected_fsr"]
+    assert edges == set(itertools.pairwise(pipeline)) | baseline | set(itertools.pairwise(teardowns))
 
 
 def test_build_dag_schedule_and_limits(dagbag):

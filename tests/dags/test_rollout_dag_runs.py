@@ -120,6 +120,54 @@ def test_node_group_from_another_template_fails_the_precheck(cloud, node_group, 
     assert cloud.parameter() == node_group["new"]  # nothing was rolled out, nothing to restore
 
 
+BASELINE = "ml-container-cache-gpu-baseline"
+
+
+def _with_baseline(cloud, node_group, *, create: bool = True, nodes: int = 0) -> None:
+    """The uncached baseline configured, its group (if `create`) at 0 nodes as Terraform makes it (or at
+    `nodes`: as a rollout scaled it)."""
+    if create:
+        eks = cloud.client("eks")
+        gpu = eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName=NODEGROUP)["nodegroup"]
+        eks.create_nodegroup(clusterName=CLUSTER, nodegroupName=BASELINE, nodeRole=gpu["nodeRole"],
+                             subnets=gpu["subnets"][:1], launchTemplate={"id": node_group["template"], "version": "1"},
+                             scalingConfig={"minSize": nodes, "maxSize": 1, "desiredSize": nodes})
+    config = yaml.safe_load(cloud.config_path.read_text())
+    config["rollout"].update({"uncached_baseline": True, "baseline_node_group_name": BASELINE})
+    cloud.config_path.write_text(yaml.safe_dump(config))
+
+
+def test_a_missing_baseline_group_fails_the_precheck(cloud, node_group, rollout_dag, capfd):
+    _with_baseline(cloud, node_group, create=False)
+    run, states = run_dag(rollout_dag)
+    assert_failed_with(run, states, "precheck_node_group", f"Baseline node group {BASELINE} does not exist", capfd)
+    assert states["update_node_group"] == "upstream_failed"
+    assert len(cloud.client("ec2").describe_launch_template_versions(
+        LaunchTemplateId=node_group["template"])["LaunchTemplateVersions"]) == 1  # nothing changed
+
+
+def test_the_baseline_group_gets_one_node_and_goes_back_to_zero_also_when_validation_fails(
+        cloud, node_group, rollout_dag, capfd):
+    """Each rollout measures the uncached start on a fresh node: the group kept at 0 is scaled to 1 beside
+    the GPU group's validation node, and back by a teardown whatever happened."""
+    _with_baseline(cloud, node_group)
+    cloud.set_faults(nodegroup_update_seconds=0.5)
+    eks = cloud.client("eks")
+    try:
+        run, states = run_dag(rollout_dag)
+        assert_failed_with(run, states, "validate_nodes", "kubernetes_nowhere", capfd)
+        assert states["scale_up_baseline"] == states["restore_baseline_scaling"] == "success"
+        updates = [eks.describe_update(name=CLUSTER, nodegroupName=BASELINE, updateId=update_id)["update"]
+                   for update_id in eks.list_updates(name=CLUSTER, nodegroupName=BASELINE)["updateIds"]]
+        desired = [{p["type"]: p["value"] for p in u["params"]}.get("DesiredSize")
+                   for u in sorted(updates, key=lambda u: u["createdAt"])]
+        assert desired == ["1", "0"] and all(u["status"] == "Successful" for u in updates), updates
+        assert eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName=BASELINE)["nodegroup"]["scalingConfig"] == {
+            "minSize": 0, "maxSize": 1, "desiredSize": 0}
+    finally:
+        eks.delete_nodegroup(clusterName=CLUSTER, nodegroupName=BASELINE)
+
+
 def test_update_in_progress_is_retried_with_the_same_token(cloud, node_group, rollout_dag):
     eks = cloud.client("eks")
     cloud.set_faults(nodegroup_update_seconds=4)
@@ -162,7 +210,8 @@ def test_deadlines_longer_than_the_parsed_run_timeout_are_refused_at_once(cloud,
 
 def test_every_undo_is_a_teardown_that_fails_the_run_when_it_fails(rollout_dag):
     teardowns = {t.task_id for t in rollout_dag.tasks if t.is_teardown}
-    assert teardowns == {"delete_validation_pods", "restore_node_group_scaling", "rollback_node_group",
+    assert teardowns == {"delete_validation_pods", "restore_node_group_scaling", "restore_baseline_scaling",
+                         "rollback_node_group",
                          "restore_snapshot_parameter", "retire_rejected_fsr"}
     assert all(rollout_dag.get_task(t).on_failure_fail_dagrun for t in teardowns)
     # each runs after the whole rollout path, whatever its outcome
@@ -198,6 +247,28 @@ def test_a_timed_out_run_restores_the_parameter_and_starts_the_rollback(cloud, n
     (rollback,) = [u for u in _updates(cloud, "VersionUpdate") if u["status"] == "InProgress"]
     assert {p["type"]: p["value"] for p in rollback["params"]}["LaunchTemplateVersion"] == "1"
     assert any(f"update {rollback['id']}, not waited for" in line for line in done), done
+
+
+def test_a_timed_out_run_scales_the_baseline_group_back(cloud, node_group):
+    """Its teardown was skipped with the run: the failure callback starts putting the baseline back to 0."""
+    from ml_cache.settings import RolloutSettings
+    from ml_cache.steps.rollout import undo_timed_out_run, validate_inputs
+
+    _with_baseline(cloud, node_group, nodes=1)  # where scale_up_baseline left it
+    eks = cloud.client("eks")
+    try:
+        settings = RolloutSettings.model_validate(validate_inputs(None, aws_conn_id="aws_default",
+                                                                  dagrun_timeout=None))
+        current = {"launch_template_version": "1", "previous_snapshot_id": node_group["previous"],
+                   "restore_scaling": None, "baseline_restore_scaling": {"minSize": 0, "maxSize": 1, "desiredSize": 0}}
+        done = undo_timed_out_run(settings, {"snapshot_id": node_group["new"], "images": [], "image_set": None,
+                                             "arch": None, "source": "test"}, current,
+                                  aws_conn_id="aws_default", dag_id="ml_container_cache_rollout", run_id="timed-out")
+        assert any(line.startswith(f"scaling of {BASELINE} back to ") for line in done), done
+        assert eks.describe_nodegroup(clusterName=CLUSTER, nodegroupName=BASELINE)["nodegroup"]["scalingConfig"][
+            "desiredSize"] == 0
+    finally:
+        eks.delete_nodegroup(clusterName=CLUSTER, nodegroupName=BASELINE)
 
 
 def test_an_update_past_its_deadline_fails_at_once_and_is_rolled_back_once_it_ends(cloud, node_group, rollout_dag,

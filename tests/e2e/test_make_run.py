@@ -117,6 +117,11 @@ def test_make_run_builds_publishes_rolls_out_and_refreshes_weekly(made_run):
     assert second != first and 0 < int(incremental.replace(",", "")) < int(full.replace(",", ""))
     assert len(re.findall(r"ml_container_cache_rollout run \S+: SUCCESS", output)) == 2, output[-4000:]
     assert re.search(rf"^FSR on the superseded snapshot {first}: retired \(", output, re.M), output[-4000:]
+    # week 2's uncached baseline ran on a fresh node (the baseline group goes back to 0 after each rollout),
+    # so every image was pulled again: a cold start, not week 1's node that still held them
+    fresh, before, pulled, measured = re.search(
+        r"^Week 2 baseline: node (\S+) \(week 1's: (\S+)\), (\d+)/(\d+) images pulled$", output, re.M).groups()
+    assert fresh != before and pulled == measured and int(measured) >= 3, output[-3000:]
     # week 3 (clock +7 days again): nothing changed
     assert re.search(rf"^Week 3 build: up to date: {second} ", output, re.M), output[-3000:]
     assert re.search(r"^Instances launched: 0$", output, re.M) and "Asset events: 0 (no rollout)" in output

@@ -159,7 +159,7 @@ class ScaleNodegroupOperator(_NodegroupChangeOperator):
 
     def _change(self, context: Any) -> str | None:
         if not self.scaling:
-            self.log.info("Node group %s keeps its scaling", self.node_group_name)
+            self.log.info("Node group %s keeps its scaling", self.node_group_name or "(none configured)")
             return None
         current = self._describe().get("scalingConfig") or {}
         if all(current.get(key) == value for key, value in self.scaling.items()):

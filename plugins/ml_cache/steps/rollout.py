@@ -76,21 +76,52 @@ def precheck_node_group(rollout: RolloutConfig, *, aws_conn_id: str) -> dict[str
     version = check_node_group(nodegroup, rollout.launch_template_id)
     data = CacheEc2Hook(aws_conn_id=aws_conn_id).describe_launch_template_version(
         rollout.launch_template_id, version)["LaunchTemplateData"]
-    scaling = {key: nodegroup.get("scalingConfig", {}).get(key) for key in ("minSize", "maxSize", "desiredSize")}
     return {
         "launch_template_version": version,
         "previous_snapshot_id": cache_snapshot(data, rollout.cache_device_name),
-        **validation_scaling(scaling),
+        **validation_scaling(nodegroup),
+        **baseline_scaling(rollout, aws_conn_id=aws_conn_id),
     }
 
 
-def validation_scaling(scaling: dict[str, Any]) -> dict[str, dict[str, int] | None]:
+def validation_scaling(nodegroup: dict[str, Any], prefix: str = "") -> dict[str, dict[str, int] | None]:
     """A group scaled to 0 has no node to validate on: it gets one for the validation
-    (`validation_scaling`) and its own scaling back afterwards (`restore_scaling`); else both None."""
+    (`<prefix>validation_scaling`) and its own scaling back afterwards (`<prefix>restore_scaling`); else both None."""
+    scaling = {key: (nodegroup.get("scalingConfig") or {}).get(key) for key in ("minSize", "maxSize", "desiredSize")}
     if scaling.get("desiredSize"):
-        return {"validation_scaling": None, "restore_scaling": None}
-    return {"validation_scaling": {"minSize": 1, "maxSize": max(1, int(scaling.get("maxSize") or 0)), "desiredSize": 1},
-            "restore_scaling": {key: int(value or 0) for key, value in scaling.items()}}
+        return {f"{prefix}validation_scaling": None, f"{prefix}restore_scaling": None}
+    return {f"{prefix}validation_scaling": {"minSize": 1, "maxSize": max(1, int(scaling.get("maxSize") or 0)),
+                                            "desiredSize": 1},
+            f"{prefix}restore_scaling": {key: int(value or 0) for key, value in scaling.items()}}
+
+
+BASELINE = "baseline_"
+
+
+def baseline_scaling(rollout: RolloutConfig, *, aws_conn_id: str) -> dict[str, dict[str, int] | None]:
+    """The uncached baseline's group, kept at 0 nodes, gets ONE FRESH node per rollout and goes back to 0:
+    a node that stayed up would keep the images its baseline pods pulled, and next week's "uncached" start
+    would find them present. A group kept running is used as it is, with a warning (its starts may be warm;
+    the report leaves warm ones out of the speed-up)."""
+    if not (rollout.uncached_baseline and rollout.baseline_node_group_name):
+        return {f"{BASELINE}validation_scaling": None, f"{BASELINE}restore_scaling": None}
+    name = rollout.baseline_node_group_name
+    try:
+        nodegroup = CacheEksHook(aws_conn_id=aws_conn_id).describe_nodegroup(
+            clusterName=rollout.cluster_name, nodegroupName=name)["nodegroup"]
+    except ClientError as error:
+        if error_code(error) != "ResourceNotFoundException":
+            raise
+        raise RolloutPrecheckFailed(
+            f"Baseline node group {name} does not exist in cluster {rollout.cluster_name}: create it (Terraform "
+            "`uncached_baseline = true`) or set rollout.uncached_baseline to false") from None
+    if nodegroup.get("status") not in ("ACTIVE", "UPDATING"):
+        raise RolloutPrecheckFailed(f"Baseline node group {name} is {nodegroup.get('status')}, not ACTIVE or UPDATING")
+    if (nodegroup.get("scalingConfig") or {}).get("desiredSize"):
+        log.warning("Baseline node group %s runs %s node(s): its nodes keep what earlier baselines pulled, so the "
+                    "uncached start may be warm; scale it to 0 and each rollout measures a fresh node", name,
+                    nodegroup["scalingConfig"]["desiredSize"])
+    return validation_scaling(nodegroup, BASELINE)
 
 
 def rollout_published(ti: Any) -> bool:
@@ -202,15 +233,32 @@ def undo_timed_out_run(settings: RolloutSettings, target: RolloutTarget, current
             done.append(f"rollback of {rollout.node_group_name} to launch template version {version} started "
                         f"(update {update['id']}, not waited for)"
                         + (f"; scale it back to {scaling} once it is done" if scaling else ""))
-        elif scaling and nodegroup.get("scalingConfig") != scaling:
-            token = identity_token(dag_id, run_id, "on_failure_callback", str(nodegroup.get("scalingConfig")),
-                                   str(scaling))
-            update = eks.update_nodegroup_scaling(rollout.cluster_name, rollout.node_group_name, scaling, token=token)
-            done.append(f"scaling of {rollout.node_group_name} back to {scaling} started (update {update['id']}, "
-                        "not waited for)")
+        elif scaling:
+            done.append(_scale_back(eks, rollout.cluster_name, rollout.node_group_name, scaling, dag_id=dag_id,
+                                    run_id=run_id))
     except ClientError as error:
         if error_code(error) != "ResourceInUseException":
             raise
         done.append(f"node group {rollout.node_group_name} is busy with another update: roll it back to launch "
                     f"template version {version}" + (f" and scaling {scaling}" if scaling else "") + " by hand")
+    baseline = current.get(f"{BASELINE}restore_scaling")
+    if baseline and rollout.baseline_node_group_name:
+        done.append(_scale_back(eks, rollout.cluster_name, rollout.baseline_node_group_name, baseline,
+                                dag_id=dag_id, run_id=run_id))
     return done
+
+
+def _scale_back(eks: CacheEksHook, cluster: str, name: str, scaling: dict[str, int], *, dag_id: str,
+                run_id: str) -> str:
+    """Start putting a node group's own scaling back (not waited for); what was done, in words."""
+    current = eks.describe_nodegroup(clusterName=cluster, nodegroupName=name)["nodegroup"].get("scalingConfig")
+    if current == scaling:
+        return f"node group {name} already scales {scaling}"
+    try:
+        update = eks.update_nodegroup_scaling(cluster, name, scaling, token=identity_token(
+            dag_id, run_id, "on_failure_callback", name, str(current), str(scaling)))
+    except ClientError as error:
+        if error_code(error) != "ResourceInUseException":
+            raise
+        return f"node group {name} is busy with another update: scale it back to {scaling} by hand"
+    return f"scaling of {name} back to {scaling} started (update {update['id']}, not waited for)"

@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 from statistics import median
 from typing import Any
 
+from ml_cache.validation.report import is_cold
+
 BUILD_DAG_ID = "ml_container_cache_build"
 ROLLOUT_DAG_ID = "ml_container_cache_rollout"
 JANITOR_DAG_ID = "ml_container_cache_janitor"
@@ -316,8 +318,7 @@ def _startup(ready: Sequence[Event]) -> dict[str, list[StartupPoint]]:
     for event in ready:
         validation = event.extra.get("validation") or {}
         cached = _medians(validation.get("results") or [])
-        # a baseline that found its image on the node (a kubelet cache hit) measured no pull: not an uncached start
-        uncached = _medians(b for b in validation.get("baselines") or [] if b.get("cache_hit") is not True)
+        uncached = _medians(b for b in validation.get("baselines") or [] if is_cold(b))
         for image in sorted(set(cached) | set(uncached)):
             series[image].append(StartupPoint(time=event.timestamp.isoformat(), cached_seconds=cached.get(image),
                                               uncached_seconds=uncached.get(image),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from devstack.stack.outcome import print_phases, print_validation
+from devstack.stack.outcome import print_phases, print_validation, print_week_baseline
 
 MARKDOWN = (
     "### Cache validation passed\n\n"
@@ -147,3 +147,20 @@ def test_an_unchanged_week_prints_up_to_date_no_instance_no_event_and_the_second
     print_unchanged_week(summary, ["i-1"], 1, run_seconds({"start_date": None, "end_date": None}))
     assert capsys.readouterr().out.splitlines()[2:5] == ["Instances launched: 1 i-1", "Asset events: 1",
                                                          "Decided in 4.2 s"]
+
+
+def test_a_later_weeks_baseline_names_its_fresh_node_and_the_images_it_pulled(capsys) -> None:
+    """Fed the validation report the sensor makes (evaluate's real output), week 1's beside week 2's."""
+    from ml_cache.validation.report import evaluate
+    from tests.plugins.ml_cache.validation.recorded import result
+
+    def week(instance_id: str, pod: str) -> dict:
+        return evaluate([result("cached_pod")], max_startup_seconds=30,
+                        baselines=[result(pod, instance_id=instance_id)]).to_dict()
+
+    print_week_baseline(2, week("i-0fresh", "uncached_pod"), week("i-0week1", "uncached_pod"))
+    print_week_baseline(2, week("i-0week1", "cached_pod"), None)  # a node that kept its images: a hit
+    assert capsys.readouterr().out.splitlines() == [
+        "Week 2 baseline: node i-0fresh (week 1's: i-0week1), 1/1 images pulled",
+        "Week 2 baseline: node i-0week1 (week 1's: none), 0/1 images pulled",
+    ]

@@ -28,13 +28,20 @@ def test_precheck_refuses_a_node_group_it_cannot_change(nodegroup, message):
 
 
 def test_a_group_scaled_to_zero_gets_one_validation_node_and_its_scaling_back():
-    assert validation_scaling({"minSize": 0, "maxSize": 4, "desiredSize": 0}) == {
+    assert validation_scaling({"scalingConfig": {"minSize": 0, "maxSize": 4, "desiredSize": 0}}) == {
         "validation_scaling": {"minSize": 1, "maxSize": 4, "desiredSize": 1},
         "restore_scaling": {"minSize": 0, "maxSize": 4, "desiredSize": 0}}
-    assert validation_scaling({"minSize": 0, "maxSize": 0, "desiredSize": 0})["validation_scaling"] == {
-        "minSize": 1, "maxSize": 1, "desiredSize": 1}
+    assert validation_scaling({"scalingConfig": {"minSize": 0, "maxSize": 0, "desiredSize": 0}})[
+        "validation_scaling"] == {"minSize": 1, "maxSize": 1, "desiredSize": 1}
 
 
 def test_a_group_with_nodes_keeps_its_scaling():
-    assert validation_scaling({"minSize": 1, "maxSize": 2, "desiredSize": 2}) == {
+    assert validation_scaling({"scalingConfig": {"minSize": 1, "maxSize": 2, "desiredSize": 2}}) == {
         "validation_scaling": None, "restore_scaling": None}
+
+
+def test_the_baseline_group_gets_its_own_keys():
+    """One rule for both groups: the baseline's scaling travels beside the GPU group's in precheck's XCom."""
+    assert validation_scaling({"scalingConfig": {"minSize": 0, "maxSize": 1, "desiredSize": 0}}, "baseline_") == {
+        "baseline_validation_scaling": {"minSize": 1, "maxSize": 1, "desiredSize": 1},
+        "baseline_restore_scaling": {"minSize": 0, "maxSize": 1, "desiredSize": 0}}

@@ -11,6 +11,7 @@ from ml_cache.validation.report import (
     NodeResult,
     ValidationReport,
     evaluate,
+    is_cold,
     node_result,
     report_markdown,
     report_table,
@@ -93,6 +94,20 @@ def test_report_round_trips_through_json_with_baseline_speedup():
     assert data["nodes"] == ["ip-10-0-12-34.us-west-2.compute.internal"]
     assert ValidationReport.from_dict(data).to_dict() == data
     assert data["baselines"][0]["passed"] is None  # a baseline is never judged
+
+
+def test_a_warm_baseline_is_left_out_of_the_speedup():
+    """A baseline node that had pulled the image before measured no pull: not an uncached start."""
+    cached = result("cached_pod")
+    cold = NodeResult.from_dict({**result("uncached_pod").to_dict(), "image": cached.image})
+    warm = NodeResult.from_dict({**cached.to_dict(), "node": "ip-10-0-9-9.us-west-2.compute.internal"})
+    assert is_cold(cold) and is_cold(cold.to_dict()) and not is_cold(warm) and not is_cold(warm.to_dict())
+    only_warm = evaluate([cached], max_startup_seconds=10, baselines=[warm])
+    assert only_warm.passed and only_warm.speedups == {}  # no cold start: no ratio, not 1x
+    assert only_warm.baselines[0].cache_hit is True  # still reported, as measured
+    assert "baseline, warm: not counted" in report_table(only_warm)
+    both = evaluate([cached], max_startup_seconds=10, baselines=[warm, cold])
+    assert both.speedups == {cached.image: 168.0}  # the cold one's 336 s, not the warm one's 2 s
 
 
 def test_report_table_is_fixed_width_and_names_failures():
