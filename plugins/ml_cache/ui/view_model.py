@@ -346,15 +346,18 @@ _TOTAL_KEYS = ("usd", "builder_usd", "fsr_usd", "snapshot_usd")
 
 def _cost(cache: Sequence[Event]) -> tuple[list[CostWeek], dict[str, Any] | None]:
     """Cost per week as the increase of the build's running total (which counts the builder, FSR hours and
-    snapshot storage up to that build), so the weeks add up to the newest total."""
+    snapshot storage up to that build), so the weeks add up to the newest total. A build's week is the one
+    its cost report is `as_of` (AWS's clock, which bills it), else its event's."""
     weeks: dict[str, dict[str, float]] = {}
     previous = dict.fromkeys(_TOTAL_KEYS, 0.0)
     total: dict[str, Any] | None = None
     for event in cache:
-        running = (event.extra.get("cost") or {}).get("running_total")
+        cost = event.extra.get("cost") or {}
+        running = cost.get("running_total")
         if not running:
             continue
-        monday = (event.timestamp - timedelta(days=event.timestamp.weekday())).date().isoformat()
+        billed = _parse_time(cost.get("as_of")) or event.timestamp
+        monday = (billed - timedelta(days=billed.weekday())).date().isoformat()
         week = weeks.setdefault(monday, dict.fromkeys(_TOTAL_KEYS, 0.0))
         for key in _TOTAL_KEYS:
             now = float(running.get(key) or 0.0)
