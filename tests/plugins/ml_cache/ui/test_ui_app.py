@@ -134,7 +134,7 @@ def test_the_nav_entry_points_at_the_page(client):
     response = client.get("/api/v2/plugins", headers={"Authorization": f"Bearer {_token('admin')}"})
     [plugin] = [p for p in response.json()["plugins"] if p["name"] == "ml_cache_ui"]
     assert plugin["fastapi_apps"][0]["url_prefix"] == "/ml-cache"
-    assert plugin["external_views"][0]["href"] == "/ml-cache/" and plugin["external_views"][0]["destination"] == "nav"
+    assert plugin["external_views"][0]["href"] == "ml-cache/" and plugin["external_views"][0]["destination"] == "nav"
 
 
 def test_nothing_published_yet(client, parameters, local_cloud):
