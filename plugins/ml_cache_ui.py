@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from ml_cache.ui.app import URL_PREFIX, create_app
+from ml_cache.ui.app import create_app
+from ml_cache.ui.paths import URL_PREFIX, relative
 
 
 class MlCacheUiPlugin(AirflowPlugin):
     name = "ml_cache_ui"
     fastapi_apps = [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "ML cache"}]
-    # Relative: the UI's iframe resolves it against the index page's <base href>, which is Airflow's base path, so
-    # the page is found also when [api] base_url puts Airflow under a sub-path (an absolute "/ml-cache/" is not).
-    external_views = [{"name": "ML cache", "href": f"{URL_PREFIX.lstrip('/')}/", "destination": "nav",
-                       "url_route": "ml-cache"}]
+    # relative: the UI's iframe resolves it against its <base href> (a sub-path deployment too)
+    external_views = [{"name": "ML cache", "href": relative("/"), "destination": "nav", "url_route": "ml-cache"}]

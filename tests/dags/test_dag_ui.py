@@ -75,7 +75,8 @@ def test_trigger_form_shows_the_configured_defaults_in_sections_without_null(dag
     sections = list(dict.fromkeys(param["schema"]["section"] for param in form.values()))
     assert sections == ["Images", "Builder", "Volume", "FSR"]
     assert all(param["schema"]["title"] for param in form.values())
-    assert ", ".join(build["allowed_registries"]) in form["images"]["description"]
+    assert ", ".join(build["allowed_registries"]) in form["images"]["schema"]["description_md"].replace("\\", "")
+    assert "(ml-cache/published.svg)" in form["images"]["schema"]["description_md"]  # the published set, live
     rollout = served_params(dags["ml_container_cache_rollout"])
     assert {param["schema"]["section"] for param in rollout.values()} == {"Rollout"}
     assert rollout["max_startup_seconds"]["value"] == 10

@@ -236,6 +236,13 @@ def test_the_trigger_form_in_chromium_shows_the_configured_defaults(made_run):
                                      ".map(e => e.innerText).find(text => text.includes('Trigger Dag'))")
         assert "Images to cache" in shown and "Fast Snapshot Restore" in shown, shown
         assert "null" not in shown.lower(), shown
+        # the published image set: an image the ML cache plugin draws from the SSM parameter when the form opens
+        card = browser.wait_for('[role="dialog"] img[alt="The published image set"]')
+        loaded = "return arguments[0].complete && arguments[0].naturalWidth"
+        deadline = time.monotonic() + 30
+        while not browser.execute(loaded, {webdriver.ELEMENT: card}) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert browser.execute(loaded, {webdriver.ELEMENT: card}) > 300  # drawn, not a broken image
         browser.wait_for('[role="dialog"] button[aria-controls$=":content:Builder"][aria-expanded="false"]')
         time.sleep(1)  # the accordion's closing animation, for a clean screenshot
         browser.screenshot(ARTEFACTS / "trigger-form.png")

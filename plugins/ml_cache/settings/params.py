@@ -8,8 +8,10 @@ starts: a field whose value is the form's default and was not submitted (a sched
 trigger naming a few fields) takes the config's value at that time (settings.resolve), so an edited
 config is never overridden by the form of an older parse. A config that does not read or validate
 leaves the fields empty (empty = the config's value at run time) and says why in each description;
-`validate_inputs` then names the error. The published image set needs AWS, so it is not shown here:
-the description points at the ML cache page (plugins/ml_cache/ui), which shows it.
+`validate_inputs` then names the error. The published image set needs AWS, so it is not read here: the
+images field's description (Markdown) holds an image of it that the ML cache plugin serves
+(`ml-cache/published.svg`, plugins/ml_cache/ui): the browser fetches it when the form opens, with the
+user's own session, from the SSM metadata parameter at that moment.
 
 JSON schema types keep `null` (an API caller's explicit null still means "the config's value"), but
 enums do not list it: the form never offers `null`.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from typing import Any
 
 from airflow.sdk import Param
@@ -28,6 +31,7 @@ from ml_cache.images import InvalidInputs
 from ml_cache.settings.config import config_path, load_config
 from ml_cache.settings.models import BuildConfig, RolloutConfig
 from ml_cache.settings.resolve import BUILD_FORM_FIELDS, ROLLOUT_FORM_FIELDS, validated
+from ml_cache.ui.paths import PUBLISHED_CARD, relative
 
 _NOT_FOR_THE_FORM = ("title", "default", "description")
 
@@ -95,10 +99,17 @@ def configured_defaults(model: type[BaseModel], section: str) -> tuple[dict[str,
     return _section_defaults(model, section, str(path), version)
 
 
+def markdown_text(text: str) -> str:
+    """Plain text as Markdown that renders as the same text (every punctuation mark escaped)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", text)
+
+
 def form_params(model: type[BaseModel], section: str, sections: dict[str, dict[str, str]],
-                fields: tuple[str, ...], context: dict[str, str] | None = None) -> dict[str, Param]:
+                fields: tuple[str, ...], context: dict[str, str] | None = None,
+                markdown: dict[str, str] | None = None) -> dict[str, Param]:
     """One Param per field, in section order, constrained exactly like the model's field, holding the configured
-    value; `context` adds read-only facts to a field's description."""
+    value; `context` adds read-only facts to a field's description, `markdown` Markdown after it (the
+    description is then Markdown: the form shows `description_md` only where there is no plain one)."""
     properties = model.model_json_schema()["properties"]
     placed = _placed(sections, fields)
     defaults, problem = configured_defaults(model, section)
@@ -114,8 +125,12 @@ def form_params(model: type[BaseModel], section: str, sections: dict[str, dict[s
             value = defaults[name]
             text.append(f"Default: {shown(value)}.")
         section_name, title = placed[name]
-        params[name] = Param(value, description=" ".join(part for part in text if part), title=title,
-                             section=section_name, **schema)
+        description = " ".join(part for part in text if part)
+        if name in (markdown or {}):
+            described = {"description_md": f"{markdown_text(description)}\n\n{markdown[name]}"}
+        else:
+            described = {"description": description}
+        params[name] = Param(value, title=title, section=section_name, **described, **schema)
     return params
 
 
@@ -125,9 +140,10 @@ def build_params() -> dict[str, Param]:
     context = {}
     if defaults is not None:
         context["images"] = (f"Allowed registries (config file only, not changeable per run): "
-                             f"{', '.join(defaults['allowed_registries'])}. The published image set, with digests and "
-                             f"sizes: the ML cache page (ML cache in the navigation; not read here: that needs AWS).")
-    return form_params(BuildConfig, "build", BUILD_SECTIONS, BUILD_FORM_FIELDS, context)
+                             f"{', '.join(defaults['allowed_registries'])}.")
+    published = (f"![The published image set]({relative(PUBLISHED_CARD)})\n\n"
+                 "History, digests and start-up times: **ML cache** in the navigation.")
+    return form_params(BuildConfig, "build", BUILD_SECTIONS, BUILD_FORM_FIELDS, context, {"images": published})
 
 
 def rollout_params() -> dict[str, Param]:

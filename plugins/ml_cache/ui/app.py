@@ -14,13 +14,13 @@ from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessE
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import requires_access_asset, requires_access_dag
 from fastapi import Depends, FastAPI
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from ml_cache.ui.gather import gather_page
-from ml_cache.ui.render import render_page
+from ml_cache.ui.gather import gather_page, gather_published
+from ml_cache.ui.paths import PUBLISHED_CARD
+from ml_cache.ui.render import render_page, render_published_card
 from ml_cache.ui.view_model import BUILD_DAG_ID, JANITOR_DAG_ID, ROLLOUT_DAG_ID
 
-URL_PREFIX = "/ml-cache"
 REQUIRED_ACCESS = [
     Depends(requires_access_asset("GET")),
     Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=BUILD_DAG_ID)),
@@ -44,6 +44,13 @@ def create_app() -> FastAPI:
     def page(session: SessionDep) -> HTMLResponse:
         """The page, for the UI's iframe."""
         return HTMLResponse(render_page(gather_page(session), ui_base=_ui_base()))
+
+    @app.get(PUBLISHED_CARD)
+    def published_card(session: SessionDep) -> Response:
+        """The published image set as an image, for the build's trigger form (fetched when the form opens)."""
+        page = gather_published(session)
+        return Response(render_published_card(page), media_type="image/svg+xml",
+                        headers={"Cache-Control": "no-store"})
 
     @app.get("/api/page")
     def page_data(session: SessionDep) -> JSONResponse:

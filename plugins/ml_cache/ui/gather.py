@@ -96,16 +96,29 @@ def fsr_states(snapshot_id: str) -> dict[str, str]:
     return {entry["AvailabilityZone"]: entry["State"] for entry in entries}
 
 
-def gather_page(session: Session, *, now: datetime | None = None) -> CachePage:
-    """Everything the page needs; each source that fails adds a message instead."""
-    messages: list[str] = []
+def _published(messages: list[str]) -> dict[str, Any] | None:
+    """The metadata parameter's content, or None with a message saying why it could not be read."""
     try:
-        published: dict[str, Any] | None = published_parameter()
+        return published_parameter()
     except Exception as error:  # any AWS or config failure: the page still shows the events
         log.warning("ML cache page: cannot read the published parameter: %s", error)
         messages.append(f"Cannot read the published snapshot from SSM ({type(error).__name__}: {error}); "
                         "showing what the Asset events say.")
-        published = None
+        return None
+
+
+def gather_published(session: Session, *, now: datetime | None = None) -> CachePage:
+    """Only what the trigger form's card shows: the published snapshot and whether a rollout validated it."""
+    messages: list[str] = []
+    published = _published(messages)
+    return build_page(now=now or datetime.now(UTC), cache_events=[], published=published, messages=messages,
+                      ready_events=asset_events(session, ML_CONTAINER_CACHE_READY.name))
+
+
+def gather_page(session: Session, *, now: datetime | None = None) -> CachePage:
+    """Everything the page needs; each source that fails adds a message instead."""
+    messages: list[str] = []
+    published = _published(messages)
     if published and published["snapshot_id"]:
         try:
             published["fsr_states"] = fsr_states(published["snapshot_id"])

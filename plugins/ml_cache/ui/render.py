@@ -278,3 +278,33 @@ def _cost(weeks: Sequence[CostWeek], total: dict | None) -> str:
             "(counted up to the newest build)</p>"
             f"{chart}<table class=cost><tr><th>Week of</th><th>Total</th><th>Builder</th><th>FSR</th><th>Storage</th>"
             f"</tr>{recent}</table>")
+
+
+CARD_LINE_HEIGHT = 18
+CARD_CHAR_WIDTH = 7.3  # 12 px monospace
+
+
+def render_published_card(page: CachePage) -> str:
+    """The published image set as a small SVG, for the build's trigger form: a Markdown image there, which the
+    browser fetches when the form opens (the DAG file reads nothing). The same view model as the page:
+    the SSM metadata parameter, or a message saying why it could not be read."""
+    lines: list[tuple[str, bool]] = [(message, False) for message in page.messages]  # (text, bold)
+    for view in page.archs:
+        live = view.live
+        if live is None or live.source != "SSM metadata parameter":
+            continue
+        lines.append((f"Published now ({view.arch}): {live.snapshot_id}, {_age(live.age_seconds)} old"
+                      f"{', validated on the nodes' if live.validated else ''}", True))
+        lines += [(f"  {image.ref.partition('@')[0]}  {image.digest[:15]}…  {_size(image.bytes)}", False)
+                  for image in live.images]
+    if not any(bold for _, bold in lines):
+        lines.append(("Nothing published yet: the first successful build publishes the image set.", True))
+    width = int(max(len(text) for text, _ in lines) * CARD_CHAR_WIDTH) + 20
+    height = CARD_LINE_HEIGHT * len(lines) + 10
+    weight = {True: ' font-weight="bold"', False: ""}
+    rows = "".join(f'<text x="10" y="{CARD_LINE_HEIGHT * (index + 1)}"{weight[bold]}>{escape(text)}</text>'
+                   for index, (text, bold) in enumerate(lines))
+    label = escape("; ".join(text.strip() for text, _ in lines))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{label}" width="{width}" '
+            f'height="{height}" font-family="monospace" font-size="12"><title>{label}</title>'
+            f'<rect width="100%" height="100%" fill="#f6f8fa" stroke="#d0d7de"/>{rows}</svg>')

@@ -1,5 +1,7 @@
 """The trigger form is generated from the models: its limits are the models' limits."""
 
+import re
+
 import pytest
 import yaml
 from airflow.sdk import Param
@@ -8,10 +10,15 @@ from airflow.sdk.exceptions import ParamValidationError
 from ml_cache.images import InvalidInputs
 from ml_cache.settings import resolve_build_settings
 from ml_cache.settings.models import DEFAULT_ARM64_INSTANCE_TYPES
-from ml_cache.settings.params import build_params, rollout_params
+from ml_cache.settings.params import build_params, markdown_text, rollout_params
 from ml_cache.settings.resolve import BUILD_FORM_FIELDS, ROLLOUT_FORM_FIELDS, overrides, resolve_rollout_settings
 
 REGION = "us-west-2"
+
+
+def described(param: Param) -> str:
+    """The description as the form shows it: plain, or the Markdown one's text (escapes undone)."""
+    return param.description or re.sub(r"\\(.)", r"\1", param.schema["description_md"])
 
 
 def test_the_forms_have_one_field_per_overridable_setting():
@@ -27,7 +34,7 @@ def test_the_build_form_has_its_sections_in_order():
 
 @pytest.mark.parametrize("param", [*build_params().values(), *rollout_params().values()])
 def test_every_field_has_a_title_and_an_explicit_null_is_the_config_but_never_a_choice(param: Param):
-    assert param.schema["title"] and param.description
+    assert param.schema["title"] and described(param)
     if "enum" in param.schema:
         assert None not in param.schema["enum"]
         with pytest.raises(ParamValidationError):
@@ -47,9 +54,9 @@ def test_fields_show_the_configured_values(tmp_path, monkeypatch, config):
     assert build["enable_fast_snapshot_restore"].value is False
     assert build["instance_types"].value == DEFAULT_ARM64_INSTANCE_TYPES  # what an arm64 run uses
     assert build["volume_iops"].value == 3000  # the schema's default where the config sets none
-    assert build["volume_size_gib"].value is None and "Empty: computed" in build["volume_size_gib"].description
+    assert build["volume_size_gib"].value is None and "Empty: computed" in described(build["volume_size_gib"])
     assert rollout["max_startup_seconds"].value == 30
-    assert "public.ecr.aws, nvcr.io" in build["images"].description  # the allow-list, for context
+    assert "public.ecr.aws, nvcr.io" in described(build["images"])  # the allow-list, for context
 
 
 def test_a_config_that_does_not_validate_leaves_the_fields_empty_and_says_why(tmp_path, monkeypatch, config):
@@ -58,9 +65,9 @@ def test_a_config_that_does_not_validate_leaves_the_fields_empty_and_says_why(tm
     monkeypatch.setenv("ML_CACHE_CONFIG", str(tmp_path / "config.yaml"))
     images = build_params()["images"]
     assert images.value is None
-    assert "could not be shown" in images.description and "character ';'" in images.description
+    assert "could not be shown" in described(images) and "character ';'" in described(images)
     monkeypatch.setenv("ML_CACHE_CONFIG", str(tmp_path / "missing.yaml"))
-    assert "cannot read the config file" in build_params()["architecture"].description
+    assert "cannot read the config file" in described(build_params()["architecture"])
 
 
 def test_the_forms_defaults_submitted_as_they_are_validate_like_the_config(tmp_path, monkeypatch, config):
@@ -114,3 +121,12 @@ def test_rollout_form_checks_the_snapshot_id():
     with pytest.raises(ParamValidationError):
         rollout_params()["snapshot_id"].resolve("vol-0123")
     assert rollout_params()["snapshot_id"].resolve("snap-0123456789abcdef0") == "snap-0123456789abcdef0"
+
+
+def test_the_images_field_shows_the_published_set_as_the_plugin_serves_it():
+    """Fetched by the browser when the form opens (a Markdown image, relative to the UI's base): the DAG file reads
+    no AWS. The plain text around it still reads as written once rendered."""
+    markdown = build_params()["images"].schema["description_md"]
+    assert "![The published image set](ml-cache/published.svg)" in markdown
+    assert build_params()["images"].description is None  # else the form would show the plain one instead
+    assert markdown_text("a_b *c* [d](e) x.y") == "a\\_b \\*c\\* \\[d\\]\\(e\\) x\\.y"

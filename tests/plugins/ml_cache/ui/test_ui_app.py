@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 import yaml
@@ -118,7 +119,7 @@ def _events(metadata: dict[str, Any]) -> Iterator[None]:
             session.execute(delete(AssetModel).where(AssetModel.id.in_(ids)))
 
 
-@pytest.mark.parametrize("path", ["/ml-cache/", "/ml-cache/api/page"])
+@pytest.mark.parametrize("path", ["/ml-cache/", "/ml-cache/api/page", "/ml-cache/published.svg"])
 def test_refused_without_a_valid_token(client, path):
     assert client.get(path).status_code == 401
     assert client.get(path, headers={"Cookie": "_token=not-a-jwt"}).status_code == 403
@@ -165,6 +166,26 @@ def test_a_viewer_sees_the_live_snapshot_from_the_parameter_the_events_and_ec2(c
     assert dict(live["fsr"])["us-west-2a"] == "disabled"  # enabled at publish (producers), off now
     assert dict(live["fsr"])["us-west-2b"] in ("enabling", "optimizing", "enabled")
     assert [row["run_id"] for row in data["history"]] == [producers.BUILD_RUN_ID]
+
+
+def test_the_trigger_forms_card_shows_the_published_set_from_the_parameter(client, parameters, local_cloud):
+    """The image the build's form embeds: what the metadata parameter holds when the form opens."""
+    from ml_cache.hooks.ssm import CacheSsmHook
+    from ml_cache.published import publish_snapshot
+
+    empty = client.get("/ml-cache/published.svg", headers=_cookie("viewer"))
+    assert empty.status_code == 200 and "Nothing published yet" in empty.text
+    snapshot_id = _snapshot_with_fsr(local_cloud, "us-west-2b")
+    metadata = producers.published_metadata(snapshot_id)
+    publish_snapshot(CacheSsmHook(aws_conn_id="aws_default"), metadata=metadata, **parameters)
+    with _events(metadata):
+        card = client.get("/ml-cache/published.svg", headers=_cookie("viewer"))
+    assert card.status_code == 200 and card.headers["content-type"].startswith("image/svg+xml")
+    assert card.headers["cache-control"] == "no-store"
+    assert f"Published now (x86_64): {snapshot_id}" in card.text and "validated on the nodes" in card.text
+    for image in metadata["images"]:
+        assert f"{image['ref'].partition('@')[0]}  {image['digest'][:15]}…" in card.text
+    ElementTree.fromstring(card.text)  # noqa: S314 (our own output) well-formed: a browser draws it as an image
 
 
 def test_aws_unreachable_is_a_message_not_an_error(client, parameters, monkeypatch):
