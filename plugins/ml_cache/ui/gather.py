@@ -88,6 +88,17 @@ def published_parameter() -> dict[str, Any]:
     return {"snapshot_id": published.snapshot_id, "metadata": published.metadata}
 
 
+def pipeline_name() -> str | None:
+    """The config's `pipeline` (what every resource is tagged with), None when the file cannot be read."""
+    from ml_cache.settings.config import load_config
+
+    try:
+        return (load_config() or {}).get("pipeline")
+    except Exception as error:  # the page still renders; validate_inputs names a broken config
+        log.warning("ML cache page: cannot read the config: %s", error)
+        return None
+
+
 def fsr_states(snapshot_id: str) -> dict[str, str]:
     """The snapshot's FSR state per AZ as EC2 describes it now (an AZ without an entry has FSR off)."""
     from ml_cache.hooks.ec2 import CacheEc2Hook
@@ -126,7 +137,7 @@ def gather_page(session: Session, *, now: datetime | None = None) -> CachePage:
             log.warning("ML cache page: cannot describe FSR: %s", error)
             messages.append(f"Cannot read the FSR state from EC2 ({type(error).__name__}: {error}); "
                             "showing the AZs enabled at publish.")
-    return build_page(now=now or datetime.now(UTC),
+    return build_page(now=now or datetime.now(UTC), pipeline=pipeline_name(),
                       cache_events=asset_events(session, ML_CONTAINER_CACHE.name),
                       ready_events=asset_events(session, ML_CONTAINER_CACHE_READY.name),
                       build_runs=build_runs(session), published=published, messages=messages,

@@ -40,6 +40,9 @@ def render_page(page: CachePage, *, ui_base: str = "/") -> str:
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>ML cache</title><style>{_STYLE}</style>"
              "</head><body><h1>ML container image cache</h1>",
              f"<p>As of {escape(page.generated_at)} (from the Asset events and the SSM metadata parameter)</p>"]
+    if page.pipeline:
+        parts.append(f"<p>Pipeline <code class=pipeline>{escape(page.pipeline)}</code> (the config's "
+                     "<code>pipeline</code>: one deployment of the DAGs runs one pipeline)</p>")
     parts += [f'<div class=msg role=alert>{escape(message)}</div>' for message in page.messages]
     if page.empty:
         parts.append("<p class=empty id=nothing>Nothing published yet: the first successful run of "

@@ -159,6 +159,7 @@ class CachePage:
     cost_total: dict[str, Any] | None
     messages: list[str]
     janitor: list[JanitorRow] = field(default_factory=list)
+    pipeline: str | None = None  # the config's `pipeline`: one deployment of the DAGs runs one
 
     @property
     def empty(self) -> bool:
@@ -170,7 +171,8 @@ class CachePage:
 
 def build_page(*, now: datetime, cache_events: Iterable[Event], ready_events: Iterable[Event],
                build_runs: Iterable[Run] = (), published: Mapping[str, Any] | None = None,
-               messages: Sequence[str] = (), janitor_runs: Iterable[Run] = ()) -> CachePage:
+               messages: Sequence[str] = (), janitor_runs: Iterable[Run] = (), pipeline: str | None = None
+               ) -> CachePage:
     """The page from the events (any order), the build and janitor runs and the metadata parameter's content
     (`published`: {"snapshot_id": ..., "metadata": {...}, "fsr_states": {az: state} as EC2 describes the
     published snapshot now, absent when not read}, None when the parameter could not be read)."""
@@ -205,7 +207,7 @@ def build_page(*, now: datetime, cache_events: Iterable[Event], ready_events: It
     weeks, total = _cost(cache)
     return CachePage(generated_at=now.isoformat(), archs=sorted(archs.values(), key=lambda view: view.arch),
                      history=_history(cache, build_runs), cost_weeks=weeks, cost_total=total, messages=notes,
-                     janitor=_janitor(janitor_runs))
+                     janitor=_janitor(janitor_runs), pipeline=pipeline)
 
 
 def _live(arch: str, now: datetime, cache: Sequence[Event], ready: Sequence[Event], published_id: str | None,

@@ -156,6 +156,7 @@ def test_a_viewer_sees_the_live_snapshot_from_the_parameter_the_events_and_ec2(c
         data = client.get("/ml-cache/api/page", headers={"Authorization": f"Bearer {_token('viewer')}"}).json()
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert snapshot_id in page.text and producers.PYTORCH_DIGEST in page.text
+    assert '<code class=pipeline>ml-container-cache</code>' in page.text and data["pipeline"] == "ml-container-cache"
     assert "SSM metadata parameter" in page.text and "role=alert" not in page.text
     [arch] = data["archs"]
     live = arch["live"]
