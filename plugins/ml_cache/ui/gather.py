@@ -119,10 +119,12 @@ def _published(messages: list[str]) -> dict[str, Any] | None:
 
 
 def gather_published(session: Session, *, now: datetime | None = None) -> CachePage:
-    """Only what the trigger form's card shows: the published snapshot and whether a rollout validated it."""
+    """What the trigger form's card shows: the published snapshot (its age from its event, as on the page) and
+    whether a rollout validated it; no EC2 call, no runs."""
     messages: list[str] = []
     published = _published(messages)
-    return build_page(now=now or datetime.now(UTC), cache_events=[], published=published, messages=messages,
+    return build_page(now=now or datetime.now(UTC), published=published, messages=messages,
+                      cache_events=asset_events(session, ML_CONTAINER_CACHE.name),
                       ready_events=asset_events(session, ML_CONTAINER_CACHE_READY.name))
 
 

@@ -18,6 +18,7 @@ from ml_cache.ui.view_model import (
     StageRow,
     StartupPoint,
 )
+from ml_cache.validation.report import short_image
 
 STAGE_NAMES = {"scheduled": "scheduled", "image_ready": "image ready", "container_started": "started",
                "containers_ready": "containers ready", "ready": "ready"}
@@ -80,7 +81,7 @@ def _when(iso: str | None) -> str:
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    days, rest = divmod(int(seconds), 86400)
+    days, rest = divmod(max(0, int(seconds)), 86400)  # AWS's clock a little ahead of Airflow's: "0 h 0 min"
     return f"{days} d {rest // 3600} h" if days else f"{rest // 3600} h {rest % 3600 // 60} min"
 
 
@@ -283,31 +284,42 @@ def _cost(weeks: Sequence[CostWeek], total: dict | None) -> str:
             f"</tr>{recent}</table>")
 
 
-CARD_LINE_HEIGHT = 18
-CARD_CHAR_WIDTH = 7.3  # 12 px monospace
+CARD_WIDTH = 300  # the UI draws a description's Markdown image at most 300 px wide
+CARD_LINE_HEIGHT = 15
+CARD_CHARS = 44  # of 11 px monospace in CARD_WIDTH
+INDENT = "  "  # a line drawn indented (SVG collapses leading spaces)
+
+
+def _card_line(text: str) -> str:
+    return text if len(text) <= CARD_CHARS else text[:CARD_CHARS - 1] + "…"
 
 
 def render_published_card(page: CachePage) -> str:
     """The published image set as a small SVG, for the build's trigger form: a Markdown image there, which the
     browser fetches when the form opens (the DAG file reads nothing). The same view model as the page:
-    the SSM metadata parameter, or a message saying why it could not be read."""
-    lines: list[tuple[str, bool]] = [(message, False) for message in page.messages]  # (text, bold)
+    the SSM metadata parameter, or a message saying why it could not be read. Short refs (the full ones are the
+    form's own value and the page's)."""
+    lines: list[tuple[str, bool]] = []  # (text, bold)
+    for message in page.messages:
+        lines += [(message[start:start + CARD_CHARS], False) for start in range(0, min(len(message), 4 * CARD_CHARS),
+                                                                                 CARD_CHARS)]
     for view in page.archs:
         live = view.live
         if live is None or live.source != "SSM metadata parameter":
             continue
-        lines.append((f"Published now ({view.arch}): {live.snapshot_id}, {_age(live.age_seconds)} old"
-                      f"{', validated on the nodes' if live.validated else ''}", True))
-        lines += [(f"  {image.ref.partition('@')[0]}  {image.digest[:15]}…  {_size(image.bytes)}", False)
-                  for image in live.images]
-    if not any(bold for _, bold in lines):
-        lines.append(("Nothing published yet: the first successful build publishes the image set.", True))
-    width = int(max(len(text) for text, _ in lines) * CARD_CHAR_WIDTH) + 20
-    height = CARD_LINE_HEIGHT * len(lines) + 10
+        lines += [(f"Published now: {live.snapshot_id}", True),
+                  (f"{view.arch}, {_age(live.age_seconds)} old{', validated' if live.validated else ''}", False)]
+        for image in live.images:
+            lines += [(f"{short_image(image.ref.partition('@')[0])}", False),
+                      (f"{INDENT}{image.digest[:15]}…  {_size(image.bytes)}", False)]
+    if not lines:
+        lines += [("Nothing published yet: the first", True), ("successful build publishes the image set.", True)]
+    height = CARD_LINE_HEIGHT * len(lines) + 8
     weight = {True: ' font-weight="bold"', False: ""}
-    rows = "".join(f'<text x="10" y="{CARD_LINE_HEIGHT * (index + 1)}"{weight[bold]}>{escape(text)}</text>'
+    rows = "".join(f'<text x="{18 if text.startswith(INDENT) else 6}" y="{CARD_LINE_HEIGHT * (index + 1)}"'
+                   f'{weight[bold]}>{escape(_card_line(text.strip()))}</text>'
                    for index, (text, bold) in enumerate(lines))
     label = escape("; ".join(text.strip() for text, _ in lines))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{label}" width="{width}" '
-            f'height="{height}" font-family="monospace" font-size="12"><title>{label}</title>'
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{label}" width="{CARD_WIDTH}" '
+            f'height="{height}" font-family="monospace" font-size="11"><title>{label}</title>'
             f'<rect width="100%" height="100%" fill="#f6f8fa" stroke="#d0d7de"/>{rows}</svg>')

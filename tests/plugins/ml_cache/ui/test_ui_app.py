@@ -24,6 +24,7 @@ from ml_cache.assets import (
     ready_event_extra,
 )
 from ml_cache.rollout_target import snapshot_from_event
+from ml_cache.validation.report import short_image
 from tests.conftest import REPO, use_aws_connection
 from tests.plugins.ml_cache import producers
 
@@ -183,9 +184,10 @@ def test_the_trigger_forms_card_shows_the_published_set_from_the_parameter(clien
         card = client.get("/ml-cache/published.svg", headers=_cookie("viewer"))
     assert card.status_code == 200 and card.headers["content-type"].startswith("image/svg+xml")
     assert card.headers["cache-control"] == "no-store"
-    assert f"Published now (x86_64): {snapshot_id}" in card.text and "validated on the nodes" in card.text
-    for image in metadata["images"]:
-        assert f"{image['ref'].partition('@')[0]}  {image['digest'][:15]}…" in card.text
+    assert f"Published now: {snapshot_id}" in card.text and "x86_64, 1 d 0 h old, validated" in card.text
+    for image in metadata["images"]:  # short refs, abbreviated digests: the UI draws it 300 px wide
+        assert f">{short_image(image['ref'])}<" in card.text and f">{image['digest'][:15]}…  " in card.text
+    assert 'width="300"' in card.text
     ElementTree.fromstring(card.text)  # noqa: S314 (our own output) well-formed: a browser draws it as an image
 
 
