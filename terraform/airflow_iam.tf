@@ -30,7 +30,8 @@ module "airflow_policy" {
   builder_ami_owner_ids        = var.builder_ami_owner_ids
   cluster_name                 = aws_eks_cluster.this.name
   node_group_name              = aws_eks_node_group.gpu.node_group_name
-  launch_template_id           = aws_launch_template.gpu.id
+  baseline_node_group_name     = one(aws_eks_node_group.gpu_baseline[*].node_group_name)
+  launch_template_id           = aws_launch_template.gpu["gpu"].id
   kms_key_arn                  = var.kms_key_arn
   notification_topic_arns      = var.notification_topic_arns
   build_log_group_arn          = aws_cloudwatch_log_group.build.arn

@@ -56,6 +56,11 @@ output "gpu_node_group_arn" {
   value       = aws_eks_node_group.gpu.arn
 }
 
+output "gpu_baseline_node_group_name" {
+  description = "Name of the uncached baseline node group (rollout.baseline_node_group_name); null when uncached_baseline is off"
+  value       = one(aws_eks_node_group.gpu_baseline[*].node_group_name)
+}
+
 output "system_node_group_name" {
   description = "Name of the CPU node group for system pods"
   value       = aws_eks_node_group.system.node_group_name
@@ -63,17 +68,17 @@ output "system_node_group_name" {
 
 output "gpu_launch_template_id" {
   description = "ID of the GPU node group's launch template (the rollout DAG adds versions to it)"
-  value       = aws_launch_template.gpu.id
+  value       = aws_launch_template.gpu["gpu"].id
 }
 
 output "gpu_launch_template_name" {
   description = "Name of the GPU node group's launch template"
-  value       = aws_launch_template.gpu.name
+  value       = aws_launch_template.gpu["gpu"].name
 }
 
 output "gpu_launch_template_default_version" {
   description = "Default version of the GPU launch template: Terraform's latest content"
-  value       = aws_launch_template.gpu.default_version
+  value       = aws_launch_template.gpu["gpu"].default_version
 }
 
 output "cache_snapshot_id" {
@@ -221,12 +226,12 @@ output "ml_cache_config" {
       # The Airflow policy allows exactly these (RunInstances ec2:InstanceType): one source for both.
       instance_types = var.builder_instance_types
     })
-    rollout = {
+    rollout = merge({
       cluster_name       = aws_eks_cluster.this.name
       node_group_name    = aws_eks_node_group.gpu.node_group_name
-      launch_template_id = aws_launch_template.gpu.id
+      launch_template_id = aws_launch_template.gpu["gpu"].id
       cache_device_name  = local.cache_device_name
-    }
+    }, local.baseline_rollout_config)
   }))
 }
 

@@ -194,6 +194,12 @@ variable "gpu_node_labels" {
   default     = {}
 }
 
+variable "uncached_baseline" {
+  description = "Add a node group `<name>-gpu-baseline`: the GPU nodes without the cache (blank cache volume), at 0 nodes. The rollout DAG scales it to 1 to time each image uncached beside the cached start (rollout.uncached_baseline of ml_cache_config). Costs nothing at 0 nodes; one GPU node for the validation's minutes per rollout"
+  type        = bool
+  default     = false
+}
+
 variable "gpu_root_volume_size_gib" {
   description = "Size of the GPU nodes' root volume, in GiB"
   type        = number

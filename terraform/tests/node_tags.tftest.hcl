@@ -20,12 +20,13 @@ run "node_templates_and_groups_carry_no_role_tag" {
   command = plan
 
   variables {
-    tags = { team = "ml-platform" }
+    tags              = { team = "ml-platform" }
+    uncached_baseline = true # its template and group too
   }
 
   assert {
     condition = alltrue(flatten([
-      for template in [aws_launch_template.gpu, aws_launch_template.system] : [
+      for template in concat(values(aws_launch_template.gpu), [aws_launch_template.system]) : [
         for spec in template.tag_specifications : !contains(keys(spec.tags), "ml-cache:role")
       ]
     ]))
@@ -34,14 +35,14 @@ run "node_templates_and_groups_carry_no_role_tag" {
 
   assert {
     condition = alltrue([
-      for group in [aws_eks_node_group.gpu, aws_eks_node_group.system] : !contains(keys(group.tags), "ml-cache:role")
+      for group in concat([aws_eks_node_group.gpu, aws_eks_node_group.system], aws_eks_node_group.gpu_baseline) : !contains(keys(group.tags), "ml-cache:role")
     ])
     error_message = "A node group carries ml-cache:role."
   }
 
   assert {
-    condition     = aws_launch_template.gpu.tag_specifications[0].tags["team"] == "ml-platform"
-    error_message = "var.tags no longer reaches the node templates (this test would prove nothing)."
+    condition     = length(aws_eks_node_group.gpu_baseline) == 1 && alltrue([for template in values(aws_launch_template.gpu) : template.tag_specifications[0].tags["team"] == "ml-platform"])
+    error_message = "var.tags no longer reaches the node templates, or the baseline is missing (this test would prove nothing)."
   }
 }
 

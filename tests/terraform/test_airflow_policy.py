@@ -59,6 +59,8 @@ DOCUMENT = f"{SSM}:document/ml-container-cache-build"
 CLUSTER_ARN = f"{EKS}:cluster/{CLUSTER}"
 NODE_GROUP_ARN = f"{EKS}:nodegroup/{CLUSTER}/{NODE_GROUP}/6ec5a4f2-0000-0000-0000-000000000000"
 SYSTEM_NODE_GROUP_ARN = f"{EKS}:nodegroup/{CLUSTER}/ml-container-cache-system/7fd6b5a3-0000-0000-0000-000000000000"
+BASELINE_NODE_GROUP = "ml-container-cache-gpu-baseline"  # terraform/node_groups.tf, var.uncached_baseline
+BASELINE_NODE_GROUP_ARN = f"{EKS}:nodegroup/{CLUSTER}/{BASELINE_NODE_GROUP}/8ae7c6b4-0000-0000-0000-000000000000"
 AMI_PARAMETER = (
     f"arn:aws:ssm:{REGION}::parameter/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/"
     "standard/recommended/image_id"
@@ -295,6 +297,8 @@ REFUSED_CALLS = {
         "eks:ListUpdates", f"{EKS}:nodegroup/other/{NODE_GROUP}/6ec5a4f2"),
     "update the system node group": Request("eks:UpdateNodegroupVersion", SYSTEM_NODE_GROUP_ARN),
     "scale the system node group": Request("eks:UpdateNodegroupConfig", SYSTEM_NODE_GROUP_ARN),
+    "update the baseline node group's version": Request("eks:UpdateNodegroupVersion", BASELINE_NODE_GROUP_ARN),
+    "scale another node group": Request("eks:UpdateNodegroupConfig", f"{EKS}:nodegroup/{CLUSTER}/other-gpu/6ec5a4f2"),
     "delete a volume of another account": Request(
         "ec2:DeleteVolume", f"arn:aws:ec2:{REGION}:444455556666:volume/vol-0abc", BUILDER_RESOURCE),
 }
@@ -412,6 +416,21 @@ def test_the_build_log_group_adds_reading_its_streams_only(tmp_path: Path) -> No
     assert not is_allowed(policy, Request("logs:PutLogEvents", stream, {}))
     assert union_actions(policy) - CONTRACT_ACTIONS == {"logs:FilterLogEvents", "logs:GetLogEvents"}
     assert all(_iam_size(document) <= MANAGED_POLICY_CHARACTERS for document in policy)
+
+
+def test_the_baseline_node_group_adds_scaling_it_only(tmp_path: Path, policy: list[dict[str, Any]]) -> None:
+    """With uncached_baseline the rollout scales that group 0 -> 1 -> back (UpdateNodegroupConfig, then
+    DescribeUpdate and DescribeNodegroup until done) and never updates its version; without it, no scaling."""
+    scale = Request("eks:UpdateNodegroupConfig", BASELINE_NODE_GROUP_ARN)
+    assert not is_allowed(policy, scale)
+    with_baseline = render_policy(tmp_path, baseline_node_group_name=BASELINE_NODE_GROUP)
+    for action in ("eks:UpdateNodegroupConfig", "eks:DescribeUpdate", "eks:DescribeNodegroup"):
+        assert is_allowed(with_baseline, Request(action, BASELINE_NODE_GROUP_ARN)), action
+    assert not is_allowed(with_baseline, Request("eks:UpdateNodegroupVersion", BASELINE_NODE_GROUP_ARN))
+    assert not is_allowed(with_baseline, Request(
+        "eks:UpdateNodegroupConfig", f"{EKS}:nodegroup/other/{BASELINE_NODE_GROUP}/8ae7c6b4"))
+    assert union_actions(with_baseline) == CONTRACT_ACTIONS
+    assert all(_iam_size(document) <= MANAGED_POLICY_CHARACTERS for document in with_baseline)
 
 
 @pytest.mark.parametrize("candidate", range(len(LAUNCH.candidates())))

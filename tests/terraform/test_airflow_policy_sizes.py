@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from test_airflow_policy import (  # the calls and contract the main policy is tested with
     ACCOUNT,
+    BASELINE_NODE_GROUP,
+    BASELINE_NODE_GROUP_ARN,
     CONTRACT_ACTIONS,
     DAG_CALLS,
     INSTANCE_TYPES,
@@ -81,7 +83,7 @@ def _largest() -> dict[str, Any]:
     topics = [f"arn:aws:sns:{REGION}:{ACCOUNT}:ml-container-cache-{name}-notifications" for name in ("team", "oncall")]
     return {"registry_credentials": credentials, "ecr_repository_arns": repositories, "kms_key_arns": keys,
             "kms_key_arn": KMS_KEY, "builder_subnet_ids": subnets, "builder_instance_types": types,
-            "notification_topic_arns": topics,
+            "notification_topic_arns": topics, "baseline_node_group_name": BASELINE_NODE_GROUP,
             "build_log_group_arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/ml-container-cache-production/build"}
 
 
@@ -116,7 +118,8 @@ def _modules(tree: Path, name: str, configuration: dict[str, Any]) -> dict[str, 
         f"{name}_airflow": {
             "source": str(tree / "modules" / "airflow-policy"), **POLICY_INPUTS,
             **{key: configuration[key] for key in ("builder_subnet_ids", "builder_instance_types",
-                                                   "notification_topic_arns", "build_log_group_arn")
+                                                   "notification_topic_arns", "build_log_group_arn",
+                                                   "baseline_node_group_name")
                if key in configuration},
             "kms_key_arn": configuration.get("kms_key_arn"),
         },
@@ -240,6 +243,14 @@ def test_the_largest_configuration_reads_each_source_and_no_other(rendered: dict
     assert not is_allowed(policies, Request("kms:Decrypt", key, {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}))
     assert not is_allowed(policies, Request(
         "secretsmanager:GetSecretValue", _secret(REGION, ACCOUNT, "ml-platform/container-registries/admin")))
+
+
+def test_the_largest_configuration_scales_the_baseline_group(rendered: dict[str, str | None]) -> None:
+    """It holds the uncached baseline too: Airflow may scale that group, nothing more."""
+    policies = _airflow(rendered, "largest")
+    assert is_allowed(policies, Request("eks:UpdateNodegroupConfig", BASELINE_NODE_GROUP_ARN))
+    assert not is_allowed(policies, Request("eks:UpdateNodegroupVersion", BASELINE_NODE_GROUP_ARN))
+    assert not is_allowed(_airflow(rendered, "default"), Request("eks:UpdateNodegroupConfig", BASELINE_NODE_GROUP_ARN))
 
 
 def test_a_registry_policy_too_large_for_iam_fails_the_plan(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ import yaml
 from botocore.exceptions import ClientError
 from ec2_authorization import Account, mutating_actions, node_calls, run_instances_calls
 from tf_iam_eval import Request, allowed_actions, is_allowed
-from tf_runner import PLUGIN_DIR, REPO, Terraform, copy_tree, skip_reason
+from tf_runner import PLUGIN_DIR, REPO, Terraform, copy_tree, skip_reason, terraform_binary
 
 from ml_cache.builder_instance import builder_request
 from ml_cache.builder_spec import validate_registry_credentials, validate_registry_endpoints
@@ -36,7 +37,10 @@ pytestmark = [
 
 REGION = "us-west-2"
 PIPELINE = "ml-container-cache"
-GPU_LAUNCH_TEMPLATE = "module.ml_container_cache.aws_launch_template.gpu"
+GPU_LAUNCH_TEMPLATE = "module.ml_container_cache.aws_launch_template.gpu"  # both templates: a -target
+GPU_TEMPLATE = f'{GPU_LAUNCH_TEMPLATE}["gpu"]'
+GPU_NODE_GROUP = "module.ml_container_cache.aws_eks_node_group.gpu"
+BASELINE_NODE_GROUP = f"{PIPELINE}-gpu-baseline"
 EKS_AMI_OWNER = "602401143452"  # terraform/variables.tf builder_ami_owner_ids default
 
 # Private registries as a site configures them (README.md): auto-loaded by every apply, plan and destroy.
@@ -51,6 +55,8 @@ REGISTRY_VARIABLES = {
     "ecr_repository_arns": [REGISTRY_REPOSITORY],
     "registry_endpoints": {"docker.io": "https://dockerhub-mirror.example.com"},
 }
+# The uncached baseline on (its group rests at 0 nodes): every test below sees it as a site would.
+SITE_VARIABLES = {"uncached_baseline": True}
 
 
 @dataclass
@@ -90,6 +96,7 @@ def deployment(local_cloud: Any, tmp_path_factory: pytest.TempPathFactory) -> It
     tree = copy_tree(tmp_path_factory.mktemp("apply"))
     terraform = Terraform(tree / "examples" / "local-cloud")
     (terraform.workdir / "registries.auto.tfvars.json").write_text(json.dumps(REGISTRY_VARIABLES))
+    (terraform.workdir / "site.auto.tfvars.json").write_text(json.dumps(SITE_VARIABLES))
     deployment = Deployment(terraform=terraform, endpoint=local_cloud.endpoint, outputs={})
     print(f"\nlocal cloud: {local_cloud.kind} at {local_cloud.endpoint}")
     # The first apply goes through apply.sh, the entry point `make run` uses.
@@ -151,7 +158,44 @@ def test_gpu_node_group_uses_our_launch_template(deployment: Deployment) -> None
     assert {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"} in group["taints"]
     assert group["labels"]["ml-cache/enabled"] == "true"
     names = eks.list_nodegroups(clusterName=deployment.outputs["cluster_name"])["nodegroups"]
-    assert sorted(names) == sorted([f"{PIPELINE}-gpu", f"{PIPELINE}-system"])
+    assert sorted(names) == sorted([f"{PIPELINE}-gpu", f"{PIPELINE}-system", BASELINE_NODE_GROUP])
+
+
+def _baseline_group(deployment: Deployment) -> dict[str, Any]:
+    return deployment.client("eks").describe_nodegroup(
+        clusterName=deployment.outputs["cluster_name"], nodegroupName=BASELINE_NODE_GROUP)["nodegroup"]
+
+
+def test_the_baseline_group_rests_at_zero_nodes_on_a_blank_cache_volume(deployment: Deployment) -> None:
+    """uncached_baseline: the GPU node without the cache, at 0 nodes until a rollout scales it to 1."""
+    assert deployment.outputs["gpu_baseline_node_group_name"] == BASELINE_NODE_GROUP
+    eks, ec2 = deployment.client("eks"), deployment.client("ec2")
+    group = _baseline_group(deployment)
+    gpu = eks.describe_nodegroup(clusterName=deployment.outputs["cluster_name"],
+                                 nodegroupName=deployment.outputs["gpu_node_group_name"])["nodegroup"]
+    assert group["scalingConfig"] == {"minSize": 0, "maxSize": 1, "desiredSize": 0}
+    assert group["labels"] == {**gpu["labels"], "ml-cache/enabled": "false"}
+    for key in ("amiType", "instanceTypes", "capacityType", "taints", "nodeRole", "subnets"):
+        assert group[key] == gpu[key], key
+    assert sorted(group["subnets"]) == sorted(deployment.outputs["private_subnet_ids"])
+    assert group["launchTemplate"]["id"] != deployment.outputs["gpu_launch_template_id"]
+    data = _default_version(ec2, group["launchTemplate"]["id"])
+    assert "SnapshotId" not in _cache_mapping(data)
+    gpu_data = _default_version(ec2, deployment.outputs["gpu_launch_template_id"])
+    assert data["UserData"] == gpu_data["UserData"]
+    assert _cache_mapping(data) == _cache_mapping(gpu_data)  # no snapshot published yet: both blank
+    names = {spec["ResourceType"]: {t["Key"]: t["Value"] for t in spec["Tags"]}.get("Name")
+             for spec in data["TagSpecifications"]}
+    assert names["instance"] == names["volume"] == BASELINE_NODE_GROUP
+
+
+def test_airflow_may_scale_the_baseline_group_only(deployment: Deployment) -> None:
+    """What the rollout calls on it (scale 0 -> 1 -> back, wait on the update), by the policies IAM holds."""
+    policies, arn = _airflow_policies(deployment), _baseline_group(deployment)["nodegroupArn"]
+    for action in ("eks:UpdateNodegroupConfig", "eks:DescribeUpdate", "eks:DescribeNodegroup"):
+        assert is_allowed(policies, Request(action, arn)), action
+    assert not is_allowed(policies, Request("eks:UpdateNodegroupVersion", arn))
+    assert not is_allowed(policies, Request("eks:DeleteNodegroup", arn))
 
 
 def test_first_apply_has_a_blank_cache_volume_and_the_mount_script(deployment: Deployment) -> None:
@@ -414,6 +458,8 @@ def test_dag_settings_accept_the_config_file_apply_sh_wrote(deployment: Deployme
     assert build.aws.instance_profile == deployment.outputs["builder_instance_profile_name"]
     rollout = settings.resolve_rollout_settings(config, {}, region=REGION)
     assert rollout.rollout.launch_template_id == deployment.outputs["gpu_launch_template_id"]
+    assert rollout.rollout.uncached_baseline is True
+    assert rollout.rollout.baseline_node_group_name == deployment.outputs["gpu_baseline_node_group_name"]
 
 
 def test_published_snapshot_reaches_the_launch_template(deployment: Deployment) -> None:
@@ -430,6 +476,9 @@ def test_published_snapshot_reaches_the_launch_template(deployment: Deployment) 
     assert _cache_mapping(data)["VolumeSize"] == 200
     # The DAG keeps owning the value: Terraform did not write the placeholder back.
     assert ssm.get_parameter(Name=f"/{PIPELINE}/snapshot-id")["Parameter"]["Value"] == snapshot
+    # The baseline stays uncached.
+    baseline = _default_version(ec2, _baseline_group(deployment)["launchTemplate"]["id"])
+    assert "SnapshotId" not in _cache_mapping(baseline)
     ec2.delete_volume(VolumeId=volume)
 
 
@@ -453,15 +502,44 @@ def test_later_apply_leaves_the_dags_rollout_alone(deployment: Deployment) -> No
     plan = json.loads(deployment.terraform.run("show", "-json", str(plan_file)).stdout)
     changes = {change["address"]: change["change"] for change in plan["resource_changes"]}
 
-    node_group = changes["module.ml_container_cache.aws_eks_node_group.gpu"]
+    node_group = changes[GPU_NODE_GROUP]
     assert node_group["actions"] in (["no-op"], ["update"])
     assert node_group["after"]["launch_template"] == node_group["before"]["launch_template"]
-    template = changes[GPU_LAUNCH_TEMPLATE]["after"]
+    template = changes[GPU_TEMPLATE]["after"]
     cache = next(m for m in template["block_device_mappings"] if m["device_name"] == "/dev/xvdb")
     assert cache["ebs"][0]["snapshot_id"] == snapshot
     described = ec2.describe_launch_templates(LaunchTemplateIds=[template_id])["LaunchTemplates"][0]
     assert described["DefaultVersionNumber"] == default_before
     ec2.delete_volume(VolumeId=volume)
+
+
+def test_a_deployment_from_before_the_baseline_keeps_its_gpu_template_and_group(deployment: Deployment) -> None:
+    """Its state has the GPU template at the bare address (no for_each) and no baseline: the `moved` block
+    readdresses the template, nothing of the GPU group or template is replaced. Planned on a copy of the state."""
+    terraform, old = deployment.terraform, deployment.terraform.workdir / "before-baseline.tfstate"
+    shutil.copyfile(terraform.workdir / "terraform.tfstate", old)
+    state = f"-state={old}"
+
+    def edit_state(subcommand: str, *addresses: str) -> str:
+        return subprocess.run([terraform_binary() or "terraform", "state", subcommand, state, *addresses],
+                              cwd=terraform.workdir, env=terraform.env(), capture_output=True, text=True, check=True,
+                              timeout=120).stdout
+
+    edit_state("rm", "module.ml_container_cache.aws_eks_node_group.gpu_baseline",
+               f'{GPU_LAUNCH_TEMPLATE}["gpu_baseline"]')
+    edit_state("mv", GPU_TEMPLATE, GPU_LAUNCH_TEMPLATE)
+    assert GPU_LAUNCH_TEMPLATE in edit_state("list").split()
+
+    plan_file = terraform.workdir / "before-baseline.tfplan"
+    terraform.run("plan", state, f"-var=endpoint_url={deployment.endpoint}", "-var=uncached_baseline=false",
+                  f"-out={plan_file}")
+    plan = json.loads(terraform.run("show", "-json", str(plan_file)).stdout)
+    changes = {change["address"]: change for change in plan["resource_changes"]}
+    assert changes[GPU_TEMPLATE].get("previous_address") == GPU_LAUNCH_TEMPLATE, "the moved block is missing"
+    # Neither replaced (moto 5.2.5 leaves the node group's updateConfig out, hence a possible in-place update).
+    assert changes[GPU_TEMPLATE]["change"]["actions"] in (["no-op"], ["update"])
+    assert changes[GPU_NODE_GROUP]["change"]["actions"] in (["no-op"], ["update"])
+    assert not any("baseline" in address for address in changes)
 
 
 def test_destroy_removes_everything(deployment: Deployment) -> None:

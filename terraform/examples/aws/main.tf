@@ -18,6 +18,7 @@ module "ml_container_cache" {
   cluster_version                       = var.cluster_version
   gpu_instance_types                    = var.gpu_instance_types
   gpu_desired_size                      = var.gpu_desired_size
+  uncached_baseline                     = var.uncached_baseline
   single_nat_gateway                    = var.single_nat_gateway
   enable_vpc_endpoints                  = var.enable_vpc_endpoints
   cache_volume_size_gib                 = var.cache_volume_size_gib

@@ -51,6 +51,12 @@ variable "gpu_desired_size" {
   default     = 1
 }
 
+variable "uncached_baseline" {
+  description = "A GPU node group without the cache at 0 nodes, scaled to 1 by each rollout to time the uncached start (one GPU node for minutes per rollout)"
+  type        = bool
+  default     = false
+}
+
 variable "single_nat_gateway" {
   description = "One NAT gateway for all AZs (cheaper) instead of one per AZ"
   type        = bool

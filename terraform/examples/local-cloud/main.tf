@@ -49,4 +49,5 @@ module "ml_container_cache" {
 
   gpu_instance_types = ["g6e.xlarge"]
   gpu_desired_size   = 1
+  uncached_baseline  = var.uncached_baseline
 }

@@ -8,6 +8,11 @@ output "gpu_node_group_name" {
   value       = module.ml_container_cache.gpu_node_group_name
 }
 
+output "gpu_baseline_node_group_name" {
+  description = "Name of the uncached baseline node group (null when uncached_baseline is off)"
+  value       = module.ml_container_cache.gpu_baseline_node_group_name
+}
+
 output "gpu_launch_template_id" {
   description = "ID of the GPU launch template"
   value       = module.ml_container_cache.gpu_launch_template_id

@@ -48,3 +48,9 @@ variable "ecr_push_repository_names" {
   type        = list(string)
   default     = []
 }
+
+variable "uncached_baseline" {
+  description = "The uncached baseline node group (0 nodes until a rollout scales it to 1)"
+  type        = bool
+  default     = false
+}

@@ -194,6 +194,15 @@ locals {
       Action   = ["eks:DescribeNodegroup", "eks:DescribeUpdate", "eks:ListUpdates"]
       Resource = local.cluster_groups
     },
+    ], var.baseline_node_group_name == null ? [] : [
+    {
+      # Scaling only: the baseline runs Terraform's template, no rollout updates its version. Describe
+      # calls on it are in ReadClusterNodeGroups.
+      Sid      = "ScaleBaselineNodeGroup"
+      Effect   = "Allow"
+      Action   = ["eks:UpdateNodegroupConfig"]
+      Resource = "${local.eks_account}:nodegroup/${var.cluster_name}/${var.baseline_node_group_name}/*"
+    },
     ], var.kms_key_arn == null ? [] : [
     {
       Sid    = "UseCacheKmsKeyThroughEbs"

@@ -102,6 +102,12 @@ variable "node_group_name" {
   type        = string
 }
 
+variable "baseline_node_group_name" {
+  description = "Uncached baseline node group the rollout DAG scales from 0 to 1 and back (UpdateNodegroupConfig only, never a version update); null = none"
+  type        = string
+  default     = null
+}
+
 variable "launch_template_id" {
   description = "Launch template of the GPU node group (the rollout DAG adds versions to it)"
   type        = string
