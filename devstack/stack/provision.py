@@ -1,5 +1,5 @@
-"""Resources in the local cloud for the demo: Terraform's example applied (or the builder's few
-resources by hand), the uncached baseline node group, and the DAG config written from them."""
+"""Resources in the local cloud for the demo: Terraform's example applied (with the uncached baseline node
+group, `uncached_baseline = true`) or the builder's few resources by hand, and the DAG config written from them."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from ml_cache.settings.config import DEFAULT_CONFIG_PATH
 if TYPE_CHECKING:
     from devstack.stack.private_registries import PrivateRegistries
 
-BASELINE_NODE_GROUP = "ml-container-cache-gpu-uncached"
 NOTIFICATION_TOPIC = "ml-container-cache-notifications"
 TERRAFORM_APPLY = REPO / "terraform" / "examples" / "local-cloud" / "apply.sh"
 
@@ -43,7 +42,8 @@ def terraform_missing() -> str | None:
 def provision_with_terraform(layout: Layout) -> dict[str, Any]:
     """terraform/examples/local-cloud applied into the local cloud; its `ml_cache_config` output."""
     output = layout.home / "terraform" / "ml_cache_config.yaml"
-    env = {**os.environ, "ML_CACHE_TF_STATE": str(layout.home / "terraform" / "terraform.tfstate"),
+    env = {"TF_VAR_uncached_baseline": "true",  # the baseline group (kept at 0) that each rollout times cold starts on
+           **os.environ, "ML_CACHE_TF_STATE": str(layout.home / "terraform" / "terraform.tfstate"),
            "TF_DATA_DIR": str(layout.home / "terraform" / "data")}
     started = time.monotonic()
     result = subprocess.run(["bash", str(TERRAFORM_APPLY), layout.endpoint, str(output)], env=env,
@@ -93,22 +93,6 @@ def provision(layout: Layout) -> dict[str, Any]:
     return provision_by_hand(layout)
 
 
-def add_baseline_node_group(layout: Layout, rollout: dict[str, Any]) -> None:
-    """A node group of the same instance type from the template's first version (no cache), kept at 0
-    nodes like Terraform's `uncached_baseline` group: each rollout scales it to one fresh node, so the
-    uncached start-up of each image is a cold pull, measured beside the cached one."""
-    eks = aws(layout, "eks")
-    gpu = eks.describe_nodegroup(clusterName=rollout["cluster_name"],
-                                 nodegroupName=rollout["node_group_name"])["nodegroup"]
-    optional = {key: gpu[key] for key in ("instanceTypes", "taints") if gpu.get(key)}
-    eks.create_nodegroup(
-        clusterName=rollout["cluster_name"], nodegroupName=BASELINE_NODE_GROUP, nodeRole=gpu["nodeRole"],
-        subnets=gpu["subnets"][:1], launchTemplate={"id": rollout["launch_template_id"], "version": "1"},
-        scalingConfig={"minSize": 0, "maxSize": 1, "desiredSize": 0},
-        labels={**gpu.get("labels", {}), "ml-cache/enabled": "false"}, **optional,
-    )
-
-
 def create_notification_topic(layout: Layout) -> str:
     """The SNS topic the DAGs notify in the local cloud (CreateTopic is idempotent): its ARN."""
     return aws(layout, "sns").create_topic(Name=NOTIFICATION_TOPIC)["TopicArn"]
@@ -133,8 +117,7 @@ def write_config(layout: Layout, config: dict[str, Any], refs: dict[str, str],
     if topic_arn is not None:
         config["notifications"] = {"sns_topic_arn": topic_arn, "on_success": True}
     if "rollout" in config:
-        config["rollout"].update({"kubernetes_conn_id": "kubernetes_local", "uncached_baseline": True,
-                                  "baseline_node_group_name": BASELINE_NODE_GROUP})
+        config["rollout"]["kubernetes_conn_id"] = "kubernetes_local"  # the baseline's keys come from Terraform
     layout.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 

@@ -7,7 +7,7 @@ import time
 from devstack.stack import airflow_celery, dag_runs, private_registries, services
 from devstack.stack.airflow_standalone import start_airflow
 from devstack.stack.layout import Layout, say
-from devstack.stack.provision import add_baseline_node_group, create_notification_topic, provision, write_config
+from devstack.stack.provision import create_notification_topic, provision, write_config
 
 CLOUD_ENV = {
     "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",  # Terraform attaches AWS managed policies to the builder role
@@ -31,8 +31,6 @@ def up(layout: Layout, flavour: str = "standalone") -> dict[str, str]:
     private = private_registries.start(layout)
     refs = {**refs, **private.refs}
     config = provision(layout)
-    if "rollout" in config:
-        add_baseline_node_group(layout, config["rollout"])
     write_config(layout, config, refs, private, topic_arn=create_notification_topic(layout))
     say(f"local cloud at {layout.endpoint} ({time.monotonic() - started:.1f} s); starting Airflow")
     if flavour == "celery":
