@@ -426,6 +426,13 @@ def test_attach_and_detach_volume_after_launch(cloud, ec2, launch, helpers) -> N
     assert not Path(attached["path"]).exists()
 
 
+def test_listing_node_groups_of_a_missing_cluster_is_resource_not_found(aws) -> None:
+    """As EKS answers (the janitor's inventory lists node groups), not moto's HTTP 500."""
+    eks = aws("eks")
+    with pytest.raises(eks.exceptions.ResourceNotFoundException):
+        eks.list_nodegroups(clusterName="no-such-cluster")
+
+
 def test_updates_go_with_their_deleted_node_group(nodegroup, aws, set_faults) -> None:
     """Another cluster's deleted node group and its unfinished update must not break this one's updates."""
     eks, cluster, template_id = nodegroup

@@ -18,6 +18,7 @@ def install() -> None:
     _patch.replace(EKSResponse, "list_updates", lambda _orig: responses.list_updates)
     _patch.replace(EKSResponse, "describe_nodegroup", responses.describe_nodegroup)
     _patch.replace(EKSResponse, "create_nodegroup", responses.create_nodegroup)
+    _patch.replace(EKSResponse, "list_nodegroups", responses.list_nodegroups)
     _patch.replace(EKSResponse, "update_nodegroup_config", lambda _orig: responses.update_nodegroup_config)
 
 

@@ -75,6 +75,17 @@ def describe_nodegroup(original: Any) -> Any:
     return handler
 
 
+def list_nodegroups(original: Any) -> Any:
+    """ListNodegroups of a cluster that does not exist: EKS answers ResourceNotFoundException
+    (https://docs.aws.amazon.com/eks/latest/APIReference/API_ListNodegroups.html#API_ListNodegroups_Errors);
+    moto 5.2.5 fails with a KeyError (HTTP 500, which boto retries as a server error)."""
+    def handler(self: Any) -> Any:
+        self.eks_backend.describe_cluster(name=self._get_param("name"))  # moto raises EKS's own error
+        return original(self)
+
+    return handler
+
+
 def create_nodegroup(original: Any) -> Any:
     def handler(self: Any) -> Any:
         result = original(self)
