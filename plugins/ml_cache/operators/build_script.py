@@ -18,6 +18,7 @@ from ml_cache.ssm_document import STEP_NAME
 from ml_cache.triggers.builder_command import BuilderCommandTrigger
 
 DELIVERY_TIMEOUT_SECONDS = 600
+RUNNING = ("Pending", "InProgress", "Delayed")  # a command that may still change the volume
 
 
 class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
@@ -53,6 +54,20 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
 
     def execute(self, context: Any) -> str:
         instance_id = self.builder["instance_id"]
+        comment = f"ml-container-cache {self.action} {context['ti'].run_id}"[:100]
+        earlier = self._earlier_command(instance_id, comment)
+        if earlier is not None and earlier["Status"] == "Success":
+            # A try that failed after its command succeeded (apache/airflow#71580: a trigger that fires at once
+            # can fail the resumed try): use that result. Sending again would rerun the work, and the second
+            # run's report (e.g. 0 bytes pulled) would replace what the build really did.
+            self.log.info("Command %s of this run already succeeded on %s: using its result",
+                          earlier["CommandId"], instance_id)
+            return self.execute_complete(context, {"status": "success", "command_id": earlier["CommandId"]})
+        if earlier is not None and earlier["Status"] in RUNNING:
+            # never a second script on the same volume at once: wait for the one a lost try left running
+            self.log.info("Command %s of this run is still %s on %s: waiting for it", earlier["CommandId"],
+                          earlier["Status"], instance_id)
+            return self._wait(earlier["CommandId"], instance_id)
         with fail_fast():  # bad spec, AccessDenied...: no retry helps
             spec = build_spec(self.action, images=list(self.images), platform=self.platform,
                               volume_id=self.builder["data_volume_id"], parallel=self.pull_parallelism,
@@ -67,19 +82,30 @@ class RunBuilderScriptOperator(CacheAwsOperator[CacheSsmHook]):
                 DocumentHashType="Sha256",
                 Parameters={"spec": [encode_spec(spec)], "executionTimeout": [str(self.timeout_seconds)]},
                 TimeoutSeconds=DELIVERY_TIMEOUT_SECONDS,
-                Comment=f"ml-container-cache {self.action} {context['ti'].run_id}"[:100],
+                Comment=comment,  # what a retry finds this run's command by
                 **({"CloudWatchOutputConfig": {"CloudWatchOutputEnabled": True,
                                                "CloudWatchLogGroupName": self.log_group}} if self.log_group else {}),
             )
         command_id = response["Command"]["CommandId"]
         self.persist_link(context, RunCommandLink, command_id=command_id, instance_id=instance_id)
         self.log.info("Sent %s (%s) to %s; deadline %s s", command_id, self.action, instance_id, self.timeout_seconds)
+        return self._wait(command_id, instance_id)
+
+    def _wait(self, command_id: str, instance_id: str) -> str:
         # the command's own timeout plus delivery slack
         self.defer_until(BuilderCommandTrigger, method_name="execute_complete", command_id=command_id,
                          instance_id=instance_id, timeout_seconds=self.timeout_seconds + DELIVERY_TIMEOUT_SECONDS,
                          poll_seconds=self.poll_seconds, log_group=self.log_group or None,
                          log_stream=stream_name(command_id, instance_id, STEP_NAME) if self.log_group else None)
         return command_id  # not reached: defer raises
+
+    def _earlier_command(self, instance_id: str, comment: str) -> dict[str, Any] | None:
+        """The newest invocation of our document on the builder that this run sent for this action (its Comment),
+        None on a first try. A failed one is sent again: a script's exit code may be a registry's hiccup."""
+        pages = self.hook.conn.get_paginator("list_command_invocations").paginate(InstanceId=instance_id)
+        mine = [item for page in pages for item in page["CommandInvocations"]
+                if item.get("Comment") == comment and item.get("DocumentName") == self.document["name"]]
+        return max(mine, key=lambda item: item["RequestedDateTime"], default=None)
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> str:
         event = validate_execute_complete_event(event)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -196,3 +197,50 @@ def test_the_failure_prefers_the_triggers_stderr_tail_and_never_quotes_progress(
     with pytest.raises(RuntimeError, match=r"stderr tail:\nthe last lines CloudWatch Logs held$"):
         task.execute_complete({}, {"status": "failure", "command_id": command_id,
                                    "stderr_tail": "the last lines CloudWatch Logs held"})
+
+
+# --- retries: this run's command is found by its Comment ----------------------------------------
+
+SLOW = "sleep 4\n"
+
+
+def _command_of(deferred: pytest.ExceptionInfo[TaskDeferred]) -> str:
+    return deferred.value.trigger.serialized_fields["command_id"]
+
+
+def test_a_retry_after_the_command_succeeded_uses_its_result_and_sends_nothing(ssm, builder) -> None:
+    """apache/airflow#71580 can fail the try whose trigger fired at once although the command succeeded: the
+    retry takes that command's result (sending again would rerun the build and replace its report)."""
+    task = operator(builder, register(ssm, PROBE))
+    with pytest.raises(TaskDeferred) as first:
+        task.execute({"ti": SimpleNamespace(run_id="manual__1")})
+    assert wait_invocation(ssm, _command_of(first), builder["instance_id"])["Status"] == "Success"
+    assert task.execute({"ti": SimpleNamespace(run_id="manual__1")}) == _command_of(first)
+    assert len(sent(ssm, builder["instance_id"])) == 1
+    with pytest.raises(TaskDeferred) as other_run:  # another run's command is never taken
+        task.execute({"ti": SimpleNamespace(run_id="manual__2")})
+    assert _command_of(other_run) != _command_of(first) and len(sent(ssm, builder["instance_id"])) == 2
+
+
+def test_a_retry_while_the_command_runs_waits_for_it_instead_of_a_second_script(ssm, builder) -> None:
+    task = operator(builder, register(ssm, SLOW))
+    with pytest.raises(TaskDeferred) as first:
+        task.execute({"ti": SimpleNamespace(run_id="manual__1")})
+    deadline = time.monotonic() + 10  # SSM lists an invocation a moment after SendCommand (a retry: >= 1 min)
+    while not ssm.list_command_invocations(InstanceId=builder["instance_id"])["CommandInvocations"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    with pytest.raises(TaskDeferred) as retried:  # a worker lost mid-wait: the retry finds it running
+        task.execute({"ti": SimpleNamespace(run_id="manual__1")})
+    assert _command_of(retried) == _command_of(first) and len(sent(ssm, builder["instance_id"])) == 1
+
+
+def test_a_retry_after_the_script_failed_sends_it_again(ssm, builder) -> None:
+    """An exit code may be a registry's hiccup: that is what the retry is for."""
+    task = operator(builder, register(ssm, FAILING))
+    with pytest.raises(TaskDeferred) as first:
+        task.execute({"ti": SimpleNamespace(run_id="manual__1")})
+    assert wait_invocation(ssm, _command_of(first), builder["instance_id"])["Status"] == "Failed"
+    with pytest.raises(TaskDeferred) as retried:
+        task.execute({"ti": SimpleNamespace(run_id="manual__1")})
+    assert _command_of(retried) != _command_of(first) and len(sent(ssm, builder["instance_id"])) == 2
