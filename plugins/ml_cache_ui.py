@@ -13,4 +13,5 @@ class MlCacheUiPlugin(AirflowPlugin):
     name = "ml_cache_ui"
     fastapi_apps = [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "ML cache"}]
     # relative: the UI's iframe resolves it against its <base href> (a sub-path deployment too)
-    external_views = [{"name": "ML cache", "href": relative("/"), "destination": "nav", "url_route": "ml-cache"}]
+    external_views = [{"name": "ML cache", "href": relative("/"), "destination": "nav",
+                       "url_route": URL_PREFIX.strip("/")}]
